@@ -1,0 +1,232 @@
+"""The backend adapter contract: what every compiler/runtime adapter provides to the harness.
+
+A backend only compiles, loads and answers ``run(batch) -> outputs``; the measurement loop in
+``harness.loadgen`` owns every timestamp (MLPerf LoadGen's separation rule). Vendor SDKs are
+imported inside the adapter's methods, never at module import time.
+"""
+from __future__ import annotations
+
+import abc
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from devices.profile import DeviceProfile
+
+#: Precisions every part of the project understands. WxAy forms (w8a16, w4a8, w8abf16) are
+#: accepted by :func:`validate_precision` as well.
+BASE_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-dynamic")
+_WA_PATTERN = re.compile(r"^w(2|3|4|5|6|7|8|16)a(2|3|4|5|6|7|8|16|bf16|fp16)$")
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "mse", "kl", "learned")
+GRANULARITIES = ("per_tensor", "per_channel")
+
+
+def validate_precision(precision: str) -> str:
+    """Return ``precision`` if known, else raise naming the valid choices."""
+    if precision in BASE_PRECISIONS or _WA_PATTERN.match(precision):
+        return precision
+    raise ValueError(
+        f"unknown precision {precision!r}; valid: {', '.join(BASE_PRECISIONS)} "
+        "or a WxAy form such as w8a8, w8a16, w4a8, w8abf16"
+    )
+
+
+def is_integer_precision(precision: str) -> bool:
+    """True when the precision needs integer quantization (and so usually calibration)."""
+    return precision.startswith("int") or bool(_WA_PATTERN.match(precision))
+
+
+class UnsupportedRequest(Exception):
+    """A backend refuses a request it cannot honour; becomes a record with status ``unsupported``."""
+
+
+class BackendUnavailable(UnsupportedRequest):
+    """The backend's SDK or hardware is missing on this host."""
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here; when not, why and how to fix it."""
+
+    available: bool
+    reason: str = ""
+    install_hint: str = ""
+    version: str | None = None
+
+    def explain(self) -> str:
+        if self.available:
+            return f"available (version {self.version})" if self.version else "available"
+        hint = f"; fix: {self.install_hint}" if self.install_hint else ""
+        return f"{self.reason}{hint}"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can be asked for on this host."""
+
+    precisions: tuple[str, ...]
+    calibration_methods: tuple[str, ...] = ()
+    granularities: tuple[str, ...] = ("per_tensor", "per_channel")
+    targets: tuple[str, ...] = ("cpu",)
+    #: True when timings do not describe the target device (simulators, emulation).
+    simulated: bool = False
+
+
+@dataclass(frozen=True)
+class CompileConfig:
+    """One compile request. Unknown values fail at construction, naming the valid ones."""
+
+    precision: str = "fp32"
+    calibration: str | None = None
+    per_channel: bool = True
+    activation_signed: bool = False
+    calibration_samples: int = 256
+    target: str | None = None
+    #: Backend-specific extras as sorted (key, value) pairs so the config stays hashable.
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        validate_precision(self.precision)
+        if self.calibration is not None and self.calibration not in CALIBRATION_METHODS:
+            raise ValueError(
+                f"unknown calibration method {self.calibration!r}; valid: {', '.join(CALIBRATION_METHODS)}"
+            )
+        if self.calibration_samples < 1:
+            raise ValueError("calibration_samples must be >= 1")
+        object.__setattr__(self, "options", tuple(sorted(dict(self.options).items())))
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+    def cache_key(self) -> str:
+        return repr((self.precision, self.calibration, self.per_channel, self.activation_signed,
+                     self.calibration_samples, self.target, self.options))
+
+
+def file_sha256(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """An FP32 ONNX checkpoint as handed to every backend (NCHW input in [0, 1])."""
+
+    path: Path
+    name: str
+    sha256: str
+    input_name: str
+    input_shape: tuple[int, ...]  # without batch, e.g. (1, 28, 28)
+    output_name: str
+    #: Learned activation ranges exported by the trainer (JSON), if any.
+    calibration_table: Path | None = None
+    #: QDQ graph carrying the trainer's learned scales, if exported.
+    qdq_path: Path | None = None
+    task: str = "classification"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How a session runs: thread count (None = the runtime's default)."""
+
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be >= 1 or None")
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    """What ``compile`` produces: an artifact on disk plus facts the record should carry."""
+
+    backend: str
+    precision: str
+    path: Path
+    #: Free-form facts worth keeping in the record (e.g. {"execution_provider": "CPU"}).
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Session(Protocol):
+    """A loaded model. The loop times ``run`` + ``synchronize``; nothing else."""
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def synchronize(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(abc.ABC):
+    """Base class for adapters. Subclasses register with ``@register_backend(name)``."""
+
+    name: ClassVar[str] = ""
+    install_hint: ClassVar[str] = ""
+    #: Default runtime for a platform vs an alternative (plots: filled vs unfilled markers).
+    display_name: ClassVar[str] = ""
+
+    @classmethod
+    @abc.abstractmethod
+    def availability(cls) -> Availability:
+        """Probe without side effects; never raises."""
+
+    @classmethod
+    def version(cls) -> str | None:
+        """The runtime's version string, or None when not installed."""
+        return cls.availability().version
+
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities:
+        """Precisions, calibration methods, granularities and targets on this host."""
+
+    @abc.abstractmethod
+    def compile(
+        self,
+        model: ModelArtifact,
+        device: "DeviceProfile",
+        config: CompileConfig,
+        calibration: np.ndarray | None,
+        workdir: Path,
+    ) -> CompiledModel:
+        """Build an artifact under ``workdir`` (cached by content hash); refuse with UnsupportedRequest."""
+
+    @abc.abstractmethod
+    def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> Session:
+        """Open a session on the compiled artifact."""
+
+    def check_request(self, config: CompileConfig) -> None:
+        """Refuse (never silently change) a request outside this backend's capabilities."""
+        caps = self.capabilities()
+        if config.precision not in caps.precisions:
+            raise UnsupportedRequest(
+                f"{self.name} does not support precision {config.precision!r}; "
+                f"it supports: {', '.join(caps.precisions)}"
+            )
+        if config.calibration is not None and caps.calibration_methods and \
+                config.calibration not in caps.calibration_methods:
+            raise UnsupportedRequest(
+                f"{self.name} has no {config.calibration!r} calibration; "
+                f"it has: {', '.join(caps.calibration_methods)}"
+            )
+        granularity = "per_channel" if config.per_channel else "per_tensor"
+        if is_integer_precision(config.precision) and granularity not in caps.granularities:
+            raise UnsupportedRequest(
+                f"{self.name} cannot quantize weights {granularity}; it supports: {', '.join(caps.granularities)}"
+            )
+
+
+def artifact_dir(workdir: Path, backend: str, model: ModelArtifact, config: CompileConfig, extra: str = "") -> Path:
+    """A cache directory keyed by the content hash of model + config (+ backend version etc.)."""
+    key = hashlib.sha256(f"{model.sha256}|{config.cache_key()}|{extra}".encode()).hexdigest()[:16]
+    d = Path(workdir) / backend / f"{model.name}-{config.precision}-{key}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d

@@ -1,0 +1,241 @@
+"""ONNX Runtime: the FP32 reference every fidelity metric compares against, plus FP16 and INT8.
+
+INT8 static builds a QDQ graph: calibration ranges are computed here (so entropy calibration can use
+a real histogram, not ORT's 128-bin default that degenerates to MinMax), written to ORT's own
+calibration cache, and the cache is reused for the same model, data draw and method.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+
+import numpy as np
+
+from backends.base import (
+    Availability,
+    Backend,
+    Capabilities,
+    CompileConfig,
+    CompiledModel,
+    ModelArtifact,
+    RuntimeConfig,
+    UnsupportedRequest,
+    artifact_dir,
+)
+from backends.registry import register_backend
+
+if TYPE_CHECKING:  # pragma: no cover
+    from devices.profile import DeviceProfile
+
+#: Entropy calibration needs many histogram bins to have candidate thresholds below the full range.
+ENTROPY_NUM_BINS = 2048
+DEFAULT_PERCENTILE = 99.999
+
+
+def ort_available(provider: str | None = None) -> Availability:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        return Availability(False, f"onnxruntime is not importable ({exc})", 'pip install onnxruntime')
+    if provider is not None and provider not in ort.get_available_providers():
+        return Availability(
+            False,
+            f"ONNX Runtime {ort.__version__} has no {provider} (available: {', '.join(ort.get_available_providers())})",
+            "pip install onnxruntime-gpu (with matching CUDA/cuDNN libraries) on a machine with an NVIDIA GPU",
+            ort.__version__,
+        )
+    return Availability(True, version=ort.__version__)
+
+
+class CalibrationReader:
+    """ORT's CalibrationDataReader protocol over an in-memory array, one image per call."""
+
+    def __init__(self, input_name: str, images: np.ndarray) -> None:
+        self.input_name = input_name
+        self.images = np.ascontiguousarray(images, dtype=np.float32)
+        self._it: Iterator[int] = iter(range(len(self.images)))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        i = next(self._it, None)
+        return None if i is None else {self.input_name: self.images[i:i + 1]}
+
+    def rewind(self) -> None:
+        self._it = iter(range(len(self.images)))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class OrtSession:
+    """A loaded ONNX Runtime session; run() answers, the harness times."""
+
+    def __init__(self, path: Path, providers: list[Any], threads: int | None) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self._sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        self._input = self._sess.get_inputs()[0].name
+        self._output = self._sess.get_outputs()[0].name
+        self.providers = self._sess.get_providers()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._sess.run([self._output], {self._input: batch})[0]
+
+    def synchronize(self) -> None:
+        """ORT's run() returns host arrays, so the work is already done."""
+
+    def close(self) -> None:
+        self._sess = None
+
+
+@register_backend("onnxruntime")
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime on the CPU execution provider (subclasses pick other providers)."""
+
+    install_hint: ClassVar[str] = "pip install onnxruntime"
+    provider: ClassVar[str] = "CPUExecutionProvider"
+
+    @classmethod
+    def availability(cls) -> Availability:
+        return ort_available(None if cls.provider == "CPUExecutionProvider" else cls.provider)
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            precisions=("fp32", "fp16", "int8", "int8-dynamic"),
+            calibration_methods=("minmax", "entropy", "percentile", "learned"),
+            granularities=("per_tensor", "per_channel"),
+            targets=(self.provider,),
+        )
+
+    def providers(self) -> list[Any]:
+        return [self.provider] if self.provider == "CPUExecutionProvider" else [self.provider, "CPUExecutionProvider"]
+
+    # -- compile -------------------------------------------------------------------------------
+    def compile(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
+                calibration: np.ndarray | None, workdir: Path) -> CompiledModel:
+        import onnxruntime as ort
+
+        self.check_request(config)
+        meta: dict[str, Any] = {"execution_provider": self.provider}
+        if config.precision == "fp32":
+            return CompiledModel(self.name, "fp32", Path(model.path), meta)
+        calib_key = _array_digest(calibration) if calibration is not None else ""
+        out_dir = artifact_dir(workdir, self.name, model, config, f"ort={ort.__version__}|{calib_key}")
+        dst = out_dir / "model.onnx"
+        meta["cached"] = dst.exists()
+        if dst.exists():
+            return CompiledModel(self.name, config.precision, dst, meta)
+        if config.precision == "fp16":
+            _convert_fp16(model.path, dst)
+        elif config.precision == "int8-dynamic":
+            _quantize_dynamic(model.path, dst, config)
+        elif config.precision == "int8":
+            if calibration is None:
+                raise UnsupportedRequest("static INT8 needs a calibration set; none was given")
+            method = config.calibration or "minmax"
+            meta["calibration_method"] = method
+            _quantize_static(model, dst, config, calibration, method, out_dir)
+        else:  # check_request already refused anything else
+            raise UnsupportedRequest(f"onnxruntime cannot build {config.precision}")
+        return CompiledModel(self.name, config.precision, dst, meta)
+
+    def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> OrtSession:
+        return OrtSession(compiled.path, self.providers(), runtime.threads)
+
+
+def _array_digest(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+def _convert_fp16(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    m16 = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(m16, str(dst))
+
+
+def _quantize_dynamic(src: Path, dst: Path, config: CompileConfig) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # Signed weights hit ORT's slow ConvInteger kernels on x86 (6.8 ms vs 1.07 ms): unsigned weights.
+    quantize_dynamic(str(src), str(dst), per_channel=config.per_channel, weight_type=QuantType.QUInt8)
+
+
+def _preprocess(src: Path, dst: Path) -> Path:
+    from onnxruntime.quantization import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst))
+    except Exception:  # shape inference can fail on exotic graphs; quantize the original then
+        shutil.copyfile(src, dst)
+    return dst
+
+
+def compute_ranges(model_path: Path, input_name: str, images: np.ndarray, method: str,
+                   symmetric: bool = False, percentile: float = DEFAULT_PERCENTILE):
+    """Activation ranges (ORT TensorsData) over the calibration images with the given method."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    extra: dict[str, Any] = {"symmetric": symmetric}
+    if method == "entropy":
+        extra.update(num_bins=ENTROPY_NUM_BINS, num_quantized_bins=128)
+    if method == "percentile":
+        extra.update(num_bins=ENTROPY_NUM_BINS, percentile=percentile)
+    with tempfile.TemporaryDirectory(prefix="qt-calib-") as tmp:
+        calibrator = create_calibrator(Path(model_path), None, augmented_model_path=str(Path(tmp) / "aug.onnx"),
+                                       calibrate_method=methods[method], extra_options=extra)
+        calibrator.collect_data(CalibrationReader(input_name, images))
+        return calibrator.compute_data(), methods[method]
+
+
+def apply_learned_ranges(tensors_range, table_path: Path) -> int:
+    """Overwrite calibrated ranges with the trainer's learned ones; returns how many were replaced."""
+    from onnxruntime.quantization.calibrate import TensorData
+
+    table = json.loads(Path(table_path).read_text())
+    if table.get("format") != "quanttrim-calibration/1":
+        raise UnsupportedRequest(f"{table_path} is not a quanttrim calibration table (format {table.get('format')!r})")
+    replaced = 0
+    for name, rng in table["tensors"].items():
+        if name in tensors_range.data:
+            tensors_range.data[name] = TensorData(lowest=np.float32(rng["min"]), highest=np.float32(rng["max"]))
+            replaced += 1
+    return replaced
+
+
+def _quantize_static(model: ModelArtifact, dst: Path, config: CompileConfig, calibration: np.ndarray,
+                     method: str, out_dir: Path) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    pre = _preprocess(Path(model.path), out_dir / "preprocessed.onnx")
+    base_method = "minmax" if method == "learned" else method
+    if method == "learned" and model.calibration_table is None:
+        raise UnsupportedRequest(f"checkpoint {model.name} has no learned calibration table (*.calib.json)")
+    tensors_range, ort_method = compute_ranges(pre, model.input_name, calibration, base_method,
+                                               symmetric=config.activation_signed,
+                                               percentile=float(config.option("percentile", DEFAULT_PERCENTILE)))
+    if method == "learned":
+        if apply_learned_ranges(tensors_range, model.calibration_table) == 0:
+            raise UnsupportedRequest(f"no tensor of {model.calibration_table} names a tensor of the graph")
+    cache = out_dir / f"calibration-{method}.json"
+    save_tensors_data(tensors_range, cache)
+    quantize_static(
+        str(pre), str(dst), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+        per_channel=config.per_channel,
+        activation_type=QuantType.QInt8 if config.activation_signed else QuantType.QUInt8,
+        weight_type=QuantType.QInt8, calibrate_method=ort_method, calibration_cache_path=str(cache),
+    )

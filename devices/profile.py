@@ -1,0 +1,118 @@
+"""Device profiles: data files in this folder validated into frozen dataclasses."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+FORM_FACTORS = ("soc", "m2_npu", "pcie_npu", "usb_npu", "desktop_gpu", "host_cpu")
+ACTIVATION_SCALING = ("static", "dynamic", "static_or_qat", "static_or_dynamic", "none")
+CALIBRATION_NEEDS = ("yes", "no", "conditional")
+POWER_SOURCES = ("rapl", "hwmon", "ina3221", "nvml", "jtop", "tegrastats", "usb_meter", "none")
+WEIGHT_GRANULARITY = ("per_tensor", "per_channel")
+ACTIVATION_NUMERICS = ("uint8", "int8", "int16", "bf16", "fp16", "fp32")
+POLICY_CALIBRATION = ("max", "minmax", "percentile", "entropy", "kl", "mse", "none")
+
+
+class ProfileError(ValueError):
+    """A device profile file is malformed; the message names the file, the key and the valid choices."""
+
+
+def _check_choice(where: str, key: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ProfileError(f"{where}: {key} = {value!r} is not valid; valid: {', '.join(valid)}")
+
+
+@dataclass(frozen=True)
+class QuantPolicy:
+    """The numerics a device's compiler applies for one precision path (paper Table 4)."""
+
+    name: str                                  # e.g. "w8a8", "w8abf16", "fp16"
+    weight_bits: int | None = 8                # None = floating point weights
+    weight_float: str | None = None            # "fp16" / "bf16" when weight_bits is None
+    weight_granularity: str = "per_channel"
+    activation: str = "uint8"                  # one of ACTIVATION_NUMERICS
+    activation_symmetric: bool = False
+    calibration_method: str = "minmax"         # one of POLICY_CALIBRATION
+    percentile: float | None = None            # for calibration_method = "percentile"
+    calibration_samples: int = 256
+    fallback_ops: tuple[str, ...] = ()         # ONNX op types the device runs as FP32 host islands
+    source: str = ""                           # where the facts come from
+
+    def validate(self, where: str) -> None:
+        if self.weight_bits is not None and not 2 <= self.weight_bits <= 16:
+            raise ProfileError(f"{where}: weight_bits must be 2..16 or absent, got {self.weight_bits}")
+        if self.weight_bits is None and self.weight_float not in ("fp16", "bf16", "fp32"):
+            raise ProfileError(f"{where}: floating-point weights need weight_float in fp16, bf16, fp32")
+        _check_choice(where, "weight_granularity", self.weight_granularity, WEIGHT_GRANULARITY)
+        _check_choice(where, "activation", self.activation, ACTIVATION_NUMERICS)
+        _check_choice(where, "calibration_method", self.calibration_method, POLICY_CALIBRATION)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Everything the harness needs to know about one device."""
+
+    name: str
+    display_name: str
+    form_factor: str
+    #: Backends in preference order; the first is the platform's default runtime.
+    backends: tuple[str, ...]
+    #: Precisions the harness runs on this device (registry precision names).
+    precisions: tuple[str, ...]
+    #: Weight/activation precision paths as in paper Table 4 (e.g. "w8a8", "w8a16", "w8abf16").
+    wa_paths: tuple[str, ...] = ()
+    activation_scaling: str = "static"
+    int_ptq_needs_calibration: str = "yes"
+    power_sources: tuple[str, ...] = ("none",)
+    peak_tops: float | None = None
+    peak_tops_precision: str | None = None
+    typical_power_w: float | None = None
+    typical_power_w_range: tuple[float, float] | None = None
+    price_eur: float | None = None
+    link: str | None = None
+    cpu_arch: str | None = None                # "x86_64", "aarch64"
+    tvm_target: str | None = None              # llvm target for the CPU or "cuda"
+    rknn_platform: str | None = None
+    quant_policies: tuple[QuantPolicy, ...] = ()
+    notes: str = ""
+    sources: tuple[str, ...] = ()
+    #: Facts probed at load time (only for the host profile `cpu`).
+    probed: tuple[tuple[str, str], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        where = f"device profile {self.name!r}"
+        _check_choice(where, "form_factor", self.form_factor, FORM_FACTORS)
+        _check_choice(where, "activation_scaling", self.activation_scaling, ACTIVATION_SCALING)
+        _check_choice(where, "int_ptq_needs_calibration", self.int_ptq_needs_calibration, CALIBRATION_NEEDS)
+        for src in self.power_sources:
+            _check_choice(where, "power_sources", src, POWER_SOURCES)
+        if not self.backends:
+            raise ProfileError(f"{where}: backends must name at least one backend")
+        from backends.base import validate_precision  # light module: no SDKs
+
+        for p in self.precisions:
+            try:
+                validate_precision(p)
+            except ValueError as exc:
+                raise ProfileError(f"{where}: {exc}") from None
+        for pol in self.quant_policies:
+            pol.validate(f"{where}, policy {pol.name!r}")
+
+    @property
+    def default_backend(self) -> str:
+        return self.backends[0]
+
+    def policy(self, name: str) -> QuantPolicy:
+        for pol in self.quant_policies:
+            if pol.name == name:
+                return pol
+        valid = ", ".join(p.name for p in self.quant_policies) or "(none)"
+        raise KeyError(f"device {self.name!r} has no quantization policy {name!r}; valid: {valid}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))

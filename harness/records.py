@@ -1,0 +1,127 @@
+"""The job record: one immutable row per (checkpoint, device, backend, precision) job.
+
+Field names carry units and are read by other tools; keep them stable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+STATUSES = ("ok", "unsupported", "failed", "timeout", "crashed")
+STAGES = ("plan", "compile", "load", "warmup", "measure", "validate")
+
+POWER_FIELDS = (
+    "power_avg_w", "power_peak_w", "power_peak_w_mean", "power_p5_w", "power_p95_w", "power_idle_w",
+    "energy_per_inference_mj", "energy_per_inference_net_mj", "power_source", "power_sample_period_ms",
+    "power_samples", "power_unavailable_reason", "power_estimated", "power_low_fidelity",
+)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    run_id: str
+    job_id: str
+    device: str
+    backend: str
+    precision: str
+    checkpoint: str
+    status: str
+    backend_version: str | None = None
+    calibration_method: str | None = None
+    calibration_samples: int | None = None
+    per_channel: bool | None = None
+    checkpoint_sha256: str | None = None
+    failed_stage: str | None = None
+    error_message: str | None = None
+    # Timing (median over runs of each run's statistic)
+    latency_ms_p50: float | None = None
+    latency_ms_p90: float | None = None
+    latency_ms_p95: float | None = None
+    latency_ms_p99: float | None = None
+    latency_ms_mean: float | None = None
+    latency_ms_min: float | None = None
+    latency_ms_max: float | None = None
+    latency_ms_p50_runs: tuple[float, ...] | None = None
+    fps: float | None = None
+    batch_size: int | None = None
+    warmup_iters: int | None = None
+    timed_iters: int | None = None
+    runs: int | None = None
+    quick: bool = False
+    #: Timings come from a simulator or emulation and say nothing about the target device.
+    simulated: bool = False
+    timing_note: str | None = None
+    compile_s: float | None = None
+    compile_cached: bool | None = None
+    threads: int | None = None
+    cpu_affinity: tuple[int, ...] | None = None
+    host_busy: bool | None = None
+    load_avg_1m: float | None = None
+    # Fidelity against the FP32 ONNX Runtime reference
+    eval_samples: int | None = None
+    eval_source: str | None = None
+    top1: float | None = None
+    top5: float | None = None
+    top1_agreement: float | None = None
+    logit_mse: float | None = None
+    snr_db: float | None = None
+    ece: float | None = None
+    brier: float | None = None
+    miou: float | None = None
+    # Power (see harness.power)
+    power_avg_w: float | None = None
+    power_peak_w: float | None = None
+    power_peak_w_mean: float | None = None
+    power_p5_w: float | None = None
+    power_p95_w: float | None = None
+    power_idle_w: float | None = None
+    energy_per_inference_mj: float | None = None
+    energy_per_inference_net_mj: float | None = None
+    power_source: str | None = None
+    power_sample_period_ms: float | None = None
+    power_samples: int | None = None
+    power_unavailable_reason: str | None = None
+    power_estimated: bool = False
+    power_low_fidelity: bool | None = None
+    started_at: str | None = None
+    duration_s: float | None = None
+    raw_latency_file: str | None = None
+    #: Backend facts (execution provider, artifact path, tuning trials, ...).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}; valid: {', '.join(STATUSES)}")
+        if self.failed_stage is not None and self.failed_stage not in STAGES:
+            raise ValueError(f"unknown failed_stage {self.failed_stage!r}; valid: {', '.join(STAGES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: _jsonable(v) for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobRecord":
+        names = {f.name for f in dataclasses.fields(cls)}
+        known = {k: v for k, v in data.items() if k in names}
+        extra = dict(known.get("extra") or {})
+        extra.update({k: v for k, v in data.items() if k not in names})
+        known["extra"] = extra
+        for key in ("latency_ms_p50_runs", "cpu_affinity"):
+            if isinstance(known.get(key), list):
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+
+def _jsonable(v: Any) -> Any:
+    """Non-finite floats become None except ±inf SNR, which JSON writes as a string."""
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def record_field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(JobRecord))
