@@ -127,7 +127,9 @@ class OnnxRuntimeBackend(Backend):
         meta: dict[str, Any] = {"execution_provider": self.provider}
         if config.precision == "fp32":
             return CompiledModel(self.name, "fp32", Path(model.path), meta)
-        calib_key = _array_digest(calibration) if calibration is not None else ""
+        if config.precision == "int8":
+            meta["calibration_method"] = config.calibration or "minmax"
+        calib_key = _array_digest(calibration) if calibration is not None and config.precision == "int8" else ""
         out_dir = artifact_dir(workdir, self.name, model, config, f"ort={ort.__version__}|{calib_key}")
         dst = out_dir / "model.onnx"
         meta["cached"] = dst.exists()
@@ -140,8 +142,7 @@ class OnnxRuntimeBackend(Backend):
         elif config.precision == "int8":
             if calibration is None:
                 raise UnsupportedRequest("static INT8 needs a calibration set; none was given")
-            method = config.calibration or "minmax"
-            meta["calibration_method"] = method
+            method = meta["calibration_method"]
             _quantize_static(model, dst, config, calibration, method, out_dir)
         else:  # check_request already refused anything else
             raise UnsupportedRequest(f"onnxruntime cannot build {config.precision}")

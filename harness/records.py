@@ -52,6 +52,8 @@ class JobRecord:
     quick: bool = False
     #: Timings come from a simulator or emulation and say nothing about the target device.
     simulated: bool = False
+    #: Where the timed loop ran: the device itself, or the host standing in for an absent device.
+    measured_on: str | None = None
     timing_note: str | None = None
     compile_s: float | None = None
     compile_cached: bool | None = None
@@ -115,7 +117,7 @@ class JobRecord:
 
 
 def _jsonable(v: Any) -> Any:
-    """Non-finite floats become None except ±inf SNR, which JSON writes as a string."""
+    """NaN becomes None (JSON null); +inf (SNR of identical outputs) stays and is written as Infinity."""
     if isinstance(v, float) and math.isnan(v):
         return None
     if isinstance(v, tuple):

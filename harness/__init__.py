@@ -1,0 +1,1 @@
+"""Cross-backend benchmarking harness: measurement loop, fidelity metrics, power, result store, reports."""

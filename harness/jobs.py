@@ -1,0 +1,68 @@
+"""A job: one (checkpoint, device, backend, precision, calibration) measurement, as passed to the worker."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything the child process needs; serialised as JSON so any interpreter can run it."""
+
+    run_id: str
+    job_id: str
+    mode: str                      # "measure" or "reference"
+    device: str                    # profile name or path
+    backend: str
+    precision: str
+    checkpoint: str                # name
+    checkpoint_path: str
+    calibration: str | None
+    per_channel: bool
+    activation_signed: bool
+    data_path: str                 # npz with eval_images, eval_labels, calib_images
+    reference_path: str            # npy with the FP32 ORT reference outputs
+    result_path: str               # where the worker writes its JSON result
+    stage_path: str                # the worker writes its current stage here (for timeouts)
+    latency_path: str              # raw per-iteration latencies (.npy, ns)
+    workdir: str                   # compiled-artifact cache
+    warmup: int = 20
+    iters: int = 200
+    runs: int = 5
+    batch: int = 1
+    validate_batch: int = 1
+    fidelity_only: bool = False
+    threads: int | None = None
+    power_period_ms: float = 10.0
+    power_estimate: bool = False
+    power_idle_s: float = 1.0
+    host_substitute: bool = False
+    calibration_table: str | None = None
+    qdq_path: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "JobSpec":
+        data = json.loads(text)
+        data["options"] = tuple(tuple(kv) for kv in data.get("options", ()))
+        return cls(**data)
+
+    def write(self, path: Path) -> None:
+        Path(path).write_text(self.to_json())
+
+
+def make_job_id(checkpoint: str, device: str, backend: str, precision: str, calibration: str | None,
+                per_channel: bool = True) -> str:
+    parts = [checkpoint, device, backend, precision]
+    if calibration:
+        parts.append(calibration)
+    if precision.startswith("int") or precision.startswith("w"):
+        parts.append("pc" if per_channel else "pt")
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", "__".join(parts))

@@ -1,0 +1,63 @@
+"""Progress display and the end-of-run summary table for `python -m harness run`."""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.records import JobRecord
+from harness.runner import BenchmarkOptions, RunResult, run_benchmark
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return format(value, spec)
+
+
+def summary_table(records: Sequence[JobRecord], title: str) -> Table:
+    table = Table(title=title, show_lines=False)
+    for col in ("checkpoint", "device", "backend", "precision", "status", "p50 ms", "p99 ms", "FPS", "power W",
+                "top-1", "agree", "logit MSE", "SNR dB", "ECE", "note"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        note = r.error_message if r.status != "ok" else (r.timing_note or "")
+        prec = r.precision + (f" ({r.calibration_method})" if r.calibration_method else "")
+        table.add_row(r.checkpoint, r.device, r.backend, prec, r.status, _fmt(r.latency_ms_p50, ".3f"),
+                      _fmt(r.latency_ms_p99, ".3f"), _fmt(r.fps, ".0f"), _fmt(r.power_avg_w, ".2f"),
+                      _fmt(r.top1, ".4f"), _fmt(r.top1_agreement, ".4f"), _fmt(r.logit_mse, ".3g"),
+                      _fmt(r.snr_db, ".1f"), _fmt(r.ece, ".4f"), (note or "")[:160])
+    return table
+
+
+def run_with_progress(options: BenchmarkOptions, console: Console | None = None) -> int:
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # logs and CI: don't squeeze the table into 80 columns
+            console = Console(width=220)
+    warnings: list[str] = []
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        task = bar.add_task("planning", total=None)
+
+        def progress(job_id: str, index: int, total: int) -> None:
+            bar.update(task, description=job_id if job_id != "done" else "done", completed=index, total=total)
+
+        def warn(message: str) -> None:
+            warnings.append(message)
+            bar.console.print(f"[yellow]warning:[/] {message}")
+
+        result: RunResult = run_benchmark(options, progress=progress, warn=warn)
+    console.print(f"evaluation data: {result.eval_source}")
+    console.print(summary_table(result.records, f"run {result.run_id}"))
+    counts = Counter(r.status for r in result.records)
+    console.print("jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) if counts else
+                  "jobs: none new (all finished already)")
+    console.print(f"records: {result.run_dir / 'records.jsonl'}")
+    return 0
