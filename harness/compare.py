@@ -113,8 +113,8 @@ def sort_frame(df: pd.DataFrame, sort: str | Sequence[str] | None) -> pd.DataFra
         keys, asc = [], []
         for item in items:
             item = item.strip()
-            desc = item.startswith("-")
-            key = item.lstrip("-+")
+            desc = item.startswith("-") or item.endswith(":desc")
+            key = item.lstrip("-+").removesuffix(":desc").removesuffix(":asc")
             if key not in df.columns:
                 raise CompareError(f"unknown sort key {key!r}; valid keys: {', '.join(map(str, df.columns))}")
             keys.append(key)
@@ -164,6 +164,9 @@ def _note(rec: dict[str, Any]) -> str | None:
         parts.append("power estimated")
     if rec.get("simulated") is True:
         parts.append("simulated timing")
+    measured_on = rec.get("measured_on")
+    if isinstance(measured_on, str) and measured_on and measured_on != rec.get("device"):
+        parts.append(f"measured on {measured_on}")
     if rec.get("quick") is True:
         parts.append("quick run")
     if (rec.get("status") == "ok" and _missing(rec.get("power_avg_w")) and _missing(rec.get("power_peak_w"))
@@ -273,7 +276,7 @@ def _sort_if_valid(sort: str | None, keys: Sequence[str]) -> str | None:
     items = [s.strip() for s in sort.split(",")]
     valid = set(keys) | {"fps", "latency_ms_p50", "power_avg_w", "power_peak_w", "fps_per_w",
                          "energy_per_inference_mj", "price_eur", "price_eur_per_fps", "price_eur_per_w"}
-    kept = [s for s in items if s.lstrip("-+") in valid]
+    kept = [s for s in items if s.lstrip("-+").removesuffix(":desc").removesuffix(":asc") in valid]
     return ",".join(kept) or None
 
 
