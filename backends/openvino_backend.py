@@ -1,0 +1,304 @@
+"""OpenVINO: FP32/FP16/BF16 through the plugin's precision hint, INT8 through NNCF PTQ or ORT QDQ graphs.
+
+Facts this adapter is built around (docs/toolchain-notes.md):
+- Without ``INFERENCE_PRECISION_HINT`` the CPU plugin runs bf16 on CPUs that support it, silently, so every
+  compile states the hint and then asks the compiled model which precision it really chose; a request the
+  plugin would change (e.g. f16 run as bf16) is refused, never recorded under the wrong name.
+- ``nncf.quantize`` on the OpenVINO model was more accurate than on the ONNX ModelProto.
+- ORT's QDQ graphs load and run as real INT8 in OpenVINO: used for learned ranges and ORT calibrations.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from backends.base import (
+    Availability,
+    Backend,
+    Capabilities,
+    CompileConfig,
+    CompiledModel,
+    ModelArtifact,
+    RuntimeConfig,
+    UnsupportedRequest,
+    artifact_dir,
+)
+from backends.registry import register_backend
+
+if TYPE_CHECKING:  # pragma: no cover
+    from devices.profile import DeviceProfile
+
+#: Registry precision -> the CPU/GPU plugin's INFERENCE_PRECISION_HINT value.
+PRECISION_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
+#: The plugin's OPTIMIZATION_CAPABILITIES entry that must be present for a floating-point hint.
+_HINT_CAPABILITY = {"f16": "FP16", "bf16": "BF16"}
+#: Calibration method -> how NNCF estimates activation ranges (None = NNCF cannot do it).
+NNCF_RANGE_ESTIMATORS = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "mse": "HISTOGRAM"}
+QUANTIZERS = ("nncf", "ort_qdq")
+PRESETS = ("performance", "mixed")
+DEFAULT_PERCENTILE = 99.99
+
+
+def unsupported_ops_from_error(message: str) -> list[str]:
+    """Operator names from OpenVINO's 'No conversion rule found for operations: a, b' report."""
+    m = re.search(r"No conversion rule found for operations:\s*([^\n]+)", message)
+    if not m:
+        return []
+    return [op.strip() for op in m.group(1).split(",") if op.strip()]
+
+
+def _read_model(core: Any, path: Path) -> Any:
+    """read_model, turning a conversion failure into an UnsupportedRequest naming the operators."""
+    try:
+        return core.read_model(str(path))
+    except RuntimeError as exc:
+        ops = unsupported_ops_from_error(str(exc))
+        if ops:
+            raise UnsupportedRequest(f"OpenVINO cannot convert operator(s) {', '.join(ops)} in {Path(path).name}") \
+                from None
+        raise
+
+
+def _static_batch(model: Any, batch: int) -> Any:
+    """Give the model a static input shape with this batch size (the LATENCY path wants static shapes)."""
+    inp = model.inputs[0]
+    shape = list(inp.get_partial_shape())
+    dims = [batch] + [int(d.get_length()) if d.is_static else d for d in shape[1:]]
+    if any(not isinstance(d, int) for d in dims):
+        raise UnsupportedRequest(f"input {inp.get_any_name()} has non-batch dynamic dimensions {shape}; "
+                                 "export the checkpoint with a static image size")
+    model.reshape({inp.get_any_name(): dims})
+    return model
+
+
+@register_backend("openvino")
+class OpenVinoBackend(Backend):
+    """Intel OpenVINO runtime (CPU plugin by default; GPU/NPU when config.target names a present plugin)."""
+
+    install_hint: ClassVar[str] = 'pip install ".[openvino]"  (openvino + nncf)'
+    display_name: ClassVar[str] = "OpenVINO"
+
+    @classmethod
+    def availability(cls) -> Availability:
+        try:
+            import openvino as ov
+        except Exception as exc:  # ImportError or a broken native library
+            return Availability(False, f"openvino is not importable ({exc})", cls.install_hint)
+        return Availability(True, version=ov.get_version())
+
+    # -- capabilities ------------------------------------------------------------------------
+    def _core(self) -> Any:
+        import openvino as ov
+
+        return ov.Core()
+
+    def capabilities(self) -> Capabilities:
+        precisions = ["fp32", "int8"]
+        targets: tuple[str, ...] = ("CPU",)
+        try:
+            core = self._core()
+            targets = tuple(core.available_devices)
+            caps = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+            if "FP16" in caps:
+                precisions.append("fp16")
+            if "BF16" in caps:
+                precisions.append("bf16")
+        except Exception:  # not importable: the availability() reason says why; report the minimum
+            pass
+        return Capabilities(
+            precisions=tuple(precisions),
+            calibration_methods=("minmax", "percentile", "mse", "entropy", "learned"),
+            granularities=("per_tensor", "per_channel"),
+            targets=targets,
+        )
+
+    def _target(self, config: CompileConfig) -> str:
+        core = self._core()
+        target = (config.target or "CPU").upper()
+        if target not in core.available_devices:
+            raise UnsupportedRequest(f"OpenVINO has no {target} plugin on this host; present: "
+                                     f"{', '.join(core.available_devices)}")
+        return target
+
+    # -- compile -----------------------------------------------------------------------------
+    def compile(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
+                calibration: np.ndarray | None, workdir: Path) -> CompiledModel:
+        import openvino as ov
+
+        self.check_request(config)
+        target = self._target(config)
+        quantizer = str(config.option("quantizer", "nncf"))
+        preset = str(config.option("preset", "performance"))
+        if quantizer not in QUANTIZERS:
+            raise UnsupportedRequest(f"unknown OpenVINO quantizer {quantizer!r}; valid: {', '.join(QUANTIZERS)}")
+        if preset not in PRESETS:
+            raise UnsupportedRequest(f"unknown NNCF preset {preset!r}; valid: {', '.join(PRESETS)}")
+        calib_key = hashlib.sha256(np.ascontiguousarray(calibration).tobytes()).hexdigest()[:16] \
+            if calibration is not None and config.precision == "int8" else ""
+        out_dir = artifact_dir(workdir, self.name, model, config, f"ov={ov.get_version()}|{target}|{calib_key}")
+        xml = out_dir / "model.xml"
+        hint = PRECISION_HINTS[config.precision]
+        meta: dict[str, Any] = {"device_plugin": target, "inference_precision_hint": hint,
+                                "performance_hint": "LATENCY", "num_streams": 1}
+        meta["cached"] = xml.exists()
+        core = self._core()
+        if not xml.exists():
+            if config.precision == "int8":
+                meta.update(self._quantize(core, model, device, config, calibration, quantizer, preset, xml,
+                                           workdir))
+            else:
+                ov.save_model(_read_model(core, Path(model.path)), str(xml), compress_to_fp16=False)
+        elif config.precision == "int8":
+            meta.update(_int8_facts(config, quantizer, preset, model))
+        # Compile once now to learn which precision the plugin really runs (and to fail at compile, not load).
+        ran = _compiled_precision(core, xml, target, hint)
+        meta["inference_precision_ran"] = ran
+        if config.precision != "int8" and ran != hint:
+            raise UnsupportedRequest(f"OpenVINO {target} asked for {hint} runs {ran} on this host; "
+                                     f"{config.precision} is not available as asked")
+        return CompiledModel(self.name, config.precision, xml, meta)
+
+    def _quantize(self, core: Any, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
+                  calibration: np.ndarray | None, quantizer: str, preset: str, xml: Path,
+                  workdir: Path) -> dict[str, Any]:
+        import openvino as ov
+
+        method = config.calibration or "minmax"
+        facts = _int8_facts(config, quantizer, preset, model)
+        if method == "learned" or quantizer == "ort_qdq":
+            qdq = self._ort_qdq_graph(model, device, config, calibration, workdir)
+            ov.save_model(_read_model(core, qdq), str(xml), compress_to_fp16=False)
+            return facts
+        if method not in NNCF_RANGE_ESTIMATORS:
+            raise UnsupportedRequest(
+                f"NNCF has no {method!r} calibration (it has: {', '.join(NNCF_RANGE_ESTIMATORS)}); for ONNX "
+                "Runtime's entropy calibration ask for options quantizer=ort_qdq")
+        if calibration is None:
+            raise UnsupportedRequest("INT8 with NNCF needs a calibration set; none was given")
+        import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+        estimator = getattr(RangeEstimatorParametersSet, NNCF_RANGE_ESTIMATORS[method])
+        if method == "percentile":
+            import dataclasses
+
+            pct = float(config.option("percentile", DEFAULT_PERCENTILE))
+            if not 50.0 < pct <= 100.0:
+                raise UnsupportedRequest(f"percentile must be in (50, 100], got {pct}")
+            prob = 1.0 - pct / 100.0
+            estimator = dataclasses.replace(
+                estimator, min=dataclasses.replace(estimator.min, quantile_outlier_prob=prob),
+                max=dataclasses.replace(estimator.max, quantile_outlier_prob=prob))
+        advanced = AdvancedQuantizationParameters(
+            activations_range_estimator_params=estimator,
+            weights_quantization_params=QuantizationParameters(per_channel=config.per_channel),
+            # signedness_to_force=True forces signed activations; None lets NNCF pick unsigned after ReLU.
+            activations_quantization_params=QuantizationParameters(
+                signedness_to_force=True if config.activation_signed else None),
+        )
+        images = np.ascontiguousarray(calibration, dtype=np.float32)
+        subset = min(len(images), config.calibration_samples)
+        ov_model = _read_model(core, Path(model.path))
+        quantized = nncf.quantize(
+            ov_model, nncf.Dataset([images[i:i + 1] for i in range(len(images))]), subset_size=subset,
+            preset=nncf.QuantizationPreset.PERFORMANCE if preset == "performance" else nncf.QuantizationPreset.MIXED,
+            advanced_parameters=advanced)
+        ov.save_model(quantized, str(xml), compress_to_fp16=False)
+        facts["calibration_subset_size"] = subset
+        return facts
+
+    def _ort_qdq_graph(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
+                       calibration: np.ndarray | None, workdir: Path) -> Path:
+        """The trainer's learned QDQ export when present, else ONNX Runtime's QDQ quantizer output."""
+        if config.calibration == "learned" and model.qdq_path is not None:
+            return Path(model.qdq_path)
+        from backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        ort_config = CompileConfig(precision="int8", calibration=config.calibration, per_channel=config.per_channel,
+                                   activation_signed=config.activation_signed,
+                                   calibration_samples=config.calibration_samples,
+                                   options=tuple((k, v) for k, v in config.options if k == "percentile"))
+        return OnnxRuntimeBackend().compile(model, device, ort_config, calibration, workdir).path
+
+    # -- load --------------------------------------------------------------------------------
+    def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> "OpenVinoSession":
+        meta = dict(compiled.metadata)
+        return OpenVinoSession(Path(compiled.path), meta.get("device_plugin", "CPU"),
+                               meta.get("inference_precision_hint", "f32"), runtime.threads)
+
+
+def _int8_facts(config: CompileConfig, quantizer: str, preset: str, model: ModelArtifact) -> dict[str, Any]:
+    method = config.calibration or "minmax"
+    if method == "learned":
+        source = "trainer QDQ export" if model.qdq_path is not None else "ONNX Runtime QDQ with learned ranges"
+        return {"quantizer": "ort_qdq", "calibration_method": "learned", "qdq_source": source,
+                "int8_numerics": "real INT8 (OpenVINO runs the QDQ graph with integer kernels)"}
+    if quantizer == "ort_qdq":
+        return {"quantizer": "ort_qdq", "calibration_method": method, "qdq_source": "ONNX Runtime quantize_static",
+                "int8_numerics": "real INT8 (OpenVINO runs the QDQ graph with integer kernels)"}
+    return {"quantizer": "nncf", "calibration_method": method, "nncf_preset": preset,
+            "nncf_range_estimator": NNCF_RANGE_ESTIMATORS.get(method),
+            "weight_granularity": "per_channel" if config.per_channel else "per_tensor",
+            "activation_signedness": "signed (forced)" if config.activation_signed else "NNCF automatic",
+            "int8_numerics": "real INT8"}
+
+
+def _compile_properties(hint: str, threads: int | None) -> dict[str, Any]:
+    props: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint, "NUM_STREAMS": 1}
+    if threads is not None:
+        props["INFERENCE_NUM_THREADS"] = int(threads)
+    return props
+
+
+def _compiled_precision(core: Any, xml: Path, target: str, hint: str) -> str:
+    model = _static_batch(core.read_model(str(xml)), 1)
+    compiled = core.compile_model(model, target, _compile_properties(hint, None))
+    return _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+
+
+def _type_name(t: Any) -> str:
+    """openvino Type -> 'f32' / 'f16' / 'bf16'."""
+    name = getattr(t, "get_type_name", None)
+    return name() if callable(name) else str(t)
+
+
+class OpenVinoSession:
+    """A compiled OpenVINO model with one infer request per batch size (static shapes, LATENCY hint)."""
+
+    def __init__(self, xml: Path, target: str, hint: str, threads: int | None) -> None:
+        import openvino as ov
+
+        self._core = ov.Core()
+        self._xml = xml
+        self._target = target
+        self._props = _compile_properties(hint, threads)
+        self._requests: dict[int, Any] = {}
+        self.compiled_precision: str | None = None
+        self._request(1)
+
+    def _request(self, batch: int) -> Any:
+        req = self._requests.get(batch)
+        if req is None:
+            model = _static_batch(self._core.read_model(str(self._xml)), batch)
+            compiled = self._core.compile_model(model, self._target, self._props)
+            self.compiled_precision = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+            req = compiled.create_infer_request()
+            self._requests[batch] = req
+        return req
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        req = self._request(int(batch.shape[0]))
+        req.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        # The output tensor's memory is reused by the next infer: copy it out.
+        return np.array(req.get_output_tensor(0).data, copy=True)
+
+    def synchronize(self) -> None:
+        """infer() is synchronous: the result is on the host when it returns."""
+
+    def close(self) -> None:
+        self._requests.clear()

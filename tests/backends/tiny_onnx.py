@@ -1,0 +1,106 @@
+"""Small in-process ONNX models for backend tests (not a test module: imported by the backend tests)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from backends.base import ModelArtifact, file_sha256
+
+ASSETS = Path(__file__).resolve().parents[2] / "harness" / "assets"
+BUNDLED = ("resnet20-fmnist-map.onnx", "resnet20-fmnist-quanttrim.onnx")
+
+
+def tiny_cnn(path: Path, ir_version: int = 8, opset: int = 17, batch: int | str = "N") -> ModelArtifact:
+    """Conv-ReLU-Conv(stride 2)-ReLU-GAP-Gemm on [N, 1, 28, 28] -> [N, 10], fixed random weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def init(name: str, shape: tuple[int, ...], std: float) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.normal(0.0, std, shape).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["input", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "W2", "B2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "Wf", "Bf"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
+        [init("W1", (8, 1, 3, 3), 0.3), init("B1", (8,), 0.1), init("W2", (8, 8, 3, 3), 0.2),
+         init("B2", (8,), 0.1), init("Wf", (10, 8), 0.3), init("Bf", (10,), 0.1)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
+    onnx.save(model, str(path))
+    return artifact(path)
+
+
+def unknown_op_model(path: Path, op: str = "FancyOp") -> ModelArtifact:
+    """A graph whose only node is an operator no toolchain knows (domain com.example)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node(op, ["input"], ["logits"], domain="com.example")
+    graph = helper.make_graph(
+        [node], "bad", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)],
+                              ir_version=8)
+    onnx.save(model, str(path))
+    return artifact(path)
+
+
+def artifact(path: Path, name: str | None = None) -> ModelArtifact:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    shape = tuple(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:])
+    calib = path.with_suffix(".calib.json")
+    return ModelArtifact(path=Path(path), name=name or Path(path).stem, sha256=file_sha256(path),
+                         input_name=graph.input[0].name, input_shape=shape, output_name=graph.output[0].name,
+                         calibration_table=calib if calib.exists() else None)
+
+
+def bundled_or_tiny(tmp_path: Path) -> ModelArtifact:
+    """The bundled MAP checkpoint when it exists (being trained elsewhere), else the tiny CNN."""
+    for name in BUNDLED:
+        if (ASSETS / name).exists():
+            return artifact(ASSETS / name)
+    return tiny_cnn(tmp_path / "tiny.onnx")
+
+
+def images(n: int, seed: int = 0, split_name: str = "test") -> np.ndarray:
+    """Fashion-MNIST images from the bundled sample (float32 NCHW in [0, 1]); calibration uses "train"."""
+    from harness.datasets import load_bundled_sample
+
+    split = load_bundled_sample(split_name)
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(split), size=n, replace=False)
+    return np.ascontiguousarray(split.images[idx], dtype=np.float32)
+
+
+def labels_for(n: int, seed: int = 0) -> np.ndarray:
+    from harness.datasets import load_bundled_sample
+
+    split = load_bundled_sample("test")
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(split), size=n, replace=False)
+    return np.asarray(split.labels[idx])
+
+
+def ort_reference(model: ModelArtifact, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model.path), providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {model.input_name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def run_all(session, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([session.run(x[i:i + 1]) for i in range(len(x))])
