@@ -10,9 +10,27 @@ The measurement loop uses exactly this interface:
 
 When no source is available every power field is None and ``power_unavailable_reason`` says why,
 never 0.
+
+Sources (one module each, registered by name as in ``devices.profile.POWER_SOURCES``): ``rapl``
+(harness.power.rapl), ``hwmon`` and ``ina3221`` (harness.power.hwmon), ``nvml`` (harness.power.nvml),
+``jtop`` and ``tegrastats`` (harness.power.jetson), ``usb_meter`` (harness.power.usb_meter), ``none``.
+The arithmetic from samples to record fields lives in harness.power.summary.
 """
 from __future__ import annotations
 
-from harness.power.monitor import NullPowerMonitor, PowerMonitor, open_monitor
+from harness.power.base import PowerSource, Reading, SourceFailed, SourceUnavailable, open_source, source_names
+from harness.power.monitor import (
+    ESTIMATE_SOURCE,
+    EstimatedPowerMonitor,
+    NullPowerMonitor,
+    PowerMonitor,
+    SampledPowerMonitor,
+    open_monitor,
+    probe_sources,
+)
 
-__all__ = ["NullPowerMonitor", "PowerMonitor", "open_monitor"]
+__all__ = [
+    "ESTIMATE_SOURCE", "EstimatedPowerMonitor", "NullPowerMonitor", "PowerMonitor", "PowerSource", "Reading",
+    "SampledPowerMonitor", "SourceFailed", "SourceUnavailable", "open_monitor", "open_source", "probe_sources",
+    "source_names",
+]

@@ -126,3 +126,74 @@ def read_text(path: Any) -> str:
 
 def describe_os_error(path: Any, exc: OSError) -> str:
     return f"{path}: {exc.strerror or exc}"
+
+
+class StreamingSource(PowerSource):
+    """A source whose values arrive on their own (a child process's lines, a service's callbacks).
+
+    Subclasses call :meth:`push` (or :meth:`feed` for text lines) as values arrive and :meth:`fail`
+    when the producer ends. ``read`` returns the newest value stamped with its arrival time, raises
+    SourceFailed once the producer has failed, and also when nothing new has arrived for
+    ``stale_after_s`` (a service that stopped without saying so).
+    """
+
+    streaming = True
+
+    def __init__(self, clock: Clock | None = None, stale_after_s: float | None = None) -> None:
+        super().__init__(clock)
+        self._latest: Reading | None = None
+        self._failure: str | None = None
+        self.values_received = 0
+        self._stale_after_s = stale_after_s
+
+    def push(self, power_w: float | None, energy_j: float | None = None) -> None:
+        # One tuple assignment: readers in other threads see either the old or the new reading.
+        self._latest = Reading(self.clock(), power_w, energy_j)
+        self.values_received += 1
+
+    def feed(self, line: str) -> bool:
+        """Parse one line of the producer's output; True when it carried a value."""
+        value = self.parse_line(line)
+        if value is None:
+            return False
+        self.push(value)
+        return True
+
+    def parse_line(self, line: str) -> float | None:  # pragma: no cover - line-based subclasses override
+        raise NotImplementedError
+
+    def fail(self, reason: str) -> None:
+        if self._failure is None:
+            self._failure = reason
+
+    def wait_first(self, timeout_s: float, what: str) -> None:
+        """Block until the first value arrives; refuse with the reason when it does not."""
+        deadline = time.monotonic() + timeout_s
+        while self._latest is None and self._failure is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if self._latest is None:
+            reason = self._failure or f"no value within {timeout_s:g} s"
+            self.close()
+            raise SourceUnavailable(f"{what}: {reason}")
+
+    def read(self) -> Reading:
+        if self._failure is not None:
+            raise SourceFailed(self._failure)
+        latest = self._latest
+        if latest is None:
+            raise SourceFailed(f"{self.name} has not delivered a value")
+        if self._stale_after_s is not None and self.clock() - latest.t_s > self._stale_after_s:
+            raise SourceFailed(f"{self.name} delivered nothing new for more than {self._stale_after_s:g} s")
+        return latest
+
+    def reader_loop(self, lines: Any, what: str) -> None:
+        """Thread body: feed every line of ``lines`` and record why the stream ended."""
+        try:
+            for line in lines:
+                if isinstance(line, bytes):
+                    line = line.decode("ascii", errors="replace")
+                self.feed(line)
+        except Exception as exc:  # a closed pipe or serial port
+            self.fail(f"{what} stream failed: {type(exc).__name__}: {exc}")
+            return
+        self.fail(f"{what} output ended")
