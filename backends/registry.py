@@ -48,6 +48,9 @@ class BackendRegistry:
             self.register(ep.name)(cls)
         return failed
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._classes
+
     def names(self) -> list[str]:
         self.load_entry_points()
         return sorted(self._classes)

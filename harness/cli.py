@@ -68,6 +68,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default ./results)")
     p.add_argument("--run-id", help="name of the run directory (default: timestamp)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue RUN_ID, skipping jobs that already have a record")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first, to register a backend adapter that is not installed as an entry point")
     p.add_argument("--bundled-data", action="store_true", help="use the bundled 1,000-image sample even when the "
                    "full Fashion-MNIST is installed")
     p.set_defaults(func=cmd_run)
@@ -85,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         fidelity_only=args.fidelity_only, results_dir=args.results, run_id=args.resume or args.run_id,
         resume=bool(args.resume), timeout_s=args.timeout, threads=args.threads,
         power_period_ms=args.power_period_ms, power_estimate=args.power_estimate,
-        prefer_full_dataset=not args.bundled_data, command="python -m harness " + " ".join(sys.argv[1:]),
+        prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), command="python -m harness " + " ".join(sys.argv[1:]),
     )
     return run_with_progress(options)
 
@@ -97,12 +99,12 @@ def add_devices_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from devices import load_all_devices, load_device
+    from harness.console import make_console
 
-    console = Console()
+    console = make_console()
     if args.name:
         import json
 
@@ -128,10 +130,10 @@ def add_backends_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     import backends
+    from harness.console import make_console
 
     table = Table(title="Backends on this host")
     for col in ("backend", "available", "version", "precisions", "why not / how to fix"):
@@ -147,7 +149,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
                 precisions = f"(capabilities failed: {exc})"
         table.add_row(name, "yes" if avail.available else "no", avail.version or "", precisions,
                       "" if avail.available else avail.explain())
-    Console().print(table)
+    make_console().print(table)
     return EXIT_OK
 
 

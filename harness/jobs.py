@@ -44,6 +44,8 @@ class JobSpec:
     calibration_table: str | None = None
     qdq_path: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    #: Modules to import before the backend is created (adapters outside entry points, test fakes).
+    plugin_modules: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -52,6 +54,7 @@ class JobSpec:
     def from_json(cls, text: str) -> "JobSpec":
         data = json.loads(text)
         data["options"] = tuple(tuple(kv) for kv in data.get("options", ()))
+        data["plugin_modules"] = tuple(data.get("plugin_modules", ()))
         return cls(**data)
 
     def write(self, path: Path) -> None:

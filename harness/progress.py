@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from harness.console import make_console
 from harness.records import JobRecord
 from harness.runner import BenchmarkOptions, RunResult, run_benchmark
 
@@ -37,10 +38,7 @@ def summary_table(records: Sequence[JobRecord], title: str) -> Table:
 
 
 def run_with_progress(options: BenchmarkOptions, console: Console | None = None) -> int:
-    if console is None:
-        console = Console()
-        if not console.is_terminal:  # logs and CI: don't squeeze the table into 80 columns
-            console = Console(width=220)
+    console = console or make_console()
     warnings: list[str] = []
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:

@@ -54,6 +54,8 @@ class BenchmarkOptions:
     power_period_ms: float = 10.0
     power_estimate: bool = False
     prefer_full_dataset: bool = True
+    #: Modules imported (here and in each worker) to register backends outside the entry points.
+    plugin_modules: tuple[str, ...] = ()
     command: str = ""
 
     def __post_init__(self) -> None:
@@ -100,8 +102,11 @@ class PlannedJob:
 
 def validate_names(options: BenchmarkOptions) -> list[DeviceProfile]:
     """Load the devices and check backend names before anything runs (errors list the valid choices)."""
+    from harness.worker import import_plugins
+
+    import_plugins(options.plugin_modules)
     devices = [load_device(d) for d in options.devices]
-    known = backends.backend_names()
+    known = sorted(set(backends.backend_names()).union(*(d.backends for d in devices)))
     for b in options.backends or ():
         if b not in known:
             raise KeyError(f"unknown backend {b!r}; valid: {', '.join(known)}")
@@ -244,9 +249,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions, store: RunStore, data_path: Path,
               reference_path: Path, loop: dict[str, int]) -> JobSpec:
     tag = job.job_id if mode == "measure" else f"reference__{job.checkpoint.name}"
+    device_ref = next((d for d in options.devices if d == job.device.name or Path(d).stem == job.device.name),
+                      job.device.name)
     work = store.work_dir
     return JobSpec(
-        run_id=run_id, job_id=job.job_id, mode=mode, device=job.device.name, backend=job.backend,
+        run_id=run_id, job_id=job.job_id, mode=mode, device=device_ref, backend=job.backend,
         precision=job.precision, checkpoint=job.checkpoint.name, checkpoint_path=str(job.checkpoint.path),
         calibration=job.calibration, per_channel=job.per_channel, activation_signed=job.activation_signed,
         data_path=str(data_path), reference_path=str(reference_path), result_path=str(work / f"{tag}.result.json"),
@@ -257,6 +264,7 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
         host_substitute=job.host_substitute,
         calibration_table=str(job.checkpoint.calibration_table) if job.checkpoint.calibration_table else None,
         qdq_path=str(job.checkpoint.qdq_path) if job.checkpoint.qdq_path else None,
+        plugin_modules=options.plugin_modules,
     )
 
 

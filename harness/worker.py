@@ -63,6 +63,7 @@ def run_measure(spec) -> dict[str, Any]:
     stage = "compile"
     try:
         _write_stage(spec, stage)
+        import_plugins(spec.plugin_modules)
         device = load_device(spec.device)
         backend = backends.create_backend(spec.backend)
         avail = backend.availability()
@@ -148,6 +149,14 @@ def run_measure(spec) -> dict[str, Any]:
                    error_message=f"{type(exc).__name__}: {exc}".strip()[:2000],
                    traceback=traceback.format_exc(limit=8)[-4000:])
     return out
+
+
+def import_plugins(modules) -> None:
+    """Import modules that register extra backends (the runner passes --plugin names through)."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
 
 
 def _is_json(v: Any) -> bool:

@@ -1,0 +1,10 @@
+"""One place that decides how terminal output looks."""
+from __future__ import annotations
+
+from rich.console import Console
+
+
+def make_console() -> Console:
+    """A rich console; when output is a file or CI log, wide enough that tables are not squeezed to 80 columns."""
+    console = Console()
+    return console if console.is_terminal else Console(width=220)

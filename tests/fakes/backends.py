@@ -1,0 +1,86 @@
+"""Fake backends behind the real Backend interface, for runner/isolation tests.
+
+Imported by the worker through `--plugin tests.fakes.backends`, so they register in the child too.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from backends.base import Availability, Backend, Capabilities, CompiledModel, UnsupportedRequest
+from backends.onnxruntime_backend import OnnxRuntimeBackend
+from backends.registry import REGISTRY
+
+
+class _FakeBase(Backend):
+    install_hint = "nothing to install"
+
+    @classmethod
+    def availability(cls) -> Availability:
+        return Availability(True, version="0-test")
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(precisions=("fp32", "int8"))
+
+    def compile(self, model, device, config, calibration, workdir):
+        return CompiledModel(self.name, config.precision, Path(model.path))
+
+    def load(self, compiled, device, runtime):
+        return OnnxRuntimeBackend().load(compiled, device, runtime)
+
+
+class CrashingBackend(_FakeBase):
+    def load(self, compiled, device, runtime):
+        os.abort()
+
+
+class HangingBackend(_FakeBase):
+    def compile(self, model, device, config, calibration, workdir):
+        time.sleep(600)
+
+
+class RaisingBackend(_FakeBase):
+    def load(self, compiled, device, runtime):
+        raise RuntimeError("driver exploded")
+
+
+class RefusingBackend(_FakeBase):
+    def compile(self, model, device, config, calibration, workdir):
+        raise UnsupportedRequest("operator GridSample is not supported by fake-refuse")
+
+
+class UnavailableBackend(_FakeBase):
+    @classmethod
+    def availability(cls) -> Availability:
+        return Availability(False, "the fake SDK is not installed", "pip install fake-sdk")
+
+
+class SleepSession:
+    """A session whose run() takes a known time: for the loop's statistics."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+        self.syncs = 0
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        end = time.perf_counter() + self.seconds
+        while time.perf_counter() < end:
+            pass
+        return np.zeros((batch.shape[0], 10), dtype=np.float32)
+
+    def synchronize(self) -> None:
+        self.syncs += 1
+
+    def close(self) -> None:
+        pass
+
+
+for _name, _cls in [("fake-crash", CrashingBackend), ("fake-hang", HangingBackend), ("fake-raise", RaisingBackend),
+                    ("fake-refuse", RefusingBackend), ("fake-unavailable", UnavailableBackend)]:
+    if _name not in REGISTRY:
+        REGISTRY.register(_name)(_cls)
