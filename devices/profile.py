@@ -11,6 +11,7 @@ CALIBRATION_NEEDS = ("yes", "no", "conditional")
 POWER_SOURCES = ("rapl", "hwmon", "ina3221", "nvml", "jtop", "tegrastats", "usb_meter", "none")
 WEIGHT_GRANULARITY = ("per_tensor", "per_channel")
 ACTIVATION_NUMERICS = ("uint8", "int8", "int16", "bf16", "fp16", "fp32")
+INTEGER_ACTIVATIONS = ("uint8", "int8", "int16")
 POLICY_CALIBRATION = ("max", "minmax", "percentile", "entropy", "kl", "mse", "none")
 
 
@@ -40,6 +41,12 @@ class QuantPolicy:
     source: str = ""                           # where the facts come from
 
     def validate(self, where: str) -> None:
+        from backends.base import validate_precision  # light module: no SDKs
+
+        try:
+            validate_precision(self.name)
+        except ValueError as exc:  # the policy name is the precision the harness asks for
+            raise ProfileError(f"{where}: policy name: {exc}") from None
         if self.weight_bits is not None and not 2 <= self.weight_bits <= 16:
             raise ProfileError(f"{where}: weight_bits must be 2..16 or absent, got {self.weight_bits}")
         if self.weight_bits is None and self.weight_float not in ("fp16", "bf16", "fp32"):
@@ -47,6 +54,14 @@ class QuantPolicy:
         _check_choice(where, "weight_granularity", self.weight_granularity, WEIGHT_GRANULARITY)
         _check_choice(where, "activation", self.activation, ACTIVATION_NUMERICS)
         _check_choice(where, "calibration_method", self.calibration_method, POLICY_CALIBRATION)
+        if self.activation in INTEGER_ACTIVATIONS and self.calibration_method == "none":
+            valid = ", ".join(m for m in POLICY_CALIBRATION if m != "none")
+            raise ProfileError(f"{where}: integer activations ({self.activation}) need a calibration_method; "
+                               f"valid: {valid}")
+        if self.percentile is not None and not 50.0 < self.percentile <= 100.0:
+            raise ProfileError(f"{where}: percentile must be in (50, 100], got {self.percentile}")
+        if self.calibration_samples < 1:
+            raise ProfileError(f"{where}: calibration_samples must be >= 1, got {self.calibration_samples}")
 
 
 @dataclass(frozen=True)
