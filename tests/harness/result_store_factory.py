@@ -98,3 +98,29 @@ def make_store(root: Path, with_run_b: bool = True) -> Path:
     if with_run_b:
         write_run(root, "run-b", RUN_B, manifest("run-b", [NPU]))
     return root
+
+
+def tiny_cnn(path: Path, seed: int, clip: float | None = None) -> Path:
+    """A 3-layer CNN for [N,1,28,28] inputs (Conv-Relu-Conv-Relu-GAP-Gemm); ``clip`` pins the weight tails."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    ws = {"conv1.weight": rng.standard_t(3, (4, 1, 3, 3)) * 0.3, "conv2.weight": rng.standard_t(3, (8, 4, 3, 3)) * 0.2,
+          "fc.weight": rng.standard_t(3, (10, 8)) * 0.3}
+    if clip is not None:
+        ws = {k: np.clip(v, -clip, clip) for k, v in ws.items()}
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in ws.items()]
+    nodes = [helper.make_node("Conv", ["input", "conv1.weight"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "conv2.weight"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc.weight"], ["logits"], transB=1)]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
