@@ -60,7 +60,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="smoke protocol: 5 warmup + 50 timed iterations × 1 run on "
                    "500 images, marked quick in every record")
     p.add_argument("--fidelity-only", action="store_true", help="skip the timed loop; only score outputs")
-    p.add_argument("--threads", type=int, help="intra-op threads per session (default: the runtime's default)")
+    p.add_argument("--threads", type=int, help="intra-op threads per session (default: one per CPU the job may use)")
+    p.add_argument("--cpus", type=lambda t: tuple(int(c) for c in _csv(t)),
+                   help="pin every job to these CPU ids, e.g. 0,1 (recorded; default: all CPUs this process may use)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds before a job is killed (default 900)")
     p.add_argument("--power-period-ms", type=float, default=10.0, help="power sampling period (default 10 ms)")
     p.add_argument("--power-estimate", action="store_true", help="where no sensor exists, estimate power from the "
@@ -85,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         warmup=args.warmup, iters=args.iters, runs=args.runs, batch=args.batch, calib_samples=args.calib_samples,
         eval_samples=args.eval_samples, calib_seed=args.calib_seed, quick=args.quick,
         fidelity_only=args.fidelity_only, results_dir=args.results, run_id=args.resume or args.run_id,
-        resume=bool(args.resume), timeout_s=args.timeout, threads=args.threads,
+        resume=bool(args.resume), timeout_s=args.timeout, threads=args.threads, cpu_affinity=args.cpus,
         power_period_ms=args.power_period_ms, power_estimate=args.power_estimate,
         prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), command="python -m harness " + " ".join(sys.argv[1:]),
     )

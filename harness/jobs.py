@@ -37,6 +37,7 @@ class JobSpec:
     validate_batch: int = 1
     fidelity_only: bool = False
     threads: int | None = None
+    cpu_affinity: tuple[int, ...] | None = None
     power_period_ms: float = 10.0
     power_estimate: bool = False
     power_idle_s: float = 1.0
@@ -55,6 +56,8 @@ class JobSpec:
         data = json.loads(text)
         data["options"] = tuple(tuple(kv) for kv in data.get("options", ()))
         data["plugin_modules"] = tuple(data.get("plugin_modules", ()))
+        if data.get("cpu_affinity") is not None:
+            data["cpu_affinity"] = tuple(data["cpu_affinity"])
         return cls(**data)
 
     def write(self, path: Path) -> None:

@@ -51,6 +51,7 @@ class BenchmarkOptions:
     resume: bool = False
     timeout_s: float = 900.0
     threads: int | None = None
+    cpu_affinity: tuple[int, ...] | None = None
     power_period_ms: float = 10.0
     power_estimate: bool = False
     prefer_full_dataset: bool = True
@@ -260,7 +261,7 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
         stage_path=str(work / f"{tag}.stage"), latency_path=str(store.run_dir / "latencies" / f"{job.job_id}.npy"),
         workdir=str(store.results_dir / ".cache" / "artifacts"), warmup=loop["warmup"], iters=loop["iters"],
         runs=loop["runs"], batch=options.batch, validate_batch=1, fidelity_only=options.fidelity_only,
-        threads=options.threads, power_period_ms=options.power_period_ms, power_estimate=options.power_estimate,
+        threads=options.threads, cpu_affinity=options.cpu_affinity, power_period_ms=options.power_period_ms, power_estimate=options.power_estimate,
         host_substitute=job.host_substitute,
         calibration_table=str(job.checkpoint.calibration_table) if job.checkpoint.calibration_table else None,
         qdq_path=str(job.checkpoint.qdq_path) if job.checkpoint.qdq_path else None,

@@ -34,15 +34,24 @@ def _affinity() -> tuple[int, ...] | None:
         return None
 
 
+def pin_and_count_threads(spec) -> int:
+    """Apply the requested CPU affinity, then the thread count: explicit, else one per CPU we may use.
+
+    The reference and every job resolve threads the same way, so FP32 against itself is bit-identical.
+    """
+    if spec.cpu_affinity:
+        os.sched_setaffinity(0, spec.cpu_affinity)
+    return spec.threads or len(_affinity() or ()) or os.cpu_count() or 1
+
+
 def run_reference(spec) -> dict[str, Any]:
     """FP32 ONNX Runtime outputs on every evaluation image: what every fidelity metric compares against."""
-    from backends.base import RuntimeConfig
     from backends.onnxruntime_backend import OrtSession
     from harness.loadgen import run_outputs
 
     with np.load(spec.data_path) as data:
         images = data["eval_images"]
-    session = OrtSession(Path(spec.checkpoint_path), ["CPUExecutionProvider"], RuntimeConfig(spec.threads).threads)
+    session = OrtSession(Path(spec.checkpoint_path), ["CPUExecutionProvider"], pin_and_count_threads(spec))
     try:
         outputs = run_outputs(session, images, spec.validate_batch)
     finally:
@@ -59,7 +68,8 @@ def run_measure(spec) -> dict[str, Any]:
     from harness import loadgen, metrics
     from harness.power import open_monitor
 
-    out: dict[str, Any] = {"threads": spec.threads or os.cpu_count(), "cpu_affinity": _affinity()}
+    threads = pin_and_count_threads(spec)
+    out: dict[str, Any] = {"threads": threads, "cpu_affinity": _affinity()}
     stage = "compile"
     try:
         _write_stage(spec, stage)
@@ -105,7 +115,7 @@ def run_measure(spec) -> dict[str, Any]:
 
         stage = "load"
         _write_stage(spec, stage)
-        session = backend.load(compiled, device, RuntimeConfig(spec.threads))
+        session = backend.load(compiled, device, RuntimeConfig(threads))
         try:
             timing = compiled.metadata.get("timing", "loop")
             if not spec.fidelity_only and timing != "none":
