@@ -31,6 +31,8 @@ ENV_BAUD = "QUANTTRIM_USB_METER_BAUD"
 
 class MeterProtocol(ABC):
     default_baudrate = 115200
+    #: Pause between polls for request/response protocols (0 for meters that push lines).
+    poll_interval_s = 0.0
 
     @abstractmethod
     def next_power_w(self, port: Any) -> float | None:
@@ -88,6 +90,7 @@ class TextLineProtocol(MeterProtocol):
 @register_meter_protocol("um25c")
 class Um25cProtocol(MeterProtocol):
     default_baudrate = 9600
+    poll_interval_s = 0.1  # the meter refreshes its readings a few times a second
     FRAME = 130
     MODELS = {0x0963: "UM24C", 0x09C9: "UM25C", 0x0D4C: "UM34C"}
 
@@ -120,6 +123,7 @@ class UsbMeterSource(StreamingSource):
             raise SourceUnavailable(f"unknown USB meter protocol {protocol!r}; valid: {', '.join(_PROTOCOLS)}")
         self.protocol_name = protocol
         self.protocol = _PROTOCOLS[protocol]()
+        self.native_period_s = self.protocol.poll_interval_s or None
         self._stop = threading.Event()
         if isinstance(port, str):
             if serial_module is None:
@@ -150,6 +154,8 @@ class UsbMeterSource(StreamingSource):
                 return
             if value is not None:
                 self.push(value)
+            if self.protocol.poll_interval_s and self._stop.wait(self.protocol.poll_interval_s):
+                return
 
     def describe(self) -> str:
         return f"usb_meter ({self.protocol_name} on {self.port_name})"
