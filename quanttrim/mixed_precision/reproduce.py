@@ -1,0 +1,504 @@
+"""One command reproducing the thesis's comparison (chapter 4, Tables 4.3–4.4, Fig. 4.15) on Fashion-MNIST.
+
+For each model (ResNet-20, MobileNetV2 width 0.5):
+
+1. FP32 baseline: the trainer's MAP recipe (λ ≡ 0, no pruning).
+2. Uniform rows through the repo's ONNX Runtime backend (real kernels, measured latency): FP32, FP16,
+   PTQ INT8 with entropy, max (minmax) and 99.9th-percentile calibration.
+3. QAT INT8 (λ = 1 from the first step, no pruning) and Quant-Trim INT8 (the quanttrim recipe: λ
+   schedule + reverse pruning), both fine-tuned from the FP32 checkpoint; deployed through ONNX Runtime
+   static INT8 with the ranges the training learned when the trainer exports them, else emulated.
+4. Mixed precision: thesis Algorithm 1 sensitivities on the FP32 model, Algorithm 2 allocation for the
+   4MP ({4, 8}) and 2MP ({2, 4, 8}) weight sets (first conv and last linear pinned at 8 bits), each with
+   activations at 8, 6 and 4 bits; QAT fine-tuning through the trainer with the per-layer bit map and
+   Quant-Trim's schedule and pruning unchanged. Sub-8-bit weights run nowhere in this repo: the ONNX
+   Runtime backend's refusal is recorded and the rows are evaluated by torch fake-quant emulation.
+
+Writes ``table.csv``, ``table.md``, ``tradeoff.png`` (Fig. 4.15), per-model sensitivities and allocations
+(JSON, with the Pareto frontier), the checkpoints with their ``.bits.json`` maps, and ``runtime.json``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from quanttrim.mixed_precision.allocation import Allocation, LayerSpec, allocate_bits, validate_bits
+from quanttrim.mixed_precision.bitmap import BitMap, save_bitmap
+from quanttrim.mixed_precision.report import (
+    ResultRow,
+    compression_ratio,
+    markdown_table,
+    onnx_initializer_bytes,
+    plot_tradeoff,
+    terminal_table,
+    write_csv,
+)
+
+PTQ_METHODS: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = (
+    ("PTQ-entropy", "entropy", ()),
+    ("PTQ-max", "minmax", ()),
+    ("PTQ-p99.9", "percentile", (("percentile", 99.9),)),
+)
+
+
+@dataclass(frozen=True)
+class MixedSet:
+    """A thesis weight configuration: name (4MP/2MP), allowed bits, weight budget as average bits."""
+
+    name: str
+    bits: tuple[int, ...]
+    average_bits: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bits", validate_bits(self.bits))
+        if not (self.bits[0] <= self.average_bits <= self.bits[-1]):
+            raise ValueError(f"{self.name}: average_bits {self.average_bits} outside the bit set {self.bits}")
+
+
+@dataclass(frozen=True)
+class ReproConfig:
+    """What the reproduction runs. ``quick()`` / ``full()`` give the two presets.
+
+    Args:
+        models: (zoo name, width multiplier) pairs.
+        train_limit: training images (seeded subset of the 60k); None = all.
+        test_limit: evaluation images (first N of the 10k test set); None = all.
+        fp32_epochs / finetune_epochs: epochs for the FP32 baseline and for every QAT fine-tune.
+        finetune_limit: training images for each fine-tune (None = train_limit).
+        act_bits: the thesis's activation grid.
+        mixed_sets: the thesis's 4MP / 2MP weight sets with their size budgets (average bits).
+        calib_samples: PTQ calibration images (from the training set).
+        sens_trials / sens_batch: Algorithm 1's N and calibration batch size.
+        latency_iters: batch-1 timed iterations per ONNX Runtime row (0 = no timing).
+    """
+
+    out_dir: str = "results/mixed-precision"
+    models: tuple[tuple[str, float], ...] = (("resnet20", 1.0), ("mobilenetv2", 0.5))
+    dataset: str = "fashion-mnist"
+    train_limit: int | None = 20_000
+    test_limit: int | None = None
+    fp32_epochs: int = 4
+    finetune_epochs: int = 1
+    finetune_limit: int | None = None
+    act_bits: tuple[int, ...] = (8, 6, 4)
+    mixed_sets: tuple[MixedSet, ...] = (MixedSet("4MP", (4, 8), 6.0), MixedSet("2MP", (2, 4, 8), 5.0))
+    calib_samples: int = 512
+    sens_trials: int = 8
+    sens_batch: int = 128
+    sens_epsilon: float = 1e-2
+    latency_iters: int = 200
+    threads: int = 2
+    seed: int = 0
+    preset: str = "full"
+
+    def __post_init__(self) -> None:
+        validate_bits(self.act_bits, what="activation bit widths")
+        for name in ("fp32_epochs", "finetune_epochs", "calib_samples", "sens_trials", "sens_batch", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.latency_iters < 0:
+            raise ValueError("latency_iters must be >= 0")
+        if not self.models:
+            raise ValueError("no models to run")
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "ReproConfig":
+        """Minutes on 2 cores: 2k training images, 1 epoch each, 1k test images. Numbers are noisy."""
+        base = dict(train_limit=2_000, test_limit=1_000, fp32_epochs=1, finetune_epochs=1, finetune_limit=1_000,
+                    calib_samples=128, sens_trials=2, sens_batch=64, latency_iters=30, preset="quick")
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def full(cls, **overrides: Any) -> "ReproConfig":
+        return cls(**overrides)
+
+
+@dataclass
+class ModelOutcome:
+    rows: list[ResultRow] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# --- small helpers ----------------------------------------------------------------------------------
+class _Clock:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def stage(self, name: str) -> "_Stage":
+        return _Stage(self, name)
+
+
+class _Stage:
+    def __init__(self, clock: _Clock, name: str) -> None:
+        self.clock, self.name = clock, name
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.clock.seconds[self.name] = self.clock.seconds.get(self.name, 0.0) + time.perf_counter() - self.t0
+
+
+def _accuracy_pct(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(1) == labels).mean() * 100.0)
+
+
+def _ort_logits(path: Path, images: np.ndarray, batch: int = 256, threads: int = 2) -> np.ndarray:
+    from backends.onnxruntime_backend import OrtSession
+
+    sess = OrtSession(path, ["CPUExecutionProvider"], threads)
+    try:
+        return np.concatenate([sess.run(images[i:i + batch]) for i in range(0, len(images), batch)])
+    finally:
+        sess.close()
+
+
+def _ort_latency_ms(path: Path, image: np.ndarray, iters: int) -> float | None:
+    """Median batch-1 latency with one thread (least disturbed by the other jobs sharing the cores)."""
+    if iters <= 0:
+        return None
+    from backends.onnxruntime_backend import OrtSession
+
+    sess = OrtSession(path, ["CPUExecutionProvider"], 1)
+    try:
+        for _ in range(max(5, iters // 10)):
+            sess.run(image)
+        samples = []
+        for _ in range(iters):
+            t0 = time.perf_counter_ns()
+            sess.run(image)
+            samples.append(time.perf_counter_ns() - t0)
+        return float(np.median(samples)) / 1e6
+    finally:
+        sess.close()
+
+
+def export_fp32_onnx(model: Any, path: Path, example: Any) -> Path:
+    """A plain FP32 ONNX graph (BN folded by the exporter) of a possibly quantization-wrapped model."""
+    import torch
+
+    from quanttrim.wrap import strip_quantization
+
+    plain = strip_quantization(copy.deepcopy(model)).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(plain, (example,), str(path), input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+    return path
+
+
+def weight_params(model: Any) -> dict[str, int]:
+    """Parameter count of every Conv/Linear weight, by module name (the P_ℓ of Eq. 3.4)."""
+    from quanttrim.mixed_precision.sensitivity import quantizable_layers
+
+    return {name: int(m.weight.numel()) for name, m in quantizable_layers(model)}
+
+
+# --- the trainer ------------------------------------------------------------------------------------
+def train_run(cfg: ReproConfig, model: str, width: float, recipe: Any, epochs: int, out: Path,
+              limit: int | None, init_from: Path | None = None, weight_bits: dict[str, int] | None = None) -> Path:
+    """One training run through ``quanttrim.train.train``; returns its ``final.pt`` (reused if present)."""
+    from quanttrim.train import TrainConfig, train
+
+    final = out / "final.pt"
+    if final.exists():
+        return final
+    extra: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    if init_from is not None or weight_bits:
+        missing = [n for n in ("init_from", "weight_bits") if n not in names]
+        if missing:
+            raise RuntimeError(f"the trainer's TrainConfig lacks {', '.join(missing)}: mixed-precision QAT "
+                               "needs quanttrim.train to accept a per-layer bit map and an initial checkpoint")
+        extra = {"init_from": str(init_from) if init_from else None, "weight_bits": weight_bits or None}
+    tc = TrainConfig(model=model, dataset=cfg.dataset, recipe=recipe, epochs=epochs, out=str(out), seed=cfg.seed,
+                     width=width, train_limit=limit, val_limit=cfg.test_limit, threads=cfg.threads, progress=False,
+                     **extra)
+    if (out / "last.pt").exists():  # an interrupted earlier attempt: continue it
+        return Path(train(tc, resume=True, console=_Quiet())["checkpoint"])
+    return Path(train(tc, console=_Quiet())["checkpoint"])
+
+
+class _Quiet:
+    """The trainer prints one line per epoch; keep them, prefixed, without rich."""
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        print("   ", *args, flush=True)
+
+
+def qat_recipe(epochs: int, act_bits: int = 8) -> Any:
+    """Plain QAT: λ = 1 from the first step (E_w = E_f = H = 0), no reverse pruning."""
+    from quanttrim.recipes import get_recipe
+
+    return get_recipe("quanttrim", epochs, {"quant.warmup": "0", "quant.ramp_end": "0", "quant.horizon": "0",
+                                            "prune.enabled": "false", "quant.act_bits": str(act_bits)})
+
+
+def quanttrim_recipe(epochs: int, act_bits: int = 8) -> Any:
+    """Quant-Trim's own schedule and pruning, scaled to the fine-tune length; only the bit widths change."""
+    from quanttrim.recipes import get_recipe
+
+    return get_recipe("quanttrim", epochs, {"quant.act_bits": str(act_bits)})
+
+
+def load_emulated(ckpt_path: Path) -> Any:
+    """The trained wrapped model at λ = 1: weights and activations on their (per-layer) integer grids."""
+    from quanttrim.checkpoint import load_checkpoint
+    from quanttrim.train import rebuild_model
+    from quanttrim.wrap import context
+
+    model, _ = rebuild_model(load_checkpoint(ckpt_path))
+    context(model).lam = 1.0
+    return model.eval()
+
+
+def _torch_logits(model: Any, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(images[i:i + batch])).numpy()
+                               for i in range(0, len(images), batch)])
+
+
+# --- one model --------------------------------------------------------------------------------------
+def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, log: Callable[[str], None]) -> ModelOutcome:
+    import torch
+
+    from backends.base import CompileConfig, ModelArtifact, UnsupportedRequest, file_sha256
+    from backends.onnxruntime_backend import OnnxRuntimeBackend
+    from devices.loader import load_device
+    from quanttrim.checkpoint import load_checkpoint
+    from quanttrim.mixed_precision.sensitivity import (
+        SensitivityConfig,
+        default_pinned,
+        gradient_sensitivity,
+        snr_sensitivity,
+    )
+    from quanttrim.recipes import get_recipe
+    from quanttrim.train import rebuild_model
+    from quanttrim.wrap import context, strip_quantization
+
+    torch.set_num_threads(cfg.threads)
+    clock = _Clock()
+    label = f"{name}" + (f"-w{width:g}" if width != 1.0 else "")
+    mdir = out / label
+    test_x, test_y = data.test_x[: cfg.test_limit], data.test_y[: cfg.test_limit]
+    rng = np.random.default_rng(cfg.seed + 1)
+    calib_idx = rng.choice(len(data.train_x), cfg.calib_samples, replace=False)
+    calib_x = np.ascontiguousarray(data.train_x[calib_idx])
+    calib_y = data.train_y[calib_idx]
+    rows: list[ResultRow] = []
+
+    # 1. FP32 baseline (MAP) ------------------------------------------------------------------------
+    log(f"[{label}] FP32 baseline: {cfg.fp32_epochs} epoch(s) on {cfg.train_limit or len(data.train_x)} images")
+    with clock.stage("train_fp32"):
+        fp32_ckpt = train_run(cfg, name, width, get_recipe("map", cfg.fp32_epochs), cfg.fp32_epochs,
+                              mdir / "fp32", cfg.train_limit)
+    model, _ = rebuild_model(load_checkpoint(fp32_ckpt))
+    context(model).lam = 0.0
+    model.eval()
+    example = torch.from_numpy(test_x[:1])
+    fp32_onnx = export_fp32_onnx(model, mdir / "fp32.onnx", example)
+    params = weight_params(model)
+    total_params = sum(params.values())
+    fp32_weight_bytes = 4.0 * total_params
+
+    # 2. uniform rows through ONNX Runtime -----------------------------------------------------------
+    backend, device = OnnxRuntimeBackend(), load_device("cpu")
+    graph_in = "input"
+    artifact = ModelArtifact(path=fp32_onnx, name=f"{label}-fp32", sha256=file_sha256(fp32_onnx),
+                             input_name=graph_in, input_shape=tuple(test_x.shape[1:]), output_name="logits")
+    with clock.stage("eval_fp32_ort"):
+        fp32_acc = _accuracy_pct(_ort_logits(fp32_onnx, test_x, threads=cfg.threads), test_y)
+        fp32_lat = _ort_latency_ms(fp32_onnx, test_x[:1], cfg.latency_iters)
+    fp32_bytes = onnx_initializer_bytes(fp32_onnx)
+    rows.append(ResultRow(label, "FP32", "32", "32", fp32_acc, 0.0, fp32_bytes, "onnx_initializers", 1.0, 1.0,
+                          "onnxruntime", fp32_lat, 1.0 if fp32_lat else None))
+    log(f"[{label}] FP32 top-1 {fp32_acc:.2f}%")
+
+    def ort_row(method: str, config: CompileConfig, wbits: str, abits: str, art: ModelArtifact = artifact,
+                note: str = "") -> ResultRow:
+        with clock.stage(f"ort_{method}"):
+            compiled = backend.compile(art, device, config, calib_x if config.precision == "int8" else None,
+                                       mdir / "ort-cache")
+            acc = _accuracy_pct(_ort_logits(compiled.path, test_x, threads=cfg.threads), test_y)
+            lat = _ort_latency_ms(compiled.path, test_x[:1], cfg.latency_iters)
+        size = onnx_initializer_bytes(compiled.path)
+        row = ResultRow(label, method, wbits, abits, acc, fp32_acc - acc, size, "onnx_initializers",
+                        compression_ratio(fp32_bytes, size), 32.0 / float(wbits), "onnxruntime", lat,
+                        (fp32_lat / lat) if (fp32_lat and lat) else None, note)
+        log(f"[{label}] {method}: top-1 {acc:.2f}%  size {size / 1024:.1f} KiB  CR {row.cr:.2f}")
+        return row
+
+    rows.append(ort_row("FP16", CompileConfig(precision="fp16"), "16", "16"))
+    for method, calib, options in PTQ_METHODS:
+        rows.append(ort_row(method, CompileConfig(precision="int8", calibration=calib, options=options,
+                                                  calibration_samples=cfg.calib_samples), "8", "8"))
+
+    # 3. sensitivity (Algorithm 1) and allocation (Algorithm 2) --------------------------------------
+    plain = strip_quantization(copy.deepcopy(model)).eval()
+    batches = [(torch.from_numpy(calib_x[i:i + cfg.sens_batch]), torch.from_numpy(calib_y[i:i + cfg.sens_batch]))
+               for i in range(0, len(calib_x), cfg.sens_batch)]
+    with clock.stage("sensitivity"):
+        sens = gradient_sensitivity(plain, batches, config=SensitivityConfig(
+            epsilon=cfg.sens_epsilon, trials=cfg.sens_trials, batches=1, seed=cfg.seed))
+        snr = {r.name: r for r in snr_sensitivity(plain, bits=(2, 4, 6, 8))}
+    (mdir / "sensitivity.json").write_text(json.dumps({
+        "method": "thesis Algorithm 1 (gradient L1 under Gaussian weight noise, sigma = eps/||W||)",
+        "epsilon": cfg.sens_epsilon, "trials": cfg.sens_trials, "batch": cfg.sens_batch,
+        "layers": [{"name": r.name, "kind": r.kind, "params": r.params, "sensitivity": r.sensitivity,
+                    "trial_std": r.details.get("std"), "snr_db": snr[r.name].details["snr_db"],
+                    "snr_sensitivity": snr[r.name].sensitivity} for r in sens]}, indent=2))
+    pinned = default_pinned(sens, 8)
+    specs = [LayerSpec(r.name, r.sensitivity, r.params) for r in sens]
+    allocations: dict[str, Allocation] = {}
+    for ms in cfg.mixed_sets:
+        budget = total_params * ms.average_bits / 8.0
+        alloc = allocate_bits(specs, budget, ms.bits, pinned=pinned)
+        allocations[ms.name] = alloc
+        (mdir / f"allocation-{ms.name}.json").write_text(json.dumps({
+            "set": ms.name, "bits": list(ms.bits), "budget_bytes": budget, "average_bits_target": ms.average_bits,
+            "pinned": pinned, "weight_bits": dict(alloc.bits), "size_bytes": alloc.size_bytes,
+            "estimated_loss": alloc.loss, "exact_grid": alloc.exact_grid,
+            "frontier": [{"size_bytes": p.size_bytes, "estimated_loss": p.loss} for p in alloc.frontier],
+        }, indent=2))
+        hist = {b: sum(1 for v in alloc.bits.values() if v == b) for b in ms.bits}
+        log(f"[{label}] {ms.name}: budget {budget / 1024:.1f} KiB -> {alloc.size_bytes / 1024:.1f} KiB, "
+            f"layers per bit width {hist}")
+
+    # 4. QAT INT8 and Quant-Trim INT8 ------------------------------------------------------------------
+    ft_limit = cfg.finetune_limit or cfg.train_limit
+    for method, recipe in (("QAT", qat_recipe(cfg.finetune_epochs)),
+                           ("Quant-Trim", quanttrim_recipe(cfg.finetune_epochs))):
+        log(f"[{label}] {method} INT8: fine-tune {cfg.finetune_epochs} epoch(s) from FP32")
+        with clock.stage(f"train_{method}"):
+            ckpt = train_run(cfg, name, width, recipe, cfg.finetune_epochs, mdir / method.lower(), ft_limit,
+                             init_from=fp32_ckpt)
+        rows.append(_int8_row(cfg, label, method, ckpt, mdir, backend, device, calib_x, test_x, test_y, fp32_acc,
+                              fp32_bytes, fp32_lat, clock, ort_row))
+        log(f"[{label}] {method}: top-1 {rows[-1].top1_pct:.2f}% ({rows[-1].evaluated_by})")
+
+    # 5. mixed-precision QAT grid ------------------------------------------------------------------------
+    for ms in cfg.mixed_sets:
+        alloc = allocations[ms.name]
+        for a in cfg.act_bits:
+            method = f"{ms.name}-A{a}"
+            refusal = _backend_refusal(backend, min(alloc.bits.values()), a)
+            log(f"[{label}] {method}: QAT fine-tune with the per-layer bit map")
+            with clock.stage(f"train_{method}"):
+                ckpt = train_run(cfg, name, width, quanttrim_recipe(cfg.finetune_epochs, a), cfg.finetune_epochs,
+                                 mdir / method.lower(), ft_limit, init_from=fp32_ckpt, weight_bits=dict(alloc.bits))
+            save_bitmap(BitMap(dict(alloc.bits), a, params, {"set": ms.name, "budget_bytes": alloc.budget_bytes,
+                                                               "estimated_loss": alloc.loss}), ckpt)
+            with clock.stage("eval_emulated"):
+                acc = _accuracy_pct(_torch_logits(load_emulated(ckpt), test_x), test_y)
+            size = alloc.size_bytes
+            rows.append(ResultRow(label, method, ms.name, str(a), acc, fp32_acc - acc, size, "weights_sum_P_b",
+                                  fp32_weight_bytes / size, fp32_weight_bytes / size,
+                                  "torch fake-quant emulation", None, None, refusal))
+            log(f"[{label}] {method}: top-1 {acc:.2f}% (emulated)  weights {size / 1024:.1f} KiB  "
+                f"CR {rows[-1].cr:.2f}")
+    return ModelOutcome(rows, clock.seconds)
+
+
+def _backend_refusal(backend: Any, min_bits: int, act_bits: int) -> str:
+    """What the ONNX Runtime backend answers when asked for the sub-8-bit precision (its refusal text)."""
+    from backends.base import CompileConfig, UnsupportedRequest
+
+    precision = f"w{min_bits}a{act_bits}"
+    try:
+        backend.check_request(CompileConfig(precision=precision))
+    except UnsupportedRequest as exc:
+        return f"onnxruntime refuses {precision}: {exc}; emulated"
+    return f"onnxruntime accepts {precision}"
+
+
+def _int8_row(cfg: ReproConfig, label: str, method: str, ckpt: Path, mdir: Path, backend: Any, device: Any,
+              calib_x: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, fp32_acc: float, fp32_bytes: int,
+              fp32_lat: float | None, clock: _Clock, ort_row: Callable[..., ResultRow]) -> ResultRow:
+    """Deploy a QAT-trained checkpoint as real INT8 through ONNX Runtime with the ranges it learned.
+
+    The trainer's export writes the FP32 graph plus its learned activation ranges (``*.calib.json``); the
+    backend's ``learned`` calibration uses them. Without that export the row is emulated in torch.
+    """
+    from backends.base import CompileConfig, ModelArtifact, file_sha256
+
+    onnx_path = mdir / f"{method.lower()}.onnx"
+    table = _export_with_ranges(ckpt, onnx_path)
+    if table is not None:
+        art = ModelArtifact(path=onnx_path, name=f"{label}-{method}", sha256=file_sha256(onnx_path),
+                            input_name="input", input_shape=tuple(test_x.shape[1:]), output_name="logits",
+                            calibration_table=table)
+        return ort_row(method, CompileConfig(precision="int8", calibration="learned",
+                                             calibration_samples=cfg.calib_samples), "8", "8", art,
+                       "ONNX Runtime static INT8 with the learned activation ranges")
+    with clock.stage("eval_emulated"):
+        acc = _accuracy_pct(_torch_logits(load_emulated(ckpt), test_x), test_y)
+    model = load_emulated(ckpt)
+    total = sum(weight_params(model).values())
+    return ResultRow(label, method, "8", "8", acc, fp32_acc - acc, total * 1.0, "weights_sum_P_b", 4.0, 4.0,
+                     "torch fake-quant emulation", None, None, "trainer export with learned ranges unavailable")
+
+
+def _export_with_ranges(ckpt: Path, onnx_path: Path) -> Path | None:
+    """FP32 ONNX + learned-range table via the trainer's exporter; None when it has none."""
+    try:
+        from quanttrim import export as qt_export  # the trainer's module
+    except ImportError:
+        return None
+    fn = getattr(qt_export, "export_checkpoint", None)
+    if fn is None:
+        return None
+    fn(ckpt, onnx_path)
+    table = onnx_path.with_name(onnx_path.name[: -len(".onnx")] + ".calib.json")
+    return table if table.exists() else None
+
+
+# --- the whole reproduction ------------------------------------------------------------------------
+def reproduce(cfg: ReproConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every model, write the table, plot and runtime; returns {"rows", "seconds", "paths"}."""
+    import torch
+
+    from quanttrim.data import load_dataset
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(cfg.dataset)
+    rows: list[ResultRow] = []
+    seconds: dict[str, dict[str, float]] = {}
+    for name, width in cfg.models:
+        tm = time.perf_counter()
+        outcome = run_model(cfg, name, width, data, out, log)
+        rows.extend(outcome.rows)
+        seconds[name] = {**outcome.seconds, "total": time.perf_counter() - tm}
+    total = time.perf_counter() - t0
+    paths = {"csv": str(write_csv(rows, out / "table.csv"))}
+    md = markdown_table(rows)
+    (out / "table.md").write_text(
+        f"# Thesis comparison on Fashion-MNIST ({cfg.preset} preset)\n\n{md}\n"
+        f"Sizes: uniform rows = ONNX initializer bytes; mixed rows = Σ P·b/8 over Conv/Linear weights "
+        f"(thesis Table 4.4 basis), CR against Σ P·4. Runtime {total:.0f} s on {platform.processor() or platform.machine()}"
+        f" with {cfg.threads} thread(s).\n")
+    paths["markdown"] = str(out / "table.md")
+    paths["plot"] = str(plot_tradeoff(rows, out / "tradeoff.png",
+                                      f"Accuracy drop vs compression, Fashion-MNIST ({cfg.preset}); hollow = emulated"))
+    runtime = {"preset": cfg.preset, "total_seconds": total, "per_model_seconds": seconds,
+               "config": dataclasses.asdict(cfg), "torch_threads": cfg.threads, "host": platform.node()}
+    (out / "runtime.json").write_text(json.dumps(runtime, indent=2, default=str))
+    paths["runtime"] = str(out / "runtime.json")
+    log("\n" + terminal_table(rows))
+    log(f"\nwrote {', '.join(paths.values())}\nruntime: {total:.0f} s ({total / 60:.1f} min, preset {cfg.preset})")
+    return {"rows": rows, "seconds": total, "paths": paths}
