@@ -157,14 +157,15 @@ def _model_rows(df: pd.DataFrame, model: str) -> pd.DataFrame:
 
 
 def _label_points(ax: Any, rows: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> None:
-    """Name the backend beside each point when there are few enough to read (once per overlapping spot)."""
+    """Name the backend beside each point when there are few enough to read (once per device/precision)."""
     if len(rows) > MAX_LABELLED_POINTS:
         return
-    done: set[tuple[str, float, float]] = set()
-    for xi, yi, backend in zip(x, y, rows["backend"].astype(str)):
+    done: set[tuple[str, str, str]] = set()
+    for xi, yi, backend, device, precision in zip(x, y, rows["backend"].astype(str), rows["device"].astype(str),
+                                                  rows["precision"].astype(str)):
         if not (np.isfinite(xi) and np.isfinite(yi)):
             continue
-        spot = (backend, float(f"{xi:.2g}"), float(f"{yi:.2g}"))
+        spot = (backend, device, precision)
         if spot in done:
             continue
         done.add(spot)
