@@ -234,11 +234,15 @@ class SampledPowerMonitor:
         if self._failure is not None:
             note = (f"{self.source.name} failed during {self._failed_in or 'sampling'}: {self._failure}; "
                     f"the power fields cover only what was sampled before")
-        return summarize_windows(
-            self._runs, self._idle, inferences_per_run, durations_s, source=self.source_name,
-            has_counter=self.source.has_counter, has_power=self.source.has_power,
-            counter_resolution_s=self.source.counter_resolution_s, period_ms=self.period_ms,
-            native_period_s=self.source.native_period_s, note=note)
+        try:
+            return summarize_windows(
+                self._runs, self._idle, inferences_per_run, durations_s, source=self.source_name,
+                has_counter=self.source.has_counter, has_power=self.source.has_power,
+                counter_resolution_s=self.source.counter_resolution_s, period_ms=self.period_ms,
+                native_period_s=self.source.native_period_s, note=note)
+        except Exception as exc:  # the job's latency and fidelity results must survive a power bug
+            return empty_fields(f"{self.source_name}: power summary failed: {type(exc).__name__}: {exc}",
+                                source=self.source_name)
 
     def close(self) -> None:
         if self._current is not None:
