@@ -22,6 +22,7 @@ from backends.registry import REGISTRY, backend_names, create_backend, get_backe
 from backends import onnxruntime_backend  # noqa: F401,E402
 from backends import emulated_backend  # noqa: F401,E402
 from backends import openvino_backend  # noqa: F401,E402
+from backends import rknn_backend  # noqa: F401,E402
 from backends import tensorrt_backend  # noqa: F401,E402
 from backends import onnxruntime_gpu  # noqa: F401,E402
 

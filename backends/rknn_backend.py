@@ -1,0 +1,420 @@
+"""Rockchip RKNPU2: rknn-toolkit2 builds (and on x86 simulates); rknn-toolkit-lite2 runs .rknn on the board.
+
+Where it runs:
+- x86 host: rknn-toolkit2 pins numpy<=1.26.4 / onnx<=1.18, so it lives in its own environment
+  (``python -m harness env setup rknn``) and the runner starts rknn jobs with that interpreter
+  (``harness.envs.interpreter_for("rknn")``). In the main environment this adapter reports itself
+  available when that environment works (the job will run there), and names the setup command otherwise.
+- In the toolkit environment: load_onnx + build (INT8 or FP16), export the .rknn for the board, and run the
+  simulator. A model loaded with ``load_rknn`` cannot run in the simulator, so a session rebuilds from ONNX
+  with the same settings; simulator timings say nothing about the board (recorded as such).
+- On an RK3588 board: rknn-toolkit-lite2 (``RKNNLite``) loads a .rknn built on the host and runs on the NPU
+  cores chosen by ``core_mask``; the lite runtime cannot build.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from backends.base import (
+    Availability,
+    Backend,
+    BackendUnavailable,
+    Capabilities,
+    CompileConfig,
+    CompiledModel,
+    ModelArtifact,
+    RuntimeConfig,
+    UnsupportedRequest,
+    artifact_dir,
+)
+from backends.registry import register_backend
+
+if TYPE_CHECKING:  # pragma: no cover
+    from devices.profile import DeviceProfile
+
+#: Harness calibration method -> rknn-toolkit2 quantized_algorithm. KL-divergence threshold search is the
+#: method TensorRT calls "entropy" calibration, so both names map to it (the record keeps the name asked).
+QUANTIZED_ALGORITHMS = {"minmax": "normal", "mse": "mmse", "kl": "kl_divergence", "entropy": "kl_divergence"}
+#: RKNNLite core_mask option values -> attribute names on RKNNLite.
+CORE_MASKS = {"auto": "NPU_CORE_AUTO", "0": "NPU_CORE_0", "1": "NPU_CORE_1", "2": "NPU_CORE_2",
+              "0_1": "NPU_CORE_0_1", "0_1_2": "NPU_CORE_0_1_2", "all": "NPU_CORE_ALL"}
+SIMULATOR_TIMING_NOTE = "rknn-toolkit2 simulator on x86: not RK3588 device time"
+ENV_NAME = "rknn"
+
+
+def _toolkit_version() -> str | None:
+    """rknn-toolkit2's version when ``rknn.api`` imports in this interpreter, else None."""
+    try:
+        from importlib import metadata
+
+        import rknn.api  # noqa: F401  (imports torch; proves the toolkit works, not only that it is installed)
+
+        return metadata.version("rknn-toolkit2")
+    except Exception:
+        return None
+
+
+def _lite_version() -> str | None:
+    """rknn-toolkit-lite2's version when ``rknnlite.api`` imports (on an RK board), else None."""
+    try:
+        from importlib import metadata
+
+        import rknnlite.api  # noqa: F401
+
+        try:
+            return metadata.version("rknn-toolkit-lite2")
+        except metadata.PackageNotFoundError:
+            return "unknown"
+    except Exception:
+        return None
+
+
+def ops_named_in(message: str, model_path: Path | str) -> list[str]:
+    """Operator types of the model that a toolchain's error message names (best effort)."""
+    import onnx
+
+    m = re.search(r'In Node, \("[^"]*", (\w+), "', message)
+    if m:
+        return [m.group(1)]
+    try:
+        ops = {n.op_type for n in onnx.load(str(model_path), load_external_data=False).graph.node}
+    except Exception:
+        return []
+    return sorted(op for op in ops if re.search(rf"\b{re.escape(op)}\b", message))
+
+
+@register_backend("rknn")
+class RknnBackend(Backend):
+    """RKNPU2 through rknn-toolkit2 (build + x86 simulator) or rknn-toolkit-lite2 (on the board)."""
+
+    install_hint: ClassVar[str] = "python -m harness env setup rknn"
+    display_name: ClassVar[str] = "RKNN"
+
+    @classmethod
+    def availability(cls) -> Availability:
+        version = _toolkit_version()
+        if version is not None:
+            return Availability(True, "rknn-toolkit2 in this interpreter", version=version)
+        lite = _lite_version()
+        if lite is not None:
+            return Availability(True, "rknn-toolkit-lite2 on the board (runs prebuilt .rknn only)",
+                                version=f"lite2 {lite}")
+        try:
+            from harness.envs import probe_env, running_in, setup_command
+
+            if running_in(ENV_NAME):
+                return Availability(False, f"rknn.api does not import in this environment ({sys.prefix})",
+                                    f"{setup_command(ENV_NAME)} --force")
+            status = probe_env(ENV_NAME)
+        except Exception as exc:  # never raise from availability
+            return Availability(False, f"cannot probe the rknn environment ({exc})", cls.install_hint)
+        if status.ok:
+            return Availability(True, f"runs in its own environment {status.path} (the runner starts rknn jobs "
+                                "with its interpreter)", version=status.toolchain_version)
+        return Availability(False, status.reason, cls.install_hint)
+
+    def capabilities(self) -> Capabilities:
+        on_board = _toolkit_version() is None and _lite_version() is not None
+        return Capabilities(
+            precisions=("int8", "fp16"),
+            calibration_methods=tuple(QUANTIZED_ALGORITHMS),
+            granularities=("per_tensor", "per_channel"),
+            targets=("npu",) if on_board else ("simulator", "adb"),
+            simulated=not on_board,
+        )
+
+    # -- compile -----------------------------------------------------------------------------
+    def compile(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
+                calibration: np.ndarray | None, workdir: Path) -> CompiledModel:
+        self.check_request(config)
+        target_platform = device.rknn_platform
+        if not target_platform:
+            raise UnsupportedRequest(f"device profile {device.name!r} has no rknn_platform; use a Rockchip "
+                                     "profile such as rk3588")
+        toolkit = _toolkit_version()
+        if toolkit is None:
+            if _lite_version() is not None:
+                return self._prebuilt(model, config, target_platform)
+            from harness.envs import interpreter_for, setup_command
+
+            env_py = interpreter_for("rknn")
+            where = (f"rknn jobs run with {env_py} (the runner picks it via harness.envs.interpreter_for)"
+                     if env_py else f"create its environment: {setup_command(ENV_NAME)}")
+            raise BackendUnavailable(f"rknn-toolkit2 does not import in {sys.executable}; {where}")
+        settings = build_settings(model, config, target_platform)
+        calib_key = hashlib.sha256(np.ascontiguousarray(calibration).tobytes()).hexdigest()[:16] \
+            if calibration is not None and config.precision == "int8" else ""
+        out_dir = artifact_dir(workdir, self.name, model, config, f"rknn={toolkit}|{target_platform}|{calib_key}")
+        rknn_path = out_dir / "model.rknn"
+        meta: dict[str, Any] = {"rknn_toolkit": toolkit, "rknn_platform": target_platform,
+                                "rknn_settings": settings, "onnx_path": str(model.path),
+                                "input_name": model.input_name,
+                                "input_shape": [1, *model.input_shape], "cached": rknn_path.exists()}
+        if config.precision == "int8":
+            if calibration is None:
+                raise UnsupportedRequest("RKNN INT8 needs a calibration set; none was given")
+            meta["dataset"] = str(write_dataset(calibration[:config.calibration_samples], out_dir / "calib"))
+            meta["calibration_method"] = config.calibration or "minmax"
+            meta["int8_numerics"] = "RKNN w8a8 (asymmetric int8 activations)"
+        target = config.target or "simulator"
+        meta["runtime_target"] = target
+        if target == "simulator":
+            meta["timing_note"] = SIMULATOR_TIMING_NOTE
+            meta["simulated"] = True
+        if not rknn_path.exists():
+            rk = _build(meta)
+            try:
+                _check(rk.export_rknn(str(rknn_path)), "export_rknn")
+            finally:
+                rk.release()
+        return CompiledModel(self.name, config.precision, rknn_path, meta)
+
+    def _prebuilt(self, model: ModelArtifact, config: CompileConfig, target_platform: str) -> CompiledModel:
+        """On the board: the lite runtime cannot build, so use a .rknn built on the host."""
+        given = config.option("rknn_model")
+        candidate = Path(given) if given else Path(model.path).with_name(
+            f"{Path(model.path).stem}.{target_platform}.{config.precision}.rknn")
+        if not candidate.exists():
+            raise UnsupportedRequest(
+                f"rknn-toolkit-lite2 runs prebuilt .rknn files only and {candidate} does not exist; build it on the "
+                "host (an rknn job writes model.rknn under its artifact dir), copy it here and pass options "
+                "rknn_model=PATH")
+        meta = {"rknn_platform": target_platform, "runtime_target": "npu", "rknn_runtime": "rknn-toolkit-lite2",
+                "core_mask": str(config.option("core_mask", "auto")), "simulated": False}
+        return CompiledModel(self.name, config.precision, candidate, meta)
+
+    # -- load --------------------------------------------------------------------------------
+    def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> "RknnSession":
+        meta = dict(compiled.metadata)
+        if meta.get("rknn_runtime") == "rknn-toolkit-lite2":
+            return RknnLiteSession(Path(compiled.path), str(meta.get("core_mask", "auto")))
+        if _toolkit_version() is None:
+            raise BackendUnavailable(f"rknn-toolkit2 does not import in {sys.executable}; "
+                                     "run rknn jobs with the rknn environment's interpreter")
+        target = meta.get("runtime_target", "simulator")
+        rk = _build(meta)  # the simulator cannot run a load_rknn model: rebuild from ONNX, same settings
+        try:
+            if target == "simulator":
+                _check(rk.init_runtime(), "init_runtime (simulator)")
+            else:
+                _check(rk.init_runtime(target=meta["rknn_platform"], device_id=meta.get("device_id")),
+                       f"init_runtime (target {meta['rknn_platform']} over adb)")
+        except Exception:
+            rk.release()
+            raise
+        return RknnSession(rk, tuple(meta.get("input_shape", (1,)))[0] or 1)
+
+
+def build_settings(model: ModelArtifact, config: CompileConfig, target_platform: str) -> dict[str, Any]:
+    """rknn-toolkit2 config() keywords for this request (identity mean/std: the model normalises itself)."""
+    channels = int(model.input_shape[0]) if model.input_shape else 1
+    settings: dict[str, Any] = {
+        "mean_values": [[0.0] * channels], "std_values": [[1.0] * channels], "target_platform": target_platform,
+    }
+    if config.precision == "int8":
+        settings["quantized_algorithm"] = QUANTIZED_ALGORITHMS[config.calibration or "minmax"]
+        settings["quantized_method"] = "channel" if config.per_channel else "layer"
+        settings["quantized_dtype"] = "w8a8"
+    return settings
+
+
+def write_dataset(images: np.ndarray, folder: Path) -> Path:
+    """One NCHW .npy per image plus the list file rknn's build(dataset=...) reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(np.ascontiguousarray(images, dtype=np.float32)):
+        p = folder / f"{i:05d}.npy"
+        np.save(p, img[None])
+        paths.append(str(p.resolve()))
+    listing = folder / "dataset.txt"
+    listing.write_text("\n".join(paths) + "\n")
+    return listing
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        raise RuntimeError(f"rknn-toolkit2 {what} returned {ret}")
+
+
+def _build(meta: dict[str, Any]) -> Any:
+    """RKNN object with the model loaded from ONNX and built with the recorded settings."""
+    from rknn.api import RKNN
+
+    rk = RKNN(verbose=False)
+    onnx_path = meta["onnx_path"]
+    try:
+        _check(rk.config(**meta["rknn_settings"]), "config")
+        # Fixed batch 1: the checkpoints' batch dimension is symbolic and the NPU wants static shapes.
+        _check(rk.load_onnx(model=onnx_path, inputs=[meta["input_name"]], input_size_list=[list(meta["input_shape"])]),
+               "load_onnx")
+        quantize = "dataset" in meta
+        try:
+            ret = rk.build(do_quantization=quantize, dataset=meta.get("dataset"))
+        except Exception as exc:
+            ops = ops_named_in(str(exc), onnx_path)
+            if ops:
+                raise UnsupportedRequest(f"rknn-toolkit2 cannot build operator(s) {', '.join(ops)}") from None
+            raise
+        _check(ret, "build")
+    except Exception:
+        rk.release()
+        raise
+    return rk
+
+
+class RknnSession:
+    """rknn-toolkit2 runtime (simulator or adb board); the model is built for batch 1, so batches loop."""
+
+    def __init__(self, rk: Any, batch: int) -> None:
+        self._rk = rk
+        self._batch = batch
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        outs = [self._rk.inference(inputs=[x[i:i + self._batch]], data_format="nchw")[0]
+                for i in range(0, len(x), self._batch)]
+        return np.concatenate([np.asarray(o, dtype=np.float32) for o in outs])
+
+    def synchronize(self) -> None:
+        """inference() returns host arrays."""
+
+    def close(self) -> None:
+        if self._rk is not None:
+            self._rk.release()
+            self._rk = None
+
+
+class RknnLiteSession(RknnSession):
+    """rknn-toolkit-lite2 on the board: load_rknn + init_runtime(core_mask) on the NPU."""
+
+    def __init__(self, path: Path, core_mask: str) -> None:
+        from rknnlite.api import RKNNLite
+
+        if core_mask not in CORE_MASKS:
+            raise UnsupportedRequest(f"unknown core_mask {core_mask!r}; valid: {', '.join(CORE_MASKS)}")
+        rk = RKNNLite(verbose=False)
+        try:
+            _check(rk.load_rknn(str(path)), "lite load_rknn")
+            _check(rk.init_runtime(core_mask=getattr(RKNNLite, CORE_MASKS[core_mask])), "lite init_runtime")
+        except Exception:
+            rk.release()
+            raise
+        super().__init__(rk, 1)
+
+
+# -- per-layer accuracy analysis ---------------------------------------------------------------
+_ROW = re.compile(r"^\[(?P<type>[^\]]+)\]\s+(?P<name>\S+)\s*(?P<rest>.*)$")
+_NUM = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))"
+_VALUES = re.compile(rf"^{_NUM}\s*\|\s*{_NUM}\s+{_NUM}\s*\|\s*{_NUM}")
+
+
+def parse_accuracy_analysis(text: str) -> list[dict[str, Any]]:
+    """Rows of rknn-toolkit2's error_analysis.txt: per layer, cosine and euclidean error vs the FP32 golden.
+
+    ``entire_*`` accumulates error from the input; ``single_*`` is the layer alone fed golden inputs. Layers the
+    compiler fused into the next one have no values (``fused`` True, numbers None).
+    """
+    rows: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        m = _ROW.match(line.strip())
+        if not m:
+            continue
+        row: dict[str, Any] = {"index": len(rows), "layer_type": m.group("type"), "layer_name": m.group("name"),
+                               "entire_cosine": None, "entire_euclidean": None, "single_cosine": None,
+                               "single_euclidean": None, "fused": True}
+        v = _VALUES.match(m.group("rest").strip())
+        if v:
+            ec, ee, sc, se = (float(g) for g in v.groups())
+            row.update(entire_cosine=ec, entire_euclidean=ee, single_cosine=sc, single_euclidean=se, fused=False)
+        rows.append(row)
+    return rows
+
+
+def accuracy_analysis_table(model: ModelArtifact | Path | str, sample: np.ndarray, output_dir: Path | str, *,
+                            target_platform: str = "rk3588", config: CompileConfig | None = None,
+                            calibration: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Per-layer error of the RKNN build of ``model`` on one input ``sample`` ([1, C, H, W] or [C, H, W]).
+
+    Runs rknn-toolkit2's ``accuracy_analysis`` (simulator vs FP32 golden) and returns
+    :func:`parse_accuracy_analysis` rows. In an interpreter without rknn-toolkit2 it runs itself in the rknn
+    environment's interpreter (``python -m harness env setup rknn`` creates it). ``calibration`` defaults to
+    the sample itself (one image: only for a quick look; pass the real calibration set).
+    """
+    config = config or CompileConfig("int8")
+    out = Path(output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    path = Path(model.path if isinstance(model, ModelArtifact) else model).resolve()
+    x = np.asarray(sample, dtype=np.float32)
+    x = x if x.ndim == 4 else x[None]
+    calib = np.asarray(calibration if calibration is not None else x, dtype=np.float32)
+    if _toolkit_version() is None:
+        return _analysis_in_env(path, x, out, target_platform, config, calib)
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    channels = graph.input[0].type.tensor_type.shape.dim[1].dim_value or 1
+    shape = tuple(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:])
+    art = ModelArtifact(path=path, name=path.stem, sha256="", input_name=graph.input[0].name,
+                        input_shape=shape or (channels,), output_name=graph.output[0].name)
+    meta: dict[str, Any] = {"onnx_path": str(path), "rknn_settings": build_settings(art, config, target_platform),
+                            "input_name": art.input_name, "input_shape": [1, *art.input_shape]}
+    if config.precision == "int8":
+        meta["dataset"] = str(write_dataset(calib, out / "calib"))
+    sample_path = out / "sample.npy"
+    np.save(sample_path, x[:1])
+    rk = _build(meta)
+    try:
+        _check(rk.accuracy_analysis(inputs=[str(sample_path)], output_dir=str(out / "analysis")),
+               "accuracy_analysis")
+    finally:
+        rk.release()
+    return parse_accuracy_analysis((out / "analysis" / "error_analysis.txt").read_text())
+
+
+def _analysis_in_env(path: Path, x: np.ndarray, out: Path, target_platform: str, config: CompileConfig,
+                     calib: np.ndarray) -> list[dict[str, Any]]:
+    from harness.envs import interpreter_for, setup_command
+
+    python = interpreter_for("rknn")
+    if python is None:
+        raise BackendUnavailable(f"rknn-toolkit2 is not importable here and its environment does not exist; "
+                                 f"create it: {setup_command(ENV_NAME)}")
+    job_dir = Path(tempfile.mkdtemp(prefix="rknn-analysis-", dir=out))
+    np.save(job_dir / "sample.npy", x)
+    np.save(job_dir / "calib.npy", calib)
+    job = {"model": str(path), "output_dir": str(out), "target_platform": target_platform,
+           "precision": config.precision, "calibration": config.calibration, "per_channel": config.per_channel,
+           "sample": str(job_dir / "sample.npy"), "calib": str(job_dir / "calib.npy"),
+           "result": str(job_dir / "rows.json")}
+    (job_dir / "job.json").write_text(json.dumps(job))
+    runner = "import sys; from backends.rknn_backend import _main; sys.exit(_main(sys.argv[1:]))"
+    proc = subprocess.run([python, "-c", runner, "accuracy-analysis", str(job_dir / "job.json")],
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise RuntimeError(f"rknn accuracy analysis failed in {python}:\n{tail}")
+    return json.loads(Path(job["result"]).read_text())
+
+
+def _main(argv: list[str]) -> int:
+    """Entry for running the analysis in the rknn environment: ``_main(["accuracy-analysis", "JOB.json"])``."""
+    if len(argv) != 2 or argv[0] != "accuracy-analysis":
+        print("usage: _main(['accuracy-analysis', 'JOB.json'])", file=sys.stderr)
+        return 2
+    job = json.loads(Path(argv[1]).read_text())
+    config = CompileConfig(job["precision"], calibration=job["calibration"], per_channel=job["per_channel"])
+    rows = accuracy_analysis_table(Path(job["model"]), np.load(job["sample"]), job["output_dir"],
+                                   target_platform=job["target_platform"], config=config,
+                                   calibration=np.load(job["calib"]))
+    Path(job["result"]).write_text(json.dumps(rows))
+    return 0
+
