@@ -162,10 +162,11 @@ def summarize_windows(runs: Sequence[Window], idle: Window | None, inferences_pe
         if idle_w is not None:
             e_net = (avg_w - idle_w) * t_inf * 1e3
 
+    # The effective period: what the samples show, but never finer than the sampler's period or the
+    # source's own refresh (a window shorter than one period has only its two boundary reads).
+    period_s = max(period_ms / 1e3, native_period_s or 0.0)
     if intervals:
-        period_s = statistics.median(intervals)
-    else:
-        period_s = max(period_ms / 1e3, native_period_s or 0.0)
+        period_s = max(period_s, statistics.median(intervals))
     low_fidelity = None
     if sum(inferences_per_run) > 0 and sum(durations_s) > 0:
         low_fidelity = period_s > sum(durations_s) / sum(inferences_per_run)
