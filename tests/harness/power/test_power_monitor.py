@@ -111,3 +111,29 @@ def test_this_host_default_paths_give_empty_fields_with_a_reason_per_source():
     out = mon.summarize([200], [0.2])
     assert out["power_avg_w"] is None and out["energy_per_inference_mj"] is None
     assert all(f"{name}:" in out["power_unavailable_reason"] for name in load_device("cpu").power_sources)
+
+
+def test_monitor_driven_by_the_timed_loop_measures_each_run(tmp_path):
+    from harness import loadgen
+
+    class BusySession:
+        def run(self, x):
+            t_end = time.perf_counter() + 0.002  # 2 ms per inference
+            while time.perf_counter() < t_end:
+                pass
+            return x
+
+        def synchronize(self):
+            return None
+
+    root = _hwmon_tree(tmp_path / "hwmon", 5_000_000)
+    mon = SampledPowerMonitor(HwmonSource(root=root), period_ms=10)
+    images = __import__("numpy").zeros((4, 1, 28, 28), dtype="float32")
+    cfg = loadgen.LoopConfig(warmup=1, iters=25, runs=2, batch=1)
+    result = loadgen.measure(BusySession(), images, cfg, power=mon)
+    out = mon.summarize([cfg.iters] * cfg.runs, loadgen.durations_s(result))
+    mon.close()
+    per_inf_s = sum(loadgen.durations_s(result)) / (cfg.iters * cfg.runs)
+    assert out["energy_per_inference_mj"] == pytest.approx(5.0 * per_inf_s * 1e3, rel=0.05)
+    assert out["power_peak_w_mean"] == pytest.approx(5.0)
+    assert out["power_low_fidelity"] is True  # 10 ms samples, ~2 ms inferences
