@@ -1,0 +1,418 @@
+"""TensorRT through the ``trtexec`` command-line tool, for boards where the Python bindings are missing.
+
+``compile`` builds the engine *and times it* with trtexec (``--iterations --warmUp --avgRuns --percentile
+--exportTimes``) and parses trtexec's performance summary. Those figures are trtexec's own measurement (its
+"Latency" = H2D + GPU compute + D2H per query, on its own random-free inputs), not the harness loop: the
+artifact says so (``timing = "none"``, ``timing_note``) and carries them as ``external_timing`` (record field
+names) plus the full summary (GPU compute time, throughput, H2D/D2H) for the record's ``extra``.
+
+Fidelity still runs: through the TensorRT Python runtime on the same engine when it is installed, otherwise
+by asking trtexec for the outputs (``--loadInputs`` / ``--exportOutput``), one process per engine batch (slow
+but exact).
+
+INT8: trtexec cannot calibrate (``--int8`` alone uses placeholder scales, useful only for speed). This adapter
+therefore takes INT8 only with real scales: an explicit QDQ graph (built from the calibration images, or the
+checkpoint's learned one), or ``--calib=<cache>`` with the calibration cache the ``tensorrt`` backend wrote for
+the same model, method and data.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+
+import numpy as np
+
+from backends.base import (
+    Availability,
+    Backend,
+    BackendUnavailable,
+    Capabilities,
+    CompileConfig,
+    CompiledModel,
+    ModelArtifact,
+    RuntimeConfig,
+    UnsupportedRequest,
+    artifact_dir,
+)
+from backends.registry import register_backend
+from backends.tensorrt_backend import (
+    _OOM_PATTERN,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_WORKSPACE_MIB,
+    ENGINE_FILE,
+    IMPLICIT_METHODS,
+    SIDECAR_FILE,
+    EngineBuildError,
+    array_digest,
+    build_qdq_graph,
+    calibration_cache_path,
+    check_supported_version,
+    onnx_batch_dim,
+    parse_target,
+    read_sidecar,
+    select_int8_route,
+    stale_reason,
+    tensorrt_availability,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from devices.profile import DeviceProfile
+
+#: Where JetPack and NVIDIA's Debian packages put trtexec (it is not on PATH by default).
+TRTEXEC_DIRS = ("/usr/src/tensorrt/bin",)
+TRTEXEC_INSTALL_HINT = ("trtexec ships with TensorRT: on Jetson it is /usr/src/tensorrt/bin/trtexec (JetPack, "
+                        "`sudo apt install tensorrt`); on a desktop use the TensorRT tar/deb package; see docs/nvidia.md")
+DEFAULT_ITERATIONS = 1000   # the harness protocol's 200 timed iterations x 5 runs
+DEFAULT_WARMUP_MS = 500
+DEFAULT_AVG_RUNS = 10
+DEFAULT_TIMEOUT_S = 1800.0
+TIMING_NOTE = ("latency measured by trtexec itself (its 'Latency' = H2D + GPU compute + D2H per query, "
+               "median/percentiles over its iterations), not by the harness loop")
+
+#: Runs a command: argv -> (returncode, combined output). Injectable for tests.
+CommandRunner = Callable[[Sequence[str], float], "tuple[int, str]"]
+
+
+def default_command_runner(argv: Sequence[str], timeout_s: float) -> tuple[int, str]:
+    try:
+        p = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        return 124, out + f"\n[harness] trtexec did not finish within {timeout_s:.0f} s"
+    return p.returncode, (p.stdout or "") + (p.stderr or "")
+
+
+def find_trtexec(dirs: Sequence[str] = TRTEXEC_DIRS) -> str | None:
+    """trtexec on PATH, else in TensorRT's install directories."""
+    found = shutil.which("trtexec")
+    if found:
+        return found
+    for d in dirs:
+        p = Path(d) / "trtexec"
+        if p.is_file():
+            return str(p)
+    return None
+
+
+# -- transcript parsing --------------------------------------------------------------------------
+def parse_trtexec_version(text: str) -> str | None:
+    """'[TensorRT v8502]' -> '8.5.2'; '[TensorRT v100900]' -> '10.9.0'."""
+    m = re.search(r"\[TensorRT v(\d+)\]", text)
+    if not m:
+        return None
+    n = int(m.group(1))
+    if len(m.group(1)) >= 6:          # 10.x: major*10000 + minor*100 + patch
+        return f"{n // 10000}.{(n // 100) % 100}.{n % 100}"
+    return f"{n // 1000}.{(n // 100) % 10}.{n % 100}"  # 8.x: major*1000 + minor*100 + patch
+
+
+_STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=\s*([\d.eE+-]+)\s*ms")
+_SECTIONS = {
+    "Latency": "latency_ms", "GPU Compute Time": "gpu_compute_ms", "H2D Latency": "h2d_ms",
+    "D2H Latency": "d2h_ms", "Enqueue Time": "enqueue_ms", "End-to-End Host Latency": "end_to_end_ms",
+}
+
+
+def _pct_key(p: str) -> str:
+    return "p" + (p[:-2] if p.endswith(".0") else p)
+
+
+def parse_summary(text: str) -> dict[str, Any]:
+    """trtexec's '=== Performance summary ===' as numbers (the last summary in the transcript)."""
+    idx = text.rfind("=== Performance summary ===")
+    if idx < 0:
+        raise ValueError("no '=== Performance summary ===' in the trtexec output")
+    out: dict[str, Any] = {}
+    for line in text[idx:].splitlines()[1:]:
+        body = re.sub(r"^\[[^\]]*\]\s*\[\w\]\s*", "", line.strip())  # drop "[date] [I] "
+        if body.startswith("==="):
+            break
+        m = re.match(r"Throughput:\s*([\d.eE+-]+)\s*qps", body)
+        if m:
+            out["throughput_qps"] = float(m.group(1))
+            continue
+        m = re.match(r"Total (Host Walltime|GPU Compute Time):\s*([\d.eE+-]+)\s*s", body)
+        if m:
+            out["total_host_walltime_s" if m.group(1) == "Host Walltime" else "total_gpu_compute_s"] = float(m.group(2))
+            continue
+        head, _, rest = body.partition(":")
+        key = _SECTIONS.get(head.strip())
+        if key is None or not rest:
+            continue
+        stats: dict[str, float] = {}
+        for sm in _STAT.finditer(rest):
+            name = sm.group(1) if sm.group(2) is None else _pct_key(sm.group(2))
+            stats[name] = float(sm.group(3))
+        out[key] = stats
+    if "latency_ms" not in out:
+        raise ValueError("trtexec's performance summary has no Latency line")
+    return out
+
+
+def summary_to_record(summary: dict[str, Any], batch: int) -> dict[str, Any]:
+    """Record fields (units in the names) from a parsed summary; missing percentiles stay absent."""
+    lat = summary["latency_ms"]
+    rec: dict[str, Any] = {"latency_ms_p50": lat.get("median"), "latency_ms_mean": lat.get("mean"),
+                           "latency_ms_min": lat.get("min"), "latency_ms_max": lat.get("max")}
+    for p in ("p90", "p95", "p99"):
+        if p in lat:
+            rec[f"latency_ms_{p}"] = lat[p]
+    if "throughput_qps" in summary:
+        rec["fps"] = summary["throughput_qps"] * batch  # one query = one inference of the whole batch
+    rec["batch_size"] = batch
+    rec["timing_note"] = TIMING_NOTE
+    return {k: v for k, v in rec.items() if v is not None}
+
+
+def parse_export_times(path: Path) -> np.ndarray:
+    """Per-iteration latencies (ms) from ``--exportTimes`` (entries without ``latencyMs`` are skipped)."""
+    data = json.loads(Path(path).read_text())
+    return np.array([float(e["latencyMs"]) for e in data if isinstance(e, dict) and "latencyMs" in e])
+
+
+def parse_export_output(path: Path, name: str) -> np.ndarray:
+    """One output tensor from ``--exportOutput`` ([{"name", "dimensions": "1x10", "values": [...]}])."""
+    for entry in json.loads(Path(path).read_text()):
+        if entry.get("name") == name:
+            dims = tuple(int(d) for d in str(entry["dimensions"]).split("x") if d)
+            return np.asarray(entry["values"], dtype=np.float32).reshape(dims)
+    raise ValueError(f"{path} has no output named {name!r}")
+
+
+def _shape_arg(name: str, shape: Sequence[int]) -> str:
+    return f"{name}:{'x'.join(str(int(d)) for d in shape)}"
+
+
+@register_backend("trtexec")
+class TrtexecBackend(Backend):
+    """Build and time TensorRT engines with trtexec; fidelity through the Python runtime or trtexec."""
+
+    install_hint: ClassVar[str] = TRTEXEC_INSTALL_HINT
+    display_name: ClassVar[str] = "TensorRT (trtexec)"
+    #: Tests swap these; production uses PATH/TensorRT dirs and subprocess.
+    search_dirs: ClassVar[tuple[str, ...]] = TRTEXEC_DIRS
+    runner: ClassVar[CommandRunner] = staticmethod(default_command_runner)  # type: ignore[assignment]
+
+    @classmethod
+    def availability(cls) -> Availability:
+        exe = find_trtexec(cls.search_dirs)
+        if exe is None:
+            return Availability(False, f"trtexec is not on PATH nor in {', '.join(cls.search_dirs)}",
+                                TRTEXEC_INSTALL_HINT)
+        try:
+            rc, text = cls.runner([exe, "--help"], 60.0)
+        except OSError as exc:
+            return Availability(False, f"{exe} cannot run ({exc})", TRTEXEC_INSTALL_HINT)
+        version = parse_trtexec_version(text)
+        if version is not None:
+            try:
+                check_supported_version(version)
+            except UnsupportedRequest as exc:
+                return Availability(False, str(exc), TRTEXEC_INSTALL_HINT, version)
+        return Availability(True, version=version)
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(precisions=("fp32", "fp16", "int8"), calibration_methods=IMPLICIT_METHODS + ("learned",),
+                            granularities=("per_tensor", "per_channel"), targets=("gpu", "dla0", "dla1"))
+
+    def _run(self, argv: Sequence[str], timeout_s: float) -> tuple[int, str]:
+        return type(self).runner(argv, timeout_s)
+
+    # -- compile (= build + time) -----------------------------------------------------------------
+    def compile(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
+                calibration: np.ndarray | None, workdir: Path) -> CompiledModel:
+        self.check_request(config)
+        avail = self.availability()
+        if not avail.available:
+            raise BackendUnavailable(avail.explain())
+        exe = find_trtexec(self.search_dirs)
+        version = avail.version or "unknown"
+        dla_core = parse_target(config.target)
+        route = select_int8_route(model, config) if config.precision == "int8" else None
+        calib_cache = None
+        if route is not None and route.mode == "implicit":
+            if calibration is None:
+                raise UnsupportedRequest("TensorRT implicit INT8 needs a calibration set and none was given")
+            calib_cache = calibration_cache_path(workdir, model, route.method, array_digest(calibration), version)
+            if not calib_cache.exists():
+                raise UnsupportedRequest(
+                    "trtexec cannot calibrate (--int8 without --calib uses placeholder scales); run the tensorrt "
+                    f"backend once to write {calib_cache.name}, or use int8_mode=explicit / calibration=learned")
+        gpu = gpu_identity()
+        calib_key = array_digest(calibration) if calibration is not None else "none"
+        out_dir = artifact_dir(workdir, self.name, model, config,
+                               f"trtexec={version}|gpu={gpu}|dla={dla_core}|route={route}|calib={calib_key}")
+        engine = out_dir / ENGINE_FILE
+        meta: dict[str, Any] = {"tensorrt_version": version, "gpu_name": gpu, "compute_capability": None,
+                                "target": "gpu" if dla_core is None else f"dla{dla_core}", "engine_dir": str(out_dir),
+                                "timing": "none", "timing_note": TIMING_NOTE, "timing_source": "trtexec",
+                                "input_name": model.input_name, "output_name": model.output_name}
+        if route is not None:
+            meta.update(int8_mode=route.mode, int8_source=route.source, calibration_method=route.method)
+        side = read_sidecar(out_dir)
+        cached = engine.exists() and side is not None and side.get("tensorrt_version") == version and \
+            side.get("gpu_name") == gpu
+        if engine.exists() and not cached:
+            meta["rebuilt_reason"] = stale_reason(side, version, None) or f"engine built for {side.get('gpu_name')}"
+            engine.unlink()
+        meta["cached"] = cached
+
+        onnx_path = Path(model.path)
+        if route is not None and route.mode == "explicit" and not cached:
+            onnx_path = build_qdq_graph(model, route, calibration, config.per_channel, out_dir,
+                                        float(config.option("percentile", 99.999)))
+        batch = max(1, int(config.option("batch", 1)))
+        max_batch = max(batch, int(config.option("max_batch", DEFAULT_MAX_BATCH)))
+        fixed = onnx_batch_dim(Path(model.path), model.input_name)
+        argv = [exe]
+        if cached:
+            argv.append(f"--loadEngine={engine}")
+        else:
+            argv += [f"--onnx={onnx_path}", f"--saveEngine={engine}",
+                     f"--memPoolSize=workspace:{int(config.option('workspace_mib', DEFAULT_WORKSPACE_MIB))}"]
+            if config.precision == "fp32" and not bool(config.option("allow_tf32", False)):
+                argv.append("--noTF32")
+            if config.precision == "fp16":
+                argv.append("--fp16")
+            if config.precision == "int8":
+                argv.append("--int8")
+                if bool(config.option("int8_fp16_fallback", dla_core is not None)):
+                    argv.append("--fp16")
+                if calib_cache is not None:
+                    argv.append(f"--calib={calib_cache}")
+            if dla_core is not None:
+                if config.precision == "fp32":
+                    raise UnsupportedRequest("DLA runs FP16 or INT8 only; ask for fp16 or int8 with target=dla")
+                argv.append(f"--useDLACore={dla_core}")
+                if bool(config.option("gpu_fallback", True)):
+                    argv.append("--allowGPUFallback")
+            if fixed is None:
+                sample = tuple(model.input_shape)
+                argv += [f"--minShapes={_shape_arg(model.input_name, (1,) + sample)}",
+                         f"--optShapes={_shape_arg(model.input_name, (batch,) + sample)}",
+                         f"--maxShapes={_shape_arg(model.input_name, (max_batch,) + sample)}"]
+        if fixed is None:
+            argv.append(f"--shapes={_shape_arg(model.input_name, (batch,) + tuple(model.input_shape))}")
+        times_path = out_dir / "times.json"
+        argv += [f"--iterations={int(config.option('iterations', DEFAULT_ITERATIONS))}", "--duration=0",
+                 f"--warmUp={int(config.option('warmup_ms', DEFAULT_WARMUP_MS))}",
+                 f"--avgRuns={int(config.option('avg_runs', DEFAULT_AVG_RUNS))}", f"--exportTimes={times_path}"]
+        major = int(version.split(".")[0]) if version[0].isdigit() else None
+        # 10.x takes a list of percentiles; 8.x takes one value (the median is always reported).
+        argv.append("--percentile=90,95,99" if major == 10 else "--percentile=99")
+
+        t0 = time.perf_counter()
+        rc, text = self._run(argv, float(config.option("timeout_s", DEFAULT_TIMEOUT_S)))
+        log = out_dir / "trtexec.log"
+        log.write_text(" ".join(argv) + "\n" + text)
+        meta.update(trtexec_command=" ".join(argv), trtexec_log=str(log),
+                    trtexec_wall_s=round(time.perf_counter() - t0, 3))
+        if rc != 0 or "&&&& FAILED" in text:
+            tail = " | ".join(ln.strip() for ln in text.strip().splitlines()[-4:])
+            if _OOM_PATTERN.search(text):
+                raise EngineBuildError(f"trtexec ran out of GPU memory ({tail}); free GPU memory or lower "
+                                       "workspace_mib / max_batch")
+            raise EngineBuildError(f"trtexec exited with {rc}: {tail} (full log: {log})")
+        summary = parse_summary(text)
+        meta["trtexec_version"] = parse_trtexec_version(text) or version
+        meta["trtexec_summary"] = summary
+        meta["external_timing"] = summary_to_record(summary, batch)
+        if times_path.exists():
+            lat = parse_export_times(times_path)
+            np.save(out_dir / "latencies_ms.npy", lat)
+            meta.update(trtexec_iterations=int(lat.size), trtexec_latencies_file=str(out_dir / "latencies_ms.npy"))
+        if not cached:
+            (out_dir / SIDECAR_FILE).write_text(json.dumps(
+                {"tensorrt_version": version, "gpu_name": gpu, "compute_capability": None,
+                 "target": meta["target"], "precision": config.precision, "model_sha256": model.sha256,
+                 "max_batch": fixed or max_batch, "fixed_batch": fixed, "built_by": "trtexec"}, indent=2, sort_keys=True))
+        return CompiledModel(self.name, config.precision, engine, meta)
+
+    # -- load: fidelity path ------------------------------------------------------------------------
+    def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> Any:
+        if tensorrt_availability().available:
+            from backends.tensorrt_backend import CudaRuntime, TensorRTSession, import_tensorrt
+
+            trt = import_tensorrt()
+            side = read_sidecar(Path(compiled.path).parent) or {}
+            if side.get("tensorrt_version") == str(trt.__version__):
+                return TensorRTSession(Path(compiled.path), trt, CudaRuntime.load(), compiled.metadata.get("dla_core"))
+        avail = self.availability()
+        if not avail.available:
+            raise BackendUnavailable(avail.explain())
+        return TrtexecSession(self, Path(compiled.path), compiled.metadata)
+
+
+class TrtexecSession:
+    """Outputs through trtexec (``--loadInputs`` / ``--exportOutput``): one process per engine batch.
+
+    For fidelity only (each call loads the engine); the timing of this backend is trtexec's own.
+    """
+
+    def __init__(self, backend: TrtexecBackend, engine: Path, meta: dict[str, Any]) -> None:
+        side = read_sidecar(engine.parent) or {}
+        self._backend = backend
+        self._engine = engine
+        self._exe = find_trtexec(backend.search_dirs)
+        self._max_batch = int(side.get("max_batch", DEFAULT_MAX_BATCH))
+        self._fixed = side.get("fixed_batch")
+        self._input = str(meta.get("input_name", "input"))
+        self._output = str(meta.get("output_name", "logits"))
+        self._work = engine.parent / "io"
+        self._work.mkdir(exist_ok=True)
+        self.calls = 0
+
+    def _run_chunk(self, x: np.ndarray) -> np.ndarray:
+        inp, outp = self._work / "input.bin", self._work / "output.json"
+        n = len(x)
+        if self._fixed:  # a fixed-batch engine: pad the tail, drop its outputs
+            x = np.concatenate([x, np.zeros((int(self._fixed) - n,) + x.shape[1:], np.float32)])
+        x.astype(np.float32).tofile(inp)
+        argv = [self._exe, f"--loadEngine={self._engine}", f"--loadInputs={self._input}:{inp}",
+                f"--exportOutput={outp}", "--iterations=1", "--warmUp=0", "--duration=0", "--avgRuns=1"]
+        if not self._fixed:
+            argv.append(f"--shapes={_shape_arg(self._input, x.shape)}")
+        rc, text = self._backend._run(argv, 600.0)
+        self.calls += 1
+        if rc != 0:
+            raise RuntimeError(f"trtexec could not produce outputs ({rc}): {text.strip().splitlines()[-1:]}")
+        return parse_export_output(outp, self._output)[:n]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        return np.concatenate([self._run_chunk(x[i:i + self._max_batch]) for i in range(0, len(x), self._max_batch)])
+
+    def synchronize(self) -> None:
+        """trtexec has exited (and written its outputs) when ``run`` returns."""
+
+    def close(self) -> None:
+        pass
+
+
+def gpu_identity() -> str:
+    """A name for the GPU engines are built for: CUDA device name, else nvidia-smi, else the Jetson model."""
+    try:
+        from backends.tensorrt_backend import CudaRuntime
+
+        info = CudaRuntime.load().device_info(0)
+        return f"{info['name']} sm{info['compute_capability']}"
+    except Exception:  # no bindings / no device: fall through to the other probes
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                 text=True, timeout=10).stdout.strip().splitlines()
+            if out:
+                return out[0].strip()
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    try:
+        return Path("/proc/device-tree/model").read_bytes().decode(errors="replace").replace("\x00", "").strip()
+    except OSError:
+        return "unknown"
