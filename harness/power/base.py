@@ -77,7 +77,6 @@ class PowerSource(ABC):
         return None
 
 
-SourceFactory = Callable[..., PowerSource]
 _SOURCES: dict[str, type[PowerSource]] = {}
 
 
@@ -122,10 +121,6 @@ def read_text(path: Any) -> str:
     """Read a small sysfs file; errors propagate so callers can say which file failed and why."""
     with open(path, "r", encoding="ascii", errors="replace") as fh:
         return fh.read().strip()
-
-
-def describe_os_error(path: Any, exc: OSError) -> str:
-    return f"{path}: {exc.strerror or exc}"
 
 
 class StreamingSource(PowerSource):

@@ -29,6 +29,10 @@ ENV_PROTOCOL = "QUANTTRIM_USB_METER_PROTOCOL"
 ENV_BAUD = "QUANTTRIM_USB_METER_BAUD"
 
 
+class MeterFrameError(ValueError):
+    """One garbled or misaligned reply; the reader flushes the port and carries on."""
+
+
 class MeterProtocol(ABC):
     default_baudrate = 115200
     #: Pause between polls for request/response protocols (0 for meters that push lines).
@@ -104,7 +108,7 @@ class Um25cProtocol(MeterProtocol):
             frame += chunk
         model = int.from_bytes(frame[0:2], "big")
         if model not in self.MODELS:
-            raise ValueError(f"not a UM24C/UM25C/UM34C frame (model id 0x{model:04x})")
+            raise MeterFrameError(f"not a UM24C/UM25C/UM34C frame (model id 0x{model:04x})")
         return int.from_bytes(frame[6:10], "big") * 1e-3
 
 
@@ -140,14 +144,26 @@ class UsbMeterSource(StreamingSource):
         else:  # an already-open port object (tests, or a caller that opened it itself)
             self._port = port
             self.port_name = getattr(port, "name", None) or type(port).__name__
+        self.last_problem: str | None = None
         self._thread = threading.Thread(target=self._poll, name="usb-meter-reader", daemon=True)
         self._thread.start()
-        self.wait_first(first_value_timeout_s, f"USB meter on {self.port_name} sent no reading")
+        try:
+            self.wait_first(first_value_timeout_s, f"USB meter on {self.port_name} sent no reading")
+        except SourceUnavailable as exc:
+            raise SourceUnavailable(f"{exc}" + (f" (last reply: {self.last_problem})" if self.last_problem else "")) from None
 
     def _poll(self) -> None:
         while not self._stop.is_set():
             try:
                 value = self.protocol.next_power_w(self._port)
+            except MeterFrameError as exc:
+                # A reply that started mid-frame: drop what is buffered and ask again. A meter that
+                # never answers sensibly goes stale and fails the source after a few seconds.
+                self.last_problem = str(exc)
+                flush = getattr(self._port, "reset_input_buffer", None)
+                if flush is not None:
+                    flush()
+                value = None
             except Exception as exc:  # unplugged: SerialException / OSError
                 if not self._stop.is_set():
                     self.fail(f"USB meter on {self.port_name} failed: {type(exc).__name__}: {exc}")

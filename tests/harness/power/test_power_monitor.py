@@ -134,6 +134,9 @@ def test_monitor_driven_by_the_timed_loop_measures_each_run(tmp_path):
     out = mon.summarize([cfg.iters] * cfg.runs, loadgen.durations_s(result))
     mon.close()
     per_inf_s = sum(loadgen.durations_s(result)) / (cfg.iters * cfg.runs)
-    assert out["energy_per_inference_mj"] == pytest.approx(5.0 * per_inf_s * 1e3, rel=0.05)
+    # The window spans the loop plus its per-iteration bookkeeping (and any preemption on a busy host),
+    # so the energy per inference is at least 5 W × the timed time per inference, and not far above.
+    assert 0.99 <= out["energy_per_inference_mj"] / (5.0 * per_inf_s * 1e3) <= 1.5
+    assert out["power_avg_w"] == pytest.approx(5.0)
     assert out["power_peak_w_mean"] == pytest.approx(5.0)
     assert out["power_low_fidelity"] is True  # 10 ms samples, ~2 ms inferences

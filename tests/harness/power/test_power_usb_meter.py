@@ -119,3 +119,9 @@ def test_no_port_configured_names_the_variable(monkeypatch):
 def test_unknown_protocol_names_valid_ones():
     with pytest.raises(SourceUnavailable, match="valid: text, um25c"):
         UsbMeterSource(port=FakeLinePort(), protocol="fluke")
+
+
+def test_a_device_that_is_not_a_um_meter_is_refused_with_its_reply():
+    port = FakeUmPort(power_mw=1000, model=0x1234)
+    with pytest.raises(SourceUnavailable, match="model id 0x1234"):
+        UsbMeterSource(clock=FakeClock(), port=port, protocol="um25c", first_value_timeout_s=0.3)
