@@ -32,8 +32,8 @@ from backends.registry import register_backend
 if TYPE_CHECKING:  # pragma: no cover
     from devices.profile import DeviceProfile
 
-GPU_INSTALL_HINT = ('pip install ".[gpu]" (onnxruntime-gpu, replacing onnxruntime) with the CUDA/cuDNN libraries '
-                    'it was built for; on Jetson use the onnxruntime-gpu wheel for your JetPack; see docs/nvidia.md')
+GPU_INSTALL_HINT = ('pip uninstall onnxruntime && pip install ".[gpu]" (onnxruntime-gpu + its CUDA/cuDNN libs); '
+                    'Jetson: the onnxruntime-gpu wheel for your JetPack (docs/nvidia.md)')
 
 
 def check_session_providers(requested: str, used: list[str]) -> None:

@@ -52,8 +52,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from devices.profile import DeviceProfile
 
 SUPPORTED_MAJORS = (8, 10)
-TENSORRT_INSTALL_HINT = ('Jetson: JetPack ships TensorRT, `sudo apt install python3-libnvinfer` (+ `pip install '
-                         'cuda-python`); desktop: pip install ".[tensorrt]"; see docs/nvidia.md')
+TENSORRT_INSTALL_HINT = ('Jetson: sudo apt install python3-libnvinfer, pip install cuda-python; '
+                         'desktop: pip install ".[tensorrt]" (docs/nvidia.md)')
 IMPLICIT_METHODS = ("entropy", "minmax", "percentile")
 DEFAULT_WORKSPACE_MIB = 1024
 DEFAULT_MAX_BATCH = 32

@@ -65,8 +65,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Where JetPack and NVIDIA's Debian packages put trtexec (it is not on PATH by default).
 TRTEXEC_DIRS = ("/usr/src/tensorrt/bin",)
-TRTEXEC_INSTALL_HINT = ("trtexec ships with TensorRT: on Jetson it is /usr/src/tensorrt/bin/trtexec (JetPack, "
-                        "`sudo apt install tensorrt`); on a desktop use the TensorRT tar/deb package; see docs/nvidia.md")
+TRTEXEC_INSTALL_HINT = ("ships with TensorRT: /usr/src/tensorrt/bin/trtexec on JetPack (sudo apt install tensorrt), "
+                        "bin/trtexec in the desktop TensorRT tar (docs/nvidia.md)")
 DEFAULT_ITERATIONS = 1000   # the harness protocol's 200 timed iterations x 5 runs
 DEFAULT_WARMUP_MS = 500
 DEFAULT_AVG_RUNS = 10
