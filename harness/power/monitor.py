@@ -247,7 +247,10 @@ class SampledPowerMonitor:
     def close(self) -> None:
         if self._current is not None:
             self._close()
-        self.source.close()
+        try:
+            self.source.close()
+        except Exception:  # closing a sensor must never fail a job that has its results
+            pass
 
 
 def _defaults(name: str, period_ms: float) -> dict[str, Any]:
@@ -309,8 +312,11 @@ def open_monitor(device: "DeviceProfile", period_ms: float = 10.0, estimate: boo
         return SampledPowerMonitor(src, period_ms, refused=refused)
     reason = "no power source available on this host; tried " + ("; ".join(refused) if refused else "none")
     if estimate:
-        est = EstimatedPowerMonitor.from_profile(device, reason)
+        try:
+            est = EstimatedPowerMonitor.from_profile(device, reason)
+        except ValueError as exc:
+            return NullPowerMonitor(f"{reason}; no estimate: {exc}")
         if est is not None:
             return est
-        reason += f"; no estimate: device profile {device.name!r} has no typical_power_w"
+        reason += f"; no estimate: device profile {device.name!r} has no typical_power_w or typical_power_w_range"
     return NullPowerMonitor(reason)
