@@ -24,6 +24,12 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def _power_option(text: str):
+    from harness.power_cli import parse_source_option
+
+    return parse_source_option(text)
+
+
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="benchmark checkpoints on a device's backends and precisions",
@@ -67,6 +73,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--power-period-ms", type=float, default=10.0, help="power sampling period (default 10 ms)")
     p.add_argument("--power-estimate", action="store_true", help="where no sensor exists, estimate power from the "
                    "profile's typical power (labelled estimated everywhere)")
+    p.add_argument("--power-option", action="append", default=[], type=_power_option, metavar="SOURCE.KEY=VALUE",
+                   help="option for a power source, e.g. usb_meter.port=/dev/ttyUSB0, usb_meter.protocol=um25c, "
+                        "nvml.index=1, ina3221.rails=VDD_IN (repeatable; see `python -m harness power --help`)")
     p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default ./results)")
     p.add_argument("--run-id", help="name of the run directory (default: timestamp)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue RUN_ID, skipping jobs that already have a record")
@@ -89,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         fidelity_only=args.fidelity_only, results_dir=args.results, run_id=args.resume or args.run_id,
         resume=bool(args.resume), timeout_s=args.timeout, threads=args.threads, cpu_affinity=args.cpus,
         power_period_ms=args.power_period_ms, power_estimate=args.power_estimate,
-        prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), command="python -m harness " + " ".join(sys.argv[1:]),
+        power_source_options=tuple(args.power_option), prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), command="python -m harness " + " ".join(sys.argv[1:]),
     )
     return run_with_progress(options)
 

@@ -41,6 +41,8 @@ class JobSpec:
     power_period_ms: float = 10.0
     power_estimate: bool = False
     power_idle_s: float = 1.0
+    #: Keyword options per power source, e.g. {"usb_meter": {"port": "/dev/ttyUSB0"}}.
+    power_source_options: dict[str, dict[str, Any]] | None = None
     host_substitute: bool = False
     calibration_table: str | None = None
     qdq_path: str | None = None

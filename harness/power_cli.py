@@ -8,7 +8,7 @@ from typing import Any
 EXIT_OK, EXIT_NO_SOURCE = 0, 1
 
 
-def _source_option(text: str) -> tuple[str, str, Any]:
+def parse_source_option(text: str) -> tuple[str, str, Any]:
     """``SOURCE.KEY=VALUE`` (e.g. ``hwmon.root=/sys/class/hwmon``, ``ina3221.rails=VDD_IN,VDD_SOC``)."""
     head, sep, value = text.partition("=")
     source, dot, key = head.partition(".")
@@ -41,7 +41,7 @@ def add_subparser(subparsers: Any) -> None:
                    help="try these sources in this order instead of the profile's list")
     p.add_argument("--usb-port", default=None, help="serial port of a USB power meter (e.g. /dev/ttyUSB0)")
     p.add_argument("--usb-protocol", default=None, help="USB meter protocol (text, um25c)")
-    p.add_argument("--option", action="append", type=_source_option, default=[], metavar="SOURCE.KEY=VALUE",
+    p.add_argument("--option", action="append", type=parse_source_option, default=[], metavar="SOURCE.KEY=VALUE",
                    help="a source option, e.g. hwmon.root=PATH, rapl.root=PATH, nvml.index=1 (repeatable)")
     p.set_defaults(func=run_power)
 

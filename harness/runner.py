@@ -54,6 +54,7 @@ class BenchmarkOptions:
     cpu_affinity: tuple[int, ...] | None = None
     power_period_ms: float = 10.0
     power_estimate: bool = False
+    power_source_options: tuple[tuple[str, str, Any], ...] = ()   # (source, key, value)
     prefer_full_dataset: bool = True
     #: Modules imported (here and in each worker) to register backends outside the entry points.
     plugin_modules: tuple[str, ...] = ()
@@ -262,11 +263,18 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
         workdir=str(store.results_dir / ".cache" / "artifacts"), warmup=loop["warmup"], iters=loop["iters"],
         runs=loop["runs"], batch=options.batch, validate_batch=1, fidelity_only=options.fidelity_only,
         threads=options.threads, cpu_affinity=options.cpu_affinity, power_period_ms=options.power_period_ms, power_estimate=options.power_estimate,
-        host_substitute=job.host_substitute,
+        power_source_options=_source_options(options.power_source_options), host_substitute=job.host_substitute,
         calibration_table=str(job.checkpoint.calibration_table) if job.checkpoint.calibration_table else None,
         qdq_path=str(job.checkpoint.qdq_path) if job.checkpoint.qdq_path else None,
         plugin_modules=options.plugin_modules,
     )
+
+
+def _source_options(triples: Sequence[tuple[str, str, Any]]) -> dict[str, dict[str, Any]] | None:
+    out: dict[str, dict[str, Any]] = {}
+    for source, key, value in triples:
+        out.setdefault(source, {})[key] = list(value) if isinstance(value, tuple) else value
+    return out or None
 
 
 def build_manifest(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint],

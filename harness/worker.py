@@ -121,7 +121,8 @@ def run_measure(spec) -> dict[str, Any]:
             if not spec.fidelity_only and timing != "none":
                 stage = "warmup"
                 _write_stage(spec, stage)
-                monitor = open_monitor(device, period_ms=spec.power_period_ms, estimate=spec.power_estimate)
+                monitor = open_monitor(device, period_ms=spec.power_period_ms, estimate=spec.power_estimate,
+                                       source_options=spec.power_source_options)
                 try:
                     monitor.measure_idle(spec.power_idle_s)
                     stage = "measure"

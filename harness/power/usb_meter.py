@@ -9,8 +9,8 @@ Protocols (add one with :func:`register_meter_protocol`):
   6..9 are the power in mW (layout as documented by rdumtool and sigrok's "RDTech UM series" page).
 
 The port is never guessed (writing probe bytes to an unknown serial device can upset it): pass
-``port=`` or set ``QUANTTRIM_USB_METER=/dev/ttyUSB0`` (``QUANTTRIM_USB_METER_PROTOCOL``,
-``QUANTTRIM_USB_METER_BAUD`` optional).
+``port=`` (``python -m harness run --power-option usb_meter.port=/dev/ttyUSB0``; ``protocol`` and
+``baudrate`` likewise). No environment variables: the options travel with the job to the worker.
 """
 from __future__ import annotations
 
@@ -24,9 +24,6 @@ from typing import Any, Callable
 
 from harness.power.base import Clock, SourceUnavailable, StreamingSource, register_source
 
-ENV_PORT = "QUANTTRIM_USB_METER"
-ENV_PROTOCOL = "QUANTTRIM_USB_METER_PROTOCOL"
-ENV_BAUD = "QUANTTRIM_USB_METER_BAUD"
 
 
 class MeterFrameError(ValueError):
@@ -118,11 +115,10 @@ class UsbMeterSource(StreamingSource):
                  baudrate: int | None = None, serial_module: ModuleType | Any | None = None,
                  first_value_timeout_s: float = 3.0) -> None:
         super().__init__(clock, stale_after_s=5.0)
-        port = port if port is not None else os.environ.get(ENV_PORT)
         if not port:
-            raise SourceUnavailable(f"no USB meter configured: set {ENV_PORT}=/dev/ttyUSB0 (and "
-                                    f"{ENV_PROTOCOL}={'|'.join(_PROTOCOLS)}) or pass --usb-port")
-        protocol = protocol or os.environ.get(ENV_PROTOCOL) or "text"
+            raise SourceUnavailable("no USB meter configured: pass --power-option usb_meter.port=/dev/ttyUSB0 "
+                                    f"(and usb_meter.protocol={'|'.join(_PROTOCOLS)}) to `run`, or --usb-port to `power`")
+        protocol = protocol or "text"
         if protocol not in _PROTOCOLS:
             raise SourceUnavailable(f"unknown USB meter protocol {protocol!r}; valid: {', '.join(_PROTOCOLS)}")
         self.protocol_name = protocol
@@ -135,7 +131,7 @@ class UsbMeterSource(StreamingSource):
                     serial_module = importlib.import_module("serial")
                 except ImportError:
                     raise SourceUnavailable("pyserial is not installed: pip install 'quanttrim-edge[usbmeter]'") from None
-            baud = int(baudrate or os.environ.get(ENV_BAUD) or self.protocol.default_baudrate)
+            baud = int(baudrate or self.protocol.default_baudrate)
             try:
                 self._port = serial_module.Serial(port, baudrate=baud, timeout=0.5)
             except Exception as exc:

@@ -8,7 +8,7 @@ from power_fakes import FakeClock, wait_until
 
 from harness.power.base import SourceFailed, SourceUnavailable
 from harness.power.monitor import SampledPowerMonitor
-from harness.power.usb_meter import ENV_PORT, UsbMeterSource, parse_meter_line
+from harness.power.usb_meter import UsbMeterSource, parse_meter_line
 
 
 class FakeLinePort:
@@ -110,9 +110,8 @@ def test_unplugged_meter_fails_with_reason():
         src.read()
 
 
-def test_no_port_configured_names_the_variable(monkeypatch):
-    monkeypatch.delenv(ENV_PORT, raising=False)
-    with pytest.raises(SourceUnavailable, match=ENV_PORT):
+def test_no_port_configured_names_the_option():
+    with pytest.raises(SourceUnavailable, match="usb_meter.port="):
         UsbMeterSource()
 
 
