@@ -395,6 +395,13 @@ def parse_target(target: str | None) -> int | None:
     return int(m.group(1) or 0)
 
 
+def _parser_error(err: Any) -> str:
+    """An OnnxParser error as text: its description and node when the object has them."""
+    desc = err.desc() if callable(getattr(err, "desc", None)) else str(err)
+    node = err.node() if callable(getattr(err, "node", None)) else None
+    return f"{desc} (node {node})" if node not in (None, -1) else str(desc)
+
+
 # -- TensorRT objects built lazily over the imported module --------------------------------------------
 def make_logger(trt: Any) -> Any:
     """An ILogger that keeps every message so failures can be explained in the record."""
@@ -572,11 +579,15 @@ class TensorRTBackend(Backend):
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(onnx_path)):
-            errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "; ".join(logger.errors())
+            errs = "; ".join(_parser_error(parser.get_error(i)) for i in range(parser.num_errors)) \
+                or "; ".join(logger.errors())
             raise UnsupportedRequest(f"TensorRT {version}'s ONNX parser rejected {onnx_path.name}: {errs}")
         bconf = builder.create_builder_config()
         workspace_mib = int(config.option("workspace_mib", DEFAULT_WORKSPACE_MIB))
-        bconf.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+        if hasattr(bconf, "set_memory_pool_limit"):  # 8.4+
+            bconf.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+        else:  # 8.0-8.3
+            bconf.max_workspace_size = workspace_mib << 20
         facts["workspace_mib"] = workspace_mib
 
         if config.precision == "fp32":
@@ -733,7 +744,10 @@ class TensorRTSession:
             shape = tuple(eng.get_tensor_shape(self.in_name))
             self.in_dtype = np.dtype(trt.nptype(eng.get_tensor_dtype(self.in_name)))
             self.out_dtype = np.dtype(trt.nptype(eng.get_tensor_dtype(self.out_name)))
-            prof = eng.get_tensor_profile_shape(self.in_name, 0) if shape[0] == -1 else None
+            prof = None
+            if shape[0] == -1:
+                prof = eng.get_tensor_profile_shape(self.in_name, 0) if hasattr(eng, "get_tensor_profile_shape") \
+                    else eng.get_profile_shape(0, self.in_name)  # 8.5/8.6 still accept the name here
         else:
             n = eng.num_bindings
             ins = [i for i in range(n) if eng.binding_is_input(i)]

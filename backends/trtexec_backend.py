@@ -322,6 +322,8 @@ class TrtexecBackend(Backend):
         meta["trtexec_version"] = parse_trtexec_version(text) or version
         meta["trtexec_summary"] = summary
         meta["external_timing"] = summary_to_record(summary, batch)
+        # Without the Python runtime, outputs come from one trtexec process per call: validate in engine batches.
+        meta["validate_batch"] = fixed or max_batch
         if times_path.exists():
             lat = parse_export_times(times_path)
             np.save(out_dir / "latencies_ms.npy", lat)

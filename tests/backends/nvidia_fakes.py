@@ -229,7 +229,8 @@ def make_fake_tensorrt(version: str = "10.3.0", *, oom: bool = False, fast_int8:
             try:
                 model = onnx.load(path)
             except Exception as exc:
-                self.errors.append(f"cannot read {path}: {exc}")
+                text = f"cannot read {path}: {type(exc).__name__}"
+                self.errors.append(types.SimpleNamespace(desc=lambda: text, node=lambda: -1))
                 return False
             for vi, dest in ((model.graph.input[0], self.network.inputs), (model.graph.output[0], self.network.outputs)):
                 dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim)

@@ -107,6 +107,14 @@ def test_dynamic_batch_gets_an_optimization_profile(monkeypatch, model, orin, tm
     assert trt._state.builds[0]["profiles"] == [{"input": ((1, 1, 28, 28), (1, 1, 28, 28), (8, 1, 28, 28))}]
 
 
+def test_parser_rejection_is_refused_with_its_message(monkeypatch, orin, tmp_path):
+    fakes(monkeypatch)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(UnsupportedRequest, match="ONNX parser rejected bad.onnx: cannot read"):
+        compile_(nf.make_artifact(bad), orin, tmp_path, precision="fp16")
+
+
 # -- implicit INT8 -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("method,klass", [("entropy", "IInt8EntropyCalibrator2"), ("minmax", "IInt8MinMaxCalibrator"),
                                           ("percentile", "IInt8LegacyCalibrator")])
