@@ -461,8 +461,10 @@ def analyze_layers(checkpoint: Path | str, device: Any, precision: str, backend:
 
 def _rknn_rows(ckpt: Any, dev: Any, precision: str, calibration: np.ndarray | None, images: np.ndarray,
                workdir: Path | None) -> tuple[list[LayerRow], list[str]]:
-    """RKNN's own per-layer table (simulator accuracy_analysis), when its adapter provides it."""
-    from backends.base import UnsupportedRequest
+    """RKNN's own per-layer table (rknn-toolkit2 accuracy_analysis in the simulator) on the first input."""
+    import tempfile
+
+    from backends.base import CompileConfig, UnsupportedRequest
 
     try:
         from backends import rknn_backend
@@ -472,19 +474,21 @@ def _rknn_rows(ckpt: Any, dev: Any, precision: str, calibration: np.ndarray | No
     if table_fn is None:
         raise UnsupportedRequest("backends.rknn_backend has no accuracy_analysis_table(); per-layer RKNN analysis "
                                  "needs it")
-    rows = table_fn(checkpoint=ckpt.path, device=dev, precision=precision, calibration=calibration,
-                    inputs=images, workdir=workdir)
-    out = []
-    for r in rows:
-        get = r.get if isinstance(r, dict) else (lambda k, d=None, _r=r: getattr(_r, k, d))
-        out.append(LayerRow(tensor=str(get("tensor", get("name", ""))), node=str(get("node", get("name", ""))),
-                            op_type=str(get("op_type", "")), snr_db=get("snr_db"), cosine=get("cosine", get("entire_cosine")),
-                            single_snr_db=get("single_snr_db"), single_cosine=get("single_cosine"),
-                            act_min=get("act_min"), act_max=get("act_max"),
-                            note="rknn accuracy_analysis (simulator)"))
-    key = "single" if any(r.single_cosine is not None for r in out) else "entire"
-    out.sort(key=lambda r: (r.single_cosine if key == "single" else r.cosine) or 1.0)
-    return out, ["rows from rknn-toolkit2 accuracy_analysis (cosine against its own FP32 simulation)"]
+    policy = next((p for p in dev.quant_policies if p.name == precision), None)
+    config = CompileConfig(precision=precision, per_channel=(policy.weight_granularity == "per_channel")
+                           if policy else True)
+    out_dir = Path(workdir) / "rknn-analysis" if workdir else Path(tempfile.mkdtemp(prefix="qt-rknn-analysis-"))
+    rows = table_fn(ckpt.path, images[:1], out_dir, target_platform=dev.rknn_platform or "rk3588", config=config,
+                    calibration=calibration)
+    out = [LayerRow(tensor=str(r.get("layer_name", "")), node=str(r.get("layer_name", "")),
+                    op_type=str(r.get("layer_type", "")), snr_db=None, cosine=r.get("entire_cosine"),
+                    single_snr_db=None, single_cosine=r.get("single_cosine"), act_min=None, act_max=None,
+                    note="fused by the RKNN compiler" if r.get("fused") else "")
+           for r in rows]
+    out.sort(key=lambda r: (1.0 if r.single_cosine is None else r.single_cosine,
+                            1.0 if r.cosine is None else r.cosine))
+    return out, ["rows from rknn-toolkit2 accuracy_analysis on the first input (cosine against its own FP32 "
+                 "simulation; it reports no SNR)"]
 
 
 def render_table(report: LayerReport, top: int | None = 20) -> Any:
