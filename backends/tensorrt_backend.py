@@ -558,8 +558,11 @@ class TensorRTBackend(Backend):
         if route is not None and route.mode == "explicit":
             onnx_path = build_qdq_graph(model, route, calibration, config.per_channel, out_dir,
                                         float(config.option("percentile", 99.999)))
-        build_facts = self._build(trt, major, cuda, model, onnx_path, config, route, calibration, calib_digest,
-                                  dla_core, engine_path, workdir, version)
+        try:
+            build_facts = self._build(trt, major, cuda, model, onnx_path, config, route, calibration, calib_digest,
+                                      dla_core, engine_path, workdir, version)
+        finally:
+            cuda.deactivate()  # pycuda: pop the build's context (cuda-python uses the primary one)
         meta.update(build_facts)
         sidecar = {k: meta[k] for k in ("tensorrt_version", "gpu_name", "compute_capability", "target")}
         sidecar.update(build_facts, precision=config.precision, model_sha256=model.sha256)

@@ -585,3 +585,66 @@ def trtexec_calls(directory) -> list[list[str]]:
 
     p = Path(directory) / "argv.jsonl"
     return [json.loads(ln) for ln in p.read_text().splitlines()] if p.exists() else []
+
+
+def make_fake_pycuda(gpu_name: str = "Orin", cc: tuple[int, int] = (8, 7)) -> types.ModuleType:
+    """A fake ``pycuda.driver`` over real host memory (DeviceAllocation, pagelocked_empty, Stream, contexts)."""
+    m = types.ModuleType("pycuda.driver")
+    m.events: list[str] = []
+
+    class DeviceAllocation:
+        def __init__(self, n: int) -> None:
+            self.buf = np.zeros(int(n), np.uint8)
+
+        def __int__(self) -> int:
+            return self.buf.ctypes.data
+
+        def free(self) -> None:
+            m.events.append("free")
+
+    class Context:
+        def pop(self) -> None:
+            m.events.append("pop")
+
+    class Device:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        @staticmethod
+        def count() -> int:
+            return 1
+
+        def name(self) -> str:
+            return gpu_name
+
+        def compute_capability(self) -> tuple[int, int]:
+            return cc
+
+        def total_memory(self) -> int:
+            return 4 << 30
+
+        def make_context(self) -> Context:
+            m.events.append("make_context")
+            return Context()
+
+    class Stream:
+        handle = 77
+
+        def synchronize(self) -> None:
+            m.events.append("synchronize")
+
+    def _addr(x) -> int:
+        return x.ctypes.data if isinstance(x, np.ndarray) else int(x)
+
+    def _copy(dst, src) -> None:
+        n = src.nbytes if isinstance(src, np.ndarray) else dst.nbytes
+        ctypes.memmove(_addr(dst), _addr(src), n)
+
+    m.init = lambda: None
+    m.Device, m.Stream, m.DeviceAllocation = Device, Stream, DeviceAllocation
+    m.mem_alloc = DeviceAllocation
+    m.pagelocked_empty = lambda shape, dtype: np.zeros(shape, dtype)
+    m.memcpy_htod = lambda d, h: _copy(d, h)
+    m.memcpy_htod_async = lambda d, h, s: _copy(d, h)
+    m.memcpy_dtoh_async = lambda h, d, s: _copy(h, d)
+    return m

@@ -334,3 +334,18 @@ def test_close_frees_device_and_pinned_memory(monkeypatch, model, orin, tmp_path
     sess = TensorRTBackend().load(compile_(model, orin, tmp_path, precision="fp16"), orin, RuntimeConfig())
     sess.close()
     assert cudart.memory == {} and cudart.pinned == set()
+
+
+def test_pycuda_flavour_runs_end_to_end(monkeypatch, model, orin, tmp_path, calib):
+    pycuda = nf.make_fake_pycuda()
+    nf.install(monkeypatch, nf.make_fake_tensorrt(), None)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", pycuda)
+    assert TensorRTBackend.availability().available
+    c = compile_(model, orin, tmp_path, calib, precision="int8", calibration="minmax", options={"calib_batch": 8})
+    assert c.metadata["cuda_bindings"] == "pycuda" and c.metadata["calibration_batches_fed"] == 5
+    assert pycuda.events.count("make_context") == pycuda.events.count("pop") == 1  # the build's context is popped
+    sess = TensorRTBackend().load(c, orin, RuntimeConfig())
+    x = np.random.default_rng(6).random((2, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_allclose(sess.run(x), nf.expected_output(x), rtol=1e-5)
+    sess.close()
+    assert pycuda.events[-1] == "pop" and "synchronize" in pycuda.events
