@@ -182,19 +182,16 @@ def _ort_latency_ms(path: Path, image: np.ndarray, iters: int) -> float | None:
         sess.close()
 
 
-def export_fp32_onnx(model: Any, path: Path, example: Any) -> Path:
-    """A plain FP32 ONNX graph (BN folded by the exporter) of a possibly quantization-wrapped model."""
-    import torch
+def export_checkpoint_onnx(model: Any, path: Path, images: np.ndarray, snap_weights: bool) -> Path | None:
+    """The trainer's exporter (checked against torch with ONNX Runtime); returns the calib table path if any.
 
-    from quanttrim.wrap import strip_quantization
+    ``snap_weights`` puts the weights on the grid the training learned (per-layer bits included) and
+    writes the learned activation ranges as ``<stem>.calib.json`` for the backends' ``learned`` calibration.
+    """
+    from quanttrim.export import export_onnx
 
-    plain = strip_quantization(copy.deepcopy(model)).eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        torch.onnx.export(plain, (example,), str(path), input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
-                          dynamo=False)
-    return path
+    res = export_onnx(model, path, images[:64], snap_weights=snap_weights, calibration=snap_weights)
+    return Path(res.calib_path) if res.calib_path else None
 
 
 def weight_params(model: Any) -> dict[str, int]:
@@ -308,8 +305,8 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
     model, _ = rebuild_model(load_checkpoint(fp32_ckpt))
     context(model).lam = 0.0
     model.eval()
-    example = torch.from_numpy(test_x[:1])
-    fp32_onnx = export_fp32_onnx(model, mdir / "fp32.onnx", example)
+    fp32_onnx = mdir / "fp32.onnx"
+    export_checkpoint_onnx(model, fp32_onnx, test_x, snap_weights=False)
     params = weight_params(model)
     total_params = sum(params.values())
     fp32_weight_bytes = 4.0 * total_params
@@ -435,34 +432,20 @@ def _int8_row(cfg: ReproConfig, label: str, method: str, ckpt: Path, mdir: Path,
     from backends.base import CompileConfig, ModelArtifact, file_sha256
 
     onnx_path = mdir / f"{method.lower()}.onnx"
-    table = _export_with_ranges(ckpt, onnx_path)
+    model = load_emulated(ckpt)
+    table = export_checkpoint_onnx(model, onnx_path, test_x, snap_weights=True)
     if table is not None:
         art = ModelArtifact(path=onnx_path, name=f"{label}-{method}", sha256=file_sha256(onnx_path),
                             input_name="input", input_shape=tuple(test_x.shape[1:]), output_name="logits",
                             calibration_table=table)
         return ort_row(method, CompileConfig(precision="int8", calibration="learned",
                                              calibration_samples=cfg.calib_samples), "8", "8", art,
-                       "ONNX Runtime static INT8 with the learned activation ranges")
+                       "ONNX Runtime static INT8 with the activation ranges learned in training")
     with clock.stage("eval_emulated"):
-        acc = _accuracy_pct(_torch_logits(load_emulated(ckpt), test_x), test_y)
-    model = load_emulated(ckpt)
+        acc = _accuracy_pct(_torch_logits(model, test_x), test_y)
     total = sum(weight_params(model).values())
     return ResultRow(label, method, "8", "8", acc, fp32_acc - acc, total * 1.0, "weights_sum_P_b", 4.0, 4.0,
-                     "torch fake-quant emulation", None, None, "trainer export with learned ranges unavailable")
-
-
-def _export_with_ranges(ckpt: Path, onnx_path: Path) -> Path | None:
-    """FP32 ONNX + learned-range table via the trainer's exporter; None when it has none."""
-    try:
-        from quanttrim import export as qt_export  # the trainer's module
-    except ImportError:
-        return None
-    fn = getattr(qt_export, "export_checkpoint", None)
-    if fn is None:
-        return None
-    fn(ckpt, onnx_path)
-    table = onnx_path.with_name(onnx_path.name[: -len(".onnx")] + ".calib.json")
-    return table if table.exists() else None
+                     "torch fake-quant emulation", None, None, "no learned ranges to deploy with; emulated")
 
 
 # --- the whole reproduction ------------------------------------------------------------------------

@@ -1,0 +1,3 @@
+from quanttrim.cli import main
+
+raise SystemExit(main())

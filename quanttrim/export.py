@@ -1,0 +1,192 @@
+"""ONNX export: one self-contained opset-17 file (``torch.onnx.export(..., dynamo=False)``), BatchNorm
+folded (eval mode), no custom ops, input "input" [N, C, H, W] float32 in [0, 1] with a dynamic batch
+axis, normalisation inside the graph, output "logits". Checked against PyTorch with ONNX Runtime on
+real inputs, and written with a calibration table of the activation ranges learned in training.
+
+The table's keys are ONNX tensor names. They are found by value, not by guessing exporter naming: the
+tensor at each trainer quantization point is captured in PyTorch and matched (same shape, equal values)
+against every intermediate tensor of the exported graph evaluated by ONNX Runtime on the same inputs.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from quanttrim.wrap import act_quantizers, snapped_weight, strip_quantization, weight_layers
+
+CALIB_FORMAT = "quanttrim-calibration/1"
+OPSET = 17
+
+
+class ExportError(RuntimeError):
+    """The exported graph is not faithful to the PyTorch model (or cannot be mapped)."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    onnx_path: str
+    calib_path: str | None
+    max_abs_diff: float
+    tensors_mapped: int
+
+
+def plain_copy(model: nn.Module, snap_weights: bool) -> nn.Module:
+    """A deep copy with the quantizers removed (optionally with weights snapped onto the learned INT grid)."""
+    m = copy.deepcopy(model)
+    if snap_weights:
+        with torch.no_grad():
+            for _, layer in weight_layers(m):
+                if layer.qt_w.observer.initialized:
+                    layer.weight.copy_(snapped_weight(layer))
+    strip_quantization(m)
+    return m.eval()
+
+
+def _ort_session(model_bytes: bytes):  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor addressable
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    inputs: np.ndarray,
+    *,
+    snap_weights: bool = False,
+    calibration: bool = True,
+    atol: float = 1e-4,
+    metadata: dict[str, str] | None = None,
+) -> ExportResult:
+    """Export a (quantization-wrapped) model, verify it with ONNX Runtime on ``inputs``, write the calib table.
+
+    Args:
+        model: the trained model (wrapped by :func:`quanttrim.wrap.quantize_model`, or plain).
+        path: output ``.onnx`` path; the table goes to ``<stem>.calib.json`` beside it.
+        inputs: real images (N, C, H, W) float32 in [0, 1], N >= 2 (the check also runs batch 1).
+        snap_weights: export the weights moved onto the learned INT grid (BN-folded), as λ = 1 trains them.
+        calibration: write the calibration table.
+        atol: tolerance of the ORT-vs-PyTorch check, relative to the logits' magnitude.
+    """
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapped = "_qt_ctx" in model.__dict__
+    points = act_quantizers(model) if wrapped else {}
+    plain = plain_copy(model, snap_weights) if wrapped else copy.deepcopy(model).eval()
+    x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+    if x.dim() != 4 or len(x) < 2:
+        raise ValueError("inputs must be (N, C, H, W) with N >= 2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        buf = io.BytesIO()
+        torch.onnx.export(
+            plain, (x[:1],), buf, dynamo=False, opset_version=OPSET, input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    for k, v in (metadata or {}).items():
+        proto.metadata_props.add(key=k, value=str(v))
+    onnx.checker.check_model(proto)
+    custom = sorted({n.op_type for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
+    if custom:
+        raise ExportError(f"exported graph has non-standard ops: {custom}")
+
+    # Faithfulness: ORT vs PyTorch on real inputs, at the full batch and at batch 1 (dynamic axis).
+    with torch.no_grad():
+        ref = plain(x).numpy()
+    sess = _ort_session(proto.SerializeToString())
+    got = sess.run(["logits"], {"input": x.numpy()})[0]
+    got1 = sess.run(["logits"], {"input": x[:1].numpy()})[0]
+    scale = max(1.0, float(np.abs(ref).max()))
+    diff = float(max(np.abs(got - ref).max(), np.abs(got1 - ref[:1]).max()))
+    if diff > atol * scale:
+        raise ExportError(f"ONNX Runtime disagrees with PyTorch: max |diff| {diff:.3g} > {atol * scale:.3g}")
+    onnx.save(proto, str(path))
+
+    calib_path = None
+    mapped = 0
+    if calibration and points:
+        names = map_points_to_onnx(plain, proto, x[: min(len(x), 16)], list(points))
+        tensors: dict[str, dict[str, float]] = {}
+        trainer_points: dict[str, str] = {}
+        for point, q in points.items():
+            if not q.observer.initialized:
+                continue
+            onnx_name = names[point]
+            lo, hi = float(q.observer.lo.min()), float(q.observer.hi.max())
+            if onnx_name in tensors:  # two points on one tensor: keep the union of the ranges
+                lo, hi = min(lo, tensors[onnx_name]["min"]), max(hi, tensors[onnx_name]["max"])
+            tensors[onnx_name] = {"min": lo, "max": hi}
+            trainer_points[onnx_name] = point
+        bits = next(iter(points.values())).ctx.cfg.act_bits
+        table = {"format": CALIB_FORMAT, "activation_bits": bits, "tensors": tensors,
+                 "model": path.name, "trainer_points": trainer_points}
+        calib_path = path.with_name(path.stem + ".calib.json")
+        calib_path.write_text(json.dumps(table, indent=1) + "\n")
+        mapped = len(tensors)
+    return ExportResult(str(path), str(calib_path) if calib_path else None, diff, mapped)
+
+
+def _all_tensor_values(proto: Any, x: np.ndarray) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Every float intermediate tensor of the graph on input ``x``, in topological order."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    m = copy.deepcopy(proto)
+    existing = {o.name for o in m.graph.output}
+    order = ["input"]
+    for node in m.graph.node:
+        for o in node.output:
+            if o and types.get(o) == TensorProto.FLOAT:
+                order.append(o)
+                if o not in existing:
+                    m.graph.output.append(helper.make_tensor_value_info(o, TensorProto.FLOAT, None))
+    sess = _ort_session(m.SerializeToString())
+    outs = [o.name for o in sess.get_outputs()]
+    vals = dict(zip(outs, sess.run(outs, {"input": x})))
+    vals["input"] = x
+    return [n for n in order if n in vals], vals
+
+
+def map_points_to_onnx(plain: nn.Module, proto: Any, x: torch.Tensor, points: list[str]) -> dict[str, str]:
+    """{trainer point: ONNX tensor name}, matched by value (first producer in topological order)."""
+    captured: dict[str, np.ndarray] = {}
+    handles = []
+    for p in points:
+        if p == "input":
+            captured[p] = x.numpy()
+            continue
+        mod = plain.get_submodule(p)
+        handles.append(mod.register_forward_hook(lambda m, i, o, p=p: captured.__setitem__(p, o.detach().numpy().copy())))
+    try:
+        with torch.no_grad():
+            plain(x)
+    finally:
+        for h in handles:
+            h.remove()
+    order, vals = _all_tensor_values(proto, x.numpy())
+    result: dict[str, str] = {}
+    for p in points:
+        v = captured[p]
+        tol = 1e-4 * max(1.0, float(np.abs(v).max()))
+        match = next((n for n in order if vals[n].shape == v.shape and np.allclose(vals[n], v, rtol=1e-4, atol=tol)), None)
+        if match is None:
+            raise ExportError(f"quantization point {p!r} (shape {v.shape}) has no matching tensor in the ONNX graph")
+        result[p] = match
+    return result
