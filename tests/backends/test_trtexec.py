@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nvidia_fakes as nf  # noqa: E402
+import trtexec_fake as tf  # noqa: E402
 
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest  # noqa: E402
 from backends.tensorrt_backend import EngineBuildError, TensorRTSession, array_digest, calibration_cache_path  # noqa: E402
@@ -26,7 +27,7 @@ from devices.loader import load_device  # noqa: E402
 @pytest.fixture
 def bin_dir(tmp_path, monkeypatch):
     d = tmp_path / "tensorrt-bin"
-    nf.install_fake_trtexec(d)
+    tf.install_fake_trtexec(d)
     monkeypatch.setattr(TrtexecBackend, "search_dirs", (str(d),))
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no other trtexec can shadow the fake
     nf.install(monkeypatch, None, None)  # no TensorRT Python bindings: trtexec only
@@ -51,7 +52,7 @@ def compile_(model, orin, tmp_path, calib=None, **cfg):
 
 # -- parsing ---------------------------------------------------------------------------------------
 def test_parse_summary_10x():
-    s = parse_summary("[I] building...\n" + nf.TRTEXEC_SUMMARY_10X)
+    s = parse_summary("[I] building...\n" + tf.TRTEXEC_SUMMARY_10X)
     assert s["throughput_qps"] == 2870.12
     assert s["latency_ms"] == {"min": 0.321, "max": 0.912, "mean": 0.3476, "median": 0.3412, "p90": 0.3588,
                                "p95": 0.3701, "p99": 0.4523}
@@ -60,7 +61,7 @@ def test_parse_summary_10x():
 
 
 def test_parse_summary_8x_single_percentile():
-    s = parse_summary(nf.TRTEXEC_SUMMARY_8X)
+    s = parse_summary(tf.TRTEXEC_SUMMARY_8X)
     assert s["latency_ms"]["p99"] == 1.0523 and "p90" not in s["latency_ms"]
     assert s["end_to_end_ms"]["median"] == 0.83 and s["gpu_compute_ms"]["mean"] == 0.7871
 
@@ -77,14 +78,14 @@ def test_parse_version_codes():
 
 
 def test_summary_to_record_fields():
-    rec = summary_to_record(parse_summary(nf.TRTEXEC_SUMMARY_10X), batch=4)
+    rec = summary_to_record(parse_summary(tf.TRTEXEC_SUMMARY_10X), batch=4)
     assert rec["latency_ms_p50"] == 0.3412 and rec["latency_ms_p99"] == 0.4523
     assert rec["fps"] == pytest.approx(2870.12 * 4) and "trtexec itself" in rec["timing_note"]
 
 
 # -- discovery -------------------------------------------------------------------------------------
 def test_find_trtexec_prefers_path_then_tensorrt_dir(tmp_path, monkeypatch):
-    a, b = nf.install_fake_trtexec(tmp_path / "a"), nf.install_fake_trtexec(tmp_path / "b")
+    a, b = tf.install_fake_trtexec(tmp_path / "a"), tf.install_fake_trtexec(tmp_path / "b")
     monkeypatch.setenv("PATH", str(a.parent))
     assert find_trtexec((str(b.parent),)) == str(a)
     monkeypatch.setenv("PATH", "/nonexistent")
@@ -105,7 +106,7 @@ def test_available_reports_version(bin_dir):
 # -- compile = build + time -------------------------------------------------------------------------
 def test_fp16_build_and_time_command_and_record(bin_dir, model, orin, tmp_path):
     c = compile_(model, orin, tmp_path, precision="fp16", options={"max_batch": 8})
-    argv = nf.trtexec_calls(bin_dir)[-1]
+    argv = tf.trtexec_calls(bin_dir)[-1]
     assert f"--onnx={model.path}" in argv and "--fp16" in argv and any(a.startswith("--saveEngine=") for a in argv)
     assert {"--iterations=1000", "--duration=0", "--percentile=90,95,99", "--avgRuns=10"} <= set(argv)
     assert "--maxShapes=input:8x1x28x28" in argv and "--shapes=input:1x1x28x28" in argv
@@ -118,14 +119,14 @@ def test_fp16_build_and_time_command_and_record(bin_dir, model, orin, tmp_path):
 def test_8x_asks_for_one_percentile(bin_dir, model, orin, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_TRTEXEC_VERSION", "8.5.2")
     c = compile_(model, orin, tmp_path, precision="fp32")
-    argv = nf.trtexec_calls(bin_dir)[-1]
+    argv = tf.trtexec_calls(bin_dir)[-1]
     assert "--percentile=99" in argv and "--noTF32" in argv and c.metadata["tensorrt_version"] == "8.5.2"
 
 
 def test_cached_engine_is_loaded_not_rebuilt(bin_dir, model, orin, tmp_path):
     compile_(model, orin, tmp_path, precision="fp16")
     c = compile_(model, orin, tmp_path, precision="fp16")
-    argv = nf.trtexec_calls(bin_dir)[-1]
+    argv = tf.trtexec_calls(bin_dir)[-1]
     assert c.metadata["cached"] is True and any(a.startswith("--loadEngine=") for a in argv)
     assert not any(a.startswith("--onnx=") for a in argv)
 
@@ -141,7 +142,7 @@ def test_implicit_int8_uses_tensorrt_calibration_cache(bin_dir, model, orin, tmp
     cache = calibration_cache_path(tmp_path / "work", model, "entropy", array_digest(calib), "10.3.0")
     cache.write_bytes(b"TRT-100300-EntropyCalibration2\n")
     compile_(model, orin, tmp_path, calib, precision="int8", calibration="entropy")
-    argv = nf.trtexec_calls(bin_dir)[-1]
+    argv = tf.trtexec_calls(bin_dir)[-1]
     assert "--int8" in argv and f"--calib={cache}" in argv
 
 
@@ -149,7 +150,7 @@ def test_explicit_int8_builds_from_qdq_graph(bin_dir, model, orin, tmp_path):
     calib = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
     c = compile_(model, orin, tmp_path, calib, precision="int8", calibration="minmax",
                  options={"int8_mode": "explicit"})
-    argv = nf.trtexec_calls(bin_dir)[-1]
+    argv = tf.trtexec_calls(bin_dir)[-1]
     assert "--int8" in argv and any(a.startswith("--onnx=") and a.endswith("model.qdq.onnx") for a in argv)
     assert not any(a.startswith("--calib=") for a in argv) and c.metadata["int8_source"] == "qdq-ort"
 
