@@ -1,0 +1,304 @@
+"""Apache TVM (relax): ONNX through the relax frontend, MetaSchedule tuning with a trial budget, INT8 as QDQ.
+
+Facts this adapter is built around (docs/toolchain-notes.md, TVM 0.27):
+- Relay is gone: ``tvm.relax.frontend.onnx.from_onnx``; targets are JSON dicts (the old string form is
+  rejected), so a profile's ``tvm_target`` string ("llvm -mtriple=... -mattr=+neon") is parsed into one.
+- Untuned code is ~100x slower than ONNX Runtime; MetaSchedule tuning closes most of the gap but needs
+  ``apache-tvm-ffi==0.1.14.post1`` (0.1.15 segfaults), xgboost, and a builder timeout of ~180 s (each build
+  worker spends ~15 s importing tensor intrinsics). The tuning database is cached per (model, target), so
+  a second run with the same budget only compiles.
+- QDQ graphs import as float quantize/dequantize: INT8 numerics at FP32 speed. The record says so.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from backends.base import (
+    Availability,
+    Backend,
+    Capabilities,
+    CompileConfig,
+    CompiledModel,
+    ModelArtifact,
+    RuntimeConfig,
+    UnsupportedRequest,
+    artifact_dir,
+)
+from backends.registry import register_backend
+
+if TYPE_CHECKING:  # pragma: no cover
+    from devices.profile import DeviceProfile
+
+#: Seconds a MetaSchedule build may take (the 30 s default kills builds that spend ~15 s on imports).
+BUILDER_TIMEOUT_S = 180.0
+RUNNER_TIMEOUT_S = 60.0
+INT8_NUMERICS = "simulated (QDQ in float)"
+INT8_TIMING_NOTE = "TVM runs the QDQ graph's quantize/dequantize in float: INT8 numerics at FP32 speed"
+_ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+def unsupported_ops_from_error(message: str) -> list[str]:
+    """Operator names from TVM's 'The following operators are not supported for frontend ONNX: a, b'."""
+    m = re.search(r"not supported for frontend ONNX:\s*([^\n]+)", message)
+    return [op.strip() for op in m.group(1).split(",") if op.strip()] if m else []
+
+
+def parse_target_string(text: str) -> dict[str, Any]:
+    """'llvm -mtriple=aarch64-linux-gnu -mattr=+neon,+dotprod' -> TVM 0.27's JSON target dict."""
+    tokens = shlex.split(text)
+    if not tokens:
+        raise UnsupportedRequest("empty tvm_target")
+    target: dict[str, Any] = {"kind": tokens[0]}
+    for tok in tokens[1:]:
+        if not tok.startswith("-") or "=" not in tok:
+            raise UnsupportedRequest(f"cannot parse {tok!r} in tvm_target {text!r}; expected -key=value")
+        key, value = tok.lstrip("-").split("=", 1)
+        if key in ("mattr", "libs", "keys"):
+            target[key] = [v for v in value.split(",") if v]
+        elif value.isdigit():
+            target[key] = int(value)
+        else:
+            target[key] = value
+    return target
+
+
+def host_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def host_target() -> dict[str, Any]:
+    """LLVM target for this CPU: the CPU name LLVM detects (llc -mcpu=native's answer) and the usable cores."""
+    from tvm.target import codegen
+
+    return {"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu()), "num-cores": host_cores()}
+
+
+def target_for(device: "DeviceProfile", config: CompileConfig) -> dict[str, Any]:
+    """The device profile's tvm_target (or this host's LLVM CPU target) as a JSON dict."""
+    if config.target:
+        return parse_target_string(config.target) if config.target.strip().startswith(("llvm", "cuda", "c ")) \
+            else {"kind": config.target}
+    if device.tvm_target:
+        return parse_target_string(device.tvm_target)
+    return host_target()
+
+
+def _target_arch(target: dict[str, Any]) -> str | None:
+    triple = target.get("mtriple")
+    if not triple:
+        return None
+    return _ARCH_ALIASES.get(str(triple).split("-")[0], str(triple).split("-")[0])
+
+
+@register_backend("tvm")
+class TvmBackend(Backend):
+    """Apache TVM relax on an LLVM CPU target (or CUDA where a GPU is present)."""
+
+    install_hint: ClassVar[str] = 'pip install ".[tvm]"  (apache-tvm 0.27, apache-tvm-ffi==0.1.14.post1, xgboost-cpu)'
+    display_name: ClassVar[str] = "Apache TVM"
+
+    @classmethod
+    def availability(cls) -> Availability:
+        try:
+            import tvm
+            from tvm.relax.frontend.onnx import from_onnx  # noqa: F401
+        except Exception as exc:
+            return Availability(False, f"apache-tvm is not importable ({exc})", cls.install_hint)
+        return Availability(True, version=str(tvm.__version__))
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            precisions=("fp32", "int8"),
+            # INT8 is ONNX Runtime's QDQ graph imported into TVM: ORT's calibrations apply.
+            calibration_methods=("minmax", "entropy", "percentile", "learned"),
+            granularities=("per_tensor", "per_channel"),
+            targets=("llvm", "cuda"),
+        )
+
+    # -- compile -----------------------------------------------------------------------------
+    def compile(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
+                calibration: np.ndarray | None, workdir: Path) -> CompiledModel:
+        import tvm
+
+        self.check_request(config)
+        target_dict = target_for(device, config)
+        self._check_runnable(target_dict)
+        trials = int(config.option("tuning_trials", 0))
+        if trials < 0:
+            raise UnsupportedRequest(f"tuning_trials must be >= 0, got {trials}")
+        batch = int(config.option("batch", 1))
+        target_key = json.dumps(target_dict, sort_keys=True)
+        meta: dict[str, Any] = {"tvm_target": target_dict, "tuning_trials": trials, "static_batch": batch}
+        source = Path(model.path)
+        calib_key = ""
+        if config.precision == "int8":
+            source = self._qdq_graph(model, device, config, calibration, workdir)
+            calib_key = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+            meta.update(int8_numerics=INT8_NUMERICS, timing_note=INT8_TIMING_NOTE, quantizer="onnxruntime QDQ",
+                        calibration_method=config.calibration or "minmax")
+        out_dir = artifact_dir(workdir, self.name, model, config, f"tvm={tvm.__version__}|{target_key}|{calib_key}")
+        lib = out_dir / "model.so"
+        meta["cached"] = lib.exists()
+        if lib.exists():
+            meta.update(_read_facts(out_dir))
+            return CompiledModel(self.name, config.precision, lib, meta)
+        mod = self._import(source, model, batch)
+        target = tvm.target.Target(target_dict)
+        facts: dict[str, Any] = {}
+        if trials > 0:
+            model_key = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+            db_dir = Path(workdir) / self.name / "tuning" / \
+                f"{model_key}-{hashlib.sha256(target_key.encode()).hexdigest()[:12]}-b{batch}"
+            facts.update(_tune(mod, target, db_dir, trials))
+            executable = _compile_with_database(mod, target, db_dir)
+        else:
+            executable = tvm.compile(mod, target=target)
+        executable.export_library(str(lib))
+        (out_dir / "facts.json").write_text(json.dumps(facts))
+        meta.update(facts)
+        return CompiledModel(self.name, config.precision, lib, meta)
+
+    def _check_runnable(self, target: dict[str, Any]) -> None:
+        """Refuse targets this host cannot run (a cross-compiled .so would not load here)."""
+        import tvm
+
+        if target["kind"] == "cuda" and not tvm.cuda().exist:
+            raise UnsupportedRequest("TVM target cuda needs an NVIDIA GPU and a CUDA-enabled TVM build; none here")
+        arch = _target_arch(target)
+        host = _ARCH_ALIASES.get(platform.machine().lower(), platform.machine().lower())
+        if arch is not None and arch != host:
+            raise UnsupportedRequest(f"TVM target {target.get('mtriple')} is a cross target: its library cannot run "
+                                     f"on this {host} host (run the job on the {arch} device)")
+        if target["kind"] not in ("llvm", "cuda"):
+            raise UnsupportedRequest(f"TVM target kind {target['kind']!r} is not handled; valid: llvm, cuda")
+
+    def _qdq_graph(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
+                   calibration: np.ndarray | None, workdir: Path) -> Path:
+        if config.calibration == "learned" and model.qdq_path is not None:
+            return Path(model.qdq_path)
+        from backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        ort_config = CompileConfig(precision="int8", calibration=config.calibration, per_channel=config.per_channel,
+                                   activation_signed=config.activation_signed,
+                                   calibration_samples=config.calibration_samples,
+                                   options=tuple((k, v) for k, v in config.options if k == "percentile"))
+        return Path(OnnxRuntimeBackend().compile(model, device, ort_config, calibration, workdir).path)
+
+    @staticmethod
+    def _import(path: Path, model: ModelArtifact, batch: int) -> Any:
+        import onnx
+        import tvm
+        from tvm import relax
+        from tvm.relax.frontend.onnx import from_onnx
+
+        try:
+            mod = from_onnx(onnx.load(str(path)), shape_dict={model.input_name: [batch, *model.input_shape]})
+        except tvm.error.OpNotImplemented as exc:
+            ops = unsupported_ops_from_error(str(exc))
+            raise UnsupportedRequest(f"TVM's ONNX frontend does not support operator(s) "
+                                     f"{', '.join(ops) or str(exc)}") from None
+        return relax.transform.DecomposeOpsForInference()(mod)
+
+    # -- load --------------------------------------------------------------------------------
+    def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> "TvmSession":
+        meta = dict(compiled.metadata)
+        return TvmSession(Path(compiled.path), meta.get("tvm_target", {}).get("kind", "llvm"),
+                          int(meta.get("static_batch", 1)), runtime.threads)
+
+
+def _read_facts(out_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out_dir / "facts.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _tune(mod: Any, target: Any, db_dir: Path, trials: int) -> dict[str, Any]:
+    """MetaSchedule with a trial budget; a database already holding this budget is reused as is."""
+    import time
+
+    from tvm.s_tir import meta_schedule as ms
+
+    marker = db_dir / "budget.json"
+    done = json.loads(marker.read_text()).get("trials", 0) if marker.exists() else 0
+    if done >= trials:
+        return {"tuning_database": str(db_dir), "tuning_reused": True, "tuning_s": 0.0}
+    db_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ms.relax_integration.tune_relax(
+        mod=_fused(mod, target), params={}, target=target, work_dir=str(db_dir), max_trials_global=trials,
+        num_trials_per_iter=min(64, trials),
+        builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S, max_workers=host_cores()),
+        runner=ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S),
+    )
+    elapsed = time.perf_counter() - t0
+    marker.write_text(json.dumps({"trials": trials, "tuning_s": elapsed}))
+    return {"tuning_database": str(db_dir), "tuning_reused": False, "tuning_s": elapsed}
+
+
+def _fused(mod: Any, target: Any) -> Any:
+    """Legalize and fuse as compile_relax does, so the tasks tuned here are the keys it looks up."""
+    import tvm
+    from tvm import relax
+    from tvm.relax import pipeline
+
+    try:
+        dispatch = list(pipeline.library_dispatch_passes(target))
+    except (ValueError, AttributeError):
+        dispatch = []
+    seq = tvm.transform.Sequential([
+        *dispatch, relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()])
+    with target:
+        return seq(mod)
+
+
+def _compile_with_database(mod: Any, target: Any, db_dir: Path) -> Any:
+    from tvm.s_tir import meta_schedule as ms
+
+    database = ms.database.JSONDatabase(work_dir=str(db_dir))
+    return ms.relax_integration.compile_relax(database, mod, target, params={})
+
+
+class TvmSession:
+    """A relax VirtualMachine on the exported library; the library is built for a static batch."""
+
+    def __init__(self, lib: Path, kind: str, batch: int, threads: int | None) -> None:
+        import tvm
+        from tvm import relax
+
+        if threads is not None:
+            # mode 1 = big cores first; sets the size of TVM's own thread pool for this process.
+            tvm.get_global_func("runtime.config_threadpool")(1, int(threads))
+        self._tvm = tvm
+        self._dev = tvm.cuda() if kind == "cuda" else tvm.cpu()
+        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), self._dev)
+        self._main = self._vm["main"]
+        self._batch = batch
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if len(x) % self._batch:
+            raise UnsupportedRequest(f"TVM library is built for batch {self._batch}; got {len(x)} images")
+        outs = [self._main(self._tvm.runtime.tensor(x[i:i + self._batch], self._dev)).numpy()
+                for i in range(0, len(x), self._batch)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def synchronize(self) -> None:
+        self._dev.sync()
+
+    def close(self) -> None:
+        self._vm = None
+        self._main = None

@@ -1,0 +1,124 @@
+"""TVM adapter: target parsing, FP32 against ORT, QDQ INT8 marked simulated, exported library, refusals,
+and (slow) MetaSchedule tuning with a database reused by the next compile."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
+from backends.tvm_backend import INT8_NUMERICS, TvmBackend, parse_target_string, unsupported_ops_from_error
+from devices import load_device
+from harness.metrics import snr_db
+from tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
+
+AVAIL = TvmBackend.availability()
+needs_tvm = pytest.mark.skipif(not AVAIL.available, reason=AVAIL.explain())
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tvm")
+    return tiny_cnn(tmp / "tiny.onnx"), load_device("cpu"), tmp
+
+
+def test_profile_target_string_becomes_a_json_dict():
+    assert parse_target_string("llvm -mtriple=aarch64-linux-gnu -mattr=+neon,+dotprod -num-cores=4") == {
+        "kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"], "num-cores": 4}
+
+
+def test_unparseable_target_is_refused():
+    with pytest.raises(UnsupportedRequest, match="-key=value"):
+        parse_target_string("llvm neon")
+
+
+def test_unsupported_ops_parsed_from_frontend_error():
+    assert unsupported_ops_from_error("The following operators are not supported for frontend ONNX: A, B") == \
+        ["A", "B"]
+
+
+@needs_tvm
+def test_fp32_matches_ort_and_exports_a_library(setup):
+    model, device, tmp = setup
+    backend = TvmBackend()
+    compiled = backend.compile(model, device, CompileConfig("fp32"), None, tmp / "work")
+    assert compiled.path.suffix == ".so" and compiled.path.exists()
+    assert compiled.metadata["tvm_target"]["kind"] == "llvm" and compiled.metadata["tvm_target"]["mcpu"]
+    session = backend.load(compiled, device, RuntimeConfig(threads=1))
+    try:
+        x = images(6)
+        assert snr_db(run_all(session, x), ort_reference(model, x)) >= 60.0
+    finally:
+        session.close()
+
+
+@needs_tvm
+def test_second_compile_loads_the_library_without_rebuilding(setup):
+    model, device, tmp = setup
+    backend = TvmBackend()
+    backend.compile(model, device, CompileConfig("fp32"), None, tmp / "work")
+    assert backend.compile(model, device, CompileConfig("fp32"), None, tmp / "work").metadata["cached"] is True
+
+
+@needs_tvm
+def test_int8_is_recorded_as_simulated_qdq(setup):
+    model, device, tmp = setup
+    backend = TvmBackend()
+    compiled = backend.compile(model, device, CompileConfig("int8", calibration="minmax", calibration_samples=8),
+                               images(8, split_name="train"), tmp / "work")
+    assert compiled.metadata["int8_numerics"] == INT8_NUMERICS and "FP32 speed" in compiled.metadata["timing_note"]
+    session = backend.load(compiled, device, RuntimeConfig(threads=1))
+    try:
+        x = images(4)
+        assert snr_db(run_all(session, x), ort_reference(model, x)) > 15.0
+    finally:
+        session.close()
+
+
+@needs_tvm
+def test_cross_target_is_refused(setup):
+    model, _, tmp = setup
+    with pytest.raises(UnsupportedRequest, match="cross target"):
+        TvmBackend().compile(model, load_device("rk3588"), CompileConfig("fp32"), None, tmp / "work")
+
+
+@needs_tvm
+def test_cuda_target_without_gpu_is_refused(setup):
+    model, _, tmp = setup
+    import tvm
+
+    if tvm.cuda().exist:
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(UnsupportedRequest, match="cuda"):
+        TvmBackend().compile(model, load_device("jetson_orin"), CompileConfig("fp32"), None, tmp / "work")
+
+
+@needs_tvm
+def test_unknown_operator_is_named(tmp_path):
+    with pytest.raises(UnsupportedRequest, match="FancyOp"):
+        TvmBackend().compile(unknown_op_model(tmp_path / "bad.onnx"), load_device("cpu"), CompileConfig("fp32"), None,
+                             tmp_path / "work")
+
+
+@needs_tvm
+def test_fp16_is_refused_not_downgraded(setup):
+    with pytest.raises(UnsupportedRequest, match="fp16"):
+        TvmBackend().check_request(CompileConfig("fp16"))
+
+
+@needs_tvm
+@pytest.mark.slow
+def test_tuning_database_is_reused_by_the_next_compile(setup):
+    """~60-90 s on 2 cores: MetaSchedule build workers spend ~15 s each importing before the first trial."""
+    model, device, tmp = setup
+    backend = TvmBackend()
+    config = CompileConfig("fp32", options=(("tuning_trials", 2),))
+    first = backend.compile(model, device, config, None, tmp / "tune")
+    first.path.unlink()  # drop the library, keep the tuning database
+    second = backend.compile(model, device, config, None, tmp / "tune")
+    assert first.metadata["tuning_reused"] is False and second.metadata["tuning_reused"] is True
+    session = backend.load(second, device, RuntimeConfig(threads=1))
+    try:
+        x = images(2)
+        assert np.allclose(run_all(session, x), ort_reference(model, x), atol=1e-4)
+    finally:
+        session.close()
