@@ -659,6 +659,15 @@ class TensorRTBackend(Backend):
             if gpu_fallback:
                 bconf.set_flag(trt.BuilderFlag.GPU_FALLBACK)
             facts.update(dla_core=dla_core, gpu_fallback=gpu_fallback)
+            # Which network layers DLA can take, asked before the build (the engine fuses them afterwards).
+            if callable(getattr(bconf, "can_run_on_DLA", None)) and hasattr(network, "num_layers"):
+                layers = [network.get_layer(i) for i in range(network.num_layers)]
+                on_gpu = [lyr.name for lyr in layers if not bconf.can_run_on_DLA(lyr)]
+                facts.update(dla_layers=len(layers) - len(on_gpu), gpu_fallback_layers=len(on_gpu),
+                             gpu_fallback_layer_names=on_gpu[:50])
+                if on_gpu and not gpu_fallback:
+                    raise UnsupportedRequest(f"{len(on_gpu)} layer(s) cannot run on DLA ({', '.join(on_gpu[:5])}) "
+                                             "and gpu_fallback is off")
 
         try:
             plan = builder.build_serialized_network(network, bconf)

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 N_OUT = 10
+#: Op types the fake DLA cannot take (so GPU fallback has something to report).
+DLA_UNSUPPORTED = {"Gemm", "Flatten"}
 
 
 # -- cuda-python runtime -----------------------------------------------------------------------
@@ -203,6 +205,7 @@ def make_fake_tensorrt(version: str = "10.3.0", *, oom: bool = False, fast_int8:
             self.inputs: list[Tensor] = []
             self.outputs: list[Tensor] = []
             self.has_qdq = False
+            self.layers: list = []
 
         @property
         def num_inputs(self) -> int:
@@ -210,6 +213,13 @@ def make_fake_tensorrt(version: str = "10.3.0", *, oom: bool = False, fast_int8:
 
         def get_input(self, i: int) -> Tensor:
             return self.inputs[i]
+
+        @property
+        def num_layers(self) -> int:
+            return len(self.layers)
+
+        def get_layer(self, i: int):
+            return self.layers[i]
 
         @property
         def num_outputs(self) -> int:
@@ -236,6 +246,8 @@ def make_fake_tensorrt(version: str = "10.3.0", *, oom: bool = False, fast_int8:
                 dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim)
                 dest.append(Tensor(vi.name, dims))
             self.network.has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+            self.network.layers = [types.SimpleNamespace(name=n.name or f"{n.op_type}_{i}", type=n.op_type)
+                                   for i, n in enumerate(model.graph.node)]
             return True
 
         @property
@@ -279,6 +291,9 @@ def make_fake_tensorrt(version: str = "10.3.0", *, oom: bool = False, fast_int8:
         def add_optimization_profile(self, p: Profile) -> int:
             self.profiles.append(p)
             return len(self.profiles) - 1
+
+        def can_run_on_DLA(self, layer) -> bool:
+            return layer.type not in DLA_UNSUPPORTED
 
         def set_calibration_profile(self, p: Profile) -> bool:
             self.calibration_profile = p

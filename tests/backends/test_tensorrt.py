@@ -277,6 +277,13 @@ def test_dla_target_sets_device_core_and_gpu_fallback(monkeypatch, model, orin, 
     build = trt._state.builds[0]
     assert build["device"] == "DLA" and build["dla_core"] == 1 and "GPU_FALLBACK" in build["flags"]
     assert c.metadata["target"] == "dla1" and c.metadata["gpu_fallback"] is True
+    assert c.metadata["dla_layers"] == 3 and c.metadata["gpu_fallback_layer_names"] == ["Flatten_3", "Gemm_4"]
+
+
+def test_dla_without_gpu_fallback_refuses_unsupported_layers(monkeypatch, model, orin, tmp_path):
+    fakes(monkeypatch, num_dla=1)
+    with pytest.raises(UnsupportedRequest, match="2 layer.*cannot run on DLA"):
+        compile_(model, orin, tmp_path, precision="fp16", target="dla0", options={"gpu_fallback": False})
 
 
 def test_dla_refused_where_absent(monkeypatch, model, orin, tmp_path):
