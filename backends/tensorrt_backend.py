@@ -123,11 +123,11 @@ class CudaRuntime:
         for name in ("cuda.bindings.runtime", "cuda.cudart"):
             try:
                 return cls("cuda-python", importlib.import_module(name))
-            except ImportError as exc:
+            except (ImportError, OSError) as exc:  # OSError: a CUDA library the bindings need is missing
                 errors.append(f"{name}: {exc}")
         try:
             return cls("pycuda", importlib.import_module("pycuda.driver"))
-        except ImportError as exc:
+        except (ImportError, OSError) as exc:
             errors.append(f"pycuda.driver: {exc}")
         raise ImportError("no CUDA Python bindings (cuda-python or pycuda): " + "; ".join(errors))
 
