@@ -26,14 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="FP32/FP16/PTQ/QAT/Quant-Trim/4MP-2MP×A8-A6-A4 on ResNet-20 and "
                                          "MobileNetV2-0.5, Fashion-MNIST: table + Fig. 4.15 plot")
-    r.add_argument("--quick", action="store_true", help="minutes on 2 cores: 2k train images, 1 epoch, 1k test images")
+    r.add_argument("--quick", action="store_true", help="minutes on 2 cores: FP32 on 4k images x 2 epochs, 1k-image fine-tunes, 1k test images")
     r.add_argument("--out", default="results/mixed-precision", help="output folder (default: %(default)s)")
     r.add_argument("--models", default=None,
                    help="comma list of model[:width], default resnet20,mobilenetv2:0.5")
     r.add_argument("--threads", type=int, default=2, help="torch/ORT threads (default: %(default)s)")
-    r.add_argument("--train-limit", type=int, default=None, help="training images (preset: 20000 full, 2000 quick)")
+    r.add_argument("--train-limit", type=int, default=None, help="training images (preset: 20000 full, 4000 quick)")
     r.add_argument("--test-limit", type=int, default=None, help="test images (preset: all full, 1000 quick)")
-    r.add_argument("--fp32-epochs", type=int, default=None, help="FP32 baseline epochs (preset: 4 full, 1 quick)")
+    r.add_argument("--fp32-epochs", type=int, default=None, help="FP32 baseline epochs (preset: 4 full, 2 quick)")
     r.add_argument("--finetune-epochs", type=int, default=None, help="epochs per QAT fine-tune (preset: 1)")
     r.add_argument("--avg-bits-4mp", type=float, default=6.0, help="4MP weight budget as average bits (default 6)")
     r.add_argument("--avg-bits-2mp", type=float, default=5.0, help="2MP weight budget as average bits (default 5)")
