@@ -344,9 +344,9 @@ class TrtexecBackend(Backend):
             side = read_sidecar(Path(compiled.path).parent) or {}
             if side.get("tensorrt_version") == str(trt.__version__):
                 return TensorRTSession(Path(compiled.path), trt, CudaRuntime.load(), compiled.metadata.get("dla_core"))
-        avail = self.availability()
-        if not avail.available:
-            raise BackendUnavailable(avail.explain())
+        if find_trtexec(self.search_dirs) is None:
+            raise BackendUnavailable(f"trtexec is not on PATH nor in {', '.join(self.search_dirs)}; "
+                                     f"fix: {TRTEXEC_INSTALL_HINT}")
         return TrtexecSession(self, Path(compiled.path), compiled.metadata)
 
 

@@ -121,8 +121,12 @@ class FakeState:
 
 
 def make_fake_tensorrt(version: str = "10.3.0", *, oom: bool = False, fast_int8: bool = True,
-                       num_dla: int = 0, legacy_calibrator: bool = True) -> types.ModuleType:
-    """A fake ``tensorrt``; ``version`` 8.x below 8.5 exposes only the bindings API (execute_async_v2)."""
+                       num_dla: int = 0, legacy_calibrator: bool = True, run_model: bool = False) -> types.ModuleType:
+    """A fake ``tensorrt``; ``version`` 8.x below 8.5 exposes only the bindings API (execute_async_v2).
+
+    With ``run_model`` the engine computes the parsed ONNX graph (through ONNX Runtime on the CPU)
+    instead of the checkable formula, so harness-level fidelity can be compared with the reference.
+    """
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     state = FakeState()
@@ -236,6 +240,7 @@ def make_fake_tensorrt(version: str = "10.3.0", *, oom: bool = False, fast_int8:
             import onnx
 
             state.parsed.append(path)
+            self.network.source = path
             try:
                 model = onnx.load(path)
             except Exception as exc:
@@ -346,6 +351,7 @@ def make_fake_tensorrt(version: str = "10.3.0", *, oom: bool = False, fast_int8:
                     cal.write_calibration_cache(f"TRT-{version}-{record['calibrator']}\n".encode())
             inp, out = network.get_input(0), network.get_output(0)
             header = {"version": version, "input": inp.name, "in_shape": list(inp.shape), "output": out.name,
+                      "onnx": getattr(network, "source", None),
                       "profiles": [{k: [list(s) for s in v] for k, v in p.shapes.items()} for p in config.profiles]}
             return memoryview(b"FAKEPLAN" + json.dumps(header).encode())
 
@@ -366,7 +372,10 @@ def make_fake_tensorrt(version: str = "10.3.0", *, oom: bool = False, fast_int8:
             count = int(np.prod(shape))
             x = np.frombuffer((ctypes.c_float * count).from_address(in_ptr), dtype=np.float32).reshape(shape)
             y = np.frombuffer((ctypes.c_float * (shape[0] * N_OUT)).from_address(out_ptr), dtype=np.float32)
-            y[:] = (x.reshape(shape[0], -1).sum(axis=1)[:, None] * np.arange(1, N_OUT + 1, dtype=np.float32)).ravel()
+            if run_model:
+                y[:] = self.engine.model_session().run(None, {self.engine.in_name: x.copy()})[0].ravel()
+            else:
+                y[:] = (x.reshape(shape[0], -1).sum(axis=1)[:, None] * np.arange(1, N_OUT + 1, dtype=np.float32)).ravel()
             self.executions += 1
             return True
 
@@ -404,6 +413,15 @@ def make_fake_tensorrt(version: str = "10.3.0", *, oom: bool = False, fast_int8:
             self.in_name, self.out_name = header["input"], header["output"]
             self.in_shape = tuple(header["in_shape"])
             self.profile = header["profiles"][0][self.in_name] if header["profiles"] else None
+            self.onnx = header.get("onnx")
+            self._sess = None
+
+        def model_session(self):
+            if self._sess is None:
+                import onnxruntime as ort
+
+                self._sess = ort.InferenceSession(self.onnx, providers=["CPUExecutionProvider"])
+            return self._sess
 
         def create_execution_context(self) -> Context:
             return Context(self)
