@@ -24,6 +24,7 @@ from backends import emulated_backend  # noqa: F401,E402
 from backends import openvino_backend  # noqa: F401,E402
 from backends import rknn_backend  # noqa: F401,E402
 from backends import tvm_backend  # noqa: F401,E402
+from backends import litert_backend  # noqa: F401,E402
 from backends import tensorrt_backend  # noqa: F401,E402
 from backends import onnxruntime_gpu  # noqa: F401,E402
 from backends import trtexec_backend  # noqa: F401,E402

@@ -1,0 +1,98 @@
+"""LiteRT adapter: refusal without a Python >= 3.12 converter, onnx2tf conversion, NHWC and int8 I/O handling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
+from backends.litert_backend import LiteRtBackend, converter_status
+from devices import load_device
+from harness.envs import ENV_ROOT_VARIABLE
+from harness.metrics import snr_db
+from tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
+
+AVAIL = LiteRtBackend.availability()
+needs_litert = pytest.mark.skipif(not AVAIL.available, reason=AVAIL.explain())
+_exe, _reason, _fix = converter_status()
+needs_converter = pytest.mark.skipif(_exe is None, reason=f"{_reason}; fix: {_fix}")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("litert")
+    return tiny_cnn(tmp / "tiny.onnx"), load_device("cpu"), tmp
+
+
+def test_onnx_without_converter_env_is_refused_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_ROOT_VARIABLE, str(tmp_path / "envs"))
+    monkeypatch.setattr("harness.envs.find_python", lambda spec: "/usr/bin/python3.12")
+    with pytest.raises(UnsupportedRequest, match="Python >= 3.12.*env setup litert-converter"):
+        LiteRtBackend().compile(tiny_cnn(tmp_path / "m.onnx"), load_device("cpu"), CompileConfig("fp32"), None,
+                                tmp_path / "work")
+
+
+def test_without_python_3_12_the_reason_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_ROOT_VARIABLE, str(tmp_path / "envs"))
+    monkeypatch.setattr("harness.envs.find_python", lambda spec: None)
+    _, reason, fix = converter_status()
+    assert "no Python >= 3.12 is installed" in reason and fix.startswith("install Python 3.12")
+
+
+def test_entropy_calibration_is_refused():
+    with pytest.raises(UnsupportedRequest, match="entropy"):
+        LiteRtBackend().check_request(CompileConfig("int8", calibration="entropy"))
+
+
+def test_missing_prebuilt_tflite_is_refused(tmp_path):
+    config = CompileConfig("fp32", options=(("tflite_model", str(tmp_path / "nope.tflite")),))
+    with pytest.raises(UnsupportedRequest, match="does not exist"):
+        LiteRtBackend().compile(tiny_cnn(tmp_path / "m.onnx"), load_device("cpu"), config, None, tmp_path / "work")
+
+
+@needs_litert
+@needs_converter
+def test_fp32_conversion_matches_ort(setup):
+    model, device, tmp = setup
+    backend = LiteRtBackend()
+    compiled = backend.compile(model, device, CompileConfig("fp32"), None, tmp / "work")
+    session = backend.load(compiled, device, RuntimeConfig(threads=1))
+    try:
+        x = images(4)
+        assert snr_db(session.run(x), ort_reference(model, x)) >= 60.0
+    finally:
+        session.close()
+
+
+@needs_litert
+@needs_converter
+def test_full_int8_model_quantizes_io_and_stays_close(setup):
+    model, device, tmp = setup
+    backend = LiteRtBackend()
+    compiled = backend.compile(model, device, CompileConfig("int8", calibration_samples=16),
+                               images(16, split_name="train"), tmp / "work")
+    session = backend.load(compiled, device, RuntimeConfig(threads=1))
+    try:
+        assert session._in["dtype"] == np.int8
+        x = images(4)
+        assert snr_db(run_all(session, x), ort_reference(model, x)) > 12.0
+    finally:
+        session.close()
+
+
+@needs_litert
+@needs_converter
+def test_prebuilt_tflite_runs_without_conversion(setup):
+    model, device, tmp = setup
+    backend = LiteRtBackend()
+    built = backend.compile(model, device, CompileConfig("fp32"), None, tmp / "work")
+    again = backend.compile(model, device, CompileConfig("fp32", options=(("tflite_model", str(built.path)),)), None,
+                            tmp / "other")
+    assert again.path == built.path and again.metadata["source"] == "prebuilt .tflite"
+
+
+@needs_litert
+@needs_converter
+def test_unknown_operator_is_named(tmp_path):
+    with pytest.raises(UnsupportedRequest, match="FancyOp"):
+        LiteRtBackend().compile(unknown_op_model(tmp_path / "bad.onnx"), load_device("cpu"), CompileConfig("fp32"),
+                                None, tmp_path / "work")
