@@ -149,8 +149,14 @@ def compare_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: 
     if df["run_id"].nunique() > 1:
         cols.insert(0, "run_id")
     out = df[cols].copy()
-    out["note"] = [_note(r) for r in df.to_dict("records")] if len(df) else pd.Series(dtype=object)
+    note_cols = [c for c in _NOTE_FIELDS if c in df.columns]
+    rows = (dict(zip(note_cols, vals)) for vals in zip(*(df[c].tolist() for c in note_cols)))
+    out["note"] = [_note(r) for r in rows] if len(df) else pd.Series(dtype=object)
     return sort_frame(out, sort)
+
+
+_NOTE_FIELDS = ("status", "failed_stage", "error_message", "power_estimated", "simulated", "quick", "measured_on",
+                "device", "power_avg_w", "power_peak_w", "power_unavailable_reason")
 
 
 def _note(rec: dict[str, Any]) -> str | None:

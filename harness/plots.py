@@ -45,7 +45,7 @@ METRIC_LABELS = {
 ACCURACY_METRICS = ("top1", "top1_agreement", "logit_mse", "miou", "snr_db")
 FX_LABEL = "median throughput (FPS)"
 POWER_LABEL = "average peak power (W)"
-MAX_LABELLED_POINTS = 40
+MAX_LABELLED_POINTS = 12  # distinct (device, backend, precision) spots per panel
 MAX_LATENCY_PANELS = 12
 BASE_RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
            "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
@@ -95,6 +95,8 @@ def _auto_log(ax: Any, values: np.ndarray, axis: str, ratio: float = 30.0) -> No
     v = values[np.isfinite(values) & (values > 0)]
     if v.size and v.max() / v.min() > ratio:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+        # label decades only: minor-tick labels crowd the axis (and cost most of the drawing time)
+        (ax.xaxis if axis == "x" else ax.yaxis).set_minor_formatter(NullFormatter())
 
 
 def _say(ax: Any, text: str, gid: str) -> None:
@@ -158,7 +160,8 @@ def _model_rows(df: pd.DataFrame, model: str) -> pd.DataFrame:
 
 def _label_points(ax: Any, rows: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> None:
     """Name the backend beside each point when there are few enough to read (once per device/precision)."""
-    if len(rows) > MAX_LABELLED_POINTS:
+    spots = rows[["backend", "device", "precision"]].drop_duplicates()
+    if len(spots) > MAX_LABELLED_POINTS:
         return
     done: set[tuple[str, str, str]] = set()
     for xi, yi, backend, device, precision in zip(x, y, rows["backend"].astype(str), rows["device"].astype(str),
@@ -200,7 +203,8 @@ def power_throughput_figure(df: pd.DataFrame) -> Figure:
             ax.set_xticks([])
             ax.set_yticks([])
             continue
-        pts = sub[has].assign(_y=peak[has], _filled=_filled(sub[has]), _est=_estimated(sub[has]))
+        pts = _per_config(sub[has].assign(_y=peak[has], _filled=_filled(sub[has]), _est=_estimated(sub[has])),
+                          {"_y": "mean", "power_p5_w": "median", "power_p95_w": "median"}, extra_keys=("_est",))
         any_estimated |= bool(pts["_est"].any())
         for (device, precision, filled, est), g in pts.groupby(["device", "precision", "_filled", "_est"], sort=True):
             x = g["fps"].to_numpy(float)
@@ -234,6 +238,23 @@ def power_throughput_figure(df: pd.DataFrame) -> Figure:
     _encoding_legend(fig, colours, markers, estimated=any_estimated)
     fig.suptitle("Power vs throughput (batch 1; whiskers: 5th-95th percentile power)", fontsize=10)
     return fig
+
+
+#: One point per configuration: repeated runs and seeds of the same job collapse to one marker.
+CONFIG_KEYS = ("device", "backend", "precision", "calibration_method", "recipe", "checkpoint_name", "_filled")
+
+
+def _per_config(rows: pd.DataFrame, how: Mapping[str, str], extra_keys: Sequence[str] = ()) -> pd.DataFrame:
+    """x = the median FPS over runs (the paper's protocol), y aggregated as ``how`` says, per configuration."""
+    keys = [k for k in CONFIG_KEYS if k in rows.columns] + list(extra_keys)
+    if rows.empty:
+        return rows
+    filled = rows.assign(**{k: rows[k].astype(object).where(rows[k].notna(), "") for k in keys})
+    agg = {"fps": "median", **how}
+    if "measured_on" in rows.columns:
+        agg["measured_on"] = "first"
+    out = filled.groupby(keys, sort=True, dropna=False).agg(agg).reset_index()
+    return out.replace({"calibration_method": {"": None}, "recipe": {"": None}})
 
 
 def _stand_in(rows: pd.DataFrame) -> int:
@@ -276,7 +297,7 @@ def accuracy_throughput_figure(df: pd.DataFrame, metric: str | None = None) -> F
     arrows = 0
     for ax, model in zip(axes, models):
         _style(ax)
-        sub = _model_rows(ok, model).assign(_filled=lambda d: _filled(d))
+        sub = _per_config(_model_rows(ok, model).assign(_filled=lambda d: _filled(d)), {metric: "median"})
         for (device, precision, filled), g in sub.groupby(["device", "precision", "_filled"], sort=True):
             colour = colours[device]
             (line,) = ax.plot(g["fps"].to_numpy(float), g[metric].to_numpy(float), linestyle="none",
