@@ -162,6 +162,13 @@ def jetson_facts(root: Path, run: Runner) -> tuple[dict[str, Any], list[str]]:
         facts["jetpack_version"] = L4T_TO_JETPACK[l4t]
         facts["jetpack_source"] = "L4T-to-JetPack table"
 
+    res = run(["dpkg-query", "--showformat=${Version}", "--show", "tensorrt"])
+    if res is not None and res.returncode == 0 and res.output.strip():
+        facts["tensorrt_package"] = res.output.strip()  # e.g. 8.5.2.2-1+cuda11.4
+    cuda = cuda_version(root)
+    if cuda:
+        facts["cuda_version"] = cuda
+
     res = run(["jetson_clocks", "--show"])
     clocks = parse_jetson_clocks(res.output) if res is not None and res.returncode == 0 else {}
     if "clocks_locked" in clocks:
@@ -198,6 +205,21 @@ def jetson_facts(root: Path, run: Runner) -> tuple[dict[str, Any], list[str]]:
         warnings.append("could not tell whether jetson_clocks is on (run the harness with `sudo jetson_clocks "
                         "--show` readable); results may not be comparable")
     return facts, warnings
+
+
+def cuda_version(root: Path) -> str | None:
+    """The CUDA toolkit under /usr/local/cuda (version.json on CUDA 11+, version.txt before)."""
+    text = _read(root, "/usr/local/cuda/version.json")
+    if text:
+        try:
+            import json
+
+            return str(json.loads(text)["cuda"]["version"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    text = _read(root, "/usr/local/cuda/version.txt") or ""
+    m = re.search(r"CUDA Version\s+([\d.]+)", text)
+    return m.group(1) if m else None
 
 
 def cpufreq_locked(root: Path) -> bool | None:

@@ -85,6 +85,16 @@ def test_jetson_metadata(tmp_path):
     assert warnings == []
 
 
+def test_tensorrt_package_and_cuda_version(tmp_path):
+    root = jetson_root(tmp_path)
+    (root / "usr/local/cuda").mkdir(parents=True)
+    (root / "usr/local/cuda/version.json").write_text('{"cuda": {"name": "CUDA SDK", "version": "11.4.19"}}')
+    outputs = dict(JETSON_OUTPUTS)
+    outputs["dpkg-query tensorrt"] = CommandResult(0, "8.5.2.2-1+cuda11.4")
+    facts, _ = platform_facts(None, root=root, run=runner(outputs))
+    assert facts["tensorrt_package"] == "8.5.2.2-1+cuda11.4" and facts["cuda_version"] == "11.4.19"
+
+
 def test_unlocked_clocks_warn(tmp_path):
     outputs = dict(JETSON_OUTPUTS, jetson_clocks=CommandResult(0, CLOCKS_UNLOCKED))
     facts, warnings = platform_facts(None, root=jetson_root(tmp_path), run=runner(outputs))
