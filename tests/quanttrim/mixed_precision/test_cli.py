@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from quanttrim.mixed_precision.__main__ import main
+from quanttrim.mixed_precision.cli import main
 from quanttrim.mixed_precision.bitmap import load_bitmap
 from quanttrim.mixed_precision.reproduce import MixedSet, ReproConfig
 
@@ -60,3 +60,15 @@ def test_mixed_set_budget_must_lie_in_its_bits():
 def test_unknown_activation_bits_refused():
     with pytest.raises(ValueError, match="valid: 2, 3, 4, 5, 6, 7, 8"):
         ReproConfig(act_bits=(8, 1))
+
+
+def test_registers_as_a_harness_subcommand(sens_file, capsys):
+    import argparse
+
+    from quanttrim.mixed_precision.cli import add_subparser
+
+    ap = argparse.ArgumentParser()
+    add_subparser(ap.add_subparsers(dest="command"))
+    args = ap.parse_args(["mixed-precision", "allocate", str(sens_file), "--average-bits", "6"])
+    assert args.func(args) == 0
+    assert "Pareto frontier" in capsys.readouterr().out
