@@ -104,3 +104,49 @@ def ort_reference(model: ModelArtifact, x: np.ndarray) -> np.ndarray:
 
 def run_all(session, x: np.ndarray) -> np.ndarray:
     return np.concatenate([session.run(x[i:i + 1]) for i in range(len(x))])
+
+
+def device_for(backend: str) -> str:
+    """The host profile when it lists the backend, else the first profile that does (rknn -> rk3588)."""
+    from devices.loader import available_device_names, load_device
+
+    names = available_device_names()
+    if "cpu" in names and backend in load_device("cpu").backends:
+        return "cpu"
+    for name in names:
+        try:
+            if backend in load_device(name).backends:
+                return name
+        except Exception:  # a profile another engineer is editing must not break this choice
+            continue
+    return "cpu"
+
+
+def compile_and_run(backend: str, device: str, model_path: Path, precision: str, calib: np.ndarray | None,
+                    x: np.ndarray, workdir: Path) -> tuple[np.ndarray, dict]:
+    """Compile ``model_path`` at ``precision`` with ``backend`` and run ``x`` one image at a time."""
+    from backends import create_backend
+    from backends.base import CompileConfig, RuntimeConfig
+    from devices import load_device
+
+    b = create_backend(backend)
+    dev = load_device(device)
+    config = CompileConfig(precision, calibration_samples=len(calib) if calib is not None else 1)
+    compiled = b.compile(artifact(Path(model_path)), dev, config, calib, Path(workdir))
+    session = b.load(compiled, dev, RuntimeConfig(threads=1))
+    try:
+        return run_all(session, x), {k: v for k, v in compiled.metadata.items() if isinstance(v, (str, int, float, bool))}
+    finally:
+        session.close()
+
+
+def child_main(job_path: str) -> None:
+    """Entry for running compile_and_run in a backend's own interpreter (the contract test's subprocess)."""
+    import json
+
+    job = json.loads(Path(job_path).read_text())
+    calib = np.load(job["calib"]) if job.get("calib") else None
+    out, meta = compile_and_run(job["backend"], job["device"], Path(job["model"]), job["precision"], calib,
+                                np.load(job["x"]), Path(job["workdir"]))
+    np.save(job["out"], out)
+    Path(job["meta"]).write_text(json.dumps(meta))
