@@ -127,7 +127,8 @@ def export_onnx(
             if not q.observer.initialized:
                 continue
             onnx_name = names[point]
-            lo, hi = float(q.observer.lo.min()), float(q.observer.hi.max())
+            # The grid trained on contains 0 (asymmetric_qparams widens the range), so does the table.
+            lo, hi = min(0.0, float(q.observer.lo.min())), max(0.0, float(q.observer.hi.max()))
             if onnx_name in tensors:  # two points on one tensor: keep the union of the ranges
                 lo, hi = min(lo, tensors[onnx_name]["min"]), max(hi, tensors[onnx_name]["max"])
             tensors[onnx_name] = {"min": lo, "max": hi}

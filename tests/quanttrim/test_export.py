@@ -1,0 +1,87 @@
+"""Export: ORT matches PyTorch, opset 17 single file, calib table names exist in the graph."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from harness.datasets import load_bundled_sample
+from quanttrim.config import QuantConfig
+from quanttrim.export import CALIB_FORMAT, export_onnx
+from quanttrim.models import build_model
+from quanttrim.wrap import quantize_model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    images = load_bundled_sample("test").images[:16]
+    model = build_model("resnet20", num_classes=10, in_channels=1, image_size=28, width=0.25)
+    ctx = quantize_model(model, QuantConfig(), torch.from_numpy(images[:2]))
+    model.train()
+    for step in range(3):  # a few steps so observers and BN statistics are non-trivial
+        ctx.set_step(step * 4, 1.0, 0)
+        model(torch.from_numpy(load_bundled_sample("train").images[step * 32:(step + 1) * 32]))
+    model.eval()
+    path = tmp_path_factory.mktemp("exp") / "tiny.onnx"
+    res = export_onnx(model, path, images, snap_weights=True)
+    return model, path, res, images
+
+
+def test_ort_matches_torch_round_trip(exported) -> None:
+    model, path, res, images = exported
+    from quanttrim.export import plain_copy
+
+    ref = plain_copy(model, snap_weights=True)(torch.from_numpy(images)).detach().numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in (1, 5, 16):  # dynamic batch axis
+        got = sess.run(["logits"], {"input": images[:n]})[0]
+        np.testing.assert_allclose(got, ref[:n], rtol=1e-4, atol=1e-4)
+    assert res.max_abs_diff < 1e-4
+
+
+def test_graph_contract(exported) -> None:
+    _, path, _, _ = exported
+    m = onnx.load(str(path))
+    assert [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    assert [i.name for i in m.graph.input] == ["input"] and [o.name for o in m.graph.output] == ["logits"]
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    ops = {n.op_type for n in m.graph.node}
+    assert "BatchNormalization" not in ops and {"Sub", "Mul"} <= ops  # BN folded, normalisation inside
+    assert all(n.domain in ("", "ai.onnx") for n in m.graph.node)
+    assert not list(path.parent.glob("*.data"))
+
+
+def test_calib_table_names_exist_in_graph(exported) -> None:
+    _, path, res, _ = exported
+    table = json.loads(path.with_name("tiny.calib.json").read_text())
+    assert table["format"] == CALIB_FORMAT and table["activation_bits"] == 8
+    m = onnx.load(str(path))
+    names = {"input"} | {o for n in m.graph.node for o in n.output}
+    assert table["tensors"] and set(table["tensors"]) <= names
+    for name, rng in table["tensors"].items():
+        assert rng["min"] <= 0.0 <= rng["max"]
+        assert rng["max"] > rng["min"]
+    assert "logits" in table["tensors"] and any("Relu" in n for n in table["tensors"])
+    assert res.tensors_mapped == len(table["tensors"])
+
+
+def test_calib_ranges_fit_the_tensors(exported) -> None:
+    """The tensor each name points at really has the range learned for it (order of magnitude)."""
+    _, path, _, images = exported
+    table = json.loads(path.with_name("tiny.calib.json").read_text())["tensors"]
+    m = onnx.load(str(path))
+    for name in table:
+        if name not in ("input", "logits"):
+            m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    outs = [o.name for o in sess.get_outputs()]
+    vals = dict(zip(outs, sess.run(outs, {"input": images})))
+    for name, v in vals.items():
+        if name in table:
+            hi = table[name]["max"]
+            assert 0.2 * hi <= float(v.max()) <= 5 * hi + 1e-6, name
