@@ -30,6 +30,18 @@ def _power_option(text: str):
     return parse_source_option(text)
 
 
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    for convert in (int, float):
+        try:
+            return key, convert(value)
+        except ValueError:
+            pass
+    return key, {"true": True, "false": False}.get(value.lower(), value)
+
+
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="benchmark checkpoints on a device's backends and precisions",
@@ -79,6 +91,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default ./results)")
     p.add_argument("--run-id", help="name of the run directory (default: timestamp)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue RUN_ID, skipping jobs that already have a record")
+    p.add_argument("--backend-option", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                   help="compile option passed to every backend of the run, e.g. target=dla0 (TensorRT), "
+                        "tuning_trials=64 (TVM), int8_mode=explicit; backends ignore keys they do not know")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE first, to register a backend adapter that is not installed as an entry point")
     p.add_argument("--bundled-data", action="store_true", help="use the bundled 1,000-image sample even when the "
@@ -98,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         fidelity_only=args.fidelity_only, results_dir=args.results, run_id=args.resume or args.run_id,
         resume=bool(args.resume), timeout_s=args.timeout, threads=args.threads, cpu_affinity=args.cpus,
         power_period_ms=args.power_period_ms, power_estimate=args.power_estimate,
-        power_source_options=tuple(args.power_option), prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), command="python -m harness " + " ".join(sys.argv[1:]),
+        power_source_options=tuple(args.power_option), prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), backend_options=tuple(args.backend_option), command="python -m harness " + " ".join(sys.argv[1:]),
     )
     return run_with_progress(options)
 
@@ -141,6 +156,7 @@ def add_backends_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     import backends
@@ -159,7 +175,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
             except Exception as exc:
                 precisions = f"(capabilities failed: {exc})"
         table.add_row(name, "yes" if avail.available else "no", avail.version or "", precisions,
-                      "" if avail.available else avail.explain())
+                      "" if avail.available else escape(avail.explain()))
     make_console().print(table)
     return EXIT_OK
 

@@ -7,6 +7,7 @@ from typing import Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from harness.console import make_console
@@ -33,7 +34,7 @@ def summary_table(records: Sequence[JobRecord], title: str) -> Table:
         table.add_row(r.checkpoint, r.device, r.backend, prec, r.status, _fmt(r.latency_ms_p50, ".3f"),
                       _fmt(r.latency_ms_p99, ".3f"), _fmt(r.fps, ".0f"), _fmt(r.power_avg_w, ".2f"),
                       _fmt(r.top1, ".4f"), _fmt(r.top1_agreement, ".4f"), _fmt(r.logit_mse, ".3g"),
-                      _fmt(r.snr_db, ".1f"), _fmt(r.ece, ".4f"), (note or "")[:160])
+                      _fmt(r.snr_db, ".1f"), _fmt(r.ece, ".4f"), escape((note or "")[:160]))
     return table
 
 

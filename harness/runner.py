@@ -58,6 +58,8 @@ class BenchmarkOptions:
     prefer_full_dataset: bool = True
     #: Modules imported (here and in each worker) to register backends outside the entry points.
     plugin_modules: tuple[str, ...] = ()
+    #: Backend-specific compile options (key, value), e.g. ("target", "dla0"), ("tuning_trials", 64).
+    backend_options: tuple[tuple[str, Any], ...] = ()
     command: str = ""
 
     def __post_init__(self) -> None:
@@ -266,7 +268,7 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
         power_source_options=_source_options(options.power_source_options), host_substitute=job.host_substitute,
         calibration_table=str(job.checkpoint.calibration_table) if job.checkpoint.calibration_table else None,
         qdq_path=str(job.checkpoint.qdq_path) if job.checkpoint.qdq_path else None,
-        plugin_modules=options.plugin_modules,
+        plugin_modules=options.plugin_modules, options=tuple(options.backend_options),
     )
 
 

@@ -136,10 +136,13 @@ def run_measure(spec) -> dict[str, Any]:
                 finally:
                     monitor.close()
             elif timing == "none":
-                out["power_unavailable_reason"] = "no timed loop: " + (out.get("timing_note") or "emulation")
+                # e.g. trtexec times itself: its own figures, labelled as such by its timing_note
+                out.update(compiled.metadata.get("external_timing") or {})
+                out["power_unavailable_reason"] = "no harness timed loop: " + (out.get("timing_note") or "emulation")
             stage = "validate"
             _write_stage(spec, stage)
-            outputs = loadgen.run_outputs(session, eval_images, spec.validate_batch)
+            validate_batch = int(compiled.metadata.get("validate_batch", spec.validate_batch))
+            outputs = loadgen.run_outputs(session, eval_images, validate_batch)
         finally:
             session.close()
         reference = np.load(spec.reference_path)
