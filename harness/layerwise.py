@@ -335,7 +335,8 @@ def analyze_onnx_pair(fp32_path: Path, compiled_path: Path, images: np.ndarray, 
     notes = []
     missing = [n for n in tmap.fp32 if n not in names]
     if missing:
-        notes.append(f"{len(missing)} FP32 tensor(s) have no counterpart in the compiled graph (fused away): "
+        notes.append(f"{len(missing)} FP32 tensor(s) were fused into the next op by the compiler (e.g. Conv before "
+                     "its Relu); their fused output is the row labelled Op+Op: "
                      + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
     entire_names = [tmap.entire[n] for n in names if n in tmap.entire]
     single_names = [tmap.single[n] for n in names if n in tmap.single]
