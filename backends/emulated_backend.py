@@ -601,6 +601,10 @@ class EmulatedBackend(Backend):
             "policy_name": policy.name, "policy_from": policy_from, "policy_source": policy.source,
             "execution_provider": "CPUExecutionProvider",
         }
+        if policy.activation in INT_ACTIVATIONS and config.per_channel != (policy.weight_granularity == "per_channel"):
+            # The device's policy is what is emulated; say so rather than change it quietly either way.
+            meta["request_not_applied"] = (f"per_channel={config.per_channel}: the {device.name} policy "
+                                           f"{policy.name!r} quantizes weights {policy.weight_granularity}")
         if calibration is not None:
             meta["calibration_samples_used"] = int(len(calibration))
             meta["calibration_samples_policy"] = int(policy.calibration_samples)

@@ -81,6 +81,8 @@ def run_study(options: CalibStudyOptions, eval_split: Any = None, calib_split: A
         e, c = datasets.default_eval_and_calibration()
         eval_split, calib_split = eval_split or e, calib_split or c
     eval_split = eval_split.head(options.eval_samples)
+    policy = device.policy(options.precision)
+    per_channel, signed = policy.weight_granularity == "per_channel", policy.activation == "int8"
     paths = [Path(p) for p in options.checkpoints] or default_checkpoint_paths()
     backend = create_backend("emulated")
     runtime = RuntimeConfig(threads=options.threads)
@@ -102,7 +104,8 @@ def run_study(options: CalibStudyOptions, eval_split: Any = None, calib_split: A
                         rng = np.random.default_rng(seed + 7919)
                         calib = SOURCES[source](datasets.calibration_subset(calib_split, size, seed=seed), rng)
                         config = CompileConfig(precision=options.precision, calibration=options.calibration_method,
-                                               calibration_samples=len(calib),
+                                               calibration_samples=len(calib), per_channel=per_channel,
+                                               activation_signed=signed,
                                                options=(("policy_calibration_samples", False),))
                         if progress:
                             progress(f"{ckpt.name}: {source} x{len(calib)} seed {seed}")
