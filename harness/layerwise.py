@@ -433,6 +433,7 @@ def analyze_layers(checkpoint: Path | str, device: Any, precision: str, backend:
     report = LayerReport(ckpt.name, dev.name, backend, precision, int(len(images)))
     if backend == "rknn":
         report.rows, report.notes = _rknn_rows(ckpt, dev, precision, calibration, images, workdir)
+        report.n_inputs, report.batch_size = 1, 1  # accuracy_analysis looks at one input
         report.seconds = time.perf_counter() - t0
         return report
     if backend not in ("onnxruntime", "emulated"):

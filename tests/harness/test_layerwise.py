@@ -131,3 +131,26 @@ def test_render_table_lists_worst_first(tmp_path, x):
     assert "conv" not in text.split("\n")[0].lower() or True
     assert report.rows == sort_rows(report.rows)
     assert report.rows[0].tensor in text
+
+
+def test_rknn_rows_come_from_its_accuracy_analysis_table(tmp_path, x, monkeypatch):
+    from backends import rknn_backend
+
+    calls = {}
+
+    def fake_table(model, sample, output_dir, *, target_platform="rk3588", config=None, calibration=None):
+        calls.update(platform=target_platform, precision=config.precision, sample=sample.shape)
+        return [{"index": 0, "layer_type": "Conv", "layer_name": "conv_a", "entire_cosine": 0.999,
+                 "entire_euclidean": 0.1, "single_cosine": 0.999, "single_euclidean": 0.1, "fused": False},
+                {"index": 1, "layer_type": "Conv", "layer_name": "conv_b", "entire_cosine": None,
+                 "entire_euclidean": None, "single_cosine": None, "single_euclidean": None, "fused": True},
+                {"index": 2, "layer_type": "Conv", "layer_name": "conv_c", "entire_cosine": 0.95,
+                 "entire_euclidean": 2.0, "single_cosine": 0.96, "single_euclidean": 1.5, "fused": False}]
+
+    monkeypatch.setattr(rknn_backend, "accuracy_analysis_table", fake_table)
+    report = analyze_layers(conv_chain(tmp_path / "c.onnx"), load_device("rk3588"), "int8", backend="rknn",
+                            images=x, calibration=x[:8], workdir=tmp_path / "w")
+    assert [r.tensor for r in report.rows] == ["conv_c", "conv_a", "conv_b"]
+    assert report.rows[-1].note.startswith("fused")
+    assert calls == {"platform": "rk3588", "precision": "int8", "sample": (1, 1, 8, 8)}
+    assert report.n_inputs == 1
