@@ -43,6 +43,8 @@ class FidelityOptions:
     eval_samples: int | None = None
     out: Path = Path("results/fidelity")
     always_emulate: bool = False
+    #: Calibration methods for integer precisions (None = each backend's/policy's own), e.g. ("learned",).
+    calibrations: tuple[str, ...] | None = None
     calib_seed: int = 0
     timeout_s: float = 900.0
     threads: int | None = None
@@ -177,7 +179,7 @@ def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityRepo
     for i, group in enumerate(groups):
         opts = BenchmarkOptions(
             devices=(group.profile,), checkpoints=tuple(options.checkpoints), backends=group.backends,
-            precisions=group.precisions, calib_samples=calib_samples, eval_samples=options.eval_samples,
+            precisions=group.precisions, calibrations=options.calibrations, calib_samples=calib_samples, eval_samples=options.eval_samples,
             calib_seed=options.calib_seed, quick=options.quick, fidelity_only=True, results_dir=out / "runs",
             run_id=f"{run_id}-{i:02d}-{group.device}-{group.kind}", timeout_s=options.timeout_s,
             threads=options.threads, command=f"harness fidelity ({group.device}, {group.kind})")
@@ -270,12 +272,13 @@ def pick_pair(names: Sequence[str]) -> tuple[str, str]:
 
 def comparison_table(rows: Sequence[dict[str, Any]], first: str, second: str) -> list[dict[str, Any]]:
     """Rows keyed by device/backend/precision with both checkpoints' metrics and second − first."""
-    key = lambda r: (r["device"], r["backend"], r["precision"])  # noqa: E731
+    key = lambda r: (r["device"], r["backend"], r["precision"], r["calibration_method"])  # noqa: E731
     a = {key(r): r for r in rows if r["checkpoint"] == first and r["status"] == "ok"}
     b = {key(r): r for r in rows if r["checkpoint"] == second and r["status"] == "ok"}
     out = []
     for k in [k for k in a if k in b]:
-        row: dict[str, Any] = {"device": k[0], "backend": k[1], "precision": k[2], "kind": a[k]["kind"]}
+        row: dict[str, Any] = {"device": k[0], "backend": k[1], "precision": k[2], "calibration_method": k[3],
+                               "kind": a[k]["kind"]}
         for m in ("top1", "top1_agreement", "logit_mse", "snr_db", "ece", "brier"):
             va, vb = a[k][m], b[k][m]
             row[f"{m}_first"], row[f"{m}_second"] = va, vb
@@ -368,10 +371,10 @@ def _md_table(rows: Sequence[dict[str, Any]], cols: Sequence[str], headers: Sequ
     return "\n".join(lines)
 
 
-MAIN_COLS = ("device", "backend", "precision", "kind", "status", *METRICS, "calibration_samples_used",
-             "fp32_island_ops")
+MAIN_COLS = ("device", "backend", "precision", "kind", "status", *METRICS, "calibration_method",
+             "calibration_samples_used", "fp32_island_ops")
 MAIN_HEADERS = ("device", "backend", "precision", "kind", "status", "top-1 %", "top-5 %", "agree %", "logit MSE",
-                "SNR dB", "ECE", "Brier", "calib n", "FP32 islands")
+                "SNR dB", "ECE", "Brier", "calibration", "calib n", "FP32 islands")
 SPREAD_COLS = ("checkpoint", "scope", "deployments", "top1_min", "top1_max", "top1_range", "top1_std", "logit_mse_min",
                "logit_mse_max", "logit_mse_range", "logit_mse_std", "logit_mse_mean")
 
@@ -388,8 +391,8 @@ def markdown(report: FidelityReport) -> str:
               "deployment, `integer` = INT8/WxAy deployments only. Top-1 figures in %.", "",
               _md_table(report.spread, SPREAD_COLS), ""]
     if report.comparison:
-        cols = ["device", "backend", "precision", "kind"]
-        heads = list(cols)
+        cols = ["device", "backend", "precision", "calibration_method", "kind"]
+        heads = ["device", "backend", "precision", "calibration", "kind"]
         for m in ("top1", "logit_mse", "ece", "brier"):
             cols += [f"{m}_first", f"{m}_second", f"{m}_diff"]
             heads += [f"{m} {report.first}", f"{m} {report.second}", "diff"]
@@ -424,7 +427,7 @@ def rich_tables(report: FidelityReport) -> list[Any]:
         t = Table(title=f"Fidelity vs FP32 reference: {ckpt}")
         for h in MAIN_HEADERS:
             t.add_column(h, justify="left" if h in ("device", "backend", "precision", "kind", "status",
-                                                    "FP32 islands") else "right")
+                                                    "calibration", "FP32 islands") else "right")
         for r in report.rows:
             if r["checkpoint"] == ckpt:
                 t.add_row(*[_fmt(r.get(c), c) for c in MAIN_COLS])
@@ -437,10 +440,11 @@ def rich_tables(report: FidelityReport) -> list[Any]:
     tables.append(t)
     if report.comparison:
         t = Table(title=f"{report.second} vs {report.first} (diff = second − first)")
-        cols = ("device", "backend", "precision", "top1_first", "top1_second", "top1_diff", "logit_mse_first",
+        cols = ("device", "backend", "precision", "calibration_method", "top1_first", "top1_second", "top1_diff", "logit_mse_first",
                 "logit_mse_second", "logit_mse_change_pct", "ece_diff", "brier_diff")
         for c in cols:
-            t.add_column(c, justify="left" if c in ("device", "backend", "precision") else "right")
+            t.add_column(c, justify="left" if c in ("device", "backend", "precision", "calibration_method")
+                         else "right")
         for r in report.comparison:
             t.add_row(*[_fmt(r.get(c), c) for c in cols])
         tables.append(t)

@@ -39,6 +39,9 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--eval-samples", type=int, default=None, help="evaluation images (default: the whole test set)")
     p.add_argument("--always-emulate", action="store_true",
                    help="also emulate the policies of devices whose real backend is available (real vs emulated)")
+    p.add_argument("--calibrations", type=_csv, default=None,
+                   help="calibration methods for integer precisions, e.g. learned (the checkpoint's *.calib.json "
+                        "ranges) or minmax,percentile (default: each backend's / device policy's own)")
     p.add_argument("--out", type=Path, default=Path("results/fidelity"), help="output directory")
     p.add_argument("--timeout", type=float, default=900.0, help="per-job timeout in seconds")
     p.add_argument("--threads", type=int, default=None, help="threads per job (default: the runtime's)")
@@ -87,6 +90,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     console = _console()
     opts = FidelityOptions(checkpoints=tuple(args.checkpoint), devices=args.devices, quick=args.quick,
                            eval_samples=args.eval_samples, out=args.out, always_emulate=args.always_emulate,
+                           calibrations=args.calibrations,
                            timeout_s=args.timeout, threads=args.threads)
 
     def progress(job: str, index: int, total: int) -> None:
