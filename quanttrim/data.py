@@ -23,7 +23,7 @@ class DatasetBundle:
     """Train and test arrays plus what a model needs to know about them."""
 
     train_x: np.ndarray  # (N, C, H, W) float32 in [0, 1]
-    train_y: np.ndarray  # (N,) int64 class ids, or (N, H, W) int64 masks for segmentation
+    train_y: np.ndarray  # (N,) int64 class ids, or (N, H, W) uint8 masks for segmentation
     test_x: np.ndarray
     test_y: np.ndarray
     num_classes: int
@@ -191,7 +191,7 @@ def make_mosaics(images: np.ndarray, labels: np.ndarray, n: int, seed: int, thre
     _, c, h, w = images.shape
     idx = rng.integers(0, len(images), size=(n, 4))
     x = np.zeros((n, c, 2 * h, 2 * w), np.float32)
-    y = np.zeros((n, 2 * h, 2 * w), np.int64)
+    y = np.zeros((n, 2 * h, 2 * w), np.uint8)  # class ids < 256; uint8 keeps 20k masks at 63 MB
     for k, (r, s) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
         tiles = images[idx[:, k]]
         x[:, :, r * h:(r + 1) * h, s * w:(s + 1) * w] = tiles

@@ -153,7 +153,7 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, num_classes: int, b
     union = np.zeros(num_classes)
     for i in range(0, len(x), batch_size):
         xb = torch.from_numpy(x[i:i + batch_size])
-        yb = torch.from_numpy(y[i:i + batch_size])
+        yb = torch.from_numpy(y[i:i + batch_size]).long()
         out = model(xb)
         loss, c, n = _loss_and_correct(out, yb)
         tot_loss += float(loss) * len(xb)
@@ -290,7 +290,7 @@ def train(cfg: TrainConfig, resume: bool = False, console: Any = None) -> dict[s
                     reverse_prune_(model, p.p_clip, beta=p.beta, per_channel=p.per_channel,
                                    max_samples=q.max_samples, generator=prune_gen, fold_bn=q.fold_bn)
                 idx = perm[step_in_epoch * bs:(step_in_epoch + 1) * bs]
-                xb, yb = tx[idx], ty[idx]
+                xb, yb = tx[idx], ty[idx].long()  # masks are stored as uint8 to save memory
                 if cfg.augment:
                     g = torch.Generator().manual_seed(cfg.seed * 104_729 + global_step)
                     xb, yb = _augment(xb, yb, g, data.flip_ok, seg)
