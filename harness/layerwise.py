@@ -78,6 +78,22 @@ class LayerReport:
         return path
 
 
+def _dot(a: np.ndarray, b: np.ndarray, chunk: int = 4096) -> float:
+    """Σ a·b of float32 vectors: float32 products summed per 4096-element row, rows summed in float64.
+
+    Converting whole intermediates to float64 cost ~10x the inference itself on ResNet-50; per-row float32
+    sums keep the relative error near 1e-6, far below anything an SNR in dB resolves.
+    """
+    m = a.size // chunk
+    total = 0.0
+    if m:
+        rows = np.einsum("ij,ij->i", a[:m * chunk].reshape(m, chunk), b[:m * chunk].reshape(m, chunk))
+        total = float(rows.sum(dtype=np.float64))
+    if a.size > m * chunk:
+        total += float(np.dot(a[m * chunk:].astype(np.float64), b[m * chunk:].astype(np.float64)))
+    return total
+
+
 class _Acc:
     """Streaming sums for SNR and cosine similarity of one tensor pair."""
 
@@ -87,13 +103,13 @@ class _Acc:
         self.ref2 = self.err2 = self.dot = self.out2 = 0.0
 
     def add(self, ref: np.ndarray, out: np.ndarray) -> None:
-        r = ref.astype(np.float64, copy=False).ravel()
-        o = out.astype(np.float64, copy=False).ravel()
+        r = np.ascontiguousarray(ref, dtype=np.float32).ravel()
+        o = np.ascontiguousarray(out, dtype=np.float32).ravel()
         d = r - o
-        self.ref2 += float(r @ r)
-        self.err2 += float(d @ d)
-        self.dot += float(r @ o)
-        self.out2 += float(o @ o)
+        self.ref2 += _dot(r, r)
+        self.err2 += _dot(d, d)
+        self.dot += _dot(r, o)
+        self.out2 += _dot(o, o)
 
     def snr_db(self) -> float:
         if self.err2 == 0.0:

@@ -84,8 +84,8 @@ def test_streaming_batches_give_the_same_figures_as_one_batch(tmp_path, x):
     assert tiny.batch_size == 1 and one.batch_size == len(x)
     a = {r.tensor: r for r in one.rows}
     for r in tiny.rows:
-        assert r.snr_db == pytest.approx(a[r.tensor].snr_db, abs=1e-6)
-        assert r.single_cosine == pytest.approx(a[r.tensor].single_cosine, abs=1e-9)
+        assert r.snr_db == pytest.approx(a[r.tensor].snr_db, abs=1e-3)  # float32 partial sums
+        assert r.single_cosine == pytest.approx(a[r.tensor].single_cosine, abs=1e-6)
         assert r.act_max == a[r.tensor].act_max
 
 
