@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
+
 SIZE_BASES = ("onnx_initializers", "weights_sum_P_b")
 
 
@@ -164,5 +166,33 @@ def plot_tradeoff(rows: Iterable[ResultRow], path: Path, title: str = "") -> Pat
     ax.legend(title="model", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def plot_allocation(title: str, names: Sequence[str], sensitivity: Sequence[float],
+                    allocations: Mapping[str, Mapping[str, int]], path: Path) -> Path:
+    """Layer-wise sensitivity (thesis Fig. 4.3) above the allocated weight bits per set (Figs. 4.4–4.5)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(names))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8, 0.32 * len(names)), 6.5), sharex=True)
+    ax1.bar(x, sensitivity, color="tab:gray")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("sensitivity S (log)")
+    ax1.set_title(title)
+    width = 0.8 / max(1, len(allocations))
+    for i, (label, bits) in enumerate(allocations.items()):
+        ax2.bar(x - 0.4 + width * (i + 0.5), [bits[n] for n in names], width, label=label)
+    ax2.set_ylabel("weight bits")
+    ax2.set_yticks(sorted({b for bits in allocations.values() for b in bits.values()}))
+    ax2.set_xticks(x)
+    ax2.set_xticklabels(names, rotation=90, fontsize=7)
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -38,6 +38,7 @@ from quanttrim.mixed_precision.report import (
     compression_ratio,
     markdown_table,
     onnx_initializer_bytes,
+    plot_allocation,
     plot_tradeoff,
     terminal_table,
     write_csv,
@@ -373,11 +374,17 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
             "set": ms.name, "bits": list(ms.bits), "budget_bytes": budget, "average_bits_target": ms.average_bits,
             "pinned": pinned, "weight_bits": dict(alloc.bits), "size_bytes": alloc.size_bytes,
             "estimated_loss": alloc.loss, "exact_grid": alloc.exact_grid,
-            "frontier": [{"size_bytes": p.size_bytes, "estimated_loss": p.loss} for p in alloc.frontier],
+            # Algorithm 2 normalises losses: 0 % = every layer at the widest bits, 100 % = at the narrowest.
+            "frontier": [{"size_bytes": p.size_bytes, "estimated_loss": p.loss,
+                          "loss_pct": _loss_pct(p.loss, specs, ms.bits, pinned)} for p in alloc.frontier],
         }, indent=2))
         hist = {b: sum(1 for v in alloc.bits.values() if v == b) for b in ms.bits}
         log(f"[{label}] {ms.name}: budget {budget / 1024:.1f} KiB -> {alloc.size_bytes / 1024:.1f} KiB, "
             f"layers per bit width {hist}")
+
+    plot_allocation(f"{label}: layer sensitivity (Algorithm 1) and allocated weight bits (Algorithm 2)",
+                    [r.name for r in sens], [r.sensitivity for r in sens],
+                    {k: dict(v.bits) for k, v in allocations.items()}, mdir / "allocation.png")
 
     # 4. QAT INT8 and Quant-Trim INT8 ------------------------------------------------------------------
     ft_limit = cfg.finetune_limit or cfg.train_limit
@@ -413,6 +420,12 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
             log(f"[{label}] {method}: top-1 {acc:.2f}% (emulated)  weights {size / 1024:.1f} KiB  "
                 f"CR {rows[-1].cr:.2f}")
     return ModelOutcome(rows, clock.seconds)
+
+
+def _loss_pct(loss: float, specs: Sequence[LayerSpec], bits: Sequence[int], pinned: dict[str, int]) -> float:
+    lo = sum(s.sensitivity / pinned.get(s.name, max(bits)) for s in specs)
+    hi = sum(s.sensitivity / pinned.get(s.name, min(bits)) for s in specs)
+    return 100.0 * (loss - lo) / (hi - lo) if hi > lo else 0.0
 
 
 def _backend_refusal(backend: Any, min_bits: int, act_bits: int) -> str:

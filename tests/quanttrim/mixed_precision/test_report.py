@@ -72,3 +72,12 @@ def test_plot_is_written(tmp_path):
     pytest.importorskip("matplotlib", reason="plots need matplotlib")
     path = plot_tradeoff(_rows(), tmp_path / "fig.png")
     assert path.stat().st_size > 1000
+
+
+def test_allocation_plot_is_written(tmp_path):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib")
+    from quanttrim.mixed_precision.report import plot_allocation
+
+    path = plot_allocation("t", ["a", "b"], [1.0, 5.0], {"4MP": {"a": 4, "b": 8}, "2MP": {"a": 2, "b": 8}},
+                           tmp_path / "alloc.png")
+    assert path.stat().st_size > 1000
