@@ -72,3 +72,12 @@ def test_registers_as_a_harness_subcommand(sens_file, capsys):
     args = ap.parse_args(["mixed-precision", "allocate", str(sens_file), "--average-bits", "6"])
     assert args.func(args) == 0
     assert "Pareto frontier" in capsys.readouterr().out
+
+
+def test_sub8bit_rows_record_the_backends_refusal():
+    pytest.importorskip("onnxruntime", reason="the ONNX Runtime backend needs onnxruntime")
+    from backends.onnxruntime_backend import OnnxRuntimeBackend
+    from quanttrim.mixed_precision.reproduce import _backend_refusal
+
+    note = _backend_refusal(OnnxRuntimeBackend(), 2, 6)
+    assert note.startswith("onnxruntime refuses w2a6") and "int8" in note and note.endswith("emulated")
