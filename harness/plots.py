@@ -105,6 +105,11 @@ def _say(ax: Any, text: str, gid: str) -> None:
             color="#444444", gid=gid, bbox=dict(boxstyle="round", fc="#f6f6f6", ec="#bbbbbb"))
 
 
+def _title(fig: Figure, text: str) -> None:
+    """Figure title, left-aligned so it never runs into the legend column on the right."""
+    fig.suptitle(text, fontsize=10, x=0.01, ha="left")
+
+
 def _footnote(ax: Any, text: str, gid: str) -> None:
     ax.text(0.01, 0.01, text, transform=ax.transAxes, ha="left", va="bottom", fontsize=7, color="#666666",
             gid=gid, wrap=True)
@@ -236,7 +241,7 @@ def power_throughput_figure(df: pd.DataFrame) -> Figure:
         if stand_in:
             ax.set_title(f"{model}\n({stand_in} point(s) timed on a stand-in host)", fontsize=9)
     _encoding_legend(fig, colours, markers, estimated=any_estimated)
-    fig.suptitle("Power vs throughput (batch 1; whiskers: 5th-95th percentile power)", fontsize=10)
+    _title(fig, "Power vs throughput (batch 1; whiskers: 5th-95th percentile power)")
     return fig
 
 
@@ -264,10 +269,11 @@ def _stand_in(rows: pd.DataFrame) -> int:
     return int((m.notna() & (m.astype(str) != rows["device"].astype(str))).sum())
 
 
-def _wrap(text: str, width: int = 60) -> str:
+def _wrap(text: str, width: int = 60, lines: int = 4) -> str:
     import textwrap
 
-    return "\n".join(textwrap.wrap(str(text), width)[:3])
+    parts = textwrap.wrap(str(text), width)
+    return "\n".join(parts[:lines]) + (" \u2026" if len(parts) > lines else "")
 
 
 # --- accuracy vs throughput ---------------------------------------------------------------------------
@@ -315,7 +321,7 @@ def accuracy_throughput_figure(df: pd.DataFrame, metric: str | None = None) -> F
     extra = [Line2D([], [], color="#333333", marker=r"$\rightarrow$", linestyle="-", linewidth=0.9,
                     label="MAP \u2192 Quant-Trim (same job)")] if arrows else []
     _encoding_legend(fig, colours, markers, extra=extra)
-    fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} vs throughput", fontsize=10)
+    _title(fig, f"{METRIC_LABELS.get(metric, metric)} vs throughput")
     return fig
 
 
@@ -405,7 +411,7 @@ def latency_figure(df: pd.DataFrame, max_panels: int = MAX_LATENCY_PANELS) -> Fi
     title = "Latency distributions per backend (raw per-iteration timings)"
     if dropped > 0:
         title += f"; {dropped} more model/device panel(s) not shown (filter with --filter)"
-    fig.suptitle(title, fontsize=10)
+    _title(fig, title)
     return fig
 
 
@@ -416,6 +422,8 @@ _ACC_KEYS = ("val_acc", "val_top1", "val_accuracy", "test_acc", "test_top1", "ev
              "train_acc", "val_miou", "miou")
 _LOSS_KEYS = ("val_loss", "test_loss", "eval_loss", "loss", "train_loss")
 _TRAIN_LOSS_KEYS = ("train_loss", "loss")
+#: The trainer's weight outlier ratio (median over layers of max|w| / p99|w|): reverse pruning pulls it to 1.
+_RATIO_KEYS = ("weight_max_over_p99_median",)
 _LAMBDA_KEYS = ("lambda", "lam", "lambda_t", "blend", "blend_factor", "lambda_mean", "\u03bb")
 
 
@@ -479,11 +487,14 @@ def read_training_log(path: str | Path) -> TrainingLog:
     frame = pd.DataFrame(rows).groupby("_epoch", sort=True).last()
     series: dict[str, np.ndarray] = {}
     for col in frame.columns:
+        if frame[col].dtype == object and frame[col].map(lambda v: isinstance(v, (dict, list))).any():
+            continue  # nested per-layer statistics (weights/activations ranges) are not per-epoch series
         vals = pd.to_numeric(frame[col], errors="coerce")
         if vals.notna().any():
             series[str(col)] = vals.to_numpy(float)
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    recipe = meta.get("recipe") or config.get("recipe") or _recipe_from_path(path) or "run"
+    recipe = (meta.get("recipe") or config.get("recipe") or _recipe_from_path(path)
+              or (path.parent.name if path.stem == "log" else path.stem))
     recipe = "quanttrim" if str(recipe).lower().replace("-", "").replace("_", "") == "quanttrim" else str(recipe).lower()
     seed = meta.get("seed", config.get("seed"))
     if seed is None:
@@ -514,11 +525,12 @@ def training_figure(logs: Sequence[TrainingLog]) -> Figure:
     acc_key = _first_key(logs, _ACC_KEYS)
     loss_key = _first_key(logs, _LOSS_KEYS)
     lam_key = _first_key(logs, _LAMBDA_KEYS)
-    panels = [k for k in (acc_key, loss_key) if k]
+    ratio_key = _first_key(logs, _RATIO_KEYS)
+    panels = [k for k in (acc_key, loss_key, ratio_key) if k]
     if not panels:
         raise NoPlotData("training logs have neither an accuracy key (" + ", ".join(_ACC_KEYS[:4]) + ", ...) nor a "
                          "loss key (" + ", ".join(_LOSS_KEYS) + ")")
-    fig, axes = new_figure(len(panels), panel_size=(5.6, 3.8), legend_space=2.4)
+    fig, axes = new_figure(len(panels), panel_size=(5.0, 3.6), max_cols=3, legend_space=2.4)
     by_recipe: dict[str, list[TrainingLog]] = {}
     for log in logs:
         by_recipe.setdefault(log.recipe, []).append(log)
@@ -562,7 +574,7 @@ def training_figure(logs: Sequence[TrainingLog]) -> Figure:
     if len(by_recipe) and any(len(r) > 1 for r in by_recipe.values()):
         handles.append(Patch(facecolor="#999999", alpha=0.3, label="band: min-max over seeds"))
     fig.legend(handles=handles, loc="outside right upper", frameon=False).set_gid("training-legend")
-    fig.suptitle("Training dynamics", fontsize=10)
+    _title(fig, "Training dynamics")
     return fig
 
 
@@ -572,6 +584,8 @@ def _max_value(logs: Sequence[TrainingLog], key: str) -> float:
 
 
 def _train_label(key: str, scale: float) -> str:
+    if key in _RATIO_KEYS:
+        return "weight max|w| / p99|w| (median over layers)"
     if key in _LOSS_KEYS:
         return key.replace("_", " ")
     return f"{key.replace('_', ' ')}{' (%)' if scale == 100.0 else ''}"
@@ -786,7 +800,7 @@ def distributions_figure(checkpoints: Sequence[CheckpointSpec], activations: boo
                for i, (s, _) in enumerate(loaded)]
     handles.append(Line2D([], [], linestyle="none", label="label: max|x| / p99|x| (outlier ratio)"))
     fig.legend(handles=handles, loc="outside right upper", frameon=False).set_gid("distribution-legend")
-    fig.suptitle("Weight and activation distributions per layer group (log-scale counts)", fontsize=10)
+    _title(fig, "Weight and activation distributions per layer group (log-scale counts)")
     if act_note and acts:
         fig.supxlabel(act_note, fontsize=8, color="#555555")
     return fig

@@ -234,6 +234,8 @@ def recipe_from_name(name: str) -> str | None:
     if "quanttrim" in low or "quant-trim" in low or "quant_trim" in low:
         return "quanttrim"
     tokens = re.split(r"[-_.\s]+", low)
+    if "qt" in tokens:
+        return "quanttrim"
     if "map" in tokens:
         return "map"
     return None

@@ -152,6 +152,26 @@ def test_training_logs_with_other_key_names(tmp_path):
     assert {"acc (%)", "train loss"} <= {ax.get_ylabel() for ax in fig.axes}
 
 
+def test_training_logs_in_the_trainer_layout(tmp_path):
+    """quanttrim.train writes OUT/log.jsonl: recipe and seed come from the run folder, nested stats are skipped."""
+    for recipe, seed in (("map", 0), ("quanttrim", 0), ("quanttrim", 1)):
+        run = tmp_path / f"resnet20-fmnist-{recipe}-s{seed}"
+        run.mkdir()
+        lines = [json.dumps({"epoch": e, "lambda": 0.0 if recipe == "map" else e / 3, "train_loss": 1.0 / e,
+                             "train_acc": 0.8, "val_loss": 1.2 / e, "val_acc": 0.7 + 0.05 * e,
+                             "weight_max_over_p99_median": 1.6 if recipe == "map" else 1.1,
+                             "weights": {"fc": {"max_abs": 0.1}}, "activations": {"stem.2": {"lo": 0.0, "hi": 3.0}}})
+                 for e in (1, 2, 3)]
+        (run / "log.jsonl").write_text("\n".join(lines) + "\n")
+    logs = [plots.read_training_log(p) for p in plots.find_training_logs([tmp_path])]
+    assert sorted((lg.recipe, lg.seed) for lg in logs) == [("map", "0"), ("quanttrim", "0"), ("quanttrim", "1")]
+    assert "weights" not in logs[0].series
+    fig = plots.training_figure(logs)
+    labels = {ax.get_ylabel() for ax in fig.axes}
+    assert {"val acc (%)", "val loss", "weight max|w| / p99|w| (median over layers)"} <= labels
+    assert "Quant-Trim (n=2 seeds)" in _legend_texts(fig)
+
+
 def test_distributions_weights_and_activations_per_group(tmp_path):
     specs = [plots.checkpoint_spec(tiny_cnn(tmp_path / "net-map.onnx", 0)),
              plots.checkpoint_spec(tiny_cnn(tmp_path / "net-quanttrim.onnx", 0, clip=0.4))]
