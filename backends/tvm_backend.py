@@ -41,6 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Seconds a MetaSchedule build may take (the 30 s default kills builds that spend ~15 s on imports).
 BUILDER_TIMEOUT_S = 180.0
 RUNNER_TIMEOUT_S = 60.0
+#: Tasks worth a trial budget by default: the compute-bound ones (reshapes and element-wise ops gain little and
+#: each builder round costs ~15 s of worker start-up). Option tuning_ops="all" tunes every task.
+DEFAULT_TUNING_OPS = ("conv2d", "matmul", "dense")
 INT8_NUMERICS = "simulated (QDQ in float)"
 INT8_TIMING_NOTE = "TVM runs the QDQ graph's quantize/dequantize in float: INT8 numerics at FP32 speed"
 _ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
@@ -161,7 +164,9 @@ class TvmBackend(Backend):
             model_key = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
             db_dir = Path(workdir) / self.name / "tuning" / \
                 f"{model_key}-{hashlib.sha256(target_key.encode()).hexdigest()[:12]}-b{batch}"
-            facts.update(_tune(mod, target, db_dir, trials))
+            ops_opt = str(config.option("tuning_ops", ",".join(DEFAULT_TUNING_OPS)))
+            ops = None if ops_opt == "all" else [o.strip() for o in ops_opt.split(",") if o.strip()]
+            facts.update(_tune(mod, target, db_dir, trials, ops))
             executable = _compile_with_database(mod, target, db_dir)
         else:
             executable = tvm.compile(mod, target=target)
@@ -225,27 +230,28 @@ def _read_facts(out_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _tune(mod: Any, target: Any, db_dir: Path, trials: int) -> dict[str, Any]:
+def _tune(mod: Any, target: Any, db_dir: Path, trials: int, ops: list[str] | None) -> dict[str, Any]:
     """MetaSchedule with a trial budget; a database already holding this budget is reused as is."""
     import time
 
     from tvm.s_tir import meta_schedule as ms
 
     marker = db_dir / "budget.json"
-    done = json.loads(marker.read_text()).get("trials", 0) if marker.exists() else 0
-    if done >= trials:
-        return {"tuning_database": str(db_dir), "tuning_reused": True, "tuning_s": 0.0}
+    previous = json.loads(marker.read_text()) if marker.exists() else {}
+    if previous.get("trials", 0) >= trials and previous.get("ops") == ops:
+        return {"tuning_database": str(db_dir), "tuning_reused": True, "tuning_s": 0.0, "tuning_ops": ops or "all"}
     db_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     ms.relax_integration.tune_relax(
         mod=_fused(mod, target), params={}, target=target, work_dir=str(db_dir), max_trials_global=trials,
+        op_names=ops,
         num_trials_per_iter=min(64, trials),
         builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S, max_workers=host_cores()),
         runner=ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S),
     )
     elapsed = time.perf_counter() - t0
-    marker.write_text(json.dumps({"trials": trials, "tuning_s": elapsed}))
-    return {"tuning_database": str(db_dir), "tuning_reused": False, "tuning_s": elapsed}
+    marker.write_text(json.dumps({"trials": trials, "ops": ops, "tuning_s": elapsed}))
+    return {"tuning_database": str(db_dir), "tuning_reused": False, "tuning_s": elapsed, "tuning_ops": ops or "all"}
 
 
 def _fused(mod: Any, target: Any) -> Any:

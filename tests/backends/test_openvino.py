@@ -115,3 +115,35 @@ def test_session_handles_a_new_batch_size(setup):
         assert np.allclose(session.run(x), ort_reference(model, x), atol=1e-4)
     finally:
         session.close()
+
+
+@needs_ov
+def test_mse_calibration_uses_nncf_histogram_search(setup):
+    model, device, tmp = setup
+    compiled = OpenVinoBackend().compile(model, device, CompileConfig("int8", calibration="mse", calibration_samples=8),
+                                         images(8, split_name="train"), tmp / "work")
+    assert compiled.metadata["nncf_range_estimator"] == "HISTOGRAM"
+
+
+@needs_ov
+def test_fp16_runs_as_asked_or_is_refused(setup):
+    model, device, tmp = setup
+    backend = OpenVinoBackend()
+    if "fp16" not in backend.capabilities().precisions:
+        with pytest.raises(UnsupportedRequest, match="fp16"):
+            backend.check_request(CompileConfig("fp16"))
+        return
+    try:
+        compiled = backend.compile(model, device, CompileConfig("fp16"), None, tmp / "work")
+    except UnsupportedRequest as exc:  # the plugin would run another precision: refused, not relabelled
+        assert "runs" in str(exc)
+        return
+    assert compiled.metadata["inference_precision_ran"] == "f16"
+
+
+@needs_ov
+def test_unknown_preset_is_refused(setup):
+    model, device, tmp = setup
+    with pytest.raises(UnsupportedRequest, match="performance, mixed"):
+        OpenVinoBackend().compile(model, device, CompileConfig("int8", options=(("preset", "fast"),)),
+                                  images(4, split_name="train"), tmp / "work")
