@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "harness.compare_cli",
     "harness.plot_cli",
     "harness.report_cli",
+    "quanttrim.mixed_precision.cli",   # torch is imported only when the subcommand runs
 )
 
 EXIT_OK, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 1, 130
