@@ -1,8 +1,9 @@
 """Figures over the result store, the trainer's logs and checkpoints (matplotlib, no pyplot state).
 
 One visual language across every figure (the paper's Fig. 3 encoding):
-colour = device, marker shape = precision, filled marker = the device profile's default backend (first in its
-``backends`` list), unfilled = any other runtime (TensorRT, ONNX Runtime, ...). Estimated power is drawn faded
+colour = device, marker shape = precision, filled marker = the platform's default runtime (the first backend of
+the device profile's list that is not a TensorRT route: NPUs their vendor runtime, NVIDIA CUDA, hosts ONNX
+Runtime), unfilled = TensorRT and any other runtime. Estimated power is drawn faded
 with dashed whiskers and says "estimated" in the legend; missing power is said in words, never drawn as 0.
 
 Each ``*_figure`` function returns a ``matplotlib.figure.Figure``; artists carry ``gid`` tags so tests (and
@@ -147,8 +148,8 @@ def _ok_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _filled(df: pd.DataFrame) -> pd.Series:
-    """True where the job ran on its device's default backend (first in the profile's list)."""
-    return df["is_default_backend"].map(lambda v: bool(v) if isinstance(v, (bool, np.bool_)) else False)
+    """True where the job ran on its device's default runtime (first non-TensorRT backend of its profile)."""
+    return df["is_default_runtime"].map(lambda v: bool(v) if isinstance(v, (bool, np.bool_)) else False)
 
 
 def _estimated(df: pd.DataFrame) -> pd.Series:

@@ -30,13 +30,17 @@ RECORDS_FILE = "records.jsonl"
 MANIFEST_FILE = "manifest.json"
 LATENCY_DIR = "latencies"
 
+#: TensorRT routes: the paper's Fig. 3 draws them unfilled, against the platform's default runtime (filled).
+TENSORRT_BACKENDS = frozenset({"tensorrt", "trtexec", "onnxruntime-tensorrt"})
+
 #: Recipes the comparison knows; a checkpoint's recipe comes from the manifest or its file name.
 RECIPES = ("map", "quanttrim")
 
 #: Columns added to the JobRecord fields by ``load`` (facts from the manifest and the file layout).
 DERIVED_COLUMNS = (
     "run_dir", "checkpoint_name", "model", "recipe", "device_display_name", "device_form_factor",
-    "device_default_backend", "device_price_eur", "device_typical_power_w", "is_default_backend",
+    "device_default_backend", "device_default_runtime", "device_price_eur", "device_typical_power_w",
+    "is_default_runtime",
     "latency_file",
 )
 
@@ -314,6 +318,16 @@ def bundled_profile(name: str) -> dict[str, Any] | None:
         return None
 
 
+def default_runtime_of(backends: Iterable[str]) -> str | None:
+    """The platform's default runtime in the paper's sense: the first backend of the profile's preference list
+    that is not a TensorRT route (NPUs: the vendor runtime; NVIDIA: CUDA; hosts: ONNX Runtime)."""
+    backends = list(backends or ())
+    for b in backends:
+        if b not in TENSORRT_BACKENDS:
+            return b
+    return backends[0] if backends else None
+
+
 def _profile_for(device: str, snapshots: Mapping[str, dict[str, Any]],
                  cache: dict[str, dict[str, Any] | None]) -> dict[str, Any] | None:
     if device in snapshots:
@@ -344,6 +358,7 @@ def _with_derived(rec: dict[str, Any], ctx: _RunContext) -> dict[str, Any]:
     prof = _profile_for(str(rec.get("device")), ctx.snapshots, ctx.profiles) or {}
     backends = prof.get("backends") or ()
     default_backend = backends[0] if backends else None
+    default_runtime = default_runtime_of(backends)
     lat: Path | None = None
     if f"{rec.get('job_id')}.npy" in ctx.latency_files:
         lat = ctx.run_dir / LATENCY_DIR / f"{rec.get('job_id')}.npy"
@@ -361,9 +376,10 @@ def _with_derived(rec: dict[str, Any], ctx: _RunContext) -> dict[str, Any]:
         device_display_name=prof.get("display_name") or rec.get("device"),
         device_form_factor=prof.get("form_factor"),
         device_default_backend=default_backend,
+        device_default_runtime=default_runtime,
         device_price_eur=prof.get("price_eur"),
         device_typical_power_w=prof.get("typical_power_w"),
-        is_default_backend=(rec.get("backend") == default_backend) if default_backend else None,
+        is_default_runtime=(rec.get("backend") == default_runtime) if default_runtime else None,
         latency_file=str(lat) if lat is not None else None,
     )
     return rec

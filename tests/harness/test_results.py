@@ -35,10 +35,19 @@ def test_derived_columns_from_manifest_and_names(tmp_path):
     df = load(tmp_path).set_index("job_id")
     assert df.loc["j1", "model"] == "resnet20-fmnist" and df.loc["j2", "model"] == "resnet20-fmnist"
     assert (df.loc["j1", "recipe"], df.loc["j2", "recipe"]) == ("map", "quanttrim")
-    assert bool(df.loc["j1", "is_default_backend"]) is True
-    assert bool(df.loc["j5", "is_default_backend"]) is False  # tensorrt is not gpu_y's first backend
+    assert bool(df.loc["j1", "is_default_runtime"]) is True
+    assert bool(df.loc["j5", "is_default_runtime"]) is False  # tensorrt is never the default runtime
     assert df.loc["j3", "device_price_eur"] == 1500.0
     assert df.loc["j3", "device_display_name"] == "GPU Y"
+
+
+def test_default_runtime_is_the_first_non_tensorrt_backend():
+    """Paper Fig. 3: filled = platform default runtime (NVIDIA: CUDA), unfilled = TensorRT, whatever the order."""
+    from harness.results import default_runtime_of
+
+    assert default_runtime_of(["tensorrt", "onnxruntime-cuda", "trtexec"]) == "onnxruntime-cuda"
+    assert default_runtime_of(["rknn", "onnxruntime"]) == "rknn"
+    assert default_runtime_of(["trtexec"]) == "trtexec"
 
 
 def test_manifest_recipe_wins_over_the_name(tmp_path):
