@@ -865,8 +865,12 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str, formats: Sequence[s
 
 
 def checkpoints_from_store(store: ResultStore) -> list[CheckpointSpec]:
-    """Existing checkpoint files named in the runs' manifests, MAP first, one per (model, recipe)."""
-    from harness.results import checkpoint_recipes_from_manifest
+    """The checkpoint files of one model from the runs' manifests (MAP first, then Quant-Trim, then others).
+
+    Layer groups only line up within one architecture, so the first model with both a MAP and a Quant-Trim
+    file is taken (else the first model found); pass --checkpoints to choose others.
+    """
+    from harness.results import checkpoint_recipes_from_manifest, model_from_name
 
     seen: dict[str, CheckpointSpec] = {}
     for manifest in store.manifests.values():
@@ -877,8 +881,16 @@ def checkpoints_from_store(store: ResultStore) -> list[CheckpointSpec]:
             path = Path(facts.get("path") or name) if isinstance(facts, dict) else Path(name)
             if path.suffix == ".onnx" and path.is_file() and str(path.resolve()) not in seen:
                 seen[str(path.resolve())] = checkpoint_spec(path, recipes.get(name))
+    by_model: dict[str, list[CheckpointSpec]] = {}
+    for spec in seen.values():
+        stem = spec.path.name[:-5] if spec.path.name.endswith(".onnx") else spec.path.stem
+        by_model.setdefault(model_from_name(stem), []).append(spec)
+    if not by_model:
+        return []
+    paired = [m for m, specs in sorted(by_model.items()) if {"map", "quanttrim"} <= {s.recipe for s in specs}]
+    model = paired[0] if paired else sorted(by_model)[0]
     order = {"map": 0, "quanttrim": 1}
-    return sorted(seen.values(), key=lambda s: (order.get(s.recipe, 2), s.label))
+    return sorted(by_model[model], key=lambda s: (order.get(s.recipe, 2), s.label))
 
 
 def build_figure(kind: str, store: ResultStore | None, *, metric: str | None = None,

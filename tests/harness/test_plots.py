@@ -214,3 +214,12 @@ def test_plot_cli_writes_files(tmp_path, capsys):
                    "--format", "png", "--filter", "device=npu_x", "--out", str(tmp_path / "figs")])
     assert rc == 0
     assert {p.name for p in (tmp_path / "figs").iterdir()} == {"accuracy-throughput.png", "latency.png"}
+
+
+def test_distributions_default_to_one_model_pair_from_the_manifest(tmp_path):
+    paths = {n: tiny_cnn(tmp_path / f"{n}.onnx", 0) for n in ("net-map", "net-quanttrim", "other-map")}
+    man = manifest("r", [NPU])
+    man["checkpoints"] = {n: {"path": str(p), "sha256": "x"} for n, p in paths.items()}
+    write_run(tmp_path / "res", "r", RUN_A[:1], man)
+    specs = plots.checkpoints_from_store(load_store(tmp_path / "res"))
+    assert [s.path.name for s in specs] == ["net-map.onnx", "net-quanttrim.onnx"]
