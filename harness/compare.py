@@ -155,7 +155,7 @@ def compare_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: 
     return sort_frame(out, sort)
 
 
-_NOTE_FIELDS = ("status", "failed_stage", "error_message", "power_estimated", "simulated", "quick", "measured_on",
+_NOTE_FIELDS = ("status", "failed_stage", "error_message", "power_estimated", "power_low_fidelity", "simulated", "quick", "measured_on",
                 "device", "power_avg_w", "power_peak_w", "power_unavailable_reason")
 
 
@@ -168,6 +168,8 @@ def _note(rec: dict[str, Any]) -> str | None:
         parts.append(f"{rec.get('status')}{' at ' + stage if stage else ''}{': ' + msg[:120] if msg else ''}")
     if rec.get("power_estimated") is True:
         parts.append("power estimated")
+    if rec.get("power_low_fidelity") is True:
+        parts.append("power low-fidelity (slow or coarse sensor)")
     if rec.get("simulated") is True:
         parts.append("simulated timing")
     measured_on = rec.get("measured_on")
