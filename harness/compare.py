@@ -33,6 +33,9 @@ TABLE_TITLES = {
     "deltas": "Quant-Trim minus MAP (same model, device, backend, precision, calibration)",
     "cost": "Cost and efficiency (paper Table 10 columns)",
 }
+#: Left out of the terminal view unless --wide (CSV, JSON and Markdown always carry every column).
+SECONDARY_COLUMNS = ("checkpoint_name", "latency_ms_mean", "latency_ms_min", "latency_ms_max", "power_p5_w",
+                     "power_p95_w", "power_source", "device_display_name", "device_form_factor")
 _DEFAULT_SORT = ("model", "device", "backend", "precision", "recipe", "calibration_method")
 _FILTER_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$")
 
@@ -258,6 +261,11 @@ def cost_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: str
     out = out.replace([np.inf, -np.inf], np.nan) if len(out) else out
     out = out[cols]
     return sort_frame(out, sort if sort else ("device", "backend", "precision", "model"))
+
+
+def narrow(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The tables without SECONDARY_COLUMNS, for a terminal."""
+    return {n: t.drop(columns=[c for c in SECONDARY_COLUMNS if c in t.columns]) for n, t in tables.items()}
 
 
 def build_tables(df: pd.DataFrame, filters: Iterable[str] = (), sort: str | None = None,

@@ -37,13 +37,16 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="output format (default: from --out's suffix, else table)")
     p.add_argument("--table", choices=TABLES + ("all",), default="all", help="which table(s) (default: all)")
+    p.add_argument("--wide", action="store_true",
+                   help="terminal table: show every column (default leaves out checkpoint file name, mean/min/max "
+                        "latency, p5/p95 power and the power source; csv/md/json always have every column)")
     p.add_argument("--ok-only", action="store_true", help="leave out failed/unsupported/timeout/crashed jobs")
     p.add_argument("--out", type=Path, default=None, metavar="FILE", help="write to FILE instead of the terminal")
     p.set_defaults(func=run_compare)
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from harness.compare import TABLES, CompareError, build_tables, render
+    from harness.compare import TABLES, CompareError, build_tables, narrow, render
     from harness.results import NoRunsError
 
     fmt = args.format or (FORMAT_BY_SUFFIX.get(args.out.suffix.lower(), "table") if args.out else "table")
@@ -54,7 +57,7 @@ def run_compare(args: argparse.Namespace) -> int:
     except (NoRunsError, CompareError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    text = render(tables, fmt)
+    text = render(narrow(tables) if fmt == "table" and not args.wide else tables, fmt)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text, encoding="utf-8")

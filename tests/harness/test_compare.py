@@ -169,3 +169,12 @@ def test_cli_reports_a_corrupt_line_and_an_empty_dir(tmp_path, capsys):
     (tmp_path / "none").mkdir()
     assert cli_main(["compare", str(tmp_path / "none")]) == 1
     assert "no runs under" in capsys.readouterr().err
+
+
+def test_terminal_view_is_narrow_unless_wide(tmp_path, capsys):
+    make_store(tmp_path / "results")
+    assert cli_main(["compare", str(tmp_path / "results"), "--table", "main"]) == 0
+    narrow_out = capsys.readouterr().out
+    assert "latency_ms_p99" in narrow_out and "latency_ms_min" not in narrow_out
+    assert cli_main(["compare", str(tmp_path / "results"), "--table", "main", "--wide"]) == 0
+    assert "latency_ms_min" in capsys.readouterr().out
