@@ -360,7 +360,7 @@ def latency_figure(df: pd.DataFrame, max_panels: int = MAX_LATENCY_PANELS) -> Fi
     panels = sorted(ok.groupby(["_model", "device"]).groups.keys())
     dropped = len(panels) - max_panels
     panels = panels[:max_panels]
-    fig, axes = new_figure(len(panels), panel_size=(5.6, 3.8), legend_space=2.2)
+    fig, axes = new_figure(len(panels), panel_size=(4.4, 3.4), max_cols=3, legend_space=2.2)
     any_raw = any_summary = False
     for ax, (model, device) in zip(axes, panels):
         _style(ax)
@@ -392,11 +392,15 @@ def latency_figure(df: pd.DataFrame, max_panels: int = MAX_LATENCY_PANELS) -> Fi
                 ax.vlines(i, p50, p99, color=colour, linewidth=5, alpha=0.5)
                 ax.plot([i], [p50], marker="o", color=colour, markerfacecolor=colour if filled else "white",
                         gid=f"latency-summary|{backend}|{precision}")
-                label += "\n(percentiles only)"
+                label += "*"
                 all_vals.append(np.array([lo, hi]))
                 any_summary = True
             labels.append(label)
-        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        if len(labels) > 4:  # many groups: one slanted line each instead of overlapping two-line labels
+            ax.set_xticks(range(len(labels)), [lb.replace("\n", " ") for lb in labels], fontsize=7, rotation=35,
+                          ha="right", rotation_mode="anchor")
+        else:
+            ax.set_xticks(range(len(labels)), labels, fontsize=7)
         ax.set_xlim(-0.6, len(labels) - 0.4)
         ax.set_ylabel("latency per batch (ms)")
         ax.set_title(f"{model} on {device}")
@@ -407,7 +411,7 @@ def latency_figure(df: pd.DataFrame, max_panels: int = MAX_LATENCY_PANELS) -> Fi
     if any_raw:
         handles.append(Line2D([], [], color="#222222", label="box: p25-p75, median; whiskers: p1-p99"))
     if any_summary:
-        handles.append(Line2D([], [], color="#444444", linewidth=5, alpha=0.5, label="p50-p99 (no raw file)"))
+        handles.append(Line2D([], [], color="#444444", linewidth=5, alpha=0.5, label="* no raw file: p50-p99 bar,\n  min-max line (recorded percentiles)"))
     fig.legend(handles=handles, loc="outside right upper", frameon=False).set_gid("encoding-legend")
     title = "Latency distributions per backend (raw per-iteration timings)"
     if dropped > 0:
