@@ -219,7 +219,7 @@ def power_throughput_figure(df: pd.DataFrame) -> Figure:
             hi = np.clip(g["power_p95_w"].to_numpy(float) - y, 0, None)
             colour = colours[device]
             line, _caps, bars = ax.errorbar(
-                x, y, yerr=np.vstack([np.nan_to_num(lo), np.nan_to_num(hi)]), fmt=markers[precision],
+                x, y, yerr=np.vstack([lo, hi]), fmt=markers[precision],
                 linestyle="none", color=colour, markerfacecolor=colour if filled else "none",
                 markeredgecolor=colour, markersize=8, markeredgewidth=1.4, capsize=3, elinewidth=1.0,
                 alpha=0.45 if est else 0.95, zorder=3)

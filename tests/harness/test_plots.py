@@ -65,6 +65,14 @@ def test_y_is_the_average_peak_and_whiskers_span_p5_to_p95(df):
     assert spans == [(3.5, 4.9), (3.6, 5.1)]
 
 
+def test_no_whisker_where_percentiles_were_not_recorded(tmp_path):
+    write_run(tmp_path, "r", [dict(RUN_A[0], power_p5_w=None, power_p95_w=None)], manifest("r", [NPU]))
+    fig = plots.power_throughput_figure(load(tmp_path))
+    (coll,) = [c for c in fig.axes[0].collections if c.get_gid() == "whisker|npu_x|int8"]
+    segs = [np.asarray(seg, float) for seg in coll.get_segments()]
+    assert all(seg.size == 0 or np.isnan(seg).any() for seg in segs)  # nothing drawn, not a 0-length whisker
+
+
 def test_estimated_power_is_drawn_differently(df):
     fig = plots.power_throughput_figure(df)
     est = _lines(fig, "point|")["point|gpu_y|fp16|unfilled|estimated"]
