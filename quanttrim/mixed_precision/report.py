@@ -75,6 +75,9 @@ class ResultRow:
     latency_ms_p50: float | None = None
     speedup: float | None = None
     note: str = ""
+    #: Mixed rows with 8-bit activations: top-1 of the same weights run on ONNX Runtime INT8 kernels
+    #: (b-bit values inside the INT8 container, learned ranges), a real-kernel check of the emulation.
+    int8_kernel_top1_pct: float | None = None
 
     def __post_init__(self) -> None:
         if self.size_basis not in SIZE_BASES:
@@ -110,7 +113,7 @@ def write_csv(rows: Sequence[ResultRow], path: Path) -> Path:
 
 
 TABLE_COLUMNS = ("model", "method", "weight_bits", "act_bits", "top1_pct", "acc_drop_pp", "size_bytes", "cr",
-                 "cr_weights_only", "latency_ms_p50", "speedup", "evaluated_by")
+                 "cr_weights_only", "latency_ms_p50", "speedup", "evaluated_by", "int8_kernel_top1_pct")
 
 
 def markdown_table(rows: Sequence[ResultRow], columns: Sequence[str] = TABLE_COLUMNS) -> str:

@@ -277,7 +277,7 @@ def _torch_logits(model: Any, images: np.ndarray, batch: int = 256) -> np.ndarra
 def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, log: Callable[[str], None]) -> ModelOutcome:
     import torch
 
-    from backends.base import CompileConfig, ModelArtifact, UnsupportedRequest, file_sha256
+    from backends.base import CompileConfig, ModelArtifact, file_sha256
     from backends.onnxruntime_backend import OnnxRuntimeBackend
     from devices.loader import load_device
     from quanttrim.checkpoint import load_checkpoint
@@ -409,14 +409,32 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
                 ckpt = train_run(cfg, name, width, quanttrim_recipe(cfg.finetune_epochs, a, cfg.p_clip),
                                  cfg.finetune_epochs,
                                  mdir / method.lower(), ft_limit, init_from=fp32_ckpt, weight_bits=dict(alloc.bits))
-            save_bitmap(BitMap(dict(alloc.bits), a, params, {"set": ms.name, "budget_bytes": alloc.budget_bytes,
-                                                               "estimated_loss": alloc.loss}), ckpt)
+            bitmap = BitMap(dict(alloc.bits), a, params, {"set": ms.name, "budget_bytes": alloc.budget_bytes,
+                                                          "estimated_loss": alloc.loss})
+            save_bitmap(bitmap, ckpt)
+            emulated = load_emulated(ckpt)
             with clock.stage("eval_emulated"):
-                acc = _accuracy_pct(_torch_logits(load_emulated(ckpt), test_x), test_y)
+                acc = _accuracy_pct(_torch_logits(emulated, test_x), test_y)
+            # Export: FP32 graph with the weights on their per-layer grids, the bit map beside it. With 8-bit
+            # activations that graph also deploys on INT8 kernels (b-bit values inside the INT8 container,
+            # learned activation ranges): a real-kernel cross-check of the emulation.
+            with clock.stage("export_mixed"):
+                onnx_mp = mdir / f"{method.lower()}.onnx"
+                table = export_checkpoint_onnx(emulated, onnx_mp, test_x, snap_weights=True)
+                save_bitmap(bitmap, onnx_mp)
+            ort_acc = None
+            if a == 8 and table is not None:
+                art = ModelArtifact(path=onnx_mp, name=f"{label}-{method}", sha256=file_sha256(onnx_mp),
+                                    input_name="input", input_shape=tuple(test_x.shape[1:]), output_name="logits",
+                                    calibration_table=table)
+                with clock.stage("ort_int8_container"):
+                    compiled = backend.compile(art, device, CompileConfig(precision="int8", calibration="learned"),
+                                               calib_x, mdir / "ort-cache")
+                    ort_acc = _accuracy_pct(_ort_logits(compiled.path, test_x, threads=cfg.threads), test_y)
             size = alloc.size_bytes
             rows.append(ResultRow(label, method, ms.name, str(a), acc, fp32_acc - acc, size, "weights_sum_P_b",
                                   fp32_weight_bytes / size, fp32_weight_bytes / size,
-                                  "torch fake-quant emulation", None, None, refusal))
+                                  "torch fake-quant emulation", None, None, refusal, ort_acc))
             log(f"[{label}] {method}: top-1 {acc:.2f}% (emulated)  weights {size / 1024:.1f} KiB  "
                 f"CR {rows[-1].cr:.2f}")
     return ModelOutcome(rows, clock.seconds)
