@@ -51,7 +51,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--fp32-epochs", type=int, default=None, help="FP32 baseline epochs (preset: 4 full, 2 quick)")
     r.add_argument("--finetune-epochs", type=int, default=None, help="epochs per QAT fine-tune (preset: 1)")
     r.add_argument("--avg-bits-4mp", type=float, default=6.0, help="4MP weight budget as average bits (default 6)")
-    r.add_argument("--avg-bits-2mp", type=float, default=5.0, help="2MP weight budget as average bits (default 5)")
+    r.add_argument("--avg-bits-2mp", type=float, default=4.5, help="2MP weight budget as average bits (default 4.5)")
     r.add_argument("--seed", type=int, default=0)
 
     s = sub.add_parser("sensitivity", help="per-layer sensitivity of a trainer checkpoint (.pt) as JSON")
