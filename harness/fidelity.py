@@ -191,6 +191,27 @@ def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityRepo
     return report
 
 
+def report_from_runs(run_dirs: Sequence[Path], out: Path | None = None) -> FidelityReport:
+    """Rebuild the report from runs already in the store (``<run>/records.jsonl``), without running anything."""
+    import json
+
+    from harness.records import JobRecord
+
+    records = []
+    for d in run_dirs:
+        path = Path(d) / "records.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: pass run directories written by `harness fidelity`")
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = JobRecord.from_dict(json.loads(line))
+                records.append(("emulated" if rec.backend == "emulated" else "real", rec))
+    report = build_report(records)
+    if out is not None:
+        report.files = write_outputs(report, out)
+    return report
+
+
 # ----------------------------------------------------------------------------------------------
 # Tables (pure functions over records)
 # ----------------------------------------------------------------------------------------------
@@ -209,7 +230,20 @@ def record_row(kind: str, rec: Any) -> dict[str, Any]:
     for m in METRICS:
         v = getattr(rec, m, None)
         row[m] = float(v) if isinstance(v, (int, float)) else (float("inf") if v == "inf" else None)
+    row["numerics_key"] = _numerics_key(rec, extra)
     return row
+
+
+def _numerics_key(rec: Any, extra: dict[str, Any]) -> str:
+    """Rows with the same key ran the same numerics (e.g. one TensorRT policy emulated for three devices)."""
+    import json
+
+    policy = extra.get("policy")
+    if rec.backend != "emulated" or not isinstance(policy, dict):
+        return f"{rec.checkpoint}|{rec.device}|{rec.backend}|{rec.precision}|{rec.calibration_method}"
+    numerics = {k: v for k, v in policy.items() if k not in ("name", "source", "calibration_samples")}
+    return "|".join([rec.checkpoint, "emulated", json.dumps(numerics, sort_keys=True),
+                     str(extra.get("calibration_samples_used")), str(rec.calibration_method)])
 
 
 def _finite(values: Iterable[Any]) -> list[float]:
@@ -243,19 +277,29 @@ def _spread(rows: Sequence[dict[str, Any]], scope: str, keep: Any) -> list[dict[
     out = []
     for ckpt in dict.fromkeys(r["checkpoint"] for r in rows):
         sel = [r for r in rows if r["checkpoint"] == ckpt and r["status"] == "ok" and keep(r)]
+        # Identical numerics (the same policy emulated for several devices) count once.
+        sel = list({r.get("numerics_key", id(r)): r for r in sel}.values())
         top1 = _finite(r["top1"] for r in sel)
         mse = _finite(r["logit_mse"] for r in sel)
         out.append({
             "checkpoint": ckpt, "scope": scope, "deployments": len(sel),
             "top1_min": min(top1) if top1 else None, "top1_max": max(top1) if top1 else None,
             "top1_range": (max(top1) - min(top1)) if top1 else None,
-            "top1_std": float(np.std(top1)) if top1 else None,
+            "top1_std": _std(top1),
             "logit_mse_min": min(mse) if mse else None, "logit_mse_max": max(mse) if mse else None,
             "logit_mse_range": (max(mse) - min(mse)) if mse else None,
-            "logit_mse_std": float(np.std(mse)) if mse else None,
+            "logit_mse_std": _std(mse),
             "logit_mse_mean": float(np.mean(mse)) if mse else None,
         })
     return out
+
+
+def _std(values: Sequence[float]) -> float | None:
+    """Population standard deviation; float noise on equal values (1e-17) reads as 0."""
+    if not values:
+        return None
+    sd = float(np.std(values))
+    return 0.0 if sd <= 1e-12 * max(1.0, max(abs(v) for v in values)) else sd
 
 
 def pick_pair(names: Sequence[str]) -> tuple[str, str]:
@@ -388,7 +432,8 @@ def markdown(report: FidelityReport) -> str:
         parts += [f"## {ckpt}", "", _md_table([r for r in report.rows if r["checkpoint"] == ckpt], MAIN_COLS,
                                                 MAIN_HEADERS), ""]
     parts += ["## Cross-backend spread", "", "Over the ok rows of each scope: `low-precision` = every non-FP32 "
-              "deployment, `integer` = INT8/WxAy deployments only. Top-1 figures in %.", "",
+              "deployment, `integer` = INT8/WxAy deployments only; rows that ran identical numerics (one policy "
+              "emulated for several devices) count once. Top-1 figures in %.", "",
               _md_table(report.spread, SPREAD_COLS), ""]
     if report.comparison:
         cols = ["device", "backend", "precision", "calibration_method", "kind"]

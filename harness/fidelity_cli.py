@@ -43,6 +43,8 @@ def add_subparser(subparsers: Any) -> None:
                    help="calibration methods for integer precisions, e.g. learned (the checkpoint's *.calib.json "
                         "ranges) or minmax,percentile (default: each backend's / device policy's own)")
     p.add_argument("--out", type=Path, default=Path("results/fidelity"), help="output directory")
+    p.add_argument("--from-runs", type=Path, nargs="+", default=None, metavar="RUN_DIR",
+                   help="rebuild the tables from finished run directories (OUT/runs/*) instead of running jobs")
     p.add_argument("--timeout", type=float, default=900.0, help="per-job timeout in seconds")
     p.add_argument("--threads", type=int, default=None, help="threads per job (default: the runtime's)")
     p.set_defaults(func=cmd_fidelity)
@@ -85,7 +87,7 @@ def add_subparser(subparsers: Any) -> None:
 def cmd_fidelity(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from harness.fidelity import FidelityOptions, closing_note, rich_tables, run_fidelity
+    from harness.fidelity import FidelityOptions, closing_note, rich_tables, run_fidelity  # noqa: F401
 
     console = _console()
     opts = FidelityOptions(checkpoints=tuple(args.checkpoint), devices=args.devices, quick=args.quick,
@@ -97,7 +99,12 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         if job != "done":
             console.print(f"[dim][{index + 1}/{total}] {job}[/dim]")
 
-    report = run_fidelity(opts, progress=progress)
+    if args.from_runs:
+        from harness.fidelity import report_from_runs
+
+        report = report_from_runs(args.from_runs, args.out)
+    else:
+        report = run_fidelity(opts, progress=progress)
     for table in rich_tables(report):
         console.print(table)
     console.print(escape(closing_note(report)))

@@ -137,3 +137,13 @@ def test_end_to_end_through_the_runner(tmp_path):
     assert all(r["kind"] == "emulated" and r["calibration_samples_used"] == 64 for r in report.rows)
     assert report.first == "tiny-map" and report.second == "tiny-quanttrim"
     assert (tmp_path / "out" / "fidelity.md").exists() and Path(report.files[0]).exists()
+
+
+def test_identical_emulated_numerics_count_once_in_the_spread():
+    policy = {"name": "int8", "weight_bits": 8, "activation": "int8", "source": "x", "calibration_samples": 500}
+    records = [("emulated", rec("m", dev, "emulated", "int8", 0.80, 0.5, policy=dict(policy, source=dev),
+                                calibration_samples_used=256)) for dev in ("jetson_orin", "desktop_gpu")]
+    records.append(("real", rec("m", "cpu", "onnxruntime", "int8", 0.90, 0.1)))
+    spread = next(r for r in build_report(records).spread if r["scope"] == "integer")
+    assert spread["deployments"] == 2
+    assert spread["logit_mse_std"] == pytest.approx(0.2)
