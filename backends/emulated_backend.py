@@ -24,7 +24,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -639,12 +639,7 @@ def emulated_tensor_source(name: str) -> str:
     return name
 
 
-def island_ops(compiled: CompiledModel) -> list[str]:
-    """Op types left FP32 on the host in a compiled emulated model."""
-    return list(compiled.metadata.get("fp32_island_ops", []))
-
-
-__all__: Iterable[str] = (
+__all__ = [
     "EmulatedBackend", "TIMING_NOTE", "build_emulated_graph", "check_policy", "default_policy", "resolve_policy",
     "round_to_bf16", "round_to_float", "quantize_weight", "fake_quantize_weight", "emulated_tensor_source",
-)
+]
