@@ -15,7 +15,6 @@ from harness.fidelity import (
     markdown,
     pick_pair,
     plan_groups,
-    spread_table,
     write_emulation_profile,
     write_outputs,
 )
