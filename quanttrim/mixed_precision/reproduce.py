@@ -202,6 +202,29 @@ def export_checkpoint_onnx(model: Any, path: Path, images: np.ndarray, snap_weig
     return Path(res.calib_path) if res.calib_path else None
 
 
+def export_on_training_grid(model: Any, path: Path, images: np.ndarray) -> Path | None:
+    """Export with every weight on the grid the QAT forward used (the observer's range, per-layer bits).
+
+    The trainer's ``snap_weights`` re-grids on max|W·γ/σ| (for 8 bits it nearly agrees with the trained grid
+    and lets a backend's max calibration reproduce it exactly); at 2–4 bits the two grids differ, so mixed
+    checkpoints are exported on the trained one. Returns the calibration table path.
+    """
+    import torch
+
+    from quanttrim.export import export_onnx
+    from quanttrim.pruning import fold_factor
+    from quanttrim.wrap import weight_layers
+
+    snapped = copy.deepcopy(model)
+    with torch.no_grad():
+        for _, layer in weight_layers(snapped):
+            if layer.qt_w.observer.initialized:
+                w = layer.weight.detach()
+                layer.weight.copy_(w + layer.qt_w.error(w, fold_factor(layer)))
+    res = export_onnx(snapped, path, images[:64], snap_weights=False, calibration=True)
+    return Path(res.calib_path) if res.calib_path else None
+
+
 def weight_params(model: Any) -> dict[str, int]:
     """Parameter count of every Conv/Linear weight, by module name (the P_ℓ of Eq. 3.4)."""
     from quanttrim.mixed_precision.sensitivity import quantizable_layers
@@ -221,7 +244,8 @@ def train_run(cfg: ReproConfig, model: str, width: float, recipe: Any, epochs: i
     from quanttrim.train import TrainConfig, train
 
     wanted = {"recipe": recipe.to_dict(), "epochs": epochs, "train_limit": limit, "width": width,
-              "weight_bits": weight_bits or None, "seed": cfg.seed}
+              "weight_bits": weight_bits or None, "seed": cfg.seed,
+              "init_from": str(init_from) if init_from is not None else None}
     final = out / "final.pt"
     if final.exists():
         saved = load_checkpoint(final)["train_config"]
@@ -253,6 +277,54 @@ class _Quiet:
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         print("   ", *args, flush=True)
+
+
+def calibrated_init(ckpt_path: Path, calib_x: np.ndarray, out_path: Path, batch: int = 64) -> Path:
+    """The FP32 checkpoint with its quantizer ranges re-calibrated on its final weights and on calibration images.
+
+    The thesis calibrates scales before QAT fine-tuning (§3.3.1.3). The trainer's observers are EMAs that lag
+    the weights in short runs (seen here: a stem range at 0.68 while max|W·γ/σ| had grown to 1.59), so a
+    fine-tune starting from them would begin on a grid that clips its largest weights. Weight ranges are
+    re-taken from the current (BN-folded) weights; activation ranges from the calibration images, with
+    BatchNorm frozen (eval) so the checkpoint's running statistics stay untouched.
+    """
+    import torch
+
+    from quanttrim.checkpoint import load_checkpoint, save_checkpoint
+    from quanttrim.pruning import fold_factor
+    from quanttrim.train import rebuild_model
+    from quanttrim.wrap import act_quantizers, context, weight_layers
+
+    if out_path.exists():
+        return out_path
+    ckpt = load_checkpoint(ckpt_path)
+    model, _ = rebuild_model(ckpt)
+    ctx = context(model)
+    model.eval()
+    saved_momentum = ctx.momentum
+    with torch.no_grad():
+        for _, layer in weight_layers(model):
+            f = fold_factor(layer)
+            w = layer.weight.detach()
+            layer.qt_w.observer.count.zero_()
+            layer.qt_w.observer.update(w * f if f is not None else w, ctx.generator, 1.0)
+        quantizers = act_quantizers(model).values()
+        for q in quantizers:
+            q.observer.count.zero_()
+            q.train()  # only the quantizers observe; BatchNorm stays in eval
+        ctx.lam, ctx.observe_now, ctx.momentum = 0.0, True, 0.5
+        try:
+            for i in range(0, len(calib_x), batch):
+                model(torch.from_numpy(calib_x[i:i + batch]))
+        finally:
+            ctx.observe_now, ctx.momentum = False, saved_momentum
+            for q in quantizers:
+                q.eval()
+    payload = {k: v for k, v in ckpt.items() if k != "format"}
+    payload["model"] = model.state_dict()
+    payload["calibrated_from"] = str(ckpt_path)
+    save_checkpoint(out_path, payload)
+    return out_path
 
 
 def qat_recipe(epochs: int, act_bits: int = 8) -> Any:
@@ -403,6 +475,9 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
                     [r.name for r in sens], [r.sensitivity for r in sens],
                     {k: dict(v.bits) for k, v in allocations.items()}, mdir / "allocation.png")
 
+    with clock.stage("calibrate_init"):
+        init_ckpt = calibrated_init(fp32_ckpt, calib_x, mdir / "fp32" / "finetune-init.pt")
+
     # 4. QAT INT8 and Quant-Trim INT8 ------------------------------------------------------------------
     ft_limit = cfg.finetune_limit or cfg.train_limit
     for method, recipe in (("QAT", qat_recipe(cfg.finetune_epochs)),
@@ -410,7 +485,7 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
         log(f"[{label}] {method} INT8: fine-tune {cfg.finetune_epochs} epoch(s) from FP32")
         with clock.stage(f"train_{method}"):
             ckpt = train_run(cfg, name, width, recipe, cfg.finetune_epochs, mdir / method.lower(), ft_limit,
-                             init_from=fp32_ckpt)
+                             init_from=init_ckpt)
         rows.append(_int8_row(cfg, label, method, ckpt, mdir, backend, device, calib_x, test_x, test_y, fp32_acc,
                               fp32_bytes, fp32_lat, clock, ort_row))
         log(f"[{label}] {method}: top-1 {rows[-1].top1_pct:.2f}% ({rows[-1].evaluated_by})")
@@ -425,7 +500,7 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
             with clock.stage(f"train_{method}"):
                 ckpt = train_run(cfg, name, width, quanttrim_recipe(cfg.finetune_epochs, a, cfg.p_clip),
                                  cfg.finetune_epochs,
-                                 mdir / method.lower(), ft_limit, init_from=fp32_ckpt, weight_bits=dict(alloc.bits))
+                                 mdir / method.lower(), ft_limit, init_from=init_ckpt, weight_bits=dict(alloc.bits))
             bitmap = BitMap(dict(alloc.bits), a, params, {"set": ms.name, "budget_bytes": alloc.budget_bytes,
                                                           "estimated_loss": alloc.loss})
             save_bitmap(bitmap, ckpt)
@@ -437,7 +512,7 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
             # learned activation ranges): a real-kernel cross-check of the emulation.
             with clock.stage("export_mixed"):
                 onnx_mp = mdir / f"{method.lower()}.onnx"
-                table = export_checkpoint_onnx(emulated, onnx_mp, test_x, snap_weights=True)
+                table = export_on_training_grid(emulated, onnx_mp, test_x)
                 save_bitmap(bitmap, onnx_mp)
             ort_acc = None
             if a == 8 and table is not None:
