@@ -615,8 +615,14 @@ _ACT_OPS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", 
 _NAMED_GROUP = re.compile(r"(layer\d+|stage\d+|block\d+|features[._]\d+|encoder[._]layer[._]\d+|blocks[._]\d+)")
 
 
+def _weight_key(node: Any, init_name: str) -> str:
+    """A layer's name for grouping: the node name ("/layer2/layer2.0/conv1/Conv") carries the block even when
+    BatchNorm folding left the initializer anonymous ("onnx::Conv_213")."""
+    return f"{node.name}|{init_name}" if node.name else init_name
+
+
 def _weight_tensors(model: Any) -> list[tuple[str, np.ndarray]]:
-    """(name, array) of the weights of Conv/Gemm/MatMul nodes in graph order (BN already folded by export)."""
+    """(layer key, array) of the weights of Conv/Gemm/MatMul nodes in graph order (BN already folded)."""
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
@@ -630,7 +636,7 @@ def _weight_tensors(model: Any) -> list[tuple[str, np.ndarray]]:
             arr = numpy_helper.to_array(inits[name])
             if arr.ndim >= 2 and np.issubdtype(arr.dtype, np.floating):
                 seen.add(name)
-                out.append((name, arr.astype(np.float32, copy=False)))
+                out.append((_weight_key(node, name), arr.astype(np.float32, copy=False)))
     return out
 
 
@@ -673,7 +679,7 @@ def _activation_values(model: Any, images: np.ndarray, max_per_tensor: int = 200
     for node in m.graph.node:
         idx = _WEIGHT_OPS.get(node.op_type)
         if idx is not None and len(node.input) > idx and node.input[idx] in inits:
-            last_weight = node.input[idx]
+            last_weight = _weight_key(node, node.input[idx])
         if node.op_type in _ACT_OPS and node.output:
             names.append(node.output[0])
             producers.append(last_weight)
