@@ -100,8 +100,12 @@ def make_store(root: Path, with_run_b: bool = True) -> Path:
     return root
 
 
-def tiny_cnn(path: Path, seed: int, clip: float | None = None) -> Path:
-    """A 3-layer CNN for [N,1,28,28] inputs (Conv-Relu-Conv-Relu-GAP-Gemm); ``clip`` pins the weight tails."""
+def tiny_cnn(path: Path, seed: int, clip: float | None = None, torch_style_names: bool = False) -> Path:
+    """A 3-layer CNN for [N,1,28,28] inputs (Conv-Relu-Conv-Relu-GAP-Gemm); ``clip`` pins the weight tails.
+
+    ``torch_style_names``: anonymous initializers and "/layer1/..." node names, as torch's exporter writes
+    them after folding BatchNorm.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -110,14 +114,18 @@ def tiny_cnn(path: Path, seed: int, clip: float | None = None) -> Path:
           "fc.weight": rng.standard_t(3, (10, 8)) * 0.3}
     if clip is not None:
         ws = {k: np.clip(v, -clip, clip) for k, v in ws.items()}
+    if torch_style_names:
+        ws = {f"onnx::W_{i}": v for i, v in enumerate(ws.values())}
     inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in ws.items()]
-    nodes = [helper.make_node("Conv", ["input", "conv1.weight"], ["c1"], pads=[1, 1, 1, 1]),
+    w1, w2, w3 = list(ws)
+    names = ("/stem/Conv", "/layer1/conv/Conv", "/fc/Gemm") if torch_style_names else ("", "", "")
+    nodes = [helper.make_node("Conv", ["input", w1], ["c1"], pads=[1, 1, 1, 1], name=names[0]),
              helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "conv2.weight"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["r1", w2], ["c2"], pads=[1, 1, 1, 1], name=names[1]),
              helper.make_node("Relu", ["c2"], ["r2"]),
              helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
              helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "fc.weight"], ["logits"], transB=1)]
+             helper.make_node("Gemm", ["f", w3], ["logits"], transB=1, name=names[2])]
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

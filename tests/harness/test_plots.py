@@ -196,6 +196,13 @@ def test_distributions_weights_and_activations_per_group(tmp_path):
     assert {"MAP (FP32 baseline) (net-map)", "Quant-Trim (net-quanttrim)"} <= set(_legend_texts(fig))
 
 
+def test_anonymous_initializers_are_grouped_by_node_name(tmp_path):
+    spec = plots.checkpoint_spec(tiny_cnn(tmp_path / "t-map.onnx", 0, torch_style_names=True))
+    fig = plots.distributions_figure([spec], n_images=4)
+    titles = {ax.get_title() for ax in fig.axes if ax.get_visible()}
+    assert {"weights: stem", "weights: layer1", "weights: head", "activations: layer1"} <= titles
+
+
 def test_layer_groups_by_name_or_position():
     assert plots.layer_groups(["conv1.w", "layer1.0.w", "layer1.1.w", "layer2.0.w", "fc.w"]) == \
         ["stem", "layer1", "layer1", "layer2", "head"]
