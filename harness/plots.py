@@ -643,14 +643,15 @@ def _weight_tensors(model: Any) -> list[tuple[str, np.ndarray]]:
 def layer_groups(names: Sequence[str]) -> list[str]:
     """A group per layer: the block name when the names carry one (layer2...), else stem/early/middle/late/head."""
     named = [_NAMED_GROUP.search(n) for n in names]
-    if names and sum(m is not None for m in named) >= 0.6 * len(names):
+    hits = [i for i, m in enumerate(named) if m]
+    if hits:
         groups, last = [], None
         for i, m in enumerate(named):
             if m:
                 last = m.group(1).replace("_", ".")
                 groups.append(last)
-            else:
-                groups.append("stem" if last is None else "head")
+            else:  # before the first block: the stem; after the last: the head; between: the block it sits in
+                groups.append("stem" if i < hits[0] else "head" if i > hits[-1] else str(last))
         return groups
     n = len(names)
     if n <= 2:
