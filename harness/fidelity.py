@@ -446,9 +446,40 @@ def markdown(report: FidelityReport) -> str:
         parts += [f"## {report.second} vs {report.first} (diff = {report.second} − {report.first})", "",
                   _md_table(report.comparison, cols, heads), ""]
     parts += ["## Closing note", "", closing_note(report), "", closing_note(report, "integer"), ""]
+    policies = policy_rows(sorted({r["device"] for r in report.rows if r["kind"] == "emulated"}))
+    if policies:
+        parts += ["## Emulated policies", "", _md_table(policies, POLICY_COLS), ""]
     if report.notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
     return "\n".join(parts)
+
+
+POLICY_COLS = ("device", "policy", "weights", "granularity", "activations", "calibration", "calib n",
+               "fallback ops", "source")
+
+
+def policy_rows(device_names: Sequence[str]) -> list[dict[str, Any]]:
+    """What each emulated device's policies say (for the report's readers)."""
+    from devices.loader import load_device
+
+    rows = []
+    for name in device_names:
+        try:
+            device = load_device(name)
+        except (KeyError, ValueError):
+            continue
+        for p in device.quant_policies:
+            rows.append({
+                "device": name, "policy": p.name,
+                "weights": p.weight_float if p.weight_float else f"int{p.weight_bits}",
+                "granularity": p.weight_granularity if not p.weight_float else "-",
+                "activations": p.activation + (" symmetric" if p.activation_symmetric and
+                                               p.activation in ("int8", "uint8", "int16") else ""),
+                "calibration": p.calibration_method + (f" {p.percentile}" if p.percentile else ""),
+                "calib n": p.calibration_samples if p.calibration_method != "none" else "-",
+                "fallback ops": ",".join(p.fallback_ops) or "-", "source": p.source,
+            })
+    return rows
 
 
 def write_outputs(report: FidelityReport, out: Path) -> list[Path]:
