@@ -34,9 +34,14 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def train_command(recipe: str, epochs: int, seed: int, out: str) -> str:
+def train_command(recipe: str, epochs: int, seed: int, out: str, train_limit: int | None = None,
+                  threads: int = 2, val_limit: int | None = None) -> str:
     parts = ["python", "-m", "quanttrim", "train", "--model", MODEL, "--dataset", DATASET, "--recipe", recipe,
-             "--epochs", str(epochs), "--seed", str(seed), "--out", out]
+             "--epochs", str(epochs), "--seed", str(seed), "--out", out, "--threads", str(threads)]
+    if train_limit:
+        parts += ["--train-limit", str(train_limit)]
+    if val_limit:
+        parts += ["--val-limit", str(val_limit)]
     for k, v in BUNDLE_RECIPES[recipe].items():
         parts += ["--lr", v] if k == "lr" else ["--set", f"{k}={v}"]
     return shlex.join(parts)
@@ -56,7 +61,8 @@ def onnx_accuracy(path: str | Path, images: np.ndarray, labels: np.ndarray, batc
 
 
 def run_bundle(epochs: int = 4, seed: int = 0, work_dir: str = "runs/bundle", assets: str = "harness/assets",
-               recipes: list[str] | None = None, resume: bool = False) -> dict[str, Any]:
+               recipes: list[str] | None = None, resume: bool = False, train_limit: int | None = None,
+               threads: int = 1, val_limit: int | None = 2000) -> dict[str, Any]:
     from quanttrim.cli import export_checkpoint
     from quanttrim.data import load_dataset
     from quanttrim.recipes import get_recipe
@@ -74,7 +80,8 @@ def run_bundle(epochs: int = 4, seed: int = 0, work_dir: str = "runs/bundle", as
     for recipe in recipes:
         out = str(Path(work_dir) / f"{MODEL}-fmnist-{recipe}-s{seed}")
         cfg = TrainConfig(model=MODEL, dataset=DATASET, recipe=get_recipe(recipe, epochs, BUNDLE_RECIPES[recipe]),
-                          epochs=epochs, out=out, seed=seed)
+                          epochs=epochs, out=out, seed=seed, train_limit=train_limit, threads=threads,
+                          val_limit=val_limit)
         t0 = time.time()
         res = train(cfg, resume=resume)
         seconds = time.time() - t0
@@ -87,8 +94,8 @@ def run_bundle(epochs: int = 4, seed: int = 0, work_dir: str = "runs/bundle", as
             "calibration_table": Path(r.calib_path).name if r.calib_path else None,
             "calibration_table_sha256": sha256(r.calib_path) if r.calib_path else None,
             "recipe": recipe, "model": MODEL, "dataset": DATASET, "dataset_source": data.source,
-            "train_images": int(len(data.train_x)), "seed": seed, "epochs": epochs,
-            "command": train_command(recipe, epochs, seed, out),
+            "train_images": int(min(train_limit or len(data.train_x), len(data.train_x))), "seed": seed, "epochs": epochs,
+            "command": train_command(recipe, epochs, seed, out, train_limit, threads, val_limit),
             "export_command": shlex.join(["python", "-m", "quanttrim", "export", f"{out}/final.pt", "--out", str(onnx_path)]),
             "fp32_test_accuracy": acc, "test_images": int(len(data.test_x)),
             "torch_val_accuracy": res["metrics"].get("val_acc"),
@@ -99,11 +106,38 @@ def run_bundle(epochs: int = 4, seed: int = 0, work_dir: str = "runs/bundle", as
         }
         manifest = {
             "format": "quanttrim-bundle/1",
-            "reproduce": f"python -m quanttrim bundle --epochs {epochs} --seed {seed}",
-            "note": "ResNet-20 trained on the full Fashion-MNIST training split (Debian dataset-fashion-mnist); "
+            "reproduce": f"python -m quanttrim bundle --epochs {epochs} --seed {seed}"
+                         + (f" --train-limit {train_limit}" if train_limit else "") + f" --threads {threads}",
+            "note": "ResNet-20 trained on the Fashion-MNIST training split (a seeded subset when train_images < 60000) (Debian dataset-fashion-mnist); "
                     "accuracy = FP32 ONNX Runtime top-1 on the full test split. Fashion-MNIST is (c) Zalando SE, MIT licence.",
             "checkpoints": [entries[k] for k in BUNDLE_RECIPES if k in entries],
         }
         assets_dir.mkdir(parents=True, exist_ok=True)
         manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest
+    add_qdq(assets_dir, data)
+    return json.loads(manifest_path.read_text())
+
+
+def add_qdq(assets_dir: Path, data: Any) -> None:
+    """Write ``<stem>-qdq.onnx`` (learned activation ranges) for every manifest entry whose file lacks one."""
+    from harness.datasets import Split, calibration_subset
+    from quanttrim.qdq import export_qdq
+
+    manifest_path = assets_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    calib = calibration_subset(Split(data.train_x, data.train_y, "train"), 256, seed=0)
+    for e in manifest["checkpoints"]:
+        src = assets_dir / e["file"]
+        dst = assets_dir / (src.name[: -len(".onnx")] + "-qdq.onnx")
+        if e.get("qdq_sha256") == (sha256(dst) if dst.exists() else None) and dst.exists():
+            continue
+        export_qdq(src, assets_dir / e["calibration_table"], calib, dst)
+        e["qdq_file"] = dst.name
+        e["qdq_sha256"] = sha256(dst)
+        e["qdq_note"] = ("ONNX Runtime QDQ, per-tensor int8 weights, uint8 activations with the learned ranges of "
+                         "the calibration table; tensors without a learned range MinMax-calibrated on 256 "
+                         "training images (seed 0)")
+        acc = onnx_accuracy(dst, data.test_x, data.test_y)
+        e["qdq_test_accuracy"] = acc
+        print(f"{dst}: INT8 QDQ (learned ranges) test accuracy {acc:.4f}")
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
