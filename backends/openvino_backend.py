@@ -88,7 +88,13 @@ class OpenVinoBackend(Backend):
             import openvino as ov
         except Exception as exc:  # ImportError or a broken native library
             return Availability(False, f"openvino is not importable ({exc})", cls.install_hint)
-        return Availability(True, version=ov.get_version())
+        try:
+            from importlib import metadata
+
+            version = metadata.version("openvino")  # "2026.4.1", not the build string get_version() gives
+        except Exception:
+            version = ov.get_version()
+        return Availability(True, version=version)
 
     # -- capabilities ------------------------------------------------------------------------
     def _core(self) -> Any:

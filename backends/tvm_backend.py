@@ -166,8 +166,10 @@ class TvmBackend(Backend):
                 f"{model_key}-{hashlib.sha256(target_key.encode()).hexdigest()[:12]}-b{batch}"
             ops_opt = str(config.option("tuning_ops", ",".join(DEFAULT_TUNING_OPS)))
             ops = None if ops_opt == "all" else [o.strip() for o in ops_opt.split(",") if o.strip()]
-            facts.update(_tune(mod, target, db_dir, trials, ops))
-            executable = _compile_with_database(mod, target, db_dir)
+            per_round = config.option("tuning_trials_per_round")
+            facts.update(_tune(mod, target, db_dir, trials, ops, int(per_round) if per_round else None))
+            executable = _compile_with_database(mod, target, db_dir) if facts["tuning_database"] else \
+                tvm.compile(mod, target=target)
         else:
             executable = tvm.compile(mod, target=target)
         executable.export_library(str(lib))
@@ -230,7 +232,8 @@ def _read_facts(out_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _tune(mod: Any, target: Any, db_dir: Path, trials: int, ops: list[str] | None) -> dict[str, Any]:
+def _tune(mod: Any, target: Any, db_dir: Path, trials: int, ops: list[str] | None,
+          per_round: int | None = None) -> dict[str, Any]:
     """MetaSchedule with a trial budget; a database already holding this budget is reused as is."""
     import time
 
@@ -242,16 +245,26 @@ def _tune(mod: Any, target: Any, db_dir: Path, trials: int, ops: list[str] | Non
         return {"tuning_database": str(db_dir), "tuning_reused": True, "tuning_s": 0.0, "tuning_ops": ops or "all"}
     db_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    fused = _fused(mod, target)
+    tasks = [t for t in ms.relax_integration.extract_tasks(fused, target)
+             if ops is None or any(op in t.task_name for op in ops)]
+    if not tasks:
+        return {"tuning_database": None, "tuning_reused": False, "tuning_s": 0.0, "tuning_ops": ops or "all",
+                "tuning_note": "no task matched tuning_ops: compiled untuned"}
+    # Each round restarts the builder workers (~15 s of imports each, more on a busy host), so rounds are the
+    # cost: at least min(8, budget) trials per round, spread over the tasks when the budget allows.
+    per_iter = int(per_round) if per_round else max(min(8, trials), min(64, trials // len(tasks)))
     ms.relax_integration.tune_relax(
-        mod=_fused(mod, target), params={}, target=target, work_dir=str(db_dir), max_trials_global=trials,
+        mod=fused, params={}, target=target, work_dir=str(db_dir), max_trials_global=trials,
         op_names=ops,
-        num_trials_per_iter=min(64, trials),
+        num_trials_per_iter=per_iter,
         builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S, max_workers=host_cores()),
         runner=ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S),
     )
     elapsed = time.perf_counter() - t0
     marker.write_text(json.dumps({"trials": trials, "ops": ops, "tuning_s": elapsed}))
-    return {"tuning_database": str(db_dir), "tuning_reused": False, "tuning_s": elapsed, "tuning_ops": ops or "all"}
+    return {"tuning_database": str(db_dir), "tuning_reused": False, "tuning_s": elapsed, "tuning_ops": ops or "all",
+            "tuning_tasks": len(tasks), "trials_per_round": per_iter}
 
 
 def _fused(mod: Any, target: Any) -> Any:
