@@ -10,6 +10,7 @@ Facts this adapter is built around (docs/toolchain-notes.md):
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -160,8 +161,14 @@ class OpenVinoBackend(Backend):
                 ov.save_model(_read_model(core, Path(model.path)), str(xml), compress_to_fp16=False)
         elif config.precision == "int8":
             meta.update(_int8_facts(config, quantizer, preset, model))
-        # Compile once now to learn which precision the plugin really runs (and to fail at compile, not load).
-        ran = _compiled_precision(core, xml, target, hint)
+        # Compile once to learn which precision the plugin really runs (and to fail at compile, not load); the
+        # answer is kept beside the artifact so a cached compile does not pay for it again.
+        facts_path = xml.with_name(f"precision-{target}-{hint}.json")
+        if facts_path.exists():
+            ran = json.loads(facts_path.read_text())["inference_precision_ran"]
+        else:
+            ran = _compiled_precision(core, xml, target, hint)
+            facts_path.write_text(json.dumps({"inference_precision_ran": ran}))
         meta["inference_precision_ran"] = ran
         if config.precision != "int8" and ran != hint:
             raise UnsupportedRequest(f"OpenVINO {target} asked for {hint} runs {ran} on this host; "
