@@ -52,6 +52,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--finetune-epochs", type=int, default=None, help="epochs per QAT fine-tune (preset: 1)")
     r.add_argument("--avg-bits-4mp", type=float, default=6.0, help="4MP weight budget as average bits (default 6)")
     r.add_argument("--avg-bits-2mp", type=float, default=4.5, help="2MP weight budget as average bits (default 4.5)")
+    r.add_argument("--mixed-recipe", choices=("qat", "quanttrim"), default="qat",
+                   help="fine-tuning of the 4MP/2MP grid: qat (the thesis's procedure, default) or quanttrim "
+                        "(λ schedule + reverse pruning on the bit map)")
     r.add_argument("--seed", type=int, default=0)
 
     s = sub.add_parser("sensitivity", help="per-layer sensitivity of a trainer checkpoint (.pt) as JSON")
@@ -96,6 +99,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     from quanttrim.mixed_precision.reproduce import MixedSet, ReproConfig, reproduce
 
     overrides: dict = {"out_dir": args.out, "threads": args.threads, "seed": args.seed,
+                       "mixed_recipe": args.mixed_recipe,
                        "mixed_sets": (MixedSet("4MP", (4, 8), args.avg_bits_4mp),
                                       MixedSet("2MP", (2, 4, 8), args.avg_bits_2mp))}
     if args.models:
