@@ -309,13 +309,12 @@ class OpenVinoSession:
     def run(self, batch: np.ndarray) -> np.ndarray:
         req, inp = self._request(int(batch.shape[0]))
         np.copyto(inp, batch, casting="same_kind")
-        req.start_async()
-        req.wait()
+        req.infer()  # synchronous, in this thread: no hand-off to the stream's worker thread
         # The output tensor's memory is reused by the next inference: copy it out.
         return req.get_output_tensor(0).data.copy()
 
     def synchronize(self) -> None:
-        """run() waits for its request: the result is on the host when it returns."""
+        """infer() is synchronous: the result is on the host when it returns."""
 
     def close(self) -> None:
         self._requests.clear()
