@@ -95,6 +95,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend-option", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                    help="compile option passed to every backend of the run, e.g. target=dla0 (TensorRT), "
                         "tuning_trials=64 (TVM), int8_mode=explicit; backends ignore keys they do not know")
+    p.add_argument("--target", help="backend target: an OpenVINO plugin (CPU, GPU, NPU), TensorRT dla0/dla1, "
+                   "an RKNN board (adb id); default: the backend's own")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE first, to register a backend adapter that is not installed as an entry point")
     p.add_argument("--bundled-data", action="store_true", help="use the bundled 1,000-image sample even when the "
@@ -114,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         fidelity_only=args.fidelity_only, results_dir=args.results, run_id=args.resume or args.run_id,
         resume=bool(args.resume), timeout_s=args.timeout, threads=args.threads, cpu_affinity=args.cpus,
         power_period_ms=args.power_period_ms, power_estimate=args.power_estimate,
-        power_source_options=tuple(args.power_option), prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), backend_options=tuple(args.backend_option), command="python -m harness " + " ".join(sys.argv[1:]),
+        power_source_options=tuple(args.power_option), prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), backend_options=tuple(args.backend_option), target=args.target, command="python -m harness " + " ".join(sys.argv[1:]),
     )
     return run_with_progress(options)
 

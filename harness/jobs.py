@@ -47,6 +47,7 @@ class JobSpec:
     calibration_table: str | None = None
     qdq_path: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    target: str | None = None
     #: Modules to import before the backend is created (adapters outside entry points, test fakes).
     plugin_modules: tuple[str, ...] = ()
 

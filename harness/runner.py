@@ -60,6 +60,8 @@ class BenchmarkOptions:
     plugin_modules: tuple[str, ...] = ()
     #: Backend-specific compile options (key, value), e.g. ("target", "dla0"), ("tuning_trials", 64).
     backend_options: tuple[tuple[str, Any], ...] = ()
+    #: Backend target, e.g. an OpenVINO plugin ("GPU", "NPU"), "dla0" for TensorRT, an adb device id for RKNN.
+    target: str | None = None
     command: str = ""
 
     def __post_init__(self) -> None:
@@ -269,6 +271,7 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
         calibration_table=str(job.checkpoint.calibration_table) if job.checkpoint.calibration_table else None,
         qdq_path=str(job.checkpoint.qdq_path) if job.checkpoint.qdq_path else None,
         plugin_modules=options.plugin_modules, options=tuple(options.backend_options),
+        target=options.target,
     )
 
 

@@ -88,7 +88,8 @@ def run_measure(spec) -> dict[str, Any]:
             calib = data["calib_images"] if data["calib_images"].size else None
         config = CompileConfig(precision=spec.precision, calibration=spec.calibration, per_channel=spec.per_channel,
                                activation_signed=spec.activation_signed,
-                               calibration_samples=len(calib) if calib is not None and len(calib) else 1, options=spec.options)
+                               calibration_samples=len(calib) if calib is not None and len(calib) else 1, options=spec.options,
+                               target=spec.target)
         if calib is not None and is_integer_precision(spec.precision) and spec.precision != "int8-dynamic":
             out["calibration_samples"] = len(calib)
         else:

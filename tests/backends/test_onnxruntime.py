@@ -92,3 +92,11 @@ def test_learned_calibration_uses_the_trainers_ranges(backend, tiny_model, image
 def test_unsupported_precision_is_refused_not_changed(backend, tiny_model, tmp_path):
     with pytest.raises(UnsupportedRequest, match="does not support precision 'bf16'"):
         backend.compile(_artifact(tiny_model), load_device("cpu"), CompileConfig("bf16"), None, tmp_path)
+
+
+def test_signed_symmetric_activations_stay_accurate(backend, tiny_model, images, tmp_path):
+    cpu = load_device("cpu")
+    ref = _outputs(backend, backend.compile(_artifact(tiny_model), cpu, CompileConfig("fp32"), None, tmp_path), images)
+    cfg = CompileConfig("int8", activation_signed=True)
+    out = _outputs(backend, backend.compile(_artifact(tiny_model), cpu, cfg, images[:32], tmp_path), images)
+    assert metrics.snr_db(out, ref) > 20
