@@ -270,18 +270,31 @@ def narrow(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
 def build_tables(df: pd.DataFrame, filters: Iterable[str] = (), sort: str | None = None,
                  which: Sequence[str] = TABLES, ok_only: bool = False) -> dict[str, pd.DataFrame]:
-    """The named tables (main, deltas, cost) for one set of filters and sort keys."""
+    """The named tables (main, deltas, cost) for one set of filters and sort keys.
+
+    A filter on a record field selects records; a filter on a column only a table has (``metric`` of the
+    deltas, ``fps_per_w`` of the cost table) selects that table's rows and leaves the other tables alone.
+    """
     filters = [f if isinstance(f, Filter) else Filter.parse(f) for f in filters]
+    record_filters = [f for f in filters if f.key in df.columns]
+    table_filters = [f for f in filters if f.key not in df.columns]
     out: dict[str, pd.DataFrame] = {}
     for name in which:
         if name == "main":
-            out[name] = compare_table(df, filters, sort, ok_only=ok_only)
+            out[name] = compare_table(df, record_filters, sort, ok_only=ok_only)
         elif name == "deltas":
-            out[name] = recipe_deltas(df, filters)
+            out[name] = recipe_deltas(df, record_filters)
         elif name == "cost":
-            out[name] = cost_table(df, filters, _sort_if_valid(sort, COST_KEYS))
+            out[name] = cost_table(df, record_filters, _sort_if_valid(sort, COST_KEYS))
         else:
             raise CompareError(f"unknown table {name!r}; valid: {', '.join(TABLES)}")
+    for f in table_filters:
+        hit = [n for n, t in out.items() if f.key in t.columns]
+        if not hit:
+            valid = sorted(set(df.columns) | {c for t in out.values() for c in t.columns})
+            raise CompareError(f"unknown filter key {f.key!r}; valid keys: {', '.join(map(str, valid))}")
+        for n in hit:
+            out[n] = out[n][f.mask(out[n])].reset_index(drop=True)
     return out
 
 

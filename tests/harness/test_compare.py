@@ -178,3 +178,11 @@ def test_terminal_view_is_narrow_unless_wide(tmp_path, capsys):
     assert "latency_ms_p99" in narrow_out and "latency_ms_min" not in narrow_out
     assert cli_main(["compare", str(tmp_path / "results"), "--table", "main", "--wide"]) == 0
     assert "latency_ms_min" in capsys.readouterr().out
+
+
+def test_a_filter_on_a_table_column_selects_that_tables_rows(df):
+    t = build_tables(df, ["metric=logit_mse", "device=npu_x"])
+    assert t["deltas"]["metric"].tolist() == ["logit_mse"]
+    assert set(t["main"]["device"]) == {"npu_x"}  # record filters still apply; main has no 'metric'
+    with pytest.raises(CompareError, match="unknown filter key 'nosuch'"):
+        build_tables(df, ["nosuch=1"])
