@@ -12,7 +12,7 @@ from harness.cli import main as cli_main
 from harness.compare import (CompareError, build_tables, compare_table, cost_table, recipe_deltas, render, to_csv,
                              to_markdown)
 from harness.results import load
-from result_store_factory import GPU, NPU, RUN_A, make_store, manifest, write_run
+from tests.harness.result_store_factory import GPU, NPU, RUN_A, make_store, manifest, write_run
 
 
 @pytest.fixture()

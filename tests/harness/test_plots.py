@@ -10,7 +10,7 @@ import pytest
 from harness import plots
 from harness.cli import main as cli_main
 from harness.results import load, load_store
-from result_store_factory import GPU, NPU, RUN_A, make_store, manifest, tiny_cnn, write_run
+from tests.harness.result_store_factory import GPU, NPU, RUN_A, make_store, manifest, tiny_cnn, write_run
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import pytest
 from harness.cli import main as cli_main
 from harness.report import build_report, html_table
 from harness.results import load_store
-from result_store_factory import make_store
+from tests.harness.result_store_factory import make_store
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]

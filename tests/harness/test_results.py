@@ -11,7 +11,7 @@ import pytest
 from harness.records import record_field_names
 from harness.results import (CorruptRecordWarning, NoRunsError, checkpoint_name, load, load_store, model_from_name,
                              read_latencies_ms, recipe_from_name)
-from result_store_factory import GPU, NPU, RUN_A, RUN_B, make_store, manifest, rec, write_run
+from tests.harness.result_store_factory import GPU, NPU, RUN_A, RUN_B, make_store, manifest, rec, write_run
 
 
 def test_load_run_dir_has_every_record_field_and_run_id(tmp_path):
