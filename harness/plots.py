@@ -77,6 +77,8 @@ def new_figure(n_panels: int, panel_size: tuple[float, float] = (5.6, 4.2), max_
 
     n_panels = max(1, n_panels)
     ncols = min(n_panels, max_cols)
+    if ncols == 1:  # a lone panel gets room for its labels beside the legend
+        panel_size = (max(panel_size[0], 5.6), max(panel_size[1], 3.8))
     nrows = math.ceil(n_panels / ncols)
     with matplotlib.rc_context(BASE_RC):
         fig = Figure(figsize=(panel_size[0] * ncols + legend_space, panel_size[1] * nrows), layout="constrained")
@@ -360,7 +362,7 @@ def latency_figure(df: pd.DataFrame, max_panels: int = MAX_LATENCY_PANELS) -> Fi
     panels = sorted(ok.groupby(["_model", "device"]).groups.keys())
     dropped = len(panels) - max_panels
     panels = panels[:max_panels]
-    fig, axes = new_figure(len(panels), panel_size=(4.4, 3.4), max_cols=3, legend_space=2.2)
+    fig, axes = new_figure(len(panels), panel_size=(4.4, 3.4), max_cols=3, legend_space=3.0)
     any_raw = any_summary = False
     for ax, (model, device) in zip(axes, panels):
         _style(ax)
