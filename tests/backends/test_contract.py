@@ -20,7 +20,7 @@ import backends
 from backends.base import BackendUnavailable
 from harness.envs import interpreter_for
 from harness.metrics import classification_fidelity, snr_db
-from tiny_onnx import bundled_or_tiny, compile_and_run, device_for, images, labels_for, ort_reference
+from tests.backends.tiny_onnx import bundled_or_tiny, compile_and_run, device_for, images, labels_for, ort_reference
 
 #: FP32 must match the reference to this SNR (numerical noise of a different kernel library only).
 FP32_MIN_SNR_DB = 60.0

@@ -9,7 +9,7 @@ from backends.litert_backend import LiteRtBackend, converter_status
 from devices import load_device
 from harness.envs import ENV_ROOT_VARIABLE
 from harness.metrics import snr_db
-from tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
+from tests.backends.tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
 
 AVAIL = LiteRtBackend.availability()
 needs_litert = pytest.mark.skipif(not AVAIL.available, reason=AVAIL.explain())

@@ -12,8 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import nvidia_fakes as nf  # noqa: E402
+from tests.backends import nvidia_fakes as nf  # noqa: E402
 
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest  # noqa: E402
 from backends.onnxruntime_gpu import OnnxRuntimeCudaBackend, OnnxRuntimeTensorRTBackend  # noqa: E402

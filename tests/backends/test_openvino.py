@@ -8,7 +8,7 @@ from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from backends.openvino_backend import OpenVinoBackend, unsupported_ops_from_error
 from devices import load_device
 from harness.metrics import snr_db
-from tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
+from tests.backends.tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
 
 AVAIL = OpenVinoBackend.availability()
 needs_ov = pytest.mark.skipif(not AVAIL.available, reason=AVAIL.explain())

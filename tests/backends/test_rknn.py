@@ -21,7 +21,7 @@ from backends.rknn_backend import (
 )
 from devices import load_device
 from harness.envs import ENV_ROOT_VARIABLE, env_python, interpreter_for, probe_env
-from tiny_onnx import tiny_cnn
+from tests.backends.tiny_onnx import tiny_cnn
 
 ANALYSIS_TEXT = """\
 # simulator_error: calculate the output error of each layer of the simulator (compared to the 'golden' value).
@@ -191,7 +191,7 @@ from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from backends.rknn_backend import RknnBackend
 from devices import load_device
 from harness.metrics import snr_db
-from tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
+from tests.backends.tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
 tmp = Path(sys.argv[1]); dev = load_device("rk3588"); b = RknnBackend(); res = {}
 m = tiny_cnn(tmp / "tiny.onnx")
 for cfg in (CompileConfig("int8", calibration="mse", calibration_samples=8), CompileConfig("fp16")):
@@ -252,7 +252,7 @@ def test_unknown_operator_is_named(simulator):
 @needs_env
 def test_accuracy_analysis_table_from_the_main_env(tmp_path):
     from backends.rknn_backend import accuracy_analysis_table
-    from tiny_onnx import images
+    from tests.backends.tiny_onnx import images
 
     rows = accuracy_analysis_table(tiny_cnn(tmp_path / "m.onnx"), images(1), tmp_path / "acc",
                                    calibration=images(8, split_name="train"))

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import nvidia_fakes as nf  # noqa: E402
+from tests.backends import nvidia_fakes as nf  # noqa: E402
 
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest  # noqa: E402
 from backends.tensorrt_backend import (  # noqa: E402

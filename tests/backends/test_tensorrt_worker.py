@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import nvidia_fakes as nf  # noqa: E402
+from tests.backends import nvidia_fakes as nf  # noqa: E402
 
 from harness.jobs import JobSpec  # noqa: E402
 from harness.worker import run_measure, run_reference  # noqa: E402
@@ -52,7 +51,7 @@ def test_worker_runs_tensorrt_end_to_end(fake_trt, tmp_path, precision, calibrat
 
 
 def test_worker_runs_trtexec_route_without_python_bindings(monkeypatch, tmp_path):
-    import trtexec_fake as tf
+    from tests.backends import trtexec_fake as tf
 
     from backends.trtexec_backend import TrtexecBackend
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import nvidia_fakes as nf  # noqa: E402
-import trtexec_fake as tf  # noqa: E402
+from tests.backends import nvidia_fakes as nf  # noqa: E402
+from tests.backends import trtexec_fake as tf  # noqa: E402
 
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest  # noqa: E402
 from backends.tensorrt_backend import EngineBuildError, TensorRTSession, array_digest, calibration_cache_path  # noqa: E402

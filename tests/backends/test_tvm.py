@@ -9,7 +9,7 @@ from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from backends.tvm_backend import INT8_NUMERICS, TvmBackend, parse_target_string, unsupported_ops_from_error
 from devices import load_device
 from harness.metrics import snr_db
-from tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
+from tests.backends.tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
 
 AVAIL = TvmBackend.availability()
 needs_tvm = pytest.mark.skipif(not AVAIL.available, reason=AVAIL.explain())

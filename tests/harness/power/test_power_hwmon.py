@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from power_fakes import FakeClock, make_ina3221, set_rail, write
+from tests.harness.power.power_fakes import FakeClock, make_ina3221, set_rail, write
 
 from harness.power.base import SourceUnavailable
 from harness.power.hwmon import HwmonSource, Ina3221Source

@@ -6,7 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from power_fakes import BlockingLines, FakeClock, wait_until
+from tests.harness.power.power_fakes import BlockingLines, FakeClock, wait_until
 
 from harness.power.base import SourceFailed, SourceUnavailable
 from harness.power.jetson import JtopSource, TegrastatsSource, parse_tegrastats_rails, total_from_rails

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from power_fakes import FakeClock, write
+from tests.harness.power.power_fakes import FakeClock, write
 
 from devices.loader import load_device
 from harness.power import ESTIMATE_SOURCE, open_monitor

@@ -4,7 +4,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from power_fakes import FakeClock
+from tests.harness.power.power_fakes import FakeClock
 
 from harness.power.base import SourceUnavailable
 from harness.power.monitor import SampledPowerMonitor

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from power_fakes import FakeClock, make_rapl_tree, write
+from tests.harness.power.power_fakes import FakeClock, make_rapl_tree, write
 
 from harness.power import rapl as rapl_mod
 from harness.power.base import SourceFailed, SourceUnavailable

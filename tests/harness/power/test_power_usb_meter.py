@@ -4,7 +4,7 @@ from __future__ import annotations
 import queue
 
 import pytest
-from power_fakes import FakeClock, wait_until
+from tests.harness.power.power_fakes import FakeClock, wait_until
 
 from harness.power.base import SourceFailed, SourceUnavailable
 from harness.power.monitor import SampledPowerMonitor
