@@ -83,7 +83,7 @@ def train_pair(seed: int, epochs: int, limit: int | None, work: Path) -> tuple[P
         if not onnx_path.exists():
             cmd = [sys.executable, "-m", "quanttrim", "train", "--model", "resnet20", "--dataset", "fashion-mnist",
                    "--recipe", recipe, "--epochs", str(epochs), "--seed", str(seed), "--out", str(out), "--export",
-                   "--no-progress", "--val-limit", "2000"]
+                   "--no-progress", "--val-limit", "2000", "--threads", "1"]
             if limit:
                 cmd += ["--train-limit", str(limit)]
             for k, v in BUNDLE_RECIPES[recipe].items():
