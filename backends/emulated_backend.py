@@ -383,6 +383,8 @@ def build_integer_graph(pre: Path, dst: Path, model: ModelArtifact, policy: "Qua
     requantized = 0
     if wbits < 8:
         requantized = _requantize_weights(q, fp32, wbits)
+    float_outputs = [] if policy.output_quantized else _float_graph_outputs(q)
+    if requantized or float_outputs:
         onnx.save(q, str(dst))
     islands = []
     for node in q.graph.node:
@@ -393,7 +395,34 @@ def build_integer_graph(pre: Path, dst: Path, model: ModelArtifact, policy: "Qua
         elif node.op_type not in known:
             islands.append(_island_record(node, "no quantized kernel in the emulator (ONNX Runtime QDQ registry)"))
     return {"fp32_islands": islands, "weights_requantized_to_bits": requantized,
-            "calibration_cache": cache.name}
+            "calibration_cache": cache.name, "float_outputs": float_outputs}
+
+
+def _float_graph_outputs(q: Any) -> list[str]:
+    """Drop the QuantizeLinear→DequantizeLinear pair ORT puts on each graph output (TensorRT-style float outputs).
+
+    ORT renames the producer's output ``<name>_QuantizeLinear_Input``; it gets the graph output's name back.
+    """
+    outputs = {o.name for o in q.graph.output}
+    producers = {o: n for n in q.graph.node for o in n.output}
+    dropped = []
+    for dq in list(q.graph.node):
+        if dq.op_type != "DequantizeLinear" or dq.output[0] not in outputs:
+            continue
+        qn = producers.get(dq.input[0])
+        if qn is None or qn.op_type != "QuantizeLinear":
+            continue
+        src = producers.get(qn.input[0])
+        users = [n for n in q.graph.node if qn.input[0] in n.input and n is not qn]
+        if src is None or users:
+            continue  # the float value feeds something else too: leave the graph as ORT built it
+        for i, name in enumerate(src.output):
+            if name == qn.input[0]:
+                src.output[i] = dq.output[0]
+        q.graph.node.remove(qn)
+        q.graph.node.remove(dq)
+        dropped.append(dq.output[0])
+    return dropped
 
 
 def _requantize_weights(q: Any, fp32: Any, bits: int) -> int:

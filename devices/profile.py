@@ -38,6 +38,9 @@ class QuantPolicy:
     percentile: float | None = None            # for calibration_method = "percentile"
     calibration_samples: int = 256
     fallback_ops: tuple[str, ...] = ()         # ONNX op types the device runs as FP32 host islands
+    #: Whether the network outputs leave the device quantized (Hailo/RKNN style) or in float (TensorRT
+    #: returns FP32 network outputs: the last layer dequantizes, its output is never clipped to an INT8 range).
+    output_quantized: bool = True
     source: str = ""                           # where the facts come from
 
     def validate(self, where: str) -> None:

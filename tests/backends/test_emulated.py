@@ -233,3 +233,13 @@ def test_every_bundled_device_policy_is_emulatable():
     assert len(policies) >= 6
     for _, policy in policies:
         check_policy(policy)
+
+
+def test_float_outputs_policy_leaves_the_logits_unquantized(tmp_path, calib):
+    model = small_model(tmp_path / "m.onnx")
+    compiled, _ = run_emulated(model, QuantPolicy(name="int8", calibration_samples=16, output_quantized=False),
+                               calib, tmp_path / "work", calib[:2])
+    assert compiled.metadata["float_outputs"] == ["logits"]
+    graph = onnx.load(str(compiled.path)).graph
+    producer = next(n for n in graph.node if "logits" in n.output)
+    assert producer.op_type == "Gemm"
