@@ -253,6 +253,8 @@ def _knapsack(weights: np.ndarray, costs: np.ndarray, n_cells: int) -> tuple[np.
     choice_dtype = np.uint8 if n_choices < 256 else np.uint16
     table = np.zeros((n_layers, n_cells + 1), dtype=choice_dtype)
     new = np.empty_like(dp)
+    cand = np.empty_like(dp)
+    better = np.empty(n_cells + 1, dtype=bool)
     for i in range(n_layers):
         new.fill(np.inf)
         row = table[i]
@@ -260,11 +262,12 @@ def _knapsack(weights: np.ndarray, costs: np.ndarray, n_cells: int) -> tuple[np.
             w = int(weights[i, k])
             if w > n_cells:
                 continue
-            cand = dp[: n_cells + 1 - w] + costs[i, k]
-            target = new[w:]
-            better = cand < target
-            target[better] = cand[better]
-            row[w:][better] = k
+            m = n_cells + 1 - w
+            np.add(dp[:m], costs[i, k], out=cand[:m])
+            np.less(cand[:m], new[w:], out=better[:m])
+            # copyto(where=) avoids the fancy-indexing gathers: this loop is the allocator's whole cost.
+            np.copyto(new[w:], cand[:m], where=better[:m])
+            np.copyto(row[w:], k, where=better[:m], casting="unsafe")
         dp, new = new, dp
     return table, dp
 
