@@ -18,7 +18,7 @@ def splits() -> tuple[Split, Split]:
 
 
 def test_study_covers_every_source_size_and_seed(tmp_path):
-    from conftest import make_tiny_cnn
+    from tests.conftest import make_tiny_cnn
 
     model = make_tiny_cnn(tmp_path / "tiny.onnx")
     ev, ca = splits()

@@ -124,7 +124,7 @@ def test_bad_options_are_refused():
 
 def test_end_to_end_through_the_runner(tmp_path):
     pytest.importorskip("onnxruntime")
-    from conftest import make_tiny_cnn
+    from tests.conftest import make_tiny_cnn
 
     from harness.fidelity import run_fidelity
 
