@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-calib", action="store_true", help="do not write the calibration table")
     e.add_argument("--verify-samples", type=int, default=64, help="test images used for the ORT check (default 64)")
     e.add_argument("--data-dir", help="dataset directory, if the checkpoint's dataset needs one")
+    e.add_argument("--qdq", action="store_true",
+                   help="also write <stem>-qdq.onnx: ONNX Runtime QDQ graph with the learned activation ranges "
+                        "(256 training images calibrate the few tensors without one)")
 
     b = sub.add_parser("bundle", help="reproduce the bundled ResNet-20 Fashion-MNIST checkpoints",
                        description="Train MAP and Quant-Trim ResNet-20 on full Fashion-MNIST with the bundle "
@@ -186,6 +189,22 @@ def _export(args: argparse.Namespace) -> int:
     r = export_checkpoint(args.checkpoint, args.out, args.snap_weights, not args.no_calib, args.verify_samples, args.data_dir)
     print(f"exported {r.onnx_path} (ORT vs torch max |diff| {r.max_abs_diff:.2e}); "
           f"calibration table: {r.calib_path} ({r.tensors_mapped} tensors)")
+    if args.qdq:
+        if r.calib_path is None:
+            raise ValueError("--qdq needs the calibration table (drop --no-calib)")
+        from pathlib import Path
+
+        from harness.datasets import Split, calibration_subset
+        from quanttrim.checkpoint import load_checkpoint
+        from quanttrim.data import load_dataset
+        from quanttrim.qdq import export_qdq
+
+        cfg = load_checkpoint(args.checkpoint)["train_config"]
+        data = load_dataset(cfg["dataset"], args.data_dir or cfg.get("data_dir"), cfg.get("image_size"))
+        calib = calibration_subset(Split(data.train_x, data.train_y, "train"), 256, seed=0)
+        out = Path(r.onnx_path)
+        dst = export_qdq(out, r.calib_path, calib, out.with_name(out.name[: -len(".onnx")] + "-qdq.onnx"))
+        print(f"QDQ graph with the learned ranges: {dst}")
     return 0
 
 

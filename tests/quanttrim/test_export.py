@@ -85,3 +85,21 @@ def test_calib_ranges_fit_the_tensors(exported) -> None:
         if name in table:
             hi = table[name]["max"]
             assert 0.2 * hi <= float(v.max()) <= 5 * hi + 1e-6, name
+
+
+def test_qdq_graph_uses_learned_ranges(exported, tmp_path) -> None:
+    from onnx import numpy_helper
+
+    from quanttrim.qdq import export_qdq
+
+    _, path, _, images = exported
+    table = json.loads(path.with_name("tiny.calib.json").read_text())["tensors"]
+    dst = export_qdq(path, path.with_name("tiny.calib.json"), load_bundled_sample("train").images[:32], tmp_path / "q.onnx")
+    m = onnx.load(str(dst))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    relu = next(n for n in table if n.endswith("Relu_output_0"))
+    q = next(n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == relu)
+    scale = float(inits[q.input[1]])
+    assert scale == pytest.approx((table[relu]["max"] - table[relu]["min"]) / 255, rel=1e-5)
+    out = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(["logits"], {"input": images})[0]
+    assert out.shape == (len(images), 10)
