@@ -309,13 +309,22 @@ def create_env(name: str, root: Path | str | None = None, python: str | None = N
     if not _fits(spec, _version_of(interpreter)):
         raise RuntimeError(f"{interpreter} does not fit environment {name} (needs Python >= "
                            f"{spec.python_min[0]}.{spec.python_min[1]})")
-    if d.exists():
-        if not force:
-            raise RuntimeError(f"{d} already exists; pass --force to recreate it")
-        shutil.rmtree(d)
     steps: dict[str, float] = {}
     py = str(env_python(name, root))
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", *pip_args]
+    if d.exists() and not force:
+        # Setting up twice is a no-op (the README's test command runs it every time); a broken env is rebuilt.
+        status = probe_env(name, root)
+        if status.ok:
+            if spec.with_harness:  # point the env at this checkout of the harness
+                t = time.perf_counter()
+                _run([*pip, "--no-deps", "-e", str(repo or REPO_ROOT)], log)
+                steps["harness_s"] = time.perf_counter() - t
+            log(f"environment {name} at {d} is already set up and working")
+            return SetupReport(name, str(d), interpreter, steps, status)
+        log(f"environment {name} at {d} is broken ({status.reason}); recreating it")
+    if d.exists():
+        shutil.rmtree(d)
 
     t = time.perf_counter()
     _run([interpreter, "-m", "venv", str(d)], log)
