@@ -90,10 +90,13 @@ def test_probe_of_working_env_reads_the_version(tmp_path):
     assert status.ok and status.toolchain_version == "2.5.0" and status.python_version == "3.11.7"
 
 
-def test_existing_env_is_not_overwritten_without_force(tmp_path):
-    _fake_python(tmp_path, "rknn")
-    with pytest.raises(RuntimeError, match="--force"):
-        create_env("rknn", root=tmp_path, python=sys.executable, log=lambda line: None)
+def test_a_working_env_is_reused_not_rebuilt(tmp_path):
+    python = _fake_python(tmp_path, "rknn", "echo 3.11.7; echo '{\"version\": \"2.5.0\"}'")
+    lines: list[str] = []
+    report = create_env("rknn", root=tmp_path, python=sys.executable, log=lines.append)
+    assert python.exists() and report.status.ok
+    assert any("already set up" in line for line in lines)
+    assert not any(" -m venv " in line for line in lines)
 
 
 def test_converter_env_needs_python_3_12():
@@ -123,6 +126,8 @@ def test_cli_list_shows_every_env(tmp_path, capsys):
 
 
 def test_cli_setup_failure_is_an_exit_code_not_a_traceback(tmp_path, capsys):
-    _fake_python(tmp_path, "rknn")
-    args = _parse(["env", "setup", "rknn", "--root", str(tmp_path), "--python", sys.executable])
-    assert args.func(args) == 1 and "--force" in capsys.readouterr().err
+    old = tmp_path / "python2"
+    old.write_text("#!/bin/sh\necho 2 7\n")
+    old.chmod(0o755)
+    args = _parse(["env", "setup", "rknn", "--root", str(tmp_path), "--python", str(old)])
+    assert args.func(args) == 1 and "does not fit" in capsys.readouterr().err
