@@ -90,6 +90,8 @@ COLUMNS = [f.name for f in fields(ResultRow)]
 def _fmt(v: object, name: str) -> str:
     if v is None:
         return "–"
+    if name == "size_bytes" and isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"{float(v) / 1024:.1f} KiB"
     if isinstance(v, float):
         if math.isnan(v):
             return "–"
