@@ -24,7 +24,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import math
 import platform
 import time
 from dataclasses import dataclass, field
