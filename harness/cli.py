@@ -83,6 +83,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus", type=lambda t: tuple(int(c) for c in _csv(t)),
                    help="pin every job to these CPU ids, e.g. 0,1 (recorded; default: all CPUs this process may use)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds before a job is killed (default 900)")
+    p.add_argument("--validate-budget", type=float, default=300.0, metavar="SECONDS",
+                   help="a job's validation pass stops after this long and scores the images done so far, saying so "
+                        "in the record (default 300; 0 = no limit)")
     p.add_argument("--power-period-ms", type=float, default=10.0, help="power sampling period (default 10 ms)")
     p.add_argument("--power-estimate", action="store_true", help="where no sensor exists, estimate power from the "
                    "profile's typical power (labelled estimated everywhere)")
@@ -114,7 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         warmup=args.warmup, iters=args.iters, runs=args.runs, batch=args.batch, calib_samples=args.calib_samples,
         eval_samples=args.eval_samples, calib_seed=args.calib_seed, quick=args.quick,
         fidelity_only=args.fidelity_only, results_dir=args.results, run_id=args.resume or args.run_id,
-        resume=bool(args.resume), timeout_s=args.timeout, threads=args.threads, cpu_affinity=args.cpus,
+        resume=bool(args.resume), timeout_s=args.timeout, validate_budget_s=args.validate_budget or None,
+        threads=args.threads, cpu_affinity=args.cpus,
         power_period_ms=args.power_period_ms, power_estimate=args.power_estimate,
         power_source_options=tuple(args.power_option), prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), backend_options=tuple(args.backend_option), target=args.target, command="python -m harness " + " ".join(sys.argv[1:]),
     )

@@ -29,7 +29,8 @@ def summary_table(records: Sequence[JobRecord], title: str) -> Table:
                 "top-1", "agree", "logit MSE", "SNR dB", "ECE", "note"):
         table.add_column(col, overflow="fold")
     for r in records:
-        note = r.error_message if r.status != "ok" else (r.timing_note or "")
+        note = r.error_message if r.status != "ok" else "; ".join(
+            n for n in (r.timing_note, r.extra.get("validation_note")) if n)
         prec = r.precision + (f" ({r.calibration_method})" if r.calibration_method else "")
         table.add_row(r.checkpoint, r.device, r.backend, prec, r.status, _fmt(r.latency_ms_p50, ".3f"),
                       _fmt(r.latency_ms_p99, ".3f"), _fmt(r.fps, ".0f"), _fmt(r.power_avg_w, ".2f"),

@@ -50,6 +50,8 @@ class BenchmarkOptions:
     run_id: str | None = None
     resume: bool = False
     timeout_s: float = 900.0
+    #: Seconds the validation pass may take before it scores only the images done so far (None: no limit).
+    validate_budget_s: float | None = 300.0
     threads: int | None = None
     cpu_affinity: tuple[int, ...] | None = None
     power_period_ms: float = 10.0
@@ -265,7 +267,8 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
         data_path=str(data_path), reference_path=str(reference_path), result_path=str(work / f"{tag}.result.json"),
         stage_path=str(work / f"{tag}.stage"), latency_path=str(store.run_dir / "latencies" / f"{job.job_id}.npy"),
         workdir=str(store.results_dir / ".cache" / "artifacts"), warmup=loop["warmup"], iters=loop["iters"],
-        runs=loop["runs"], batch=options.batch, validate_batch=1, fidelity_only=options.fidelity_only,
+        runs=loop["runs"], batch=options.batch, validate_batch=1,
+        validate_budget_s=options.validate_budget_s if mode == "measure" else None, fidelity_only=options.fidelity_only,
         threads=options.threads, cpu_affinity=options.cpu_affinity, power_period_ms=options.power_period_ms, power_estimate=options.power_estimate,
         power_source_options=_source_options(options.power_source_options), host_substitute=job.host_substitute,
         calibration_table=str(job.checkpoint.calibration_table) if job.checkpoint.calibration_table else None,

@@ -143,16 +143,21 @@ def run_measure(spec) -> dict[str, Any]:
             stage = "validate"
             _write_stage(spec, stage)
             validate_batch = int(compiled.metadata.get("validate_batch", spec.validate_batch))
-            outputs = loadgen.run_outputs(session, eval_images, validate_batch)
+            outputs = loadgen.run_outputs(session, eval_images, validate_batch, spec.validate_budget_s)
         finally:
             session.close()
         reference = np.load(spec.reference_path)
+        n = len(outputs)
+        if n < len(eval_images):
+            out["validation_note"] = (f"validation stopped after {spec.validate_budget_s:.0f} s: scored on the first "
+                                      f"{n} of {len(eval_images)} images (raise --validate-budget)")
+            reference, eval_labels = reference[:n], eval_labels[:n]
         if outputs.shape != reference.shape:
             raise StageError("validate", "failed",
                              f"output shape {outputs.shape} differs from the reference's {reference.shape}")
         if outputs.ndim == 2:
             out.update(metrics.classification_fidelity(outputs, reference, eval_labels))
-        out["eval_samples"] = int(len(eval_images))
+        out["eval_samples"] = int(n)
         out["status"] = "ok"
         return out
     except StageError as exc:

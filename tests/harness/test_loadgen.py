@@ -56,3 +56,14 @@ def test_batches_cycle_through_images_and_are_prepared_contiguously():
 def test_invalid_loop_config_is_refused():
     with pytest.raises(ValueError):
         loadgen.LoopConfig(iters=0)
+
+
+def test_validation_pass_stops_at_its_time_budget():
+    images = np.zeros((50, 1, 2, 2), np.float32)
+    outputs = loadgen.run_outputs(SleepSession(0.01), images, batch=1, time_budget_s=0.05)
+    assert 1 <= len(outputs) < 50
+
+
+def test_validation_pass_without_budget_covers_every_image():
+    images = np.zeros((7, 1, 2, 2), np.float32)
+    assert len(loadgen.run_outputs(SleepSession(0.0), images, batch=2)) == 7
