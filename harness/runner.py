@@ -51,7 +51,7 @@ class BenchmarkOptions:
     resume: bool = False
     timeout_s: float = 900.0
     #: Seconds the validation pass may take before it scores only the images done so far (None: no limit).
-    validate_budget_s: float | None = 300.0
+    validate_budget_s: float | None = 60.0
     threads: int | None = None
     cpu_affinity: tuple[int, ...] | None = None
     power_period_ms: float = 10.0
