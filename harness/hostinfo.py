@@ -28,12 +28,16 @@ def load_average() -> float | None:
         return None
 
 
-def host_busy(threshold_per_cpu: float = 0.5) -> tuple[bool, float | None]:
-    """Other load moves latency by 2x on small machines: flag a 1-minute load above half the CPUs."""
-    load = load_average()
-    if load is None:
-        return False, None
-    return load > threshold_per_cpu * (os.cpu_count() or 1), load
+def host_busy(threshold_percent: float = 50.0, window_s: float = 0.3) -> tuple[bool, float | None]:
+    """Whether other processes are using the CPUs right now (other load moves latency by 2x here).
+
+    Sampled between jobs, when no job of ours runs, so the harness's own previous job does not count
+    (the 1-minute load average would). Returns (busy, 1-minute load average for the record).
+    """
+    import psutil
+
+    busy = psutil.cpu_percent(interval=window_s) > threshold_percent
+    return busy, load_average()
 
 
 def host_facts() -> dict[str, Any]:

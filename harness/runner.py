@@ -363,7 +363,8 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
             else:
                 busy, load = hostinfo.host_busy()
                 if busy and not options.fidelity_only:  # no timing to inflate otherwise
-                    warn(f"host is busy (1-min load {load:.1f} on {os.cpu_count()} CPUs): latency of {job.job_id} may be inflated")
+                    warn(f"other processes are using the CPUs (1-min load {load:.1f} on {os.cpu_count()} CPUs): "
+                         f"latency of {job.job_id} may be inflated")
                 spec = _spec_for(job, "measure", run_id, options, store, data_path, ref, loop)
                 outcome = execute_spec(spec, options.timeout_s, store.work_dir / f"{job.job_id}.log")
                 outcome.update(host_busy=busy, load_avg_1m=load)
