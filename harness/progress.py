@@ -55,7 +55,13 @@ def run_with_progress(options: BenchmarkOptions, console: Console | None = None)
 
         result: RunResult = run_benchmark(options, progress=progress, warn=warn)
     console.print(f"evaluation data: {result.eval_source}")
-    console.print(summary_table(result.records, f"run {result.run_id}"))
+    # Backends refused before running (not installed, precision not offered) are listed once, not per job.
+    planned_out = [r for r in result.records if r.status == "unsupported" and r.failed_stage == "plan"]
+    shown = [r for r in result.records if r not in planned_out]
+    console.print(summary_table(shown, f"run {result.run_id}"))
+    groups = Counter((r.backend, r.error_message or "") for r in planned_out)
+    for (backend, reason), count in groups.items():
+        console.print(f"[yellow]not run[/]: {backend} ({count} job{'s' if count > 1 else ''}): {escape(reason)}")
     counts = Counter(r.status for r in result.records)
     console.print("jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) if counts else
                   "jobs: none new (all finished already)")
