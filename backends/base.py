@@ -1,46 +1,31 @@
 """The backend adapter contract: what every compiler/runtime adapter provides to the harness.
 
 A backend only compiles, loads and answers ``run(batch) -> outputs``; the measurement loop in
-``harness.loadgen`` owns every timestamp (MLPerf LoadGen's separation rule). Vendor SDKs are
+``harness.bench.loadgen`` owns every timestamp (MLPerf LoadGen's separation rule). Vendor SDKs are
 imported inside the adapter's methods, never at module import time.
 """
 from __future__ import annotations
 
 import abc
 import hashlib
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
 
 import numpy as np
 
+from devices.numerics import (  # noqa: F401  (re-exported: the vocabulary adapters use)
+    BASE_PRECISIONS,
+    CALIBRATION_METHODS,
+    GRANULARITIES,
+    granularity_name,
+    is_integer_precision,
+    takes_calibration,
+    validate_precision,
+)
+
 if TYPE_CHECKING:  # pragma: no cover
     from devices.profile import DeviceProfile
-
-#: Precisions every part of the project understands. WxAy forms (w8a16, w4a8, w8abf16) are
-#: accepted by :func:`validate_precision` as well.
-BASE_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-dynamic")
-_WA_PATTERN = re.compile(r"^w(2|3|4|5|6|7|8|16)a(2|3|4|5|6|7|8|16|bf16|fp16)$")
-
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "mse", "kl", "learned")
-GRANULARITIES = ("per_tensor", "per_channel")
-
-
-def validate_precision(precision: str) -> str:
-    """Return ``precision`` if known, else raise naming the valid choices."""
-    if precision in BASE_PRECISIONS or _WA_PATTERN.match(precision):
-        return precision
-    raise ValueError(
-        f"unknown precision {precision!r}; valid: {', '.join(BASE_PRECISIONS)} "
-        "or a WxAy form such as w8a8, w8a16, w4a8, w8abf16"
-    )
-
-
-def is_integer_precision(precision: str) -> bool:
-    """True when the precision needs integer quantization (and so usually calibration)."""
-    return precision.startswith("int") or bool(_WA_PATTERN.match(precision))
-
 
 class UnsupportedRequest(Exception):
     """A backend refuses a request it cannot honour; becomes a record with status ``unsupported``."""

@@ -374,7 +374,7 @@ def build_integer_graph(pre: Path, dst: Path, model: ModelArtifact, policy: "Qua
     quantize_static(
         str(pre), str(dst), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
         op_types_to_quantize=sorted(known - fallback) or None,
-        per_channel=policy.weight_granularity == "per_channel",
+        per_channel=policy.per_channel,
         activation_type=act_type, weight_type=weight_type,
         nodes_to_exclude=excluded or None, extra_options=extra or None,
         calibrate_method=ranges.calibration_method, calibration_cache_path=str(cache),
@@ -630,7 +630,7 @@ class EmulatedBackend(Backend):
             "policy_name": policy.name, "policy_from": policy_from, "policy_source": policy.source,
             "execution_provider": "CPUExecutionProvider",
         }
-        if policy.activation in INT_ACTIVATIONS and config.per_channel != (policy.weight_granularity == "per_channel"):
+        if policy.activation in INT_ACTIVATIONS and config.per_channel != policy.per_channel:
             # The device's policy is what is emulated; say so rather than change it quietly either way.
             meta["request_not_applied"] = (f"per_channel={config.per_channel}: the {device.name} policy "
                                            f"{policy.name!r} quantizes weights {policy.weight_granularity}")

@@ -44,7 +44,7 @@ CONVERT_TIMEOUT_S = 900
 
 def converter_status(root: Path | str | None = None) -> tuple[Path | None, str, str]:
     """(onnx2tf executable or None, reason, fix) for the Python >= 3.12 converter environment."""
-    from harness.envs import env_dir, find_python, get_spec, setup_command
+    from backends.environments import env_dir, find_python, get_spec, setup_command
 
     exe = env_dir(CONVERTER_ENV, root) / "bin" / "onnx2tf"
     if exe.exists():

@@ -3,7 +3,7 @@
 Where it runs:
 - x86 host: rknn-toolkit2 pins numpy<=1.26.4 / onnx<=1.18, so it lives in its own environment
   (``python -m harness env setup rknn``) and the runner starts rknn jobs with that interpreter
-  (``harness.envs.interpreter_for("rknn")``). In the main environment this adapter reports itself
+  (``backends.environments.interpreter_for("rknn")``). In the main environment this adapter reports itself
   available when that environment works (the job will run there), and names the setup command otherwise.
 - In the toolkit environment: load_onnx + build (INT8 or FP16), export the .rknn for the board, and run the
   simulator. A model loaded with ``load_rknn`` cannot run in the simulator, so a session rebuilds from ONNX
@@ -109,7 +109,7 @@ class RknnBackend(Backend):
             return Availability(True, "rknn-toolkit-lite2 on the board (runs prebuilt .rknn only)",
                                 version=f"lite2 {lite}")
         try:
-            from harness.envs import probe_env, running_in, setup_command
+            from backends.environments import probe_env, running_in, setup_command
 
             if running_in(ENV_NAME):
                 return Availability(False, f"rknn.api does not import in this environment ({sys.prefix})",
@@ -144,10 +144,10 @@ class RknnBackend(Backend):
         if toolkit is None:
             if _lite_version() is not None:
                 return self._prebuilt(model, config, target_platform)
-            from harness.envs import interpreter_for, setup_command
+            from backends.environments import interpreter_for, setup_command
 
             env_py = interpreter_for("rknn")
-            where = (f"rknn jobs run with {env_py} (the runner picks it via harness.envs.interpreter_for)"
+            where = (f"rknn jobs run with {env_py} (the runner picks it via backends.environments.interpreter_for)"
                      if env_py else f"create its environment: {setup_command(ENV_NAME)}")
             raise BackendUnavailable(f"rknn-toolkit2 does not import in {sys.executable}; {where}")
         settings = build_settings(model, config, target_platform)
@@ -382,7 +382,7 @@ def accuracy_analysis_table(model: ModelArtifact | Path | str, sample: np.ndarra
 
 def _analysis_in_env(path: Path, x: np.ndarray, out: Path, target_platform: str, config: CompileConfig,
                      calib: np.ndarray) -> list[dict[str, Any]]:
-    from harness.envs import interpreter_for, setup_command
+    from backends.environments import interpreter_for, setup_command
 
     python = interpreter_for("rknn")
     if python is None:

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.records import JobRecord  # noqa: E402
+from harness.store.records import JobRecord  # noqa: E402
 
 DEVICES = {  # device -> (backends, precisions, typical fps at fp32, typical power W)
     "cpu": (("onnxruntime", "openvino", "tvm"), ("fp32", "int8", "int8-dynamic"), 900.0, None),
@@ -81,9 +81,9 @@ def write_store(root: Path, runs: dict[str, list[dict]]) -> None:
 
 
 def workload(root: Path, out_dir: Path) -> dict[str, float]:
-    from harness.compare import build_tables, render
-    from harness.plots import make_plots
-    from harness.results import load_store
+    from harness.analysis.compare import build_tables, render
+    from harness.analysis.plots import make_plots
+    from harness.store.reader import load_store
 
     t = {}
     c0 = time.process_time()

@@ -27,7 +27,7 @@ def measure(name: str, precision: str, model_path: Path, workdir: Path) -> dict:
     import backends
     from backends.base import CompileConfig, UnsupportedRequest
     from devices import load_device
-    from harness.envs import interpreter_for
+    from backends.environments import interpreter_for
 
     cls = backends.get_backend(name)
     avail = cls.availability()

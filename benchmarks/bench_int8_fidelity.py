@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.datasets import calibration_subset, default_eval_and_calibration  # noqa: E402
+from harness.data.datasets import calibration_subset, default_eval_and_calibration  # noqa: E402
 
 
 def quantize_minmax(src: Path, dst: Path, calib: np.ndarray, per_channel: bool = False, method: str = "minmax",

@@ -124,7 +124,7 @@ def main() -> int:
     from backends import create_backend
     from backends.base import CompileConfig, ModelArtifact, file_sha256
     from devices.loader import load_device
-    from harness.layerwise import analyze_onnx_pair, _per_input_elements
+    from harness.analysis.layerwise import analyze_onnx_pair, _per_input_elements
 
     with tempfile.TemporaryDirectory(prefix="bench-layerwise-") as tmp:
         tmp_path = Path(tmp)

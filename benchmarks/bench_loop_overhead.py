@@ -1,6 +1,6 @@
 """Harness loop overhead and the default run's cost.
 
-1. Median latency through `harness.loadgen.measure` over the median of a bare `session.run` loop, same
+1. Median latency through `harness.bench.loadgen.measure` over the median of a bare `session.run` loop, same
    process, same model, same threads, interleaved rounds (target ≤ 1.03).
 2. Wall time and peak memory of the full default run (`python -m harness run`), unless --skip-default-run.
 
@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from backends.onnxruntime_backend import OrtSession  # noqa: E402
 from harness import loadgen  # noqa: E402
-from harness.checkpoints import default_checkpoint_paths  # noqa: E402
-from harness.datasets import load_bundled_sample  # noqa: E402
+from harness.model.checkpoint import default_checkpoint_paths  # noqa: E402
+from harness.data.datasets import load_bundled_sample  # noqa: E402
 
 
 def bare_loop(session: OrtSession, batches: list[np.ndarray]) -> np.ndarray:

@@ -44,12 +44,12 @@ def artifact(path: Path):
 
 
 def eval_images(n: int):
-    from harness.datasets import load_bundled_sample
+    from harness.data.datasets import load_bundled_sample
 
     return load_bundled_sample("test").images[:n]
 
 
 def calib_images(n: int):
-    from harness.datasets import calibration_subset, load_bundled_sample
+    from harness.data.datasets import calibration_subset, load_bundled_sample
 
     return calibration_subset(load_bundled_sample("train"), n)

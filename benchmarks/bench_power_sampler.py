@@ -1,7 +1,7 @@
 """The power sampler's own cost on the timed loop (target: latency ratio sampler-on / sampler-off ≤ 1.02).
 
 A fake hwmon source (a real sysfs-like file in a temporary directory, so each sample pays a real file
-read) is sampled at the given period around blocks of a timed loop, exactly as harness.loadgen does
+read) is sampled at the given period around blocks of a timed loop, exactly as harness.bench.loadgen does
 (start before the block, stop after it). Blocks with the sampler on and off alternate in one process,
 so drift and neighbours' load hit both alike. Reports the median and mean per-iteration latency
 ratios and the cost of one source read.

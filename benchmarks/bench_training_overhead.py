@@ -33,7 +33,7 @@ def main() -> int:
     import torch
     from torch.nn import functional as F
 
-    from harness.datasets import load_bundled_sample
+    from harness.data.datasets import load_bundled_sample
     from quanttrim.models import build_model
     from quanttrim.observers import EMAQuantileObserver
     from quanttrim.recipes import get_recipe

@@ -1,6 +1,6 @@
 """TVM: tuned over untuned latency (MetaSchedule with a trial budget), and the tuning database's reuse.
 
-Compiles the model untuned and tuned (``tuning_trials``), times both through harness.loadgen with the same
+Compiles the model untuned and tuned (``tuning_trials``), times both through harness.bench.loadgen with the same
 threads, and compiles the tuned model again from a fresh artifact dir to show the cached database is reused
 (compile time without tuning). Tuning is slow on 2 shared cores (~15 s per builder worker start-up plus the
 trials); the notes measured 89 trials in ~7 min for 45.7 -> 2.2 ms on a ResNet-style model.
@@ -23,8 +23,6 @@ from backends.base import CompileConfig, RuntimeConfig  # noqa: E402
 from backends.tvm_backend import TvmBackend  # noqa: E402
 from devices import load_device  # noqa: E402
 from harness import loadgen  # noqa: E402
-
-
 def timed_compile(backend, model, device, config, workdir):
     t0 = time.perf_counter()
     compiled = backend.compile(model, device, config, None, workdir)

@@ -5,13 +5,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from devices.numerics import ACTIVATION_NUMERICS, GRANULARITIES, INTEGER_ACTIVATIONS, validate_precision
+
 FORM_FACTORS = ("soc", "m2_npu", "pcie_npu", "usb_npu", "desktop_gpu", "host_cpu")
 ACTIVATION_SCALING = ("static", "dynamic", "static_or_qat", "static_or_dynamic", "none")
 CALIBRATION_NEEDS = ("yes", "no", "conditional")
 POWER_SOURCES = ("rapl", "hwmon", "ina3221", "nvml", "jtop", "tegrastats", "usb_meter", "none")
-WEIGHT_GRANULARITY = ("per_tensor", "per_channel")
-ACTIVATION_NUMERICS = ("uint8", "int8", "int16", "bf16", "fp16", "fp32")
-INTEGER_ACTIVATIONS = ("uint8", "int8", "int16")
+WEIGHT_GRANULARITY = GRANULARITIES
 POLICY_CALIBRATION = ("max", "minmax", "percentile", "entropy", "kl", "mse", "none")
 
 
@@ -43,9 +43,21 @@ class QuantPolicy:
     output_quantized: bool = True
     source: str = ""                           # where the facts come from
 
-    def validate(self, where: str) -> None:
-        from backends.base import validate_precision  # light module: no SDKs
+    @property
+    def per_channel(self) -> bool:
+        """True when the device quantizes weights per output channel."""
+        return self.weight_granularity == "per_channel"
 
+    @property
+    def activation_signed(self) -> bool:
+        """True when activations are signed INT8 (symmetric, the TensorRT/NPU convention); uint8 is asymmetric."""
+        return self.activation == "int8"
+
+    @property
+    def integer_activations(self) -> bool:
+        return self.activation in INTEGER_ACTIVATIONS
+
+    def validate(self, where: str) -> None:
         try:
             validate_precision(self.name)
         except ValueError as exc:  # the policy name is the precision the harness asks for
@@ -107,8 +119,6 @@ class DeviceProfile:
             _check_choice(where, "power_sources", src, POWER_SOURCES)
         if not self.backends:
             raise ProfileError(f"{where}: backends must name at least one backend")
-        from backends.base import validate_precision  # light module: no SDKs
-
         for p in self.precisions:
             try:
                 validate_precision(p)

@@ -63,7 +63,7 @@ def onnx_accuracy(path: str | Path, images: np.ndarray, labels: np.ndarray, batc
 def run_bundle(epochs: int = 4, seed: int = 0, work_dir: str = "runs/bundle", assets: str = "harness/assets",
                recipes: list[str] | None = None, resume: bool = False, train_limit: int | None = None,
                threads: int = 1, val_limit: int | None = 2000) -> dict[str, Any]:
-    from quanttrim.cli import export_checkpoint
+    from quanttrim.export import export_checkpoint
     from quanttrim.data import load_dataset
     from quanttrim.recipes import get_recipe
     from quanttrim.train import TrainConfig, train
@@ -120,7 +120,7 @@ def run_bundle(epochs: int = 4, seed: int = 0, work_dir: str = "runs/bundle", as
 
 def add_qdq(assets_dir: Path, data: Any) -> None:
     """Write ``<stem>-qdq.onnx`` (learned activation ranges) for every manifest entry whose file lacks one."""
-    from harness.datasets import Split, calibration_subset
+    from harness.data.datasets import Split, calibration_subset
     from quanttrim.qdq import export_qdq
 
     manifest_path = assets_dir / "manifest.json"

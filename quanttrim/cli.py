@@ -151,6 +151,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.export:
         from pathlib import Path
 
+        from quanttrim.export import export_checkpoint
+
         r = export_checkpoint(res["checkpoint"], str(Path(args.out) / "model.onnx"))
         print(f"exported {r.onnx_path} (ORT vs torch max |diff| {r.max_abs_diff:.2e}; calib table {r.calib_path})")
     return 0
@@ -166,26 +168,9 @@ def _check_names(model: str, dataset: str) -> None:
     DATASETS.get(dataset)
 
 
-def export_checkpoint(checkpoint: str, out: str, snap: str = "auto", calib: bool = True, verify_samples: int = 64,
-                      data_dir: str | None = None):  # type: ignore[no-untyped-def]
-    """Export a checkpoint file (used by the CLI and the bundle)."""
-    from quanttrim.checkpoint import load_checkpoint
-    from quanttrim.data import load_dataset
-    from quanttrim.export import export_onnx
-    from quanttrim.train import rebuild_model
-
-    ckpt = load_checkpoint(checkpoint)
-    model, cfg = rebuild_model(ckpt)
-    data = load_dataset(cfg.dataset, data_dir or cfg.data_dir, cfg.image_size)
-    snap_weights = cfg.recipe.quant.enabled if snap == "auto" else snap == "yes"
-    meta = {"quanttrim.recipe": cfg.recipe.name, "quanttrim.model": cfg.model, "quanttrim.dataset": cfg.dataset,
-            "quanttrim.seed": str(cfg.seed), "quanttrim.epochs": str(cfg.epochs),
-            "quanttrim.snap_weights": str(snap_weights)}
-    return export_onnx(model, out, data.test_x[: max(2, verify_samples)], snap_weights=snap_weights,
-                       calibration=calib, metadata=meta)
-
-
 def _export(args: argparse.Namespace) -> int:
+    from quanttrim.export import export_checkpoint
+
     r = export_checkpoint(args.checkpoint, args.out, args.snap_weights, not args.no_calib, args.verify_samples, args.data_dir)
     print(f"exported {r.onnx_path} (ORT vs torch max |diff| {r.max_abs_diff:.2e}); "
           f"calibration table: {r.calib_path} ({r.tensors_mapped} tensors)")
@@ -194,7 +179,7 @@ def _export(args: argparse.Namespace) -> int:
             raise ValueError("--qdq needs the calibration table (drop --no-calib)")
         from pathlib import Path
 
-        from harness.datasets import Split, calibration_subset
+        from harness.data.datasets import Split, calibration_subset
         from quanttrim.checkpoint import load_checkpoint
         from quanttrim.data import load_dataset
         from quanttrim.qdq import export_qdq

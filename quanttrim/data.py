@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness.datasets import DatasetNotFound, load_bundled_sample, load_fashion_mnist
+from harness.data.datasets import DatasetNotFound, load_bundled_sample, load_fashion_mnist
 from quanttrim.registry import Registry
 
 __all__ = ["DatasetBundle", "DATASETS", "load_dataset", "DatasetNotFound", "make_mosaics"]

@@ -191,3 +191,21 @@ def map_points_to_onnx(plain: nn.Module, proto: Any, x: torch.Tensor, points: li
             raise ExportError(f"quantization point {p!r} (shape {v.shape}) has no matching tensor in the ONNX graph")
         result[p] = match
     return result
+
+
+def export_checkpoint(checkpoint: str, out: str, snap: str = "auto", calib: bool = True, verify_samples: int = 64,
+                      data_dir: str | None = None):  # type: ignore[no-untyped-def]
+    """Export a checkpoint file (used by the CLI and the bundle)."""
+    from quanttrim.checkpoint import load_checkpoint
+    from quanttrim.data import load_dataset
+    from quanttrim.train import rebuild_model
+
+    ckpt = load_checkpoint(checkpoint)
+    model, cfg = rebuild_model(ckpt)
+    data = load_dataset(cfg.dataset, data_dir or cfg.data_dir, cfg.image_size)
+    snap_weights = cfg.recipe.quant.enabled if snap == "auto" else snap == "yes"
+    meta = {"quanttrim.recipe": cfg.recipe.name, "quanttrim.model": cfg.model, "quanttrim.dataset": cfg.dataset,
+            "quanttrim.seed": str(cfg.seed), "quanttrim.epochs": str(cfg.epochs),
+            "quanttrim.snap_weights": str(snap_weights)}
+    return export_onnx(model, out, data.test_x[: max(2, verify_samples)], snap_weights=snap_weights,
+                       calibration=calib, metadata=meta)

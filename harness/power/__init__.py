@@ -18,7 +18,8 @@ The arithmetic from samples to record fields lives in harness.power.summary.
 """
 from __future__ import annotations
 
-from harness.power.base import PowerSource, Reading, SourceFailed, SourceUnavailable, open_source, source_names
+from harness.power.base import PowerSource, Reading, SourceFailed, SourceUnavailable
+from harness.power.sources import open_source, source_names
 from harness.power.monitor import (
     ESTIMATE_SOURCE,
     EstimatedPowerMonitor,

@@ -43,7 +43,7 @@ class Reading(NamedTuple):
 class PowerSource(ABC):
     """One power source. Subclasses probe in ``__init__`` and raise SourceUnavailable when absent."""
 
-    #: Registry name (one of devices.profile.POWER_SOURCES).
+    #: Registry name (one of devices.profile.POWERSOURCES).
     name: str = ""
     #: True when ``read`` returns the latest pushed value rather than measuring on call.
     streaming: bool = False
@@ -77,44 +77,21 @@ class PowerSource(ABC):
         return None
 
 
-_SOURCES: dict[str, type[PowerSource]] = {}
+#: name -> class, filled by @register_source as each source module is imported (harness.power.sources lists them).
+SOURCES: dict[str, type[PowerSource]] = {}
 
 
 def register_source(name: str) -> Callable[[type[PowerSource]], type[PowerSource]]:
     """Class decorator: make a PowerSource subclass constructible by its profile name."""
 
     def deco(cls: type[PowerSource]) -> type[PowerSource]:
-        if name in _SOURCES and _SOURCES[name] is not cls:
-            raise ValueError(f"power source {name!r} is registered twice ({_SOURCES[name].__name__}, {cls.__name__})")
+        if name in SOURCES and SOURCES[name] is not cls:
+            raise ValueError(f"power source {name!r} is registered twice ({SOURCES[name].__name__}, {cls.__name__})")
         cls.name = name
-        _SOURCES[name] = cls
+        SOURCES[name] = cls
         return cls
 
     return deco
-
-
-def source_names() -> tuple[str, ...]:
-    _load_builtin_sources()
-    return tuple(_SOURCES)
-
-
-def source_class(name: str) -> type[PowerSource]:
-    _load_builtin_sources()
-    try:
-        return _SOURCES[name]
-    except KeyError:
-        raise KeyError(f"unknown power source {name!r}; valid: {', '.join(_SOURCES)}") from None
-
-
-def open_source(name: str, clock: Clock | None = None, **options: Any) -> PowerSource:
-    """Construct (and so probe) the named source; raises SourceUnavailable with the reason."""
-    return source_class(name)(clock=clock, **options)
-
-
-def _load_builtin_sources() -> None:
-    # Importing the modules registers their classes; none of them imports an SDK at module level.
-    from harness.power import hwmon, jetson, nvml, rapl, usb_meter  # noqa: F401
-    from harness.power import none_source  # noqa: F401
 
 
 def read_text(path: Any) -> str:

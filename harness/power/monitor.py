@@ -5,7 +5,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
-from harness.power.base import Clock, PowerSource, SourceFailed, SourceUnavailable, open_source
+from harness.power.base import Clock, PowerSource, SourceFailed, SourceUnavailable
+from harness.power.sources import open_source
 from harness.power.summary import Window, empty_fields, summarize_windows
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -18,8 +18,8 @@ import pytest
 
 import backends
 from backends.base import BackendUnavailable
-from harness.envs import interpreter_for
-from harness.metrics import classification_fidelity, snr_db
+from backends.environments import interpreter_for
+from harness.scoring.metrics import classification_fidelity, snr_db
 from tests.backends.tiny_onnx import bundled_or_tiny, compile_and_run, device_for, images, labels_for, ort_reference
 
 #: FP32 must match the reference to this SNR (numerical noise of a different kernel library only).

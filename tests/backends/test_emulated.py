@@ -167,7 +167,7 @@ def test_int4_weights_sit_on_the_4_bit_grid(tmp_path, calib):
 
 
 def test_every_calibration_method_builds_a_close_graph(tmp_path, calib):
-    from harness.metrics import snr_db
+    from harness.scoring.metrics import snr_db
 
     model = small_model(tmp_path / "m.onnx")
     x = calib[:8]

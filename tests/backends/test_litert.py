@@ -7,8 +7,8 @@ import pytest
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from backends.litert_backend import LiteRtBackend, converter_status
 from devices import load_device
-from harness.envs import ENV_ROOT_VARIABLE
-from harness.metrics import snr_db
+from backends.environments import ENV_ROOT_VARIABLE
+from harness.scoring.metrics import snr_db
 from tests.backends.tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
 
 AVAIL = LiteRtBackend.availability()
@@ -25,7 +25,7 @@ def setup(tmp_path_factory):
 
 def test_onnx_without_converter_env_is_refused_with_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_ROOT_VARIABLE, str(tmp_path / "envs"))
-    monkeypatch.setattr("harness.envs.find_python", lambda spec: "/usr/bin/python3.12")
+    monkeypatch.setattr("backends.environments.find_python", lambda spec: "/usr/bin/python3.12")
     with pytest.raises(UnsupportedRequest, match="Python >= 3.12.*env setup litert-converter"):
         LiteRtBackend().compile(tiny_cnn(tmp_path / "m.onnx"), load_device("cpu"), CompileConfig("fp32"), None,
                                 tmp_path / "work")
@@ -33,7 +33,7 @@ def test_onnx_without_converter_env_is_refused_with_the_fix(tmp_path, monkeypatc
 
 def test_without_python_3_12_the_reason_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_ROOT_VARIABLE, str(tmp_path / "envs"))
-    monkeypatch.setattr("harness.envs.find_python", lambda spec: None)
+    monkeypatch.setattr("backends.environments.find_python", lambda spec: None)
     _, reason, fix = converter_status()
     assert "no Python >= 3.12 is installed" in reason and fix.startswith("install Python 3.12")
 

@@ -8,9 +8,7 @@ import pytest
 from backends.base import CompileConfig, ModelArtifact, RuntimeConfig, UnsupportedRequest, file_sha256
 from backends.onnxruntime_backend import OnnxRuntimeBackend, compute_ranges
 from devices import load_device
-from harness import metrics
-
-
+from harness.scoring import metrics
 def _artifact(path, table=None):
     return ModelArtifact(path=path, name="tiny", sha256=file_sha256(path), input_name="input",
                          input_shape=(1, 28, 28), output_name="logits", calibration_table=table)

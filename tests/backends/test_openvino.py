@@ -7,7 +7,7 @@ import pytest
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from backends.openvino_backend import OpenVinoBackend, unsupported_ops_from_error
 from devices import load_device
-from harness.metrics import snr_db
+from harness.scoring.metrics import snr_db
 from tests.backends.tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
 
 AVAIL = OpenVinoBackend.availability()

@@ -20,7 +20,7 @@ from backends.rknn_backend import (
     write_dataset,
 )
 from devices import load_device
-from harness.envs import ENV_ROOT_VARIABLE, env_python, interpreter_for, probe_env
+from backends.environments import ENV_ROOT_VARIABLE, env_python, interpreter_for, probe_env
 from tests.backends.tiny_onnx import tiny_cnn
 
 ANALYSIS_TEXT = """\
@@ -190,7 +190,7 @@ import numpy as np
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from backends.rknn_backend import RknnBackend
 from devices import load_device
-from harness.metrics import snr_db
+from harness.scoring.metrics import snr_db
 from tests.backends.tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
 tmp = Path(sys.argv[1]); dev = load_device("rk3588"); b = RknnBackend(); res = {}
 m = tiny_cnn(tmp / "tiny.onnx")

@@ -13,8 +13,8 @@ import pytest
 
 from tests.backends import nvidia_fakes as nf  # noqa: E402
 
-from harness.jobs import JobSpec  # noqa: E402
-from harness.worker import run_measure, run_reference  # noqa: E402
+from harness.bench.jobs import JobSpec  # noqa: E402
+from harness.bench.worker import run_measure, run_reference  # noqa: E402
 
 
 def make_spec(tmp_path, precision, calibration=None, **kw):

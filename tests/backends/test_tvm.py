@@ -8,7 +8,7 @@ import pytest
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from backends.tvm_backend import INT8_NUMERICS, TvmBackend, parse_target_string, unsupported_ops_from_error
 from devices import load_device
-from harness.metrics import snr_db
+from harness.scoring.metrics import snr_db
 from tests.backends.tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
 
 AVAIL = TvmBackend.availability()

@@ -78,7 +78,7 @@ def bundled_or_tiny(tmp_path: Path) -> ModelArtifact:
 
 def images(n: int, seed: int = 0, split_name: str = "test") -> np.ndarray:
     """Fashion-MNIST images from the bundled sample (float32 NCHW in [0, 1]); calibration uses "train"."""
-    from harness.datasets import load_bundled_sample
+    from harness.data.datasets import load_bundled_sample
 
     split = load_bundled_sample(split_name)
     rng = np.random.default_rng(seed)
@@ -87,7 +87,7 @@ def images(n: int, seed: int = 0, split_name: str = "test") -> np.ndarray:
 
 
 def labels_for(n: int, seed: int = 0) -> np.ndarray:
-    from harness.datasets import load_bundled_sample
+    from harness.data.datasets import load_bundled_sample
 
     split = load_bundled_sample("test")
     rng = np.random.default_rng(seed)

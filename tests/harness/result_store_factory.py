@@ -1,4 +1,4 @@
-"""A small hand-made result store for the compare/plot/report tests (written like harness.store writes it)."""
+"""A small hand-made result store for the compare/plot/report tests (written like harness.store.writer writes it)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.records import JobRecord
+from harness.store.records import JobRecord
 
 NPU = {"name": "npu_x", "display_name": "NPU X (M.2)", "form_factor": "m2_npu",
        "backends": ["vendor_rt", "onnxruntime"], "precisions": ["int8"], "price_eur": 150.0,

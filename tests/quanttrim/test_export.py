@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from harness.datasets import load_bundled_sample
+from harness.data.datasets import load_bundled_sample
 from quanttrim.config import QuantConfig
 from quanttrim.export import CALIB_FORMAT, export_onnx
 from quanttrim.models import build_model

@@ -10,7 +10,7 @@ from devices.loader import load_device
 from harness.power import ESTIMATE_SOURCE, open_monitor
 from harness.power.hwmon import HwmonSource
 from harness.power.monitor import SampledPowerMonitor
-from harness.records import POWER_FIELDS
+from harness.store.records import POWER_FIELDS
 
 
 def _hwmon_tree(root, microwatts):
@@ -114,8 +114,7 @@ def test_this_host_default_paths_give_empty_fields_with_a_reason_per_source():
 
 
 def test_monitor_driven_by_the_timed_loop_measures_each_run(tmp_path):
-    from harness import loadgen
-
+    from harness.bench import loadgen
     class BusySession:
         def run(self, x):
             t_end = time.perf_counter() + 0.002  # 2 ms per inference

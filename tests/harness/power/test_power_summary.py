@@ -6,7 +6,7 @@ import pytest
 
 from harness.power.base import Reading
 from harness.power.summary import Window, empty_fields, integrate_trapezoid, summarize_windows
-from harness.records import POWER_FIELDS
+from harness.store.records import POWER_FIELDS
 
 KW = dict(source="fake", has_counter=False, has_power=True, counter_resolution_s=None, period_ms=10.0)
 

@@ -1,0 +1,532 @@
+"""Cross-backend fidelity report: the same checkpoints on every device's real backends or its emulated policy.
+
+For each checkpoint and device profile the report runs, through the isolated runner
+(``harness.bench.runner.run_benchmark`` with ``fidelity_only=True``):
+
+* the device's own backends that are available here and really execute its numerics (every
+  available backend for the host ``cpu`` profile; on other devices the non-host ones, e.g. the RKNN
+  simulator on rk3588); backends that would only run on the host CPU in its place are skipped there,
+  they are already in the ``cpu`` rows;
+* the ``emulated`` backend for each of the device's quantization policies when no real backend of
+  the device is available (or always, with ``always_emulate``).
+
+It then tabulates top-1/top-5, top-1 agreement, logit MSE, SNR, ECE and Brier per
+device/backend/precision, the spread across deployments (max−min and standard deviation of top-1
+and of logit MSE over every non-FP32 row: the paper's cross-backend consistency), and the two
+checkpoints side by side with their difference. Written as rich tables, CSV and Markdown.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+METRICS = ("top1", "top5", "top1_agreement", "logit_mse", "snr_db", "ece", "brier")
+#: Lower is better for these (the comparison's "better" column uses it).
+LOWER_IS_BETTER = ("logit_mse", "ece", "brier")
+ROW_FIELDS = ("checkpoint", "device", "backend", "precision", "kind", "status", "calibration_method",
+              "calibration_samples_used", *METRICS, "fp32_island_ops", "note")
+
+
+@dataclass(frozen=True)
+class FidelityOptions:
+    """What the fidelity report runs. Empty checkpoints = the bundled MAP and Quant-Trim ones."""
+
+    checkpoints: tuple[str, ...] = ()
+    devices: tuple[str, ...] | None = None          # None = every bundled device profile
+    quick: bool = False
+    eval_samples: int | None = None
+    out: Path = Path("results/fidelity")
+    always_emulate: bool = False
+    #: Calibration methods for integer precisions (None = each backend's/policy's own), e.g. ("learned",).
+    calibrations: tuple[str, ...] | None = None
+    calib_seed: int = 0
+    timeout_s: float = 900.0
+    threads: int | None = None
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.eval_samples is not None and self.eval_samples < 1:
+            raise ValueError("--eval-samples must be >= 1")
+        if self.timeout_s <= 0:
+            raise ValueError("--timeout must be > 0")
+
+
+@dataclass(frozen=True)
+class DeviceGroup:
+    """One runner call: a device profile (path or name) with the backends/precisions to run on it."""
+
+    device: str
+    profile: str                      # name, or path of a derived profile file
+    backends: tuple[str, ...]
+    precisions: tuple[str, ...] | None
+    kind: str                         # "real" or "emulated"
+
+
+@dataclass
+class FidelityReport:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    spread: list[dict[str, Any]] = field(default_factory=list)
+    comparison: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    first: str = ""                   # the checkpoint compared against (MAP when recognised)
+    second: str = ""                  # the checkpoint compared (Quant-Trim when recognised)
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning
+# ----------------------------------------------------------------------------------------------
+def _available(name: str) -> tuple[bool, str]:
+    import backends
+
+    try:
+        avail = backends.get_backend(name).availability()
+    except KeyError:
+        return False, "not registered in this installation"
+    return avail.available, avail.explain()
+
+
+def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: Path
+                ) -> tuple[list[DeviceGroup], list[str]]:
+    """Which backends run for which device; returns (groups, notes on what is skipped and why)."""
+    from devices.loader import load_device
+    from harness.bench.runner import HOST_CPU_BACKENDS
+
+    groups: list[DeviceGroup] = []
+    notes: list[str] = []
+    for name in device_names:
+        device = load_device(name)
+        host = device.form_factor == "host_cpu"
+        real: list[str] = []
+        for b in device.backends:
+            if b == "emulated":
+                continue
+            if not host and b in HOST_CPU_BACKENDS:
+                continue  # it would run on this host's CPU in the device's place: that is the `cpu` row
+            ok, why = _available(b)
+            if ok:
+                real.append(b)
+            else:
+                notes.append(f"{device.name}: {b} not run ({why})")
+        if real:
+            groups.append(DeviceGroup(device.name, device.name, tuple(real), None, "real"))
+        policies = tuple(p.name for p in device.quant_policies)
+        if policies and (not real or always_emulate or "emulated" in device.backends):
+            profile = device.name if device.backends == ("emulated",) and set(policies) == set(device.precisions) \
+                else str(write_emulation_profile(device, profile_dir))
+            groups.append(DeviceGroup(device.name, profile, ("emulated",), policies, "emulated"))
+        elif not real:
+            notes.append(f"{device.name}: no backend available here and no quantization policy to emulate")
+    return groups, notes
+
+
+def write_emulation_profile(device: Any, profile_dir: Path) -> Path:
+    """A copy of ``device``'s profile whose only backend is ``emulated`` and precisions are its policies."""
+    data = device.to_dict()
+    data.pop("probed", None)
+    data["backends"] = ["emulated"]
+    data["precisions"] = [p["name"] for p in data["quant_policies"]]
+    data["notes"] = (data.get("notes") or "") + " [derived by harness.analysis.fidelity: emulated policies only]"
+    path = Path(profile_dir) / f"{device.name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_toml(data))
+    return path
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Minimal TOML for a device profile dict (scalars, arrays and the quant_policies table array)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if v is not None and k != "quant_policies"]
+    for pol in data.get("quant_policies", []):
+        lines += ["", "[[quant_policies]]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in pol.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Running
+# ----------------------------------------------------------------------------------------------
+def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityReport:
+    """Run every group through the isolated runner and build the report (files written to options.out)."""
+    from devices.loader import available_device_names, load_device
+    from harness.bench.runner import BenchmarkOptions, run_benchmark
+
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device_names = list(options.devices) if options.devices else list(available_device_names())
+    groups, notes = plan_groups(device_names, options.always_emulate, out / "profiles")
+    policy_samples = [p.calibration_samples for n in device_names for p in load_device(n).quant_policies]
+    calib_samples = max([256] + policy_samples)
+    run_id = options.run_id or _dt.datetime.now().strftime("fidelity-%Y%m%d-%H%M%S")
+    records = []
+    for i, group in enumerate(groups):
+        opts = BenchmarkOptions(
+            devices=(group.profile,), checkpoints=tuple(options.checkpoints), backends=group.backends,
+            precisions=group.precisions, calibrations=options.calibrations, calib_samples=calib_samples, eval_samples=options.eval_samples,
+            calib_seed=options.calib_seed, quick=options.quick, fidelity_only=True, results_dir=out / "runs",
+            run_id=f"{run_id}-{i:02d}-{group.device}-{group.kind}", timeout_s=options.timeout_s,
+            threads=options.threads, command=f"harness fidelity ({group.device}, {group.kind})")
+        result = run_benchmark(opts, progress=progress)
+        records.extend((group.kind, r) for r in result.records)
+    report = build_report(records, list(options.checkpoints))
+    report.notes = notes + report.notes
+    report.files = write_outputs(report, out)
+    return report
+
+
+def report_from_runs(run_dirs: Sequence[Path], out: Path | None = None) -> FidelityReport:
+    """Rebuild the report from runs already in the store (``<run>/records.jsonl``), without running anything."""
+    import json
+
+    from harness.store.records import JobRecord
+
+    records = []
+    for d in run_dirs:
+        path = Path(d) / "records.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: pass run directories written by `harness fidelity`")
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = JobRecord.from_dict(json.loads(line))
+                records.append(("emulated" if rec.backend == "emulated" else "real", rec))
+    report = build_report(records)
+    if out is not None:
+        report.files = write_outputs(report, out)
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables (pure functions over records)
+# ----------------------------------------------------------------------------------------------
+def record_row(kind: str, rec: Any) -> dict[str, Any]:
+    """One table row from a JobRecord (emulated rows say so in `kind`)."""
+    extra = dict(rec.extra or {})
+    simulated = bool(rec.simulated) or rec.backend == "emulated"
+    row = {
+        "checkpoint": rec.checkpoint, "device": rec.device, "backend": rec.backend, "precision": rec.precision,
+        "kind": "emulated" if rec.backend == "emulated" else ("simulator" if simulated else kind),
+        "status": rec.status, "calibration_method": rec.calibration_method,
+        "calibration_samples_used": extra.get("calibration_samples_used", rec.calibration_samples),
+        "fp32_island_ops": ",".join(extra.get("fp32_island_ops", []) or []),
+        "note": "" if rec.status == "ok" else (rec.error_message or "")[:200],
+    }
+    for m in METRICS:
+        v = getattr(rec, m, None)
+        row[m] = float(v) if isinstance(v, (int, float)) else (float("inf") if v == "inf" else None)
+    row["numerics_key"] = _numerics_key(rec, extra)
+    return row
+
+
+def _numerics_key(rec: Any, extra: dict[str, Any]) -> str:
+    """Rows with the same key ran the same numerics (e.g. one TensorRT policy emulated for three devices)."""
+    import json
+
+    policy = extra.get("policy")
+    if rec.backend != "emulated" or not isinstance(policy, dict):
+        return f"{rec.checkpoint}|{rec.device}|{rec.backend}|{rec.precision}|{rec.calibration_method}"
+    numerics = {k: v for k, v in policy.items() if k not in ("name", "source", "calibration_samples")}
+    return "|".join([rec.checkpoint, "emulated", json.dumps(numerics, sort_keys=True),
+                     str(extra.get("calibration_samples_used")), str(rec.calibration_method)])
+
+
+def _finite(values: Iterable[Any]) -> list[float]:
+    return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+SPREAD_SCOPES = {
+    "low-precision": lambda r: r["precision"] != "fp32",
+    "integer": lambda r: is_integer_precision(r["precision"]),
+}
+
+
+def is_integer_precision(precision: str) -> bool:
+    from backends.base import is_integer_precision as _is_int
+
+    return _is_int(precision)
+
+
+def spread_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per checkpoint and scope: max−min and std (population) of top-1 and logit MSE over its ok rows.
+
+    Scopes: ``low-precision`` (every non-FP32 deployment) and ``integer`` (INT8/WxAy deployments only).
+    """
+    out = []
+    for scope, keep in SPREAD_SCOPES.items():
+        out += _spread(rows, scope, keep)
+    return out
+
+
+def _spread(rows: Sequence[dict[str, Any]], scope: str, keep: Any) -> list[dict[str, Any]]:
+    out = []
+    for ckpt in dict.fromkeys(r["checkpoint"] for r in rows):
+        sel = [r for r in rows if r["checkpoint"] == ckpt and r["status"] == "ok" and keep(r)]
+        # Identical numerics (the same policy emulated for several devices) count once.
+        sel = list({r.get("numerics_key", id(r)): r for r in sel}.values())
+        top1 = _finite(r["top1"] for r in sel)
+        mse = _finite(r["logit_mse"] for r in sel)
+        out.append({
+            "checkpoint": ckpt, "scope": scope, "deployments": len(sel),
+            "top1_min": min(top1) if top1 else None, "top1_max": max(top1) if top1 else None,
+            "top1_range": (max(top1) - min(top1)) if top1 else None,
+            "top1_std": _std(top1),
+            "logit_mse_min": min(mse) if mse else None, "logit_mse_max": max(mse) if mse else None,
+            "logit_mse_range": (max(mse) - min(mse)) if mse else None,
+            "logit_mse_std": _std(mse),
+            "logit_mse_mean": float(np.mean(mse)) if mse else None,
+        })
+    return out
+
+
+def _std(values: Sequence[float]) -> float | None:
+    """Population standard deviation; float noise on equal values (1e-17) reads as 0."""
+    if not values:
+        return None
+    sd = float(np.std(values))
+    return 0.0 if sd <= 1e-12 * max(1.0, max(abs(v) for v in values)) else sd
+
+
+def pick_pair(names: Sequence[str]) -> tuple[str, str]:
+    """(baseline, candidate): MAP and Quant-Trim when the names say so, else the first two in order."""
+    names = list(dict.fromkeys(names))
+    if len(names) < 2:
+        return (names[0], "") if names else ("", "")
+    base = next((n for n in names if "map" in n.lower()), None)
+    cand = next((n for n in names if "quanttrim" in n.lower().replace("-", "").replace("_", "")), None)
+    if base and cand and base != cand:
+        return base, cand
+    return names[0], names[1]
+
+
+def comparison_table(rows: Sequence[dict[str, Any]], first: str, second: str) -> list[dict[str, Any]]:
+    """Rows keyed by device/backend/precision with both checkpoints' metrics and second − first."""
+    key = lambda r: (r["device"], r["backend"], r["precision"], r["calibration_method"])  # noqa: E731
+    a = {key(r): r for r in rows if r["checkpoint"] == first and r["status"] == "ok"}
+    b = {key(r): r for r in rows if r["checkpoint"] == second and r["status"] == "ok"}
+    out = []
+    for k in [k for k in a if k in b]:
+        row: dict[str, Any] = {"device": k[0], "backend": k[1], "precision": k[2], "calibration_method": k[3],
+                               "kind": a[k]["kind"]}
+        for m in ("top1", "top1_agreement", "logit_mse", "snr_db", "ece", "brier"):
+            va, vb = a[k][m], b[k][m]
+            row[f"{m}_first"], row[f"{m}_second"] = va, vb
+            row[f"{m}_diff"] = (vb - va) if _finite([va, vb]) and len(_finite([va, vb])) == 2 else None
+        va, vb = a[k]["logit_mse"], b[k]["logit_mse"]
+        row["logit_mse_change_pct"] = (100.0 * (vb - va) / va) if _finite([va, vb]) and len(_finite([va, vb])) == 2 \
+            and va else None
+        out.append(row)
+    return out
+
+
+def build_report(records: Sequence[tuple[str, Any]], checkpoint_order: Sequence[str] = ()) -> FidelityReport:
+    rows = [record_row(kind, rec) for kind, rec in records]
+    rows.sort(key=lambda r: (r["checkpoint"], r["device"], r["backend"], r["precision"]))
+    report = FidelityReport(rows=rows, spread=spread_table(rows))
+    names = [r["checkpoint"] for r in rows]
+    first, second = pick_pair(names)
+    report.first, report.second = first, second
+    if second:
+        report.comparison = comparison_table(rows, first, second)
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        report.notes.append(f"{len(failed)} job(s) did not produce metrics (status in the tables/CSV)")
+    return report
+
+
+def closing_note(report: FidelityReport, scope: str = "low-precision") -> str:
+    """One paragraph quoting the cross-backend spread of both checkpoints and its change."""
+    s = {r["checkpoint"]: r for r in report.spread if r["scope"] == scope}
+    if not report.second or report.first not in s or report.second not in s:
+        parts = [f"{c}: top-1 range {_pts(r['top1_range'])} pts (std {_pts(r['top1_std'])}), logit-MSE range "
+                 f"{_num(r['logit_mse_range'])} (std {_num(r['logit_mse_std'])}) over {r['deployments']} deployments"
+                 for c, r in s.items()]
+        return f"Cross-backend spread ({scope}): " + "; ".join(parts) + "."
+    a, b = s[report.first], s[report.second]
+
+    def change(x: Any, y: Any) -> str:
+        if x is None or y is None or not x:
+            return "n/a"
+        return f"{100.0 * (y - x) / x:+.0f}%"
+
+    return (
+        f"Cross-backend spread over {b['deployments']} {scope} deployments: {report.second} top-1 range "
+        f"{_pts(b['top1_range'])} pts (std {_pts(b['top1_std'])}) vs {report.first} {_pts(a['top1_range'])} pts "
+        f"(std {_pts(a['top1_std'])}), {change(a['top1_range'], b['top1_range'])}; logit-MSE range "
+        f"{_num(b['logit_mse_range'])} (std {_num(b['logit_mse_std'])}) vs {_num(a['logit_mse_range'])} "
+        f"(std {_num(a['logit_mse_std'])}), {change(a['logit_mse_range'], b['logit_mse_range'])}; mean logit MSE "
+        f"{_num(b['logit_mse_mean'])} vs {_num(a['logit_mse_mean'])} ({change(a['logit_mse_mean'], b['logit_mse_mean'])})."
+    )
+
+
+def _pts(v: Any) -> str:
+    return "n/a" if v is None else f"{100.0 * v:.2f}"
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else (f"{v:.4g}" if math.isfinite(v) else str(v))
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------
+def _fmt(v: Any, key: str) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if key in ("top1", "top5", "top1_agreement") or key.startswith(("top1_", "top5_")) and "mse" not in key:
+            return f"{100.0 * v:.2f}"
+        if "snr" in key:
+            return f"{v:.2f}"
+        return f"{v:.5g}"
+    return str(v)
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> Path:
+    fields = list(fields or (rows[0].keys() if rows else []))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def _md_table(rows: Sequence[dict[str, Any]], cols: Sequence[str], headers: Sequence[str] | None = None) -> str:
+    headers = list(headers or cols)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(_fmt(r.get(c), c) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+MAIN_COLS = ("device", "backend", "precision", "kind", "status", *METRICS, "calibration_method",
+             "calibration_samples_used", "fp32_island_ops")
+MAIN_HEADERS = ("device", "backend", "precision", "kind", "status", "top-1 %", "top-5 %", "agree %", "logit MSE",
+                "SNR dB", "ECE", "Brier", "calibration", "calib n", "FP32 islands")
+SPREAD_COLS = ("checkpoint", "scope", "deployments", "top1_min", "top1_max", "top1_range", "top1_std", "logit_mse_min",
+               "logit_mse_max", "logit_mse_range", "logit_mse_std", "logit_mse_mean")
+
+
+def markdown(report: FidelityReport) -> str:
+    parts = ["# Cross-backend fidelity report", "",
+             "Metrics against each checkpoint's FP32 ONNX Runtime reference on the same images. Rows of kind "
+             "`emulated` are the device's quantization policy emulated on the host CPU (fidelity only, no latency "
+             "or power claim); `simulator` rows come from a vendor simulator. Top-1/top-5/agreement in %.", ""]
+    for ckpt in dict.fromkeys(r["checkpoint"] for r in report.rows):
+        parts += [f"## {ckpt}", "", _md_table([r for r in report.rows if r["checkpoint"] == ckpt], MAIN_COLS,
+                                                MAIN_HEADERS), ""]
+    parts += ["## Cross-backend spread", "", "Over the ok rows of each scope: `low-precision` = every non-FP32 "
+              "deployment, `integer` = INT8/WxAy deployments only; rows that ran identical numerics (one policy "
+              "emulated for several devices) count once. Top-1 figures in %.", "",
+              _md_table(report.spread, SPREAD_COLS), ""]
+    if report.comparison:
+        cols = ["device", "backend", "precision", "calibration_method", "kind"]
+        heads = ["device", "backend", "precision", "calibration", "kind"]
+        for m in ("top1", "logit_mse", "ece", "brier"):
+            cols += [f"{m}_first", f"{m}_second", f"{m}_diff"]
+            heads += [f"{m} {report.first}", f"{m} {report.second}", "diff"]
+        cols.append("logit_mse_change_pct")
+        heads.append("MSE change %")
+        parts += [f"## {report.second} vs {report.first} (diff = {report.second} − {report.first})", "",
+                  _md_table(report.comparison, cols, heads), ""]
+    parts += ["## Closing note", "", closing_note(report), "", closing_note(report, "integer"), ""]
+    policies = policy_rows(sorted({r["device"] for r in report.rows if r["kind"] == "emulated"}))
+    if policies:
+        parts += ["## Emulated policies", "", _md_table(policies, POLICY_COLS), ""]
+    if report.notes:
+        parts += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
+    return "\n".join(parts)
+
+
+POLICY_COLS = ("device", "policy", "weights", "granularity", "activations", "calibration", "calib n",
+               "fallback ops", "source")
+
+
+def policy_rows(device_names: Sequence[str]) -> list[dict[str, Any]]:
+    """What each emulated device's policies say (for the report's readers)."""
+    from devices.loader import load_device
+
+    rows = []
+    for name in device_names:
+        try:
+            device = load_device(name)
+        except (KeyError, ValueError):
+            continue
+        for p in device.quant_policies:
+            rows.append({
+                "device": name, "policy": p.name,
+                "weights": p.weight_float if p.weight_float else f"int{p.weight_bits}",
+                "granularity": p.weight_granularity if not p.weight_float else "-",
+                "activations": p.activation + (" symmetric" if p.activation_symmetric and
+                                               p.activation in ("int8", "uint8", "int16") else ""),
+                "calibration": p.calibration_method + (f" {p.percentile}" if p.percentile else ""),
+                "calib n": p.calibration_samples if p.calibration_method != "none" else "-",
+                "fallback ops": ",".join(p.fallback_ops) or "-", "source": p.source,
+            })
+    return rows
+
+
+def write_outputs(report: FidelityReport, out: Path) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [_write_csv(out / "fidelity.csv", report.rows, ROW_FIELDS),
+             _write_csv(out / "spread.csv", report.spread, SPREAD_COLS)]
+    if report.comparison:
+        files.append(_write_csv(out / "comparison.csv", report.comparison))
+    md = out / "fidelity.md"
+    md.write_text(markdown(report))
+    files.append(md)
+    return files
+
+
+def rich_tables(report: FidelityReport) -> list[Any]:
+    from rich.table import Table
+
+    tables = []
+    for ckpt in dict.fromkeys(r["checkpoint"] for r in report.rows):
+        t = Table(title=f"Fidelity vs FP32 reference: {ckpt}")
+        for h in MAIN_HEADERS:
+            t.add_column(h, justify="left" if h in ("device", "backend", "precision", "kind", "status",
+                                                    "calibration", "FP32 islands") else "right")
+        for r in report.rows:
+            if r["checkpoint"] == ckpt:
+                t.add_row(*[_fmt(r.get(c), c) for c in MAIN_COLS])
+        tables.append(t)
+    t = Table(title="Cross-backend spread (top-1 in %)")
+    for c in SPREAD_COLS:
+        t.add_column(c, justify="left" if c == "checkpoint" else "right")
+    for r in report.spread:
+        t.add_row(*[_fmt(r.get(c), c) for c in SPREAD_COLS])
+    tables.append(t)
+    if report.comparison:
+        t = Table(title=f"{report.second} vs {report.first} (diff = second − first)")
+        cols = ("device", "backend", "precision", "calibration_method", "top1_first", "top1_second", "top1_diff", "logit_mse_first",
+                "logit_mse_second", "logit_mse_change_pct", "ece_diff", "brier_diff")
+        for c in cols:
+            t.add_column(c, justify="left" if c in ("device", "backend", "precision", "calibration_method")
+                         else "right")
+        for r in report.comparison:
+            t.add_row(*[_fmt(r.get(c), c) for c in cols])
+        tables.append(t)
+    return tables
+
+
+__all__ = ["FidelityOptions", "FidelityReport", "DeviceGroup", "plan_groups", "run_fidelity", "build_report",
+           "spread_table", "comparison_table", "closing_note", "markdown", "write_outputs", "rich_tables",
+           "record_row", "pick_pair", "to_toml"]

@@ -1,0 +1,93 @@
+"""The HTML report: self-contained, shows the tables and figures; rendered in headless Chromium when present."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from harness.cli.main import main as cli_main
+from harness.analysis.report import build_report, html_table
+from harness.store.reader import load_store
+from tests.harness.result_store_factory import make_store
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+#: Appended to a copy of the report only: counts decoded images and table rows once the page has loaded.
+PROBE = ("<script>window.addEventListener('load',function(){var im=[].slice.call(document.images);"
+         "document.body.setAttribute('data-probe',JSON.stringify({images:im.length,"
+         "decoded:im.filter(function(i){return i.complete&&i.naturalWidth>0}).length,"
+         "tables:[].map.call(document.querySelectorAll('table[id]'),function(t){return t.id}),"
+         "mainRows:document.querySelectorAll('#table-main tbody tr').length}))});</script>")
+
+
+@pytest.fixture(scope="module")
+def report_html(tmp_path_factory):
+    root = make_store(tmp_path_factory.mktemp("store"))
+    doc, skipped = build_report(load_store(root), kinds=["power-throughput", "accuracy-throughput", "latency"])
+    return doc
+
+
+def test_report_holds_the_tables_figures_and_environment(report_html):
+    for table_id in ("table-main", "table-deltas", "table-cost"):
+        assert f'id="{table_id}"' in report_html
+    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', report_html)) == 3
+    assert "testhost" in report_html and "python -m harness run --device npu_x" in report_html
+    assert "onnxruntime" in report_html and "aaaaaaaa" in report_html  # package versions, checkpoint hash
+
+
+def test_report_is_self_contained(report_html):
+    assert not re.search(r'(src|href)="(https?:)?//', report_html)
+    assert "<script" not in report_html and "@import" not in report_html
+
+
+def test_missing_cells_are_empty_in_html():
+    import pandas as pd
+
+    html = html_table(pd.DataFrame({"fps": [1.0, float("nan")], "status": ["ok", "failed"]}), "t")
+    assert '<td class="num na"></td>' in html and 'class="status-failed"' in html
+
+
+def test_cli_default_output_is_report_html_in_cwd(tmp_path, monkeypatch, capsys):
+    make_store(tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["report", "results", "--kind", "power-throughput"]) == 0
+    assert (tmp_path / "report.html").is_file()
+    assert "report.html" in capsys.readouterr().out
+
+
+def test_skipped_figures_say_why(report_html, tmp_path):
+    doc, skipped = build_report(load_store(make_store(tmp_path)), kinds=["training"])
+    assert "--train-logs" in skipped["training"]
+    assert 'id="skipped-training"' in doc
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_renders_in_headless_chromium(report_html, tmp_path):
+    exe = _chromium()
+    if not exe:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium); the HTML checks above still ran")
+    page = tmp_path / "probe.html"
+    page.write_text(report_html.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
+    dom = subprocess.run(cmd + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    m = re.search(r'data-probe="([^"]*)"', dom)
+    assert m, "the page did not finish loading in chromium"
+    probe = json.loads(m.group(1).replace("&quot;", '"'))
+    assert probe["images"] == 3 and probe["decoded"] == 3
+    assert {"table-main", "table-deltas", "table-cost"} <= set(probe["tables"])
+    assert probe["mainRows"] == 7
+    plain = tmp_path / "report.html"  # the report as shipped, without the probe script
+    plain.write_text(report_html, encoding="utf-8")
+    shot = tmp_path / "shot.png"
+    subprocess.run(cmd + ["--window-size=1280,1600", f"--screenshot={shot}", plain.as_uri()],
+                   capture_output=True, timeout=120)
+    import matplotlib.image as mpimg
+
+    pixels = mpimg.imread(shot)
+    assert pixels.shape[0] == 1600 and pixels[..., :3].std() > 0.05  # something was drawn, not a blank page

@@ -1,0 +1,118 @@
+"""The runner end to end with the real worker in child processes (tiny model, bundled data)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.store.records import JobRecord
+from harness.bench.runner import BenchmarkOptions, run_benchmark
+from harness.store.writer import StoreError
+
+FAKE_PLUGIN = ("tests.fakes.backends",)
+
+
+def _device(tmp_path: Path, backends: list[str], precisions: list[str] = ("fp32",)) -> str:
+    path = tmp_path / "fakedev.toml"
+    path.write_text('name = "fakedev"\ndisplay_name = "fake"\nform_factor = "host_cpu"\n'
+                    f"backends = {json.dumps(list(backends))}\nprecisions = {json.dumps(list(precisions))}\n")
+    return str(path)
+
+
+def _options(tmp_path, tiny_model, **kw) -> BenchmarkOptions:
+    base = dict(devices=("cpu",), checkpoints=(str(tiny_model),), backends=("onnxruntime",), warmup=1, iters=5,
+                runs=2, eval_samples=40, calib_samples=16, results_dir=tmp_path / "results", prefer_full_dataset=False,
+                plugin_modules=FAKE_PLUGIN, timeout_s=60)
+    base.update(kw)
+    return BenchmarkOptions(**base)
+
+
+def _by_backend(records: list[JobRecord]) -> dict[str, JobRecord]:
+    return {r.backend: r for r in records}
+
+
+def test_fp32_against_itself_has_zero_error_and_filled_metrics(tmp_path, tiny_model):
+    result = run_benchmark(_options(tmp_path, tiny_model, precisions=("fp32", "int8")))
+    fp32 = next(r for r in result.records if r.precision == "fp32")
+    assert fp32.status == "ok"
+    assert fp32.logit_mse == 0.0 and fp32.top1_agreement == 1.0
+    for field in ("latency_ms_p50", "latency_ms_p99", "fps", "top1", "top5", "ece", "brier", "snr_db"):
+        assert getattr(fp32, field) is not None, field
+    int8 = next(r for r in result.records if r.precision == "int8")
+    assert int8.status == "ok" and int8.logit_mse > 0
+
+
+def test_records_and_manifest_are_written(tmp_path, tiny_model):
+    result = run_benchmark(_options(tmp_path, tiny_model, precisions=("fp32",)))
+    lines = (result.run_dir / "records.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["latency_ms_p50"] > 0
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["checkpoints"]["tiny"]["sha256"] == result.records[0].checkpoint_sha256
+    assert (result.run_dir / "latencies" / f"{result.records[0].job_id}.npy").exists()
+
+
+def test_a_crashing_job_becomes_a_record_and_the_run_goes_on(tmp_path, tiny_model):
+    device = _device(tmp_path, ["fake-crash", "onnxruntime"])
+    result = run_benchmark(_options(tmp_path, tiny_model, devices=(device,), backends=None))
+    records = _by_backend(result.records)
+    assert records["fake-crash"].status == "crashed" and records["fake-crash"].failed_stage == "load"
+    assert "SIGABRT" in records["fake-crash"].error_message
+    assert records["onnxruntime"].status == "ok"
+
+
+def test_a_hanging_job_times_out_in_its_stage(tmp_path, tiny_model):
+    device = _device(tmp_path, ["fake-hang"])
+    result = run_benchmark(_options(tmp_path, tiny_model, devices=(device,), backends=None, timeout_s=3))
+    record = result.records[0]
+    assert record.status == "timeout" and record.failed_stage == "compile"
+
+
+def test_an_exception_becomes_a_failed_record_with_the_error(tmp_path, tiny_model):
+    device = _device(tmp_path, ["fake-raise"])
+    record = run_benchmark(_options(tmp_path, tiny_model, devices=(device,), backends=None)).records[0]
+    assert record.status == "failed" and record.failed_stage == "load"
+    assert "driver exploded" in record.error_message
+
+
+def test_a_refusal_is_unsupported_with_the_reason(tmp_path, tiny_model):
+    device = _device(tmp_path, ["fake-refuse"])
+    record = run_benchmark(_options(tmp_path, tiny_model, devices=(device,), backends=None)).records[0]
+    assert record.status == "unsupported" and "GridSample" in record.error_message
+
+
+def test_an_unavailable_backend_is_unsupported_with_install_hint(tmp_path, tiny_model):
+    device = _device(tmp_path, ["fake-unavailable"])
+    record = run_benchmark(_options(tmp_path, tiny_model, devices=(device,), backends=None)).records[0]
+    assert record.status == "unsupported" and record.failed_stage == "plan"
+    assert "pip install fake-sdk" in record.error_message
+
+
+def test_resume_skips_finished_jobs(tmp_path, tiny_model):
+    first = run_benchmark(_options(tmp_path, tiny_model, precisions=("fp32",), run_id="r1"))
+    again = run_benchmark(_options(tmp_path, tiny_model, precisions=("fp32", "fp16"), run_id="r1", resume=True))
+    assert [r.precision for r in again.records] == ["fp16"]
+    lines = (first.run_dir / "records.jsonl").read_text().splitlines()
+    assert [json.loads(l)["precision"] for l in lines] == ["fp32", "fp16"]
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path, tiny_model):
+    run_benchmark(_options(tmp_path, tiny_model, precisions=("fp32",), run_id="r1"))
+    with pytest.raises(StoreError, match="--resume r1"):
+        run_benchmark(_options(tmp_path, tiny_model, precisions=("fp32",), run_id="r1"))
+
+
+def test_absent_device_runs_host_backends_marked_as_host_timing(tmp_path, tiny_model):
+    result = run_benchmark(_options(tmp_path, tiny_model, devices=("jetson_orin",), backends=("tensorrt", "onnxruntime"),
+                                    precisions=("fp32",)))
+    records = _by_backend(result.records)
+    assert records["tensorrt"].status == "unsupported"
+    assert records["onnxruntime"].status == "ok"
+    assert records["onnxruntime"].measured_on.startswith("host cpu")
+    assert "not on the device" in records["onnxruntime"].timing_note
+
+
+def test_no_power_source_gives_empty_fields_with_reason(tmp_path, tiny_model):
+    record = run_benchmark(_options(tmp_path, tiny_model, precisions=("fp32",))).records[0]
+    assert record.power_avg_w is None and record.energy_per_inference_mj is None
+    assert record.power_unavailable_reason
