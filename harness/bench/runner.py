@@ -1,10 +1,12 @@
-"""Plan and run jobs: checkpoint × device × backend × precision, each in its own child process."""
+"""Run a benchmark: plan, prepare data and the FP32 reference, launch every job, append every record.
+
+The route of one job: BenchmarkOptions (options.py) -> PlannedJob (plan.py) -> JobSpec (jobs.py, JSON to the
+worker process) -> JobRecord (harness.store.records).
+"""
 from __future__ import annotations
 
 import datetime as _dt
 import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -13,78 +15,21 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-import backends
-from backends.base import is_integer_precision, validate_precision
-from devices import DeviceProfile, load_device
+from devices import DeviceProfile
+from devices.numerics import is_integer_precision
 from harness.data import datasets
 from harness.host import hostinfo
-from harness.model.checkpoint import Checkpoint, check_feedable, default_checkpoint_paths, load_checkpoint
-from backends.environments import interpreter_for
-from harness.bench.jobs import JobSpec, make_job_id
+from harness.bench.jobs import JobSpec
+from harness.bench.launch import execute_spec
+from harness.bench.options import QUICK, BenchmarkOptions
+from harness.bench.plan import PlannedJob, plan_jobs, resolve_checkpoints, validate_names
+from harness.host.presence import device_present
+from harness.model.checkpoint import Checkpoint, check_feedable
 from harness.store.records import JobRecord
 from harness.store.writer import RunStore, new_run_id
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-QUICK = {"warmup": 5, "iters": 50, "runs": 1, "eval_samples": 500}
 #: Backends that execute on the host CPU when the profiled device is absent.
 HOST_CPU_BACKENDS = ("onnxruntime", "openvino", "tvm", "litert")
-
-
-@dataclass(frozen=True)
-class BenchmarkOptions:
-    devices: tuple[str, ...] = ("cpu",)
-    checkpoints: tuple[str, ...] = ()
-    backends: tuple[str, ...] | None = None
-    precisions: tuple[str, ...] | None = None
-    calibrations: tuple[str, ...] | None = None
-    per_channel: bool | None = None
-    warmup: int = 20
-    iters: int = 200
-    runs: int = 5
-    batch: int = 1
-    calib_samples: int = 256
-    eval_samples: int | None = None
-    calib_seed: int = 0
-    quick: bool = False
-    fidelity_only: bool = False
-    results_dir: Path = Path("results")
-    run_id: str | None = None
-    resume: bool = False
-    timeout_s: float = 900.0
-    #: Seconds the validation pass may take before it scores only the images done so far (None: no limit).
-    validate_budget_s: float | None = 60.0
-    threads: int | None = None
-    cpu_affinity: tuple[int, ...] | None = None
-    power_period_ms: float = 10.0
-    power_estimate: bool = False
-    power_source_options: tuple[tuple[str, str, Any], ...] = ()   # (source, key, value)
-    prefer_full_dataset: bool = True
-    #: Modules imported (here and in each worker) to register backends outside the entry points.
-    plugin_modules: tuple[str, ...] = ()
-    #: Backend-specific compile options (key, value), e.g. ("target", "dla0"), ("tuning_trials", 64).
-    backend_options: tuple[tuple[str, Any], ...] = ()
-    #: Backend target, e.g. an OpenVINO plugin ("GPU", "NPU"), "dla0" for TensorRT, an adb device id for RKNN.
-    target: str | None = None
-    command: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.devices:
-            raise ValueError("at least one device is needed")
-        for p in self.precisions or ():
-            validate_precision(p)
-        if self.warmup < 0 or self.iters < 1 or self.runs < 1 or self.batch < 1:
-            raise ValueError("--warmup must be >= 0 and --iters, --runs, --batch >= 1")
-        if self.calib_samples < 1:
-            raise ValueError("--calib-samples must be >= 1")
-        if self.eval_samples is not None and self.eval_samples < 1:
-            raise ValueError("--eval-samples must be >= 1")
-        if self.timeout_s <= 0:
-            raise ValueError("--timeout must be > 0")
-
-    def loop(self) -> dict[str, int]:
-        if self.quick:
-            return {"warmup": QUICK["warmup"], "iters": QUICK["iters"], "runs": QUICK["runs"]}
-        return {"warmup": self.warmup, "iters": self.iters, "runs": self.runs}
 
 
 @dataclass
@@ -93,102 +38,6 @@ class RunResult:
     run_dir: Path
     records: list[JobRecord] = field(default_factory=list)
     eval_source: str = ""
-
-
-@dataclass(frozen=True)
-class PlannedJob:
-    device: DeviceProfile
-    checkpoint: Checkpoint
-    backend: str
-    precision: str
-    calibration: str | None
-    per_channel: bool
-    activation_signed: bool
-    job_id: str
-    refusal: str | None = None          # set when the job is refused at planning time
-    host_substitute: bool = False
-
-
-def validate_names(options: BenchmarkOptions) -> list[DeviceProfile]:
-    """Load the devices and check backend names before anything runs (errors list the valid choices)."""
-    from harness.bench.worker import import_plugins
-
-    import_plugins(options.plugin_modules)
-    devices = [load_device(d) for d in options.devices]
-    known = sorted(set(backends.backend_names()).union(*(d.backends for d in devices)))
-    for b in options.backends or ():
-        if b not in known:
-            raise KeyError(f"unknown backend {b!r}; valid: {', '.join(known)}")
-    return devices
-
-
-def device_present(device: DeviceProfile) -> bool:
-    """Whether this host is the profiled device (only then are timings device timings)."""
-    if device.form_factor == "host_cpu":
-        return True
-    if device.name.startswith("jetson"):
-        return Path("/etc/nv_tegra_release").exists()
-    if device.rknn_platform:
-        try:
-            return device.rknn_platform in Path("/proc/device-tree/compatible").read_bytes().decode(errors="ignore")
-        except OSError:
-            return False
-    if device.form_factor == "desktop_gpu":
-        return Path("/proc/driver/nvidia/version").exists() and not Path("/etc/nv_tegra_release").exists()
-    return False
-
-
-def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint]
-              ) -> list[PlannedJob]:
-    jobs: list[PlannedJob] = []
-    for device in devices:
-        present = device_present(device)
-        names = [b for b in device.backends if options.backends is None or b in options.backends]
-        for ckpt in checkpoints:
-            for backend_name in names:
-                precisions = [p for p in device.precisions if options.precisions is None or p in options.precisions]
-                refusal, caps = _backend_refusal(backend_name)
-                for precision in precisions:
-                    policy = next((q for q in device.quant_policies if q.name == precision), None)
-                    per_channel = options.per_channel if options.per_channel is not None else (
-                        policy.per_channel if policy else True)
-                    signed = bool(policy and policy.activation_signed)
-                    calibs: Sequence[str | None] = [None]
-                    if is_integer_precision(precision) and precision != "int8-dynamic" and options.calibrations:
-                        calibs = list(options.calibrations)
-                    for calib in calibs:
-                        job_refusal = refusal
-                        if job_refusal is None and caps is not None and precision not in caps.precisions:
-                            job_refusal = (f"{backend_name} does not support {precision} "
-                                           f"(it supports: {', '.join(caps.precisions)})")
-                        if job_refusal is None and calib and caps is not None and caps.calibration_methods \
-                                and calib not in caps.calibration_methods:
-                            job_refusal = (f"{backend_name} has no {calib!r} calibration "
-                                           f"(it has: {', '.join(caps.calibration_methods)})")
-                        jobs.append(PlannedJob(
-                            device, ckpt, backend_name, precision, calib, per_channel, signed,
-                            make_job_id(ckpt.name, device.name, backend_name, precision, calib, per_channel),
-                            job_refusal, host_substitute=not present))
-    return jobs
-
-
-def _backend_refusal(name: str) -> tuple[str | None, Any]:
-    try:
-        cls = backends.get_backend(name)
-    except KeyError:
-        return f"backend {name!r} is not registered in this installation (valid: {', '.join(backends.backend_names())})", None
-    avail = cls.availability()
-    if not avail.available:
-        return f"{name} is unavailable: {avail.explain()}", None
-    try:
-        return None, cls().capabilities()
-    except Exception as exc:  # a broken SDK must not stop planning
-        return f"{name} capabilities probe failed: {type(exc).__name__}: {exc}", None
-
-
-def resolve_checkpoints(paths: Sequence[str]) -> list[Checkpoint]:
-    resolved = [Path(p) for p in paths] if paths else default_checkpoint_paths()
-    return [load_checkpoint(p) for p in resolved]
 
 
 def prepare_data(options: BenchmarkOptions, store: RunStore) -> tuple[Path, str, tuple[int, ...]]:
@@ -210,49 +59,6 @@ def _base_fields(run_id: str, job: PlannedJob, options: BenchmarkOptions, loop: 
         "batch_size": options.batch, "warmup_iters": loop["warmup"], "timed_iters": loop["iters"], "runs": loop["runs"],
         "quick": options.quick,
     }
-
-
-def _worker_command(backend: str) -> list[str]:
-    return [interpreter_for(backend) or sys.executable, "-m", "harness.bench.worker"]
-
-
-def execute_spec(spec: JobSpec, timeout_s: float, log_path: Path) -> dict[str, Any]:
-    """Run the worker in a child process; turn a crash or hang into a result dict."""
-    job_file = Path(spec.result_path).with_suffix(".job.json")
-    spec.write(job_file)
-    Path(spec.stage_path).write_text("compile")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(_worker_command(spec.backend) + [str(job_file)], stdout=log, stderr=subprocess.STDOUT,
-                                cwd=str(REPO_ROOT), env=env, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            stage = Path(spec.stage_path).read_text().strip() or "compile"
-            return {"status": "timeout", "failed_stage": stage,
-                    "error_message": f"job exceeded its {timeout_s:.0f} s timeout during {stage}; raise it with --timeout"}
-        except KeyboardInterrupt:
-            _kill_group(proc)
-            raise
-    result_path = Path(spec.result_path)
-    if result_path.exists():
-        import json
-
-        return json.loads(result_path.read_text())
-    stage = Path(spec.stage_path).read_text().strip() or "compile"
-    tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
-    why = f"killed by signal {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc} without a result"
-    return {"status": "crashed", "failed_stage": stage, "error_message": f"worker {why} during {stage}. Log tail: {tail}"}
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    proc.wait()
 
 
 def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions, store: RunStore, data_path: Path,

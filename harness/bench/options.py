@@ -1,0 +1,68 @@
+"""The options of one benchmark run (what `python -m harness run` was asked for), typed and validated."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devices.numerics import validate_precision
+
+#: The smoke protocol of --quick.
+QUICK = {"warmup": 5, "iters": 50, "runs": 1, "eval_samples": 500}
+
+
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    devices: tuple[str, ...] = ("cpu",)
+    checkpoints: tuple[str, ...] = ()
+    backends: tuple[str, ...] | None = None
+    precisions: tuple[str, ...] | None = None
+    calibrations: tuple[str, ...] | None = None
+    per_channel: bool | None = None
+    warmup: int = 20
+    iters: int = 200
+    runs: int = 5
+    batch: int = 1
+    calib_samples: int = 256
+    eval_samples: int | None = None
+    calib_seed: int = 0
+    quick: bool = False
+    fidelity_only: bool = False
+    results_dir: Path = Path("results")
+    run_id: str | None = None
+    resume: bool = False
+    timeout_s: float = 900.0
+    #: Seconds the validation pass may take before it scores only the images done so far (None: no limit).
+    validate_budget_s: float | None = 60.0
+    threads: int | None = None
+    cpu_affinity: tuple[int, ...] | None = None
+    power_period_ms: float = 10.0
+    power_estimate: bool = False
+    power_source_options: tuple[tuple[str, str, Any], ...] = ()   # (source, key, value)
+    prefer_full_dataset: bool = True
+    #: Modules imported (here and in each worker) to register backends outside the entry points.
+    plugin_modules: tuple[str, ...] = ()
+    #: Backend-specific compile options (key, value), e.g. ("target", "dla0"), ("tuning_trials", 64).
+    backend_options: tuple[tuple[str, Any], ...] = ()
+    #: Backend target, e.g. an OpenVINO plugin ("GPU", "NPU"), "dla0" for TensorRT, an adb device id for RKNN.
+    target: str | None = None
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.devices:
+            raise ValueError("at least one device is needed")
+        for p in self.precisions or ():
+            validate_precision(p)
+        if self.warmup < 0 or self.iters < 1 or self.runs < 1 or self.batch < 1:
+            raise ValueError("--warmup must be >= 0 and --iters, --runs, --batch >= 1")
+        if self.calib_samples < 1:
+            raise ValueError("--calib-samples must be >= 1")
+        if self.eval_samples is not None and self.eval_samples < 1:
+            raise ValueError("--eval-samples must be >= 1")
+        if self.timeout_s <= 0:
+            raise ValueError("--timeout must be > 0")
+
+    def loop(self) -> dict[str, int]:
+        if self.quick:
+            return {"warmup": QUICK["warmup"], "iters": QUICK["iters"], "runs": QUICK["runs"]}
+        return {"warmup": self.warmup, "iters": self.iters, "runs": self.runs}
