@@ -12,9 +12,17 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+import backends
+from backends.base import CompileConfig, ModelArtifact, RuntimeConfig, UnsupportedRequest, file_sha256
+from devices import load_device
+from devices.numerics import takes_calibration
+from harness.bench import loadgen
+from harness.scoring import metrics
 
 
 class StageError(Exception):
@@ -47,13 +55,12 @@ def pin_and_count_threads(spec) -> int:
 def run_reference(spec) -> dict[str, Any]:
     """FP32 ONNX Runtime outputs on every evaluation image: what every fidelity metric compares against."""
     from backends.onnxruntime_backend import OrtSession
-    from harness.bench.loadgen import run_outputs
 
     with np.load(spec.data_path) as data:
         images = data["eval_images"]
     session = OrtSession(Path(spec.checkpoint_path), ["CPUExecutionProvider"], pin_and_count_threads(spec))
     try:
-        outputs = run_outputs(session, images, spec.validate_batch)
+        outputs = loadgen.run_outputs(session, images, spec.validate_batch)
     finally:
         session.close()
     np.save(spec.reference_path, outputs)
@@ -61,115 +68,149 @@ def run_reference(spec) -> dict[str, Any]:
 
 
 def run_measure(spec) -> dict[str, Any]:
-    import backends
-    from backends.base import (CompileConfig, ModelArtifact, RuntimeConfig, UnsupportedRequest, file_sha256,
-                               is_integer_precision)
-    from devices import load_device
-    from harness.bench import loadgen
-    from harness.scoring import metrics
-    from harness.power import open_monitor
-
+    """Compile, load, warm up, time and validate one job; every outcome (refusal, error) becomes a dict."""
     threads = pin_and_count_threads(spec)
     out: dict[str, Any] = {"threads": threads, "cpu_affinity": _affinity()}
-    stage = "compile"
+    stage = StageTracker(spec)
     try:
-        _write_stage(spec, stage)
-        import_plugins(spec.plugin_modules)
-        device = load_device(spec.device)
-        backend = backends.create_backend(spec.backend)
-        avail = backend.availability()
-        out["backend_version"] = avail.version
-        if not avail.available:
-            raise UnsupportedRequest(avail.explain())
-        caps = backend.capabilities()
-        out["simulated"] = bool(caps.simulated)
-        with np.load(spec.data_path) as data:
-            eval_images = data["eval_images"]
-            eval_labels = data["eval_labels"]
-            calib = data["calib_images"] if data["calib_images"].size else None
-        config = CompileConfig(precision=spec.precision, calibration=spec.calibration, per_channel=spec.per_channel,
-                               activation_signed=spec.activation_signed,
-                               calibration_samples=len(calib) if calib is not None and len(calib) else 1, options=spec.options,
-                               target=spec.target)
-        if calib is not None and is_integer_precision(spec.precision) and spec.precision != "int8-dynamic":
-            out["calibration_samples"] = len(calib)
-        else:
-            calib = None  # float and dynamic precisions take no calibration set
-        import onnx
-
-        graph = onnx.load(spec.checkpoint_path, load_external_data=False).graph
-        in_shape = tuple(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:])
-        model = ModelArtifact(
-            path=Path(spec.checkpoint_path), name=spec.checkpoint, sha256=file_sha256(spec.checkpoint_path),
-            input_name=graph.input[0].name, input_shape=in_shape, output_name=graph.output[0].name,
-            calibration_table=Path(spec.calibration_table) if spec.calibration_table else None,
-            qdq_path=Path(spec.qdq_path) if spec.qdq_path else None,
-        )
-        t0 = time.perf_counter()
-        compiled = backend.compile(model, device, config, calib, Path(spec.workdir))
-        out["compile_s"] = time.perf_counter() - t0
-        out["compile_cached"] = compiled.metadata.get("cached")
-        out["calibration_method"] = compiled.metadata.get("calibration_method", spec.calibration)
-        if compiled.metadata.get("timing_note"):
-            out["timing_note"] = compiled.metadata["timing_note"]
-        out["extra"] = {k: v for k, v in compiled.metadata.items() if _is_json(v)}
-        out["extra"]["artifact"] = str(compiled.path)
-
-        stage = "load"
-        _write_stage(spec, stage)
+        backend, device, data = _prepare(spec, out)
+        compiled = _compile(spec, backend, device, data, out)
+        stage.enter("load")
         session = backend.load(compiled, device, RuntimeConfig(threads))
         try:
-            timing = compiled.metadata.get("timing", "loop")
-            if not spec.fidelity_only and timing != "none":
-                stage = "warmup"
-                _write_stage(spec, stage)
-                monitor = open_monitor(device, period_ms=spec.power_period_ms, estimate=spec.power_estimate,
-                                       source_options=spec.power_source_options)
-                try:
-                    monitor.measure_idle(spec.power_idle_s)
-                    stage = "measure"
-                    _write_stage(spec, stage)
-                    cfg = loadgen.LoopConfig(spec.warmup, spec.iters, spec.runs, spec.batch)
-                    result = loadgen.measure(session, eval_images, cfg, power=monitor)
-                    out.update(result.summary())
-                    np.save(spec.latency_path, result.samples_ns)
-                    out["raw_latency_file"] = str(Path(spec.latency_path).name)
-                    out.update(monitor.summarize([cfg.iters * cfg.batch] * cfg.runs, loadgen.durations_s(result)))
-                finally:
-                    monitor.close()
-            elif timing == "none":
-                # e.g. trtexec times itself: its own figures, labelled as such by its timing_note
-                out.update(compiled.metadata.get("external_timing") or {})
-                out["power_unavailable_reason"] = "no harness timed loop: " + (out.get("timing_note") or "emulation")
-            stage = "validate"
-            _write_stage(spec, stage)
+            _time(spec, session, compiled, device, data, out, stage)
+            stage.enter("validate")
             validate_batch = int(compiled.metadata.get("validate_batch", spec.validate_batch))
-            outputs = loadgen.run_outputs(session, eval_images, validate_batch, spec.validate_budget_s)
+            outputs = loadgen.run_outputs(session, data.eval_images, validate_batch, spec.validate_budget_s)
         finally:
             session.close()
-        reference = np.load(spec.reference_path)
-        n = len(outputs)
-        if n < len(eval_images):
-            out["validation_note"] = (f"validation stopped after {spec.validate_budget_s:.0f} s: scored on the first "
-                                      f"{n} of {len(eval_images)} images (raise --validate-budget)")
-            reference, eval_labels = reference[:n], eval_labels[:n]
-        if outputs.shape != reference.shape:
-            raise StageError("validate", "failed",
-                             f"output shape {outputs.shape} differs from the reference's {reference.shape}")
-        if outputs.ndim == 2:
-            out.update(metrics.classification_fidelity(outputs, reference, eval_labels))
-        out["eval_samples"] = int(n)
+        _score(spec, outputs, data, out)
         out["status"] = "ok"
         return out
     except StageError as exc:
         out.update(status=exc.status, failed_stage=exc.stage, error_message=str(exc))
     except UnsupportedRequest as exc:
-        out.update(status="unsupported", failed_stage=stage, error_message=str(exc))
+        out.update(status="unsupported", failed_stage=stage.current, error_message=str(exc))
     except Exception as exc:  # any backend error becomes data, not a dead run
-        out.update(status="failed", failed_stage=stage,
+        out.update(status="failed", failed_stage=stage.current,
                    error_message=f"{type(exc).__name__}: {exc}".strip()[:2000],
                    traceback=traceback.format_exc(limit=8)[-4000:])
     return out
+
+
+class StageTracker:
+    """The stage a job is in, mirrored to the spec's stage file so the parent can name it after a timeout."""
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+        self.current = "compile"
+        _write_stage(spec, self.current)
+
+    def enter(self, stage: str) -> None:
+        self.current = stage
+        _write_stage(self.spec, stage)
+
+
+@dataclass(frozen=True)
+class JobData:
+    """The arrays a job is fed: evaluation images and labels, the calibration set (None when not used)."""
+
+    eval_images: np.ndarray
+    eval_labels: np.ndarray
+    calibration: np.ndarray | None
+
+
+def _prepare(spec, out: dict[str, Any]):
+    """Plugins, device, backend (available or refused) and the job's data."""
+    import_plugins(spec.plugin_modules)
+    device = load_device(spec.device)
+    backend = backends.create_backend(spec.backend)
+    avail = backend.availability()
+    out["backend_version"] = avail.version
+    if not avail.available:
+        raise UnsupportedRequest(avail.explain())
+    out["simulated"] = bool(backend.capabilities().simulated)
+    with np.load(spec.data_path) as data:
+        eval_images, eval_labels = data["eval_images"], data["eval_labels"]
+        calib = data["calib_images"] if data["calib_images"].size else None
+    if calib is not None and takes_calibration(spec.precision):
+        out["calibration_samples"] = len(calib)
+    else:
+        calib = None  # float and dynamic precisions take no calibration set
+    return backend, device, JobData(eval_images, eval_labels, calib)
+
+
+def _compile(spec, backend, device, data: JobData, out: dict[str, Any]):
+    import onnx
+
+    calib = data.calibration
+    config = CompileConfig(precision=spec.precision, calibration=spec.calibration, per_channel=spec.per_channel,
+                           activation_signed=spec.activation_signed,
+                           calibration_samples=len(calib) if calib is not None and len(calib) else 1,
+                           options=spec.options, target=spec.target)
+    graph = onnx.load(spec.checkpoint_path, load_external_data=False).graph
+    in_shape = tuple(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:])
+    model = ModelArtifact(
+        path=Path(spec.checkpoint_path), name=spec.checkpoint, sha256=file_sha256(spec.checkpoint_path),
+        input_name=graph.input[0].name, input_shape=in_shape, output_name=graph.output[0].name,
+        calibration_table=Path(spec.calibration_table) if spec.calibration_table else None,
+        qdq_path=Path(spec.qdq_path) if spec.qdq_path else None,
+    )
+    t0 = time.perf_counter()
+    compiled = backend.compile(model, device, config, calib, Path(spec.workdir))
+    out["compile_s"] = time.perf_counter() - t0
+    out["compile_cached"] = compiled.metadata.get("cached")
+    out["calibration_method"] = compiled.metadata.get("calibration_method", spec.calibration)
+    if compiled.metadata.get("timing_note"):
+        out["timing_note"] = compiled.metadata["timing_note"]
+    out["extra"] = {k: v for k, v in compiled.metadata.items() if _is_json(v)}
+    out["extra"]["artifact"] = str(compiled.path)
+    return compiled
+
+
+def _time(spec, session, compiled, device, data: JobData, out: dict[str, Any], stage: StageTracker) -> None:
+    """The timed loop with power sampled around it (skipped for --fidelity-only and self-timing backends)."""
+    from harness.power import open_monitor
+
+    timing = compiled.metadata.get("timing", "loop")
+    if timing == "none":
+        # e.g. trtexec times itself: its own figures, labelled as such by its timing_note
+        out.update(compiled.metadata.get("external_timing") or {})
+        out["power_unavailable_reason"] = "no harness timed loop: " + (out.get("timing_note") or "emulation")
+        return
+    if spec.fidelity_only:
+        return
+    stage.enter("warmup")
+    monitor = open_monitor(device, period_ms=spec.power_period_ms, estimate=spec.power_estimate,
+                           source_options=spec.power_source_options)
+    try:
+        monitor.measure_idle(spec.power_idle_s)
+        stage.enter("measure")
+        cfg = loadgen.LoopConfig(spec.warmup, spec.iters, spec.runs, spec.batch)
+        result = loadgen.measure(session, data.eval_images, cfg, power=monitor)
+        out.update(result.summary())
+        np.save(spec.latency_path, result.samples_ns)
+        out["raw_latency_file"] = str(Path(spec.latency_path).name)
+        out.update(monitor.summarize([cfg.iters * cfg.batch] * cfg.runs, loadgen.durations_s(result)))
+    finally:
+        monitor.close()
+
+
+def _score(spec, outputs: np.ndarray, data: JobData, out: dict[str, Any]) -> None:
+    """Fidelity of the outputs against the FP32 reference (and the labels)."""
+    reference = np.load(spec.reference_path)
+    labels = data.eval_labels
+    n = len(outputs)
+    if n < len(data.eval_images):
+        out["validation_note"] = (f"validation stopped after {spec.validate_budget_s:.0f} s: scored on the first "
+                                  f"{n} of {len(data.eval_images)} images (raise --validate-budget)")
+        reference, labels = reference[:n], labels[:n]
+    if outputs.shape != reference.shape:
+        raise StageError("validate", "failed",
+                         f"output shape {outputs.shape} differs from the reference's {reference.shape}")
+    if outputs.ndim == 2:
+        out.update(metrics.classification_fidelity(outputs, reference, labels))
+    out["eval_samples"] = int(n)
 
 
 def import_plugins(modules) -> None:
