@@ -6,6 +6,7 @@ worker process) -> JobRecord (harness.store.records).
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import sys
 import time
@@ -21,15 +22,27 @@ from harness.data import datasets
 from harness.host import hostinfo
 from harness.bench.jobs import JobSpec
 from harness.bench.launch import execute_spec
-from harness.bench.options import QUICK, BenchmarkOptions
+from harness.bench.options import QUICK, BenchmarkOptions, resume_differences
 from harness.bench.plan import PlannedJob, plan_jobs, resolve_checkpoints, validate_names
 from harness.host.presence import device_present
 from harness.model.checkpoint import Checkpoint, check_feedable
 from harness.store.records import JobRecord
-from harness.store.writer import RunStore, new_run_id
+from harness.store.writer import RunStore, StoreError, new_run_id
 
 #: Backends that execute on the host CPU when the profiled device is absent.
 HOST_CPU_BACKENDS = ("onnxruntime", "openvino", "tvm", "litert")
+
+
+class PlanError(ValueError):
+    """The request plans no job at all; the message says why and what would plan one."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run; the records written so far are kept and the run can be resumed."""
+
+    def __init__(self, run_id: str, run_dir: Path, records_written: int) -> None:
+        super().__init__(run_id)
+        self.run_id, self.run_dir, self.records_written = run_id, run_dir, records_written
 
 
 @dataclass
@@ -38,6 +51,8 @@ class RunResult:
     run_dir: Path
     records: list[JobRecord] = field(default_factory=list)
     eval_source: str = ""
+    #: Jobs in the plan (records written by earlier attempts of a resumed run included).
+    planned: int = 0
 
 
 def prepare_data(options: BenchmarkOptions, store: RunStore) -> tuple[Path, str, tuple[int, ...]]:
@@ -49,6 +64,17 @@ def prepare_data(options: BenchmarkOptions, store: RunStore) -> tuple[Path, str,
     np.savez(path, eval_images=eval_split.images, eval_labels=eval_split.labels, calib_images=calib)
     source = f"{eval_split.source}, {len(eval_split)} images; calibration: {len(calib)} images from {calib_split.source}"
     return path, source, tuple(eval_split.images.shape[1:])
+
+
+def data_digest(data_path: Path) -> str:
+    """sha256 over the evaluation images, labels and calibration images (what a resumed run must share)."""
+    h = hashlib.sha256()
+    with np.load(data_path) as data:
+        for key in ("eval_images", "eval_labels", "calib_images"):
+            arr = np.ascontiguousarray(data[key])
+            h.update(f"{key}{arr.dtype}{arr.shape}".encode())
+            h.update(arr.tobytes())
+    return h.hexdigest()
 
 
 def _base_fields(run_id: str, job: PlannedJob, options: BenchmarkOptions, loop: dict[str, int]) -> dict[str, Any]:
@@ -66,14 +92,15 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
     tag = job.job_id if mode == "measure" else f"reference__{job.checkpoint.name}"
     device_ref = next((d for d in options.devices if d == job.device.name or Path(d).stem == job.device.name),
                       job.device.name)
-    work = store.work_dir
     return JobSpec(
         run_id=run_id, job_id=job.job_id, mode=mode, device=device_ref, backend=job.backend,
         precision=job.precision, checkpoint=job.checkpoint.name, checkpoint_path=str(job.checkpoint.path),
         calibration=job.calibration, per_channel=job.per_channel, activation_signed=job.activation_signed,
-        data_path=str(data_path), reference_path=str(reference_path), result_path=str(work / f"{tag}.result.json"),
-        stage_path=str(work / f"{tag}.stage"), latency_path=str(store.run_dir / "latencies" / f"{job.job_id}.npy"),
-        workdir=str(store.results_dir / ".cache" / "artifacts"), warmup=loop["warmup"], iters=loop["iters"],
+        data_path=str(data_path), reference_path=str(reference_path),
+        # per-attempt names: a file left by a killed attempt is never read as this attempt's
+        result_path=str(store.attempt_file(tag, "result.json")), stage_path=str(store.attempt_file(tag, "stage")),
+        latency_path=str(store.attempt_file(tag, "latency.npy")),
+        workdir=str(store.layout.artifact_cache), warmup=loop["warmup"], iters=loop["iters"],
         runs=loop["runs"], batch=options.batch, validate_batch=1,
         validate_budget_s=options.validate_budget_s if mode == "measure" else None, fidelity_only=options.fidelity_only,
         threads=options.threads, cpu_affinity=options.cpu_affinity, power_period_ms=options.power_period_ms, power_estimate=options.power_estimate,
@@ -121,6 +148,7 @@ def build_manifest(options: BenchmarkOptions, devices: Sequence[DeviceProfile], 
                                  "calibration_table": str(c.calibration_table) if c.calibration_table else None}
                         for c in checkpoints},
         "eval_source": eval_source,
+        "data_sha256": None,
         "warnings": warnings,
     }
     return manifest, warnings
@@ -131,23 +159,50 @@ ProgressFn = Callable[[str, int, int], None]
 
 def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
                   warn: Callable[[str], None] | None = None) -> RunResult:
-    """Run every planned job; records are written as they finish, so an interruption loses nothing."""
+    """Run every planned job; records are written as they finish, so an interruption loses nothing.
+
+    Raises PlanError when nothing is planned, StoreError when the run folder cannot be used (exists, locked,
+    resumed with different options or data), RunInterrupted on Ctrl-C/SIGTERM (records kept).
+    """
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
     devices = validate_names(options)
     checkpoints = resolve_checkpoints(options.checkpoints)
-    run_id = options.run_id or new_run_id()
-    store = RunStore(options.results_dir, run_id, resume=options.resume)
-    data_path, eval_source, image_shape = prepare_data(options, store)
-    for ckpt in checkpoints:
-        check_feedable(ckpt, image_shape, eval_source)
-    manifest, warnings = build_manifest(options, devices, checkpoints, eval_source, run_id)
-    store.write_manifest(manifest)
-    for w in warnings:
-        warn(w)
-    loop = options.loop()
     jobs = plan_jobs(options, devices, checkpoints)
+    if not jobs:
+        raise PlanError(_why_no_jobs(options, devices, checkpoints))
+    run_id = options.run_id or new_run_id()
+    with RunStore(options.results_dir, run_id, resume=options.resume) as store:
+        old_manifest = store.read_manifest() if options.resume else None
+        if old_manifest is not None:
+            _check_resume(old_manifest, options, checkpoints, store)
+        data_path, eval_source, image_shape = prepare_data(options, store)
+        digest = data_digest(data_path)
+        if old_manifest is not None and old_manifest.get("data_sha256") not in (None, digest):
+            raise StoreError(f"cannot resume run {run_id!r}: its evaluation/calibration data differ from this "
+                             f"attempt's (first: {old_manifest.get('eval_source')}; now: {eval_source}); "
+                             "resume with the same data options, or start a new run")
+        for ckpt in checkpoints:
+            check_feedable(ckpt, image_shape, eval_source)
+        manifest, warnings = build_manifest(options, devices, checkpoints, eval_source, run_id)
+        manifest["data_sha256"] = digest
+        store.write_manifest(manifest)
+        for w in warnings:
+            warn(w)
+        result = RunResult(run_id, store.run_dir, eval_source=eval_source, planned=len(jobs))
+        try:
+            _run_jobs(jobs, options, store, data_path, digest, result, progress, warn)
+        except KeyboardInterrupt:
+            raise RunInterrupted(run_id, store.run_dir, len(result.records)) from None
+        if {j.job_id for j in jobs} <= store.finished_job_ids():
+            store.remove_work()   # the run is complete; on failure work/ stays for inspection
+    return result
+
+
+def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunStore, data_path: Path, digest: str,
+              result: RunResult, progress: ProgressFn | None, warn: Callable[[str], None]) -> None:
+    run_id = store.run_id
+    loop = options.loop()
     done = store.finished_job_ids()
-    result = RunResult(run_id, store.run_dir, eval_source=eval_source)
     references: dict[str, Path | str] = {}
     for index, job in enumerate(jobs):
         if job.job_id in done:
@@ -162,7 +217,7 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
         else:
             ref = references.get(job.checkpoint.name)
             if ref is None:
-                ref = _make_reference(job, run_id, options, store, data_path, loop)
+                ref = _make_reference(job, run_id, options, store, data_path, digest, loop)
                 references[job.checkpoint.name] = ref
             if isinstance(ref, str):
                 outcome = {"status": "failed", "failed_stage": "validate",
@@ -173,24 +228,63 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
                     warn(f"other processes are using the CPUs (1-min load {load:.1f} on {os.cpu_count()} CPUs): "
                          f"latency of {job.job_id} may be inflated")
                 spec = _spec_for(job, "measure", run_id, options, store, data_path, ref, loop)
-                outcome = execute_spec(spec, options.timeout_s, store.work_dir / f"{job.job_id}.log")
+                outcome = execute_spec(spec, options.timeout_s, store.attempt_file(job.job_id, "log"),
+                                       memory_limit_mb=options.memory_limit_mb)
                 outcome.update(host_busy=busy, load_avg_1m=load)
-        record = _to_record(base, outcome, job, eval_source, started, time.perf_counter() - t0)
+                _keep_latencies(spec, store, job, outcome)
+        record = _to_record(base, outcome, job, result.eval_source, started, time.perf_counter() - t0)
         store.append(record)
         result.records.append(record)
     if progress:
         progress("done", len(jobs), len(jobs))
-    return result
+
+
+def _keep_latencies(spec: JobSpec, store: RunStore, job: PlannedJob, outcome: dict[str, Any]) -> None:
+    """Move this attempt's raw latencies to latencies/<job_id>.npy (only a finished attempt's file is kept)."""
+    attempt_file = Path(spec.latency_path)
+    if outcome.get("status") == "ok" and attempt_file.exists():
+        final = store.layout.latency_file(job.job_id)
+        os.replace(attempt_file, final)
+        outcome["raw_latency_file"] = final.name
+    else:
+        outcome.pop("raw_latency_file", None)
+
+
+def _check_resume(manifest: dict[str, Any], options: BenchmarkOptions, checkpoints: Sequence[Checkpoint],
+                  store: RunStore) -> None:
+    diffs = resume_differences(manifest.get("options") or {}, options)
+    old_ckpts = manifest.get("checkpoints") or {}
+    for c in checkpoints:
+        old = (old_ckpts.get(c.name) or {}).get("sha256")
+        if old is not None and old != c.sha256:
+            diffs.append(f"checkpoint {c.name}: sha256 {old[:12]} then, {c.sha256[:12]} now")
+    if diffs:
+        raise StoreError(f"cannot resume run {store.run_id!r} with different options: " + "; ".join(diffs)
+                         + f" (the run's command: {manifest.get('command')}); resume with the run's options, "
+                           "or start a new run")
+
+
+def _why_no_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint]
+                 ) -> str:
+    if not checkpoints:
+        return "no jobs to run: no checkpoint was found; pass --checkpoint PATH"
+    offered = "; ".join(f"{d.name}: backends {', '.join(d.backends)}, precisions {', '.join(d.precisions)}"
+                        for d in devices)
+    return (f"no jobs to run: the request (backends {', '.join(options.backends or ('all',))}, precisions "
+            f"{', '.join(options.precisions or ('all',))}) selects nothing the device offers ({offered})")
 
 
 def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, store: RunStore, data_path: Path,
-                    loop: dict[str, int]) -> Path | str:
-    ref_path = store.work_dir / f"reference__{job.checkpoint.name}.npy"
+                    digest: str, loop: dict[str, int]) -> Path | str:
+    # named by checkpoint and data hashes: a reference is reused only for the same model on the same data
+    ref_path = store.work_dir / (f"reference__{job.checkpoint.name}__{job.checkpoint.sha256[:12]}"
+                                 f"__{digest[:12]}.npy")
     if ref_path.exists():
         return ref_path
     ref_job = PlannedJob(job.device, job.checkpoint, "onnxruntime", "fp32", None, True, False, job.job_id)
     spec = _spec_for(ref_job, "reference", run_id, options, store, data_path, ref_path, loop)
-    outcome = execute_spec(spec, options.timeout_s, store.work_dir / f"reference__{job.checkpoint.name}.log")
+    outcome = execute_spec(spec, options.timeout_s, store.attempt_file(f"reference__{job.checkpoint.name}", "log"),
+                           memory_limit_mb=options.memory_limit_mb)
     if outcome.get("status") != "ok" or not ref_path.exists():
         return outcome.get("error_message") or "unknown error"
     return ref_path

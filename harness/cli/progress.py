@@ -64,6 +64,6 @@ def run_with_progress(options: BenchmarkOptions, console: Console | None = None)
         console.print(f"[yellow]not run[/]: {backend} ({count} job{'s' if count > 1 else ''}): {escape(reason)}")
     counts = Counter(r.status for r in result.records)
     console.print("jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) if counts else
-                  "jobs: none new (all finished already)")
+                  f"jobs: all {result.planned} planned jobs already had records in {result.run_dir}; none ran")
     console.print(f"records: {result.run_dir / 'records.jsonl'}")
     return 0

@@ -1,6 +1,6 @@
 """Read the result store into one pandas DataFrame (comparison, plots and reports only read this).
 
-The store layout (written by ``harness.store.writer``)::
+The store layout (written by ``harness.store.writer``; every name is defined in ``harness.store.layout``)::
 
     results/<run_id>/records.jsonl     one ``JobRecord.to_dict()`` JSON object per line
     results/<run_id>/manifest.json     command, host, package versions, device profile snapshot(s), checkpoints
@@ -26,9 +26,7 @@ import pandas as pd
 
 from harness.store.records import STAGES, STATUSES, JobRecord, record_field_names
 
-RECORDS_FILE = "records.jsonl"
-MANIFEST_FILE = "manifest.json"
-LATENCY_DIR = "latencies"
+from harness.store.layout import LATENCY_DIR, MANIFEST_FILE, RECORDS_FILE  # noqa: F401  (re-exported)
 
 #: TensorRT routes: the paper's Fig. 3 draws them unfilled, against the platform's default runtime (filled).
 TENSORRT_BACKENDS = frozenset({"tensorrt", "trtexec", "onnxruntime-tensorrt"})
@@ -51,7 +49,7 @@ NUMERIC_FIELDS = (
     "timed_iters", "runs", "compile_s", "threads", "load_avg_1m", "eval_samples", "top1", "top5",
     "top1_agreement", "logit_mse", "snr_db", "ece", "brier", "miou", "power_avg_w", "power_peak_w",
     "power_peak_w_mean", "power_p5_w", "power_p95_w", "power_idle_w", "energy_per_inference_mj",
-    "energy_per_inference_net_mj", "power_sample_period_ms", "power_samples", "duration_s",
+    "energy_per_inference_net_mj", "power_sample_period_ms", "power_samples", "duration_s", "peak_rss_mb",
     "device_price_eur", "device_typical_power_w",
 )
 
