@@ -229,8 +229,15 @@ def save_job_data(path: Path | str, eval: Dataset, calib: Dataset | None) -> Pat
 
 
 def load_job_data(path: Path | str) -> tuple[Dataset, Dataset | None]:
-    """The (evaluation, calibration or None) sets written by :func:`save_job_data`."""
+    """The (evaluation, calibration or None) sets written by :func:`save_job_data`.
+
+    A file of the earlier layout (eval_images, eval_labels, calib_images; one input) reads as input "input".
+    """
     with np.load(path, allow_pickle=False) as z:
+        if "meta" not in z.files:
+            calib = z["calib_images"] if "calib_images" in z.files and z["calib_images"].size else None
+            return (Dataset({"input": z["eval_images"]}, z["eval_labels"] if "eval_labels" in z.files else None,
+                            str(path)), None if calib is None else Dataset({"input": calib}, None, str(path)))
         meta = json.loads(str(z["meta"]))
         out = []
         for tag in ("eval", "calib"):
