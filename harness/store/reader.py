@@ -1,10 +1,11 @@
 """Read the result store into one pandas DataFrame (comparison, plots and reports only read this).
 
-The store layout (written by ``harness.store.writer``)::
+The store layout (written by ``harness.store.writer``; file names in ``harness.store.layout``)::
 
     results/<run_id>/records.jsonl     one ``JobRecord.to_dict()`` JSON object per line
     results/<run_id>/manifest.json     command, host, package versions, device profile snapshot(s), checkpoints
     results/<run_id>/latencies/<job_id>.npy   raw per-iteration latencies in ns
+    results/<run_id>/samples/<job_id>.npz     per-sample bool vectors (top1_correct, top1_agree, ...)
 
 ``load(paths)`` accepts run directories, ``records.jsonl`` files and parent directories holding runs.
 A corrupt line is reported (file and line number, as a ``CorruptRecordWarning``) and skipped, so one bad
@@ -24,11 +25,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from harness.store.layout import LATENCY_DIR, MANIFEST_FILE, RECORDS_FILE, SAMPLES_DIR, samples_path
 from harness.store.records import STAGES, STATUSES, JobRecord, record_field_names
-
-RECORDS_FILE = "records.jsonl"
-MANIFEST_FILE = "manifest.json"
-LATENCY_DIR = "latencies"
 
 #: TensorRT routes: the paper's Fig. 3 draws them unfilled, against the platform's default runtime (filled).
 TENSORRT_BACKENDS = frozenset({"tensorrt", "trtexec", "onnxruntime-tensorrt"})
@@ -49,7 +47,11 @@ NUMERIC_FIELDS = (
     "calibration_samples", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
     "latency_ms_mean", "latency_ms_min", "latency_ms_max", "fps", "batch_size", "warmup_iters",
     "timed_iters", "runs", "compile_s", "threads", "load_avg_1m", "eval_samples", "top1", "top5",
-    "top1_agreement", "logit_mse", "snr_db", "ece", "brier", "miou", "power_avg_w", "power_peak_w",
+    "top1_agreement", "logit_mse", "snr_db", "ece", "brier", "miou", "output_mse", "output_cosine",
+    "output_max_abs_error", "probability_mse", "miou_vs_reference", "pixel_agreement", "map50", "map50_95",
+    "map50_labels", "map50_95_labels", "detections_per_image", "reference_detections_per_image",
+    "position_agreement", "sequence_agreement", "embedding_cosine", "embedding_cosine_min",
+    "worst_channel_snr_db", "power_avg_w", "power_peak_w",
     "power_peak_w_mean", "power_p5_w", "power_p95_w", "power_idle_w", "energy_per_inference_mj",
     "energy_per_inference_net_mj", "power_sample_period_ms", "power_samples", "duration_s",
     "device_price_eur", "device_typical_power_w",
@@ -391,6 +393,15 @@ def read_latencies_ms(path: str | Path) -> np.ndarray:
     return np.asarray(arr, dtype=np.float64).ravel() / 1e6
 
 
+def read_samples(run_dir: str | Path, job_id: str) -> dict[str, np.ndarray]:
+    """The per-sample bool vectors of one job ({} when the job saved none, e.g. it failed before validating)."""
+    path = samples_path(Path(run_dir), job_id)
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        return {k: np.asarray(data[k]) for k in data.files}
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
@@ -409,5 +420,5 @@ def is_missing(value: Any) -> bool:
 __all__ = [
     "CorruptRecordWarning", "NoRunsError", "ResultStore", "bundled_profile", "checkpoint_name",
     "device_snapshots", "find_runs", "is_missing", "load", "load_store", "model_from_name",
-    "read_latencies_ms", "read_records", "recipe_from_name",
+    "read_latencies_ms", "read_records", "read_samples", "recipe_from_name", "SAMPLES_DIR",
 ]
