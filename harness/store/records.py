@@ -101,8 +101,6 @@ class JobRecord:
     outputs: tuple[dict[str, Any], ...] | None = None
     #: Why a metric is empty, what was assumed (e.g. "no labels: ...").
     scoring_notes: tuple[str, ...] | None = None
-    #: Per-sample vectors for bootstrap CIs, relative to the run directory (samples/<job_id>.npz).
-    samples_file: str | None = None
     # Power (see harness.power)
     power_avg_w: float | None = None
     power_peak_w: float | None = None
