@@ -139,25 +139,18 @@ def write_emulation_profile(device: Any, profile_dir: Path) -> Path:
     return path
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
 def to_toml(data: dict[str, Any]) -> str:
-    """Minimal TOML for a device profile dict (scalars, arrays and the quant_policies table array)."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if v is not None and k != "quant_policies"]
-    for pol in data.get("quant_policies", []):
-        lines += ["", "[[quant_policies]]"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in pol.items() if v is not None]
-    return "\n".join(lines) + "\n"
+    """A device profile dict as TOML (None values dropped: TOML has no null), written by tomli-w."""
+    import tomli_w
+
+    def drop_none(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: drop_none(x) for k, x in v.items() if x is not None}
+        if isinstance(v, (list, tuple)):
+            return [drop_none(x) for x in v]
+        return v
+
+    return tomli_w.dumps(drop_none(data))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ worker process) -> JobRecord (harness.store.records).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import os
@@ -17,14 +18,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from devices import DeviceProfile
-from devices.numerics import is_integer_precision
-from harness.data import datasets
+from devices.numerics import is_integer_precision, takes_calibration
+from harness.data.loaders import Dataset, save_job_data
+from harness.data.prepare import describe as describe_data, prepare_datasets
 from harness.host import hostinfo
 from harness.bench.jobs import JobSpec
 from harness.bench.launch import execute_spec
-from harness.bench.options import QUICK, BenchmarkOptions, resume_differences
+from harness.bench.options import BenchmarkOptions, resume_differences
 from harness.bench.plan import PlannedJob, plan_jobs, resolve_checkpoints, validate_names
 from harness.host.presence import device_present
+from harness.model.card import effective_card
 from harness.model.checkpoint import Checkpoint, check_feedable
 from harness.store.records import JobRecord
 from harness.store.writer import RunStore, StoreError, new_run_id
@@ -55,22 +58,28 @@ class RunResult:
     planned: int = 0
 
 
-def prepare_data(options: BenchmarkOptions, store: RunStore) -> tuple[Path, str, tuple[int, ...]]:
-    eval_split, calib_split = datasets.default_eval_and_calibration(options.prefer_full_dataset)
-    n_eval = QUICK["eval_samples"] if options.quick and options.eval_samples is None else options.eval_samples
-    eval_split = eval_split.head(n_eval)
-    calib = datasets.calibration_subset(calib_split, options.calib_samples, seed=options.calib_seed)
-    path = store.work_dir / "data.npz"
-    np.savez(path, eval_images=eval_split.images, eval_labels=eval_split.labels, calib_images=calib)
-    source = f"{eval_split.source}, {len(eval_split)} images; calibration: {len(calib)} images from {calib_split.source}"
-    return path, source, tuple(eval_split.images.shape[1:])
+def prepare_data(options: BenchmarkOptions, store: RunStore, checkpoint: Checkpoint, needs_calibration: bool = True
+                 ) -> tuple[Path, str, Dataset]:
+    """Evaluation (and calibration) inputs of one checkpoint, written to the worker's data file.
+
+    Returns (data file, the eval_source line of the records, the evaluation set).
+    """
+    evaluation, calib = prepare_datasets(options.data_request(), checkpoint, checkpoint.card, needs_calibration)
+    path = store.work_dir / f"data__{checkpoint.name}.npz"
+    save_job_data(path, evaluation, calib)
+    return path, describe_data(evaluation, calib), evaluation
+
+
+def attach_card(checkpoint: Checkpoint, options: BenchmarkOptions) -> Checkpoint:
+    """The checkpoint with its effective model card (--model-card, else <stem>.card.toml beside it, else inferred)."""
+    return dataclasses.replace(checkpoint, card=effective_card(checkpoint, options.model_card_path))
 
 
 def data_digest(data_path: Path) -> str:
-    """sha256 over the evaluation images, labels and calibration images (what a resumed run must share)."""
+    """sha256 over every array of a job data file, in key order (what a resumed run must share)."""
     h = hashlib.sha256()
-    with np.load(data_path) as data:
-        for key in ("eval_images", "eval_labels", "calib_images"):
+    with np.load(data_path, allow_pickle=False) as data:
+        for key in sorted(data.files):
             arr = np.ascontiguousarray(data[key])
             h.update(f"{key}{arr.dtype}{arr.shape}".encode())
             h.update(arr.tobytes())
@@ -87,8 +96,8 @@ def _base_fields(run_id: str, job: PlannedJob, options: BenchmarkOptions, loop: 
     }
 
 
-def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions, store: RunStore, data_path: Path,
-              reference_path: Path, loop: dict[str, int]) -> JobSpec:
+def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions, store: RunStore,
+              data_paths: dict[str, Path], reference_path: Path, loop: dict[str, int]) -> JobSpec:
     tag = job.job_id if mode == "measure" else f"reference__{job.checkpoint.name}"
     device_ref = next((d for d in options.devices if d == job.device.name or Path(d).stem == job.device.name),
                       job.device.name)
@@ -96,7 +105,7 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
         run_id=run_id, job_id=job.job_id, mode=mode, device=device_ref, backend=job.backend,
         precision=job.precision, checkpoint=job.checkpoint.name, checkpoint_path=str(job.checkpoint.path),
         calibration=job.calibration, per_channel=job.per_channel, activation_signed=job.activation_signed,
-        data_path=str(data_path), reference_path=str(reference_path),
+        data_path=str(data_paths[job.checkpoint.name]), reference_path=str(reference_path),
         # per-attempt names: a file left by a killed attempt is never read as this attempt's
         result_path=str(store.attempt_file(tag, "result.json")), stage_path=str(store.attempt_file(tag, "stage")),
         latency_path=str(store.attempt_file(tag, "latency.npy")),
@@ -120,7 +129,8 @@ def _source_options(triples: Sequence[tuple[str, str, Any]]) -> dict[str, dict[s
 
 
 def build_manifest(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint],
-                   eval_source: str, run_id: str) -> tuple[dict[str, Any], list[str]]:
+                   eval_source: str, run_id: str, data_notes: dict[str, list[str]] | None = None
+                   ) -> tuple[dict[str, Any], list[str]]:
     warnings: list[str] = []
     platform: dict[str, Any] = {}
     for device in devices:
@@ -147,8 +157,13 @@ def build_manifest(options: BenchmarkOptions, devices: Sequence[DeviceProfile], 
         "checkpoints": {c.name: {"path": str(c.path), "sha256": c.sha256,
                                  "calibration_table": str(c.calibration_table) if c.calibration_table else None}
                         for c in checkpoints},
+        # the effective model cards: pass one back with --model-card to repeat the run exactly
+        "model_cards": {c.name: c.card.to_dict() for c in checkpoints if c.card is not None},
         "eval_source": eval_source,
-        "data_sha256": None,
+        "data": {"path": str(options.data_path) if options.data_path else None,
+                 "calib_path": str(options.calib_data_path) if options.calib_data_path else None,
+                 "notes": data_notes or {}},
+        "data_sha256": None,   # per checkpoint, set by run_benchmark: a resumed run must use the same data
         "warnings": warnings,
     }
     return manifest, warnings
@@ -158,15 +173,16 @@ ProgressFn = Callable[[str, int, int], None]
 
 
 def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
-                  warn: Callable[[str], None] | None = None) -> RunResult:
+                  warn: Callable[[str], None] | None = None, info: Callable[[str], None] | None = None) -> RunResult:
     """Run every planned job; records are written as they finish, so an interruption loses nothing.
 
     Raises PlanError when nothing is planned, StoreError when the run folder cannot be used (exists, locked,
     resumed with different options or data), RunInterrupted on Ctrl-C/SIGTERM (records kept).
     """
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    info = info or (lambda msg: print(msg, file=sys.stderr))
     devices = validate_names(options)
-    checkpoints = resolve_checkpoints(options.checkpoints)
+    checkpoints = [attach_card(c, options) for c in resolve_checkpoints(options.checkpoints)]
     jobs = plan_jobs(options, devices, checkpoints)
     if not jobs:
         raise PlanError(_why_no_jobs(options, devices, checkpoints))
@@ -175,22 +191,19 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
         old_manifest = store.read_manifest() if options.resume else None
         if old_manifest is not None:
             _check_resume(old_manifest, options, checkpoints, store)
-        data_path, eval_source, image_shape = prepare_data(options, store)
-        digest = data_digest(data_path)
-        if old_manifest is not None and old_manifest.get("data_sha256") not in (None, digest):
-            raise StoreError(f"cannot resume run {run_id!r}: its evaluation/calibration data differ from this "
-                             f"attempt's (first: {old_manifest.get('eval_source')}; now: {eval_source}); "
-                             "resume with the same data options, or start a new run")
         for ckpt in checkpoints:
-            check_feedable(ckpt, image_shape, eval_source)
-        manifest, warnings = build_manifest(options, devices, checkpoints, eval_source, run_id)
-        manifest["data_sha256"] = digest
+            if ckpt.card.inferred:
+                info(f"model card of {ckpt.name} ({ckpt.card.source}), assumed:\n  " + "\n  ".join(ckpt.card.inferred))
+        data = _prepare_all_data(options, store, checkpoints, jobs, old_manifest)
+        eval_source = "; ".join(dict.fromkeys(data.sources.values()))
+        manifest, warnings = build_manifest(options, devices, checkpoints, eval_source, run_id, data.notes)
+        manifest["data_sha256"] = data.digests
         store.write_manifest(manifest)
         for w in warnings:
             warn(w)
         result = RunResult(run_id, store.run_dir, eval_source=eval_source, planned=len(jobs))
         try:
-            _run_jobs(jobs, options, store, data_path, digest, result, progress, warn)
+            _run_jobs(jobs, options, store, data, result, progress, warn)
         except KeyboardInterrupt:
             raise RunInterrupted(run_id, store.run_dir, len(result.records)) from None
         if {j.job_id for j in jobs} <= store.finished_job_ids():
@@ -198,7 +211,40 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
     return result
 
 
-def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunStore, data_path: Path, digest: str,
+@dataclass(frozen=True)
+class RunData:
+    """Per checkpoint: the worker's data file, the records' eval_source line, the data's sha256, notes."""
+
+    paths: dict[str, Path]
+    sources: dict[str, str]
+    digests: dict[str, str]
+    notes: dict[str, list[str]]
+
+
+def _prepare_all_data(options: BenchmarkOptions, store: RunStore, checkpoints: Sequence[Checkpoint],
+                      jobs: Sequence[PlannedJob], old_manifest: dict[str, Any] | None) -> RunData:
+    paths: dict[str, Path] = {}
+    sources: dict[str, str] = {}
+    digests: dict[str, str] = {}
+    notes: dict[str, list[str]] = {}
+    old_digests = (old_manifest or {}).get("data_sha256") or {}
+    for ckpt in checkpoints:
+        needs = any(j.checkpoint.name == ckpt.name and j.refusal is None and takes_calibration(j.precision)
+                    for j in jobs) or not options.data_path
+        paths[ckpt.name], sources[ckpt.name], evaluation = prepare_data(options, store, ckpt, needs)
+        notes[ckpt.name] = list(evaluation.notes)
+        digests[ckpt.name] = data_digest(paths[ckpt.name])
+        old = old_digests.get(ckpt.name) if isinstance(old_digests, dict) else None
+        if old is not None and old != digests[ckpt.name]:
+            raise StoreError(f"cannot resume run {store.run_id!r}: the data of {ckpt.name} differ from the run's "
+                             f"first attempt (first: {(old_manifest or {}).get('eval_source')}; now: "
+                             f"{sources[ckpt.name]}); resume with the same data options, or start a new run")
+        if len(evaluation.inputs) == 1:
+            check_feedable(ckpt, tuple(evaluation.first.shape[1:]), sources[ckpt.name])
+    return RunData(paths, sources, digests, notes)
+
+
+def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunStore, data: RunData,
               result: RunResult, progress: ProgressFn | None, warn: Callable[[str], None]) -> None:
     run_id = store.run_id
     loop = options.loop()
@@ -217,7 +263,7 @@ def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunS
         else:
             ref = references.get(job.checkpoint.name)
             if ref is None:
-                ref = _make_reference(job, run_id, options, store, data_path, digest, loop)
+                ref = _make_reference(job, run_id, options, store, data, loop)
                 references[job.checkpoint.name] = ref
             if isinstance(ref, str):
                 outcome = {"status": "failed", "failed_stage": "validate",
@@ -227,12 +273,12 @@ def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunS
                 if busy and not options.fidelity_only:  # no timing to inflate otherwise
                     warn(f"other processes are using the CPUs (1-min load {load:.1f} on {os.cpu_count()} CPUs): "
                          f"latency of {job.job_id} may be inflated")
-                spec = _spec_for(job, "measure", run_id, options, store, data_path, ref, loop)
+                spec = _spec_for(job, "measure", run_id, options, store, data.paths, ref, loop)
                 outcome = execute_spec(spec, options.timeout_s, store.attempt_file(job.job_id, "log"),
                                        memory_limit_mb=options.memory_limit_mb)
                 outcome.update(host_busy=busy, load_avg_1m=load)
                 _keep_latencies(spec, store, job, outcome)
-        record = _to_record(base, outcome, job, result.eval_source, started, time.perf_counter() - t0)
+        record = _to_record(base, outcome, job, data.sources[job.checkpoint.name], started, time.perf_counter() - t0)
         store.append(record)
         result.records.append(record)
     if progress:
@@ -274,15 +320,15 @@ def _why_no_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], ch
             f"{', '.join(options.precisions or ('all',))}) selects nothing the device offers ({offered})")
 
 
-def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, store: RunStore, data_path: Path,
-                    digest: str, loop: dict[str, int]) -> Path | str:
+def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, store: RunStore, data: RunData,
+                    loop: dict[str, int]) -> Path | str:
     # named by checkpoint and data hashes: a reference is reused only for the same model on the same data
     ref_path = store.work_dir / (f"reference__{job.checkpoint.name}__{job.checkpoint.sha256[:12]}"
-                                 f"__{digest[:12]}.npy")
+                                 f"__{data.digests[job.checkpoint.name][:12]}.npy")
     if ref_path.exists():
         return ref_path
     ref_job = PlannedJob(job.device, job.checkpoint, "onnxruntime", "fp32", None, True, False, job.job_id)
-    spec = _spec_for(ref_job, "reference", run_id, options, store, data_path, ref_path, loop)
+    spec = _spec_for(ref_job, "reference", run_id, options, store, data.paths, ref_path, loop)
     outcome = execute_spec(spec, options.timeout_s, store.attempt_file(f"reference__{job.checkpoint.name}", "log"),
                            memory_limit_mb=options.memory_limit_mb)
     if outcome.get("status") != "ok" or not ref_path.exists():

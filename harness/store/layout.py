@@ -4,7 +4,9 @@
     <results>/<run_id>/records.jsonl.torn     torn tails cut from records.jsonl before an append (kept, never read)
     <results>/<run_id>/manifest.json          command, host, packages, device profiles, checkpoints, data digest
     <results>/<run_id>/latencies/<job>.npy    raw per-iteration latencies (int64 ns)
-    <results>/<run_id>/samples/               per-job output samples (optional)
+    <results>/<run_id>/samples/<job>.npz      per-sample bool vectors over the evaluation images (top1_correct,
+                                              top1_agree, sequence_agree, ...) of the primary output, for
+                                              bootstrap confidence intervals
     <results>/<run_id>/work/                  scratch: data arrays, job files, logs (removed when a run completes)
     <results>/<run_id>/.lock, .lock.owner     one writer per run (filelock) and who holds it
     <results>/.cache/artifacts/               compiled artifacts shared by the runs of one results folder
@@ -107,6 +109,17 @@ class RunLayout:
 
     def latency_file(self, job_id: str) -> Path:
         return self.latencies / f"{job_id}.npy"
+
+    def samples_file(self, job_id: str) -> Path:
+        return self.samples / f"{job_id}.npz"
+
+
+def latency_path(run_dir: Path, job_id: str) -> Path:
+    return RunLayout(Path(run_dir)).latency_file(job_id)
+
+
+def samples_path(run_dir: Path, job_id: str) -> Path:
+    return RunLayout(Path(run_dir)).samples_file(job_id)
 
 
 def is_run_dir(path: Path) -> bool:

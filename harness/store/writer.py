@@ -82,6 +82,7 @@ class RunStore:
                 "pid": os.getpid(), "host": socket.gethostname(),
                 "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}))
             self.layout.latencies.mkdir(exist_ok=True)
+            self.layout.samples.mkdir(exist_ok=True)
             self.layout.work.mkdir(exist_ok=True)
             self.cut_torn_tail()
         except OSError as exc:
@@ -110,6 +111,10 @@ class RunStore:
     @property
     def work_dir(self) -> Path:
         return self.layout.work
+
+    def samples_path(self, job_id: str) -> Path:
+        """Where a job's per-sample vectors go (the worker writes them at validate)."""
+        return self.layout.samples_file(job_id)
 
     def attempt_file(self, tag: str, kind: str) -> Path:
         """``work/<tag>.<attempt>.<kind>``: a file of this attempt only (result.json, stage, latency.npy, log)."""
