@@ -7,7 +7,7 @@ import matplotlib.colors as mcolors
 import numpy as np
 import pytest
 
-from harness.analysis import plots
+from harness.analysis import figures as plots
 from harness.cli.main import main as cli_main
 from harness.store.reader import load, load_store
 from tests.harness.result_store_factory import GPU, NPU, RUN_A, make_store, manifest, tiny_cnn, write_run
