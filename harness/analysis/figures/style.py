@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
 
@@ -37,6 +36,10 @@ FX_LABEL = "median throughput (FPS)"
 POWER_LABEL = "average peak power (W)"
 MAX_LABELLED_POINTS = 12  # distinct (device, backend, precision) spots per panel
 MAX_LATENCY_PANELS = 12
+#: Fraction metrics never get a y axis narrower than this (5 percentage points): a 0.4-point spread must look
+#: small, not like a cliff.
+MIN_FRACTION_SPAN = 0.05
+FRACTION_METRICS = ("top1", "top5", "top1_agreement", "miou")
 BASE_RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
            "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
            "svg.fonttype": "none"}
@@ -108,19 +111,67 @@ def _footnote(ax: Any, text: str, gid: str) -> None:
             gid=gid, wrap=True)
 
 
+#: How a point's provenance is drawn: a ring around the marker, one shape and dash per kind. Every view marks
+#: a timing that is not the device's own (harness.store.labels.timing_origin) and untuned code.
+ORIGIN_STYLES = {
+    "stand-in": dict(marker="o", linestyle="--", label="dashed ring: timed on a stand-in host, not on the device"),
+    "simulated": dict(marker="s", linestyle=":", label="dotted square: simulator / emulation timing"),
+    "untuned": dict(marker="D", linestyle="-.", label="dash-dot diamond: untuned code (no autotuning)"),
+}
+ORIGIN_HATCH = {"stand-in": "//", "simulated": "..", "untuned": "xx"}
+
+
+def origin_kinds(row: Mapping[str, Any]) -> list[str]:
+    """The ORIGIN_STYLES kinds that apply to one record/point ("stand-in", "simulated", "untuned")."""
+    kinds = []
+    origin = row.get("timing_origin")
+    if origin in ("stand-in", "simulated"):
+        kinds.append(str(origin))
+    if row.get("untuned") is True or row.get("untuned") == "True":
+        kinds.append("untuned")
+    return kinds
+
+
+def mark_origins(ax: Any, rows: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> set[str]:
+    """Draw a ring around every point that is not timed on the device by tuned code; returns the kinds drawn."""
+    drawn: set[str] = set()
+    records = rows.to_dict("records")
+    for kind, st in ORIGIN_STYLES.items():
+        sel = [i for i, r in enumerate(records) if kind in origin_kinds(r) and np.isfinite(x[i]) and np.isfinite(y[i])]
+        if not sel:
+            continue
+        size = {"stand-in": 300, "simulated": 340, "untuned": 420}[kind]
+        ax.scatter(x[sel], y[sel], s=size, marker=st["marker"], facecolors="none", edgecolors="#333333",
+                   linewidths=1.1, linestyles=st["linestyle"], zorder=2, gid=f"origin|{kind}")
+        drawn.add(kind)
+    return drawn
+
+
+def origin_handles(drawn: Iterable[str]) -> list[Any]:
+    """Legend entries for the provenance rings actually drawn."""
+    drawn = set(drawn)
+    return [Line2D([], [], marker=st["marker"], linestyle="none", markersize=11, markerfacecolor="none",
+                   markeredgecolor="#333333", label=st["label"]) for k, st in ORIGIN_STYLES.items() if k in drawn]
+
+
 def _encoding_legend(fig: Figure, colours: Mapping[str, str], markers: Mapping[str, str], *,
-                     fill_note: bool = True, estimated: bool = False, extra: Sequence[Any] = ()) -> Any:
+                     fills: Iterable[bool] = (), estimated: bool = False, extra: Sequence[Any] = ()) -> Any:
+    """The legend of the encoding, listing only what the figure draws (``fills``: the fill states drawn)."""
+    fills = set(fills)
     handles: list[Any] = [Line2D([], [], linestyle="none", label="colour = device")]
     handles += [Line2D([], [], marker="o", linestyle="none", color=c, markersize=7, label=d) for d, c in colours.items()]
     handles.append(Line2D([], [], linestyle="none", label="marker = precision"))
     handles += [Line2D([], [], marker=m, linestyle="none", color="#444444", markersize=7, label=p)
                 for p, m in markers.items()]
-    if fill_note:
+    if len(fills) > 1:  # one fill state says nothing: the legend names the runtime split only when both appear
         handles.append(Line2D([], [], linestyle="none", label="fill = runtime"))
         handles.append(Line2D([], [], marker="o", linestyle="none", color="#444444", markersize=7,
                               label="filled: device's default runtime"))
         handles.append(Line2D([], [], marker="o", linestyle="none", color="#444444", markerfacecolor="none",
                               markersize=7, label="unfilled: other runtime (e.g. TensorRT)"))
+    elif fills == {False}:
+        handles.append(Line2D([], [], marker="o", linestyle="none", color="#444444", markerfacecolor="none",
+                              markersize=7, label="unfilled: not the device's default runtime"))
     if estimated:
         handles.append(Line2D([], [], marker="o", linestyle="--", color="#444444", alpha=0.45, markersize=7,
                               label="estimated power (faded, dashed whiskers)"))
@@ -156,24 +207,48 @@ def _model_rows(df: pd.DataFrame, model: str) -> pd.DataFrame:
     return df[df["model"].fillna("").replace("", "(unnamed model)") == model]
 
 
-def _label_points(ax: Any, rows: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> None:
-    """Name the backend beside each point when there are few enough to read (once per device/precision)."""
+def _label_points(ax: Any, rows: pd.DataFrame, x: np.ndarray, y: np.ndarray, extra: Sequence[Any] = ()) -> None:
+    """Name the backend beside each point when there are few enough to read (once per device/precision).
+
+    Labels (and ``extra`` texts already on the axes) are moved apart with adjustText when it is installed
+    (the ``analysis`` extra), so they neither overlap each other nor sit on a marker.
+    """
     spots = rows[["backend", "device", "precision"]].drop_duplicates()
-    if len(spots) > MAX_LABELLED_POINTS:
+    texts = list(extra)
+    if len(spots) <= MAX_LABELLED_POINTS:
+        done: set[tuple[str, str, str]] = set()
+        for xi, yi, backend, device, precision in zip(x, y, rows["backend"].astype(str), rows["device"].astype(str),
+                                                      rows["precision"].astype(str)):
+            if not (np.isfinite(xi) and np.isfinite(yi)):
+                continue
+            spot = (backend, device, precision)
+            if spot in done:
+                continue
+            done.add(spot)
+            texts.append(ax.text(xi, yi, " " + backend, fontsize=6.5, color="#555555", gid="backend-label",
+                                 ha="left", va="bottom"))
+    finite = np.isfinite(x) & np.isfinite(y)
+    # placed once the figure's layout is final (see place_labels): positions depend on the axes' final size
+    ax._harness_labels = (texts, x[finite], y[finite])
+
+
+def place_labels(fig: Figure) -> None:
+    """Move every panel's labels apart (adjustText, the ``analysis`` extra) after the layout is settled, then
+    freeze the layout so saving does not move the axes under the placed labels. Without adjustText the labels
+    stay beside their points."""
+    panels = [(ax, ax._harness_labels) for ax in fig.axes if getattr(ax, "_harness_labels", None)]
+    if not any(len(texts) > 1 for _, (texts, _x, _y) in panels):
         return
-    done: set[tuple[str, str, str]] = set()
-    for xi, yi, backend, device, precision in zip(x, y, rows["backend"].astype(str), rows["device"].astype(str),
-                                                  rows["precision"].astype(str)):
-        if not (np.isfinite(xi) and np.isfinite(yi)):
-            continue
-        spot = (backend, device, precision)
-        if spot in done:
-            continue
-        done.add(spot)
-        ax.annotate(backend, (xi, yi), xytext=(4, 3), textcoords="offset points", fontsize=6.5,
-                    color="#555555", gid="backend-label")
-
-
+    try:
+        from adjustText import adjust_text
+    except ImportError:
+        return
+    fig.draw_without_rendering()
+    for ax, (texts, x, y) in panels:
+        if len(texts) > 1:
+            adjust_text(texts, x=x, y=y, ax=ax, expand=(1.15, 1.4), ensure_inside_axes=True,
+                        arrowprops=dict(arrowstyle="-", color="#999999", lw=0.5))
+    fig.set_layout_engine("none")
 
 
 def _wrap(text: str, width: int = 60, lines: int = 4) -> str:
@@ -190,3 +265,20 @@ def pick_accuracy_metric(df: pd.DataFrame) -> str:
         if m in df.columns and df[m].notna().any():
             return m
     raise NoPlotData("no fidelity metric measured (looked for " + ", ".join(ACCURACY_METRICS) + ")")
+
+
+def min_span(ax: Any, span: float, bounds: tuple[float, float] = (-math.inf, math.inf)) -> None:
+    """Widen a linear y axis to at least ``span`` around its centre, kept inside ``bounds`` (0..1 for fractions),
+    so an axis is never zoomed in on noise."""
+    if ax.get_yscale() != "linear":
+        return
+    lo, hi = ax.get_ylim()
+    if hi - lo >= span:
+        return
+    mid = (lo + hi) / 2
+    lo, hi = mid - span / 2, mid + span / 2
+    if hi > bounds[1]:
+        lo, hi = bounds[1] - span, bounds[1]
+    if lo < bounds[0]:
+        lo, hi = bounds[0], bounds[0] + span
+    ax.set_ylim(lo, hi)

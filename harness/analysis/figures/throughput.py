@@ -1,21 +1,19 @@
 """Power vs throughput (paper Fig. 3 / 11) and fidelity vs throughput, one panel per model."""
 from __future__ import annotations
 
-import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import NullFormatter
 
 from harness.analysis.figures import FigureOptions, register_figure
 from harness.analysis.figures.style import (
-    FX_LABEL, METRIC_LABELS, POWER_LABEL, NoPlotData, _auto_log, _encoding_legend, _estimated, _filled, _footnote,
-    _label_points, _model_rows, _models, _ok_rows, _say, _style, _title, _wrap, device_colours, new_figure,
-    pick_accuracy_metric, precision_markers)
+    FRACTION_METRICS, FX_LABEL, METRIC_LABELS, MIN_FRACTION_SPAN, POWER_LABEL, NoPlotData, _auto_log,
+    _encoding_legend, _estimated, _filled, _footnote, _label_points, _model_rows, _models, _ok_rows, _say, _style,
+    _title, _wrap, device_colours, mark_origins, min_span, new_figure, origin_handles, place_labels, pick_accuracy_metric,
+    precision_markers)
 from harness.store.reader import ResultStore
 
 # --- power vs throughput (paper Fig. 3 / 11) ----------------------------------------------------------
@@ -30,6 +28,8 @@ def power_throughput_figure(df: pd.DataFrame) -> Figure:
     models = _models(ok)
     fig, axes = new_figure(len(models))
     any_estimated = False
+    fills: set[bool] = set()
+    origins: set[str] = set()
     for ax, model in zip(axes, models):
         _style(ax)
         sub = _model_rows(ok, model)
@@ -49,6 +49,7 @@ def power_throughput_figure(df: pd.DataFrame) -> Figure:
                           {"_y": "mean", "power_p5_w": "median", "power_p95_w": "median"}, extra_keys=("_est",))
         any_estimated |= bool(pts["_est"].any())
         for (device, precision, filled, est), g in pts.groupby(["device", "precision", "_filled", "_est"], sort=True):
+            fills.add(bool(filled))
             x = g["fps"].to_numpy(float)
             y = g["_y"].to_numpy(float)
             lo = np.clip(y - g["power_p5_w"].to_numpy(float), 0, None)
@@ -66,9 +67,10 @@ def power_throughput_figure(df: pd.DataFrame) -> Figure:
                 if est:
                     b.set_linestyle("--")
                 b.set_gid(f"whisker|{device}|{precision}{'|estimated' if est else ''}")
-        _label_points(ax, pts, pts["fps"].to_numpy(float), pts["_y"].to_numpy(float))
+        origins |= mark_origins(ax, pts, pts["fps"].to_numpy(float), pts["_y"].to_numpy(float))
         _auto_log(ax, pts["fps"].to_numpy(float), "x")
         _auto_log(ax, pts["_y"].to_numpy(float), "y")
+        _label_points(ax, pts, pts["fps"].to_numpy(float), pts["_y"].to_numpy(float))
         missing = sub[~has]
         if len(missing):
             reasons = sorted({str(r) for r in missing["power_unavailable_reason"].dropna()})
@@ -77,13 +79,19 @@ def power_throughput_figure(df: pd.DataFrame) -> Figure:
         stand_in = _stand_in(sub[has])
         if stand_in:
             ax.set_title(f"{model}\n({stand_in} point(s) timed on a stand-in host)", fontsize=9)
-    _encoding_legend(fig, colours, markers, estimated=any_estimated)
-    _title(fig, "Power vs throughput (batch 1; whiskers: 5th-95th percentile power)")
+    whisker = [Line2D([], [], color="#444444", marker="_", linestyle="-", linewidth=0.9,
+                      label="whiskers: p5-p95 power")]
+    _encoding_legend(fig, colours, markers, fills=fills, estimated=any_estimated,
+                     extra=whisker + origin_handles(origins))
+    _title(fig, "Power vs throughput (batch 1)")
+    place_labels(fig)
     return fig
 
 
 #: One point per configuration: repeated runs and seeds of the same job collapse to one marker.
-CONFIG_KEYS = ("device", "backend", "precision", "calibration_method", "recipe", "checkpoint_name", "_filled")
+#: Stand-in, simulated and untuned timings are their own points, never pooled with the device's own.
+CONFIG_KEYS = ("device", "backend", "precision", "calibration_method", "recipe", "checkpoint_name", "_filled",
+               "timing_origin", "untuned")
 
 
 def _per_config(rows: pd.DataFrame, how: Mapping[str, str], extra_keys: Sequence[str] = ()) -> pd.DataFrame:
@@ -96,7 +104,7 @@ def _per_config(rows: pd.DataFrame, how: Mapping[str, str], extra_keys: Sequence
     if "measured_on" in rows.columns:
         agg["measured_on"] = "first"
     out = filled.groupby(keys, sort=True, dropna=False).agg(agg).reset_index()
-    return out.replace({"calibration_method": {"": None}, "recipe": {"": None}})
+    return out.replace({"calibration_method": {"": None}, "recipe": {"": None}, "timing_origin": {"": None}})
 
 
 def _stand_in(rows: pd.DataFrame) -> int:
@@ -125,38 +133,75 @@ def accuracy_throughput_figure(df: pd.DataFrame, metric: str | None = None) -> F
     models = _models(ok)
     fig, axes = new_figure(len(models))
     arrows = 0
+    fills: set[bool] = set()
+    origins: set[str] = set()
+    any_ci = False
     for ax, model in zip(axes, models):
         _style(ax)
-        sub = _per_config(_model_rows(ok, model).assign(_filled=lambda d: _filled(d)), {metric: "median"})
+        raw = _model_rows(ok, model)
+        sub = _per_config(raw.assign(_filled=lambda d: _filled(d)), {metric: "median", "eval_samples": "median"})
         for (device, precision, filled), g in sub.groupby(["device", "precision", "_filled"], sort=True):
+            fills.add(bool(filled))
             colour = colours[device]
-            (line,) = ax.plot(g["fps"].to_numpy(float), g[metric].to_numpy(float), linestyle="none",
-                              marker=markers[precision], color=colour, markerfacecolor=colour if filled else "none",
-                              markeredgecolor=colour, markersize=8, markeredgewidth=1.4, zorder=3)
+            x, y = g["fps"].to_numpy(float), g[metric].to_numpy(float)
+            yerr = _proportion_errors(y, g["eval_samples"].to_numpy(float)) if metric in FRACTION_METRICS else None
+            line, _caps, bars = ax.errorbar(
+                x, y, yerr=yerr, fmt=markers[precision], linestyle="none", color=colour,
+                markerfacecolor=colour if filled else "none", markeredgecolor=colour, markersize=8,
+                markeredgewidth=1.4, capsize=3, elinewidth=0.9, zorder=3)
             line.set_gid(f"point|{device}|{precision}|{'filled' if filled else 'unfilled'}")
-        arrows += _recipe_arrows(ax, sub, metric)
-        _label_points(ax, sub, sub["fps"].to_numpy(float), sub[metric].to_numpy(float))
+            for b in bars:
+                b.set_gid(f"ci|{device}|{precision}")
+            any_ci |= yerr is not None
+        n_arrows, delta_texts = _recipe_arrows(ax, sub, raw, metric)
+        arrows += n_arrows
+        origins |= mark_origins(ax, sub, sub["fps"].to_numpy(float), sub[metric].to_numpy(float))
         ax.set_title(model)
         ax.set_xlabel(FX_LABEL)
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         _auto_log(ax, sub["fps"].to_numpy(float), "x")
         if metric == "logit_mse":
             _auto_log(ax, sub[metric].to_numpy(float), "y", ratio=10.0)
+        if metric in FRACTION_METRICS:
+            min_span(ax, MIN_FRACTION_SPAN, bounds=(0.0, 1.0))
+        _label_points(ax, sub, sub["fps"].to_numpy(float), sub[metric].to_numpy(float), extra=delta_texts)
     extra = [Line2D([], [], color="#333333", marker=r"$\rightarrow$", linestyle="-", linewidth=0.9,
-                    label="MAP \u2192 Quant-Trim (same job)")] if arrows else []
-    _encoding_legend(fig, colours, markers, extra=extra)
+                    label="MAP \u2192 Quant-Trim (same job);\n  text: \u0394 with 95% CI")] if arrows else []
+    if any_ci:
+        extra.append(Line2D([], [], color="#444444", marker="|", linestyle="-", linewidth=0.9,
+                            label="error bar: 95% CI over the\n  evaluation images (Wilson)"))
+    _encoding_legend(fig, colours, markers, fills=fills, extra=extra + origin_handles(origins))
     _title(fig, f"{METRIC_LABELS.get(metric, metric)} vs throughput")
+    place_labels(fig)
     return fig
 
 
-def _recipe_arrows(ax: Any, sub: pd.DataFrame, metric: str, limit: int = 200) -> int:
+def _proportion_errors(y: np.ndarray, n: np.ndarray) -> np.ndarray | None:
+    """[2, k] error-bar lengths from each point's Wilson interval; None when no point has one (no scipy or n)."""
+    from harness.analysis.uncertainty import proportion_ci
+
+    lo, hi = np.full(len(y), np.nan), np.full(len(y), np.nan)
+    for i, (v, k) in enumerate(zip(y, n)):
+        ci = proportion_ci(float(v), float(k))
+        if ci is not None:
+            lo[i], hi[i] = max(v - ci[0], 0.0), max(ci[1] - v, 0.0)
+    return None if np.isnan(lo).all() else np.vstack([lo, hi])
+
+
+def _recipe_arrows(ax: Any, sub: pd.DataFrame, raw: pd.DataFrame, metric: str, limit: int = 200
+                   ) -> tuple[int, list[Any]]:
+    """An arrow from each MAP point to the Quant-Trim point of the same job, with the difference and its CI."""
+    from harness.analysis.uncertainty import SAMPLE_KEYS, recipe_delta_ci
+
     keys = ["device", "backend", "precision", "calibration_method"]
     pairs = sub[sub["recipe"].isin(["map", "quanttrim"])]
     if pairs.empty:
-        return 0
+        return 0, []
     keyed = pairs.assign(calibration_method=pairs["calibration_method"].fillna(""))
     med = keyed.groupby(keys + ["recipe"])[["fps", metric]].median()
-    n = 0
+    raw_keyed = raw.assign(calibration_method=raw["calibration_method"].fillna(""))
+    files = raw_keyed.groupby(keys + ["recipe"])["samples_file"].agg(list) if "samples_file" in raw else None
+    n, texts = 0, []
     for key, _ in keyed.groupby(keys):
         if (*key, "map") in med.index and (*key, "quanttrim") in med.index and n < limit:
             a, b = med.loc[(*key, "map")], med.loc[(*key, "quanttrim")]
@@ -164,9 +209,14 @@ def _recipe_arrows(ax: Any, sub: pd.DataFrame, metric: str, limit: int = 200) ->
                               arrowprops=dict(arrowstyle="->", color="#333333", lw=0.9, shrinkA=4, shrinkB=4))
             ann.set_gid(f"recipe-arrow|{key[0]}|{key[1]}|{key[2]}")
             n += 1
-    return n
-
-
+            if metric in SAMPLE_KEYS and files is not None:
+                ci = recipe_delta_ci(files.get((*key, "map"), [None]), files.get((*key, "quanttrim"), [None]),
+                                     metric, float(b[metric] - a[metric]))
+                text = f"\u0394 {100 * ci.delta:+.1f} pt" + (
+                    f" [{100 * ci.low:+.1f}, {100 * ci.high:+.1f}]" if ci.has_interval else " (no CI)")
+                texts.append(ax.text(b["fps"], b[metric], text, fontsize=6.5, color="#333333",
+                                     gid=f"recipe-delta|{key[0]}|{key[1]}|{key[2]}"))
+    return n, texts
 
 
 @register_figure("power-throughput")

@@ -1,15 +1,12 @@
 """Training dynamics from the trainer's per-epoch JSONL logs (paper Figs 4, 5, 8, 10)."""
 from __future__ import annotations
 
-import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import NullFormatter
 import json
 import re
 from dataclasses import dataclass, field
