@@ -46,6 +46,9 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--include-stand-ins", action="store_true",
                    help="cost table: keep jobs timed on a stand-in host or a simulator (marked); by default they "
                         "are left out, since their speed is not the device's")
+    p.add_argument("--outputs", action="store_true",
+                   help="one row per model output (SNR, MSE, cosine, max error, worst channel, role metrics) and the "
+                        "worst output channels, instead of the job tables")
     p.add_argument("--out", type=Path, default=None, metavar="FILE", help="write to FILE instead of the terminal")
     p.set_defaults(func=run_compare)
 
@@ -58,6 +61,12 @@ def run_compare(args: argparse.Namespace) -> int:
     which = TABLES if args.table == "all" else (args.table,)
     try:
         store = load_with_warnings(args.paths)
+        if args.outputs:
+            from harness.analysis.outputs import outputs_table, worst_channels_table
+
+            tables = {"outputs": outputs_table(store.records, args.filter),
+                      "worst_channels": worst_channels_table(store.records, args.filter)}
+            return _emit(render(tables, fmt), args, tables, fmt)
         tables = build_tables(store.records, args.filter, args.sort, which, ok_only=args.ok_only,
                               include_stand_ins=args.include_stand_ins)
     except (NoRunsError, CompareError) as exc:
@@ -69,7 +78,10 @@ def run_compare(args: argparse.Namespace) -> int:
 
         print_tables(make_console(), tables, args.show_all)
         return 0
-    text = render(narrow(tables) if fmt == "table" and not args.wide else tables, fmt)
+    return _emit(render(narrow(tables) if fmt == "table" and not args.wide else tables, fmt), args, tables, fmt)
+
+
+def _emit(text: str, args: argparse.Namespace, tables: dict[str, Any], fmt: str) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text, encoding="utf-8")

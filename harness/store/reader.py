@@ -1,6 +1,6 @@
 """Read the result store into one pandas DataFrame (comparison, plots and reports only read this).
 
-The store layout (written by ``harness.store.writer``)::
+The store layout (written by ``harness.store.writer``; file names in ``harness.store.layout``)::
 
     results/<run_id>/records.jsonl     one ``JobRecord.to_dict()`` JSON object per line
     results/<run_id>/manifest.json     command, host, package versions, device profile snapshot(s), checkpoints
@@ -26,12 +26,8 @@ import numpy as np
 import pandas as pd
 
 from harness.store import labels
+from harness.store.layout import LATENCY_DIR, MANIFEST_FILE, RECORDS_FILE, SAMPLES_DIR
 from harness.store.records import STAGES, STATUSES, JobRecord, record_field_names
-
-RECORDS_FILE = "records.jsonl"
-MANIFEST_FILE = "manifest.json"
-LATENCY_DIR = "latencies"
-SAMPLES_DIR = "samples"
 
 #: TensorRT routes: the paper's Fig. 3 draws them unfilled, against the platform's default runtime (filled).
 TENSORRT_BACKENDS = frozenset({"tensorrt", "trtexec", "onnxruntime-tensorrt"})
@@ -54,7 +50,11 @@ NUMERIC_FIELDS = (
     "calibration_samples", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
     "latency_ms_mean", "latency_ms_min", "latency_ms_max", "fps", "batch_size", "warmup_iters",
     "timed_iters", "runs", "compile_s", "threads", "load_avg_1m", "eval_samples", "top1", "top5",
-    "top1_agreement", "logit_mse", "snr_db", "ece", "brier", "miou", "power_avg_w", "power_peak_w",
+    "top1_agreement", "logit_mse", "snr_db", "ece", "brier", "miou", "output_mse", "output_cosine",
+    "output_max_abs_error", "probability_mse", "miou_vs_reference", "pixel_agreement", "map50", "map50_95",
+    "map50_labels", "map50_95_labels", "detections_per_image", "reference_detections_per_image",
+    "position_agreement", "sequence_agreement", "embedding_cosine", "embedding_cosine_min",
+    "worst_channel_snr_db", "power_avg_w", "power_peak_w",
     "power_peak_w_mean", "power_p5_w", "power_p95_w", "power_idle_w", "energy_per_inference_mj",
     "energy_per_inference_net_mj", "power_sample_period_ms", "power_samples", "duration_s",
     "device_price_eur", "device_typical_power_w",
