@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import backends
+from backends.base import CompileConfig
+from backends.options import check_option_keys, options_for
 from devices import DeviceProfile, load_device
 from devices.numerics import is_integer_precision
 from harness.bench.jobs import make_job_id
@@ -38,6 +40,7 @@ def validate_names(options: BenchmarkOptions) -> list[DeviceProfile]:
     for b in options.backends or ():
         if b not in known:
             raise KeyError(f"unknown backend {b!r}; valid: {', '.join(known)}")
+    check_backend_options(options, devices)
     return devices
 
 
@@ -50,7 +53,7 @@ def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], check
         for ckpt in checkpoints:
             for backend_name in names:
                 precisions = [p for p in device.precisions if options.precisions is None or p in options.precisions]
-                refusal, caps = _backend_refusal(backend_name)
+                refusal, backend = _backend_refusal(backend_name)
                 for precision in precisions:
                     policy = next((q for q in device.quant_policies if q.name == precision), None)
                     per_channel = options.per_channel if options.per_channel is not None else (
@@ -61,13 +64,12 @@ def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], check
                         calibs = list(options.calibrations)
                     for calib in calibs:
                         job_refusal = refusal
-                        if job_refusal is None and caps is not None and precision not in caps.precisions:
-                            job_refusal = (f"{backend_name} does not support {precision} "
-                                           f"(it supports: {', '.join(caps.precisions)})")
-                        if job_refusal is None and calib and caps is not None and caps.calibration_methods \
-                                and calib not in caps.calibration_methods:
-                            job_refusal = (f"{backend_name} has no {calib!r} calibration "
-                                           f"(it has: {', '.join(caps.calibration_methods)})")
+                        if job_refusal is None and backend is not None:
+                            # The one refusal rule: the same function check_request applies at compile time.
+                            job_refusal = backend.refusal(CompileConfig(
+                                precision=precision, calibration=calib, per_channel=per_channel,
+                                activation_signed=signed, target=options.target,
+                                options=options_for(backend, options.backend_options)))
                         jobs.append(PlannedJob(
                             device, ckpt, backend_name, precision, calib, per_channel, signed,
                             make_job_id(ckpt.name, device.name, backend_name, precision, calib, per_channel),
@@ -76,6 +78,7 @@ def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], check
 
 
 def _backend_refusal(name: str) -> tuple[str | None, Any]:
+    """(why the backend cannot run any job here, None) or (None, the adapter to ask per job)."""
     try:
         cls = backends.get_backend(name)
     except KeyError:
@@ -84,9 +87,26 @@ def _backend_refusal(name: str) -> tuple[str | None, Any]:
     if not avail.available:
         return f"{name} is unavailable: {avail.explain()}", None
     try:
-        return None, cls().capabilities()
+        backend = cls()
+        backend.capabilities()
+        return None, backend
     except Exception as exc:  # a broken SDK must not stop planning
         return f"{name} capabilities probe failed: {type(exc).__name__}: {exc}", None
+
+
+def check_backend_options(options: BenchmarkOptions, devices: Sequence[DeviceProfile]) -> None:
+    """Refuse, before anything runs, a --backend-option no planned backend knows (naming each one's options)
+    or a value a backend that knows it refuses (OptionError, a ValueError)."""
+    if not options.backend_options:
+        return
+    names = {b for d in devices for b in d.backends if options.backends is None or b in options.backends}
+    classes = {}
+    for name in sorted(names):
+        try:
+            classes[name] = backends.get_backend(name)
+        except KeyError:
+            continue  # planned as an unsupported row with its own reason
+    check_option_keys(classes, options.backend_options)
 
 
 def resolve_checkpoints(paths: Sequence[str]) -> list[Checkpoint]:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 import backends
+from backends.cache import invalidate_path
 from backends.base import CompileConfig, ModelArtifact, RuntimeConfig, UnsupportedRequest, file_sha256
 from devices import load_device
 from devices.numerics import takes_calibration
@@ -76,7 +77,18 @@ def run_measure(spec) -> dict[str, Any]:
         backend, device, data = _prepare(spec, out)
         compiled = _compile(spec, backend, device, data, out)
         stage.enter("load")
-        session = backend.load(compiled, device, RuntimeConfig(threads))
+        try:
+            session = backend.load(compiled, device, RuntimeConfig(threads))
+        except Exception as exc:
+            # A cached artifact that verifies but does not load (a toolchain quirk, a stale format) is rebuilt
+            # once; a fresh one that fails is the job's failure.
+            if not compiled.metadata.get("cached") or not invalidate_path(compiled.path, f"failed to load: {exc}"):
+                raise
+            stage.enter("compile")
+            compiled = _compile(spec, backend, device, data, out)
+            out["extra"]["cache_rebuilt_reason"] = f"the cached artifact failed to load: {type(exc).__name__}: {exc}"[:500]
+            stage.enter("load")
+            session = backend.load(compiled, device, RuntimeConfig(threads))
         try:
             _time(spec, session, compiled, device, data, out, stage)
             stage.enter("validate")

@@ -96,8 +96,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-id", help="name of the run directory (default: timestamp)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue RUN_ID, skipping jobs that already have a record")
     p.add_argument("--backend-option", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                   help="compile option passed to every backend of the run, e.g. target=dla0 (TensorRT), "
-                        "tuning_trials=64 (TVM), int8_mode=explicit; backends ignore keys they do not know")
+                   help="compile option for the backends of the run that know it, e.g. tuning_trials=64 (TVM), "
+                        "int8_mode=explicit (TensorRT); a key no backend of the run knows is an error listing the "
+                        "valid ones (`python -m harness backends` lists them)")
     p.add_argument("--target", help="backend target: an OpenVINO plugin (CPU, GPU, NPU), TensorRT dla0/dla1, "
                    "an RKNN board (adb id); default: the backend's own")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -170,7 +171,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
     from harness.cli.console import make_console
 
     table = Table(title="Backends on this host")
-    for col in ("backend", "available", "version", "precisions", "why not / how to fix"):
+    for col in ("backend", "available", "version", "precisions", "--backend-option keys", "why not / how to fix"):
         table.add_column(col)
     for name in backends.backend_names():
         cls = backends.get_backend(name)
@@ -182,7 +183,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
             except Exception as exc:
                 precisions = f"(capabilities failed: {exc})"
         table.add_row(name, "yes" if avail.available else "no", avail.version or "", precisions,
-                      "" if avail.available else escape(avail.explain()))
+                      ", ".join(cls.Options.keys()), "" if avail.available else escape(avail.explain()))
     make_console().print(table)
     return EXIT_OK
 
