@@ -127,6 +127,8 @@ class EmulatedBackend(Backend):
             "policy_name": policy.name, "policy_from": policy_from, "policy_source": policy.source,
             "execution_provider": "CPUExecutionProvider",
         }
+        if policy.activation in INT_ACTIVATIONS:
+            meta["activation_signed"] = policy.activation != "uint8"
         if policy.activation in INT_ACTIVATIONS and config.per_channel != policy.per_channel:
             # The device's policy is what is emulated; say so rather than change it quietly either way.
             meta["request_not_applied"] = (f"per_channel={config.per_channel}: the {device.name} policy "

@@ -77,7 +77,10 @@ def inspect_tflite(path: Path | str, invoke: bool = True) -> dict[str, Any]:
     except Exception as exc:  # LiteRT raises RuntimeError/ValueError with the failing operator in the text
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise UnsupportedRequest(f"LiteRT cannot run {Path(path).name}: {first}") from None
+    signed = {"int8": True, "uint8": False}
+    kind = next((k for k in ("int8", "uint8") if activations[k]), None)
     return {
+        **({"activation_signed": signed[kind]} if kind else {}),
         "artifact_precision": precision,
         "artifact_numerics": _DESCRIPTIONS[precision],
         "tflite_input_dtype": _dtype_name(ins[0]["dtype"]),

@@ -145,6 +145,7 @@ class OnnxRuntimeBackend(Backend):
             return CompiledModel(self.name, "fp32", Path(model.path), meta)
         if config.precision == "int8":
             meta["calibration_method"] = config.calibration or "minmax"
+            meta["activation_signed"] = config.activation_signed
             if calibration is None:
                 raise UnsupportedRequest("static INT8 needs a calibration set; none was given")
 

@@ -158,7 +158,8 @@ class OnnxRuntimeTensorRTBackend(_OrtGpuBackend):
                 raise UnsupportedRequest("onnxruntime-tensorrt takes INT8 as a QDQ graph (int8_mode=explicit); "
                                          "implicit TensorRT calibration is offered by the tensorrt backend")
             route = select_int8_route(model, config.calibration, config.per_channel, "explicit")
-            meta.update(calibration_method=route.method, int8_mode=route.mode, int8_source=route.source)
+            meta.update(calibration_method=route.method, int8_mode=route.mode, int8_source=route.source,
+                        activation_signed=True)  # symmetric signed QDQ, the only INT8 TensorRT takes
 
         def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
             # The graph lives in the entry so TensorRT's engine cache sits beside this artifact, not the checkpoint.

@@ -259,11 +259,14 @@ def _int8_facts(config: CompileConfig, quantizer: str, preset: str, model: Model
                 "int8_numerics": "real INT8 (OpenVINO runs the QDQ graph with integer kernels)"}
     if quantizer == "ort_qdq":
         return {"quantizer": "ort_qdq", "calibration_method": method, "qdq_source": "ONNX Runtime quantize_static",
+                "activation_signed": config.activation_signed,
                 "int8_numerics": "real INT8 (OpenVINO runs the QDQ graph with integer kernels)"}
     return {"quantizer": "nncf", "calibration_method": method, "nncf_preset": preset,
             "nncf_range_estimator": NNCF_RANGE_ESTIMATORS.get(method),
             "weight_granularity": "per_channel" if config.per_channel else "per_tensor",
             "activation_signedness": "signed (forced)" if config.activation_signed else "NNCF automatic",
+            # NNCF's automatic choice is per tensor (unsigned after ReLU): only the forced case is one convention.
+            **({"activation_signed": True} if config.activation_signed else {}),
             "int8_numerics": "real INT8"}
 
 

@@ -178,6 +178,7 @@ class RknnBackend(Backend):
             meta["dataset"] = str(write_dataset(images, Path(workdir) / self.name / "calibration" / data_digest(images)))
             meta["calibration_method"] = config.calibration or "minmax"
             meta["int8_numerics"] = "RKNN w8a8 (asymmetric int8 activations)"
+            meta["activation_signed"] = True
         target = config.target or "simulator"
         meta["runtime_target"] = target
         if target == "simulator":

@@ -233,7 +233,7 @@ class TensorRTBackend(Backend):
         }
         if route is not None:
             meta.update(int8_mode=route.mode, int8_source=route.source, calibration_method=route.method,
-                        activation_numerics="int8 symmetric (TensorRT)")
+                        activation_numerics="int8 symmetric (TensorRT)", activation_signed=True)
 
         def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
             onnx_path, facts = Path(model.path), {}

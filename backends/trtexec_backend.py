@@ -292,7 +292,8 @@ class TrtexecBackend(Backend):
                                 "timing": "none", "timing_note": TIMING_NOTE, "timing_source": "trtexec",
                                 "input_name": model.input_name, "output_name": model.output_name}
         if route is not None:
-            meta.update(int8_mode=route.mode, int8_source=route.source, calibration_method=route.method)
+            meta.update(int8_mode=route.mode, int8_source=route.source, calibration_method=route.method,
+                        activation_signed=True)  # TensorRT's INT8 is signed symmetric
 
         def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
             onnx_path, facts = Path(model.path), {}

@@ -171,7 +171,7 @@ class TvmBackend(Backend):
         if config.precision == "int8":
             source = self._qdq_graph(model, device, config, calibration, workdir, opts.percentile)
             meta.update(int8_numerics=INT8_NUMERICS, timing_note=INT8_TIMING_NOTE, quantizer="onnxruntime QDQ",
-                        calibration_method=config.calibration or "minmax")
+                        calibration_method=config.calibration or "minmax", activation_signed=config.activation_signed)
         ops = None if opts.tuning_ops == "all" else [o.strip() for o in opts.tuning_ops.split(",") if o.strip()]
 
         def build(out_dir: Path) -> tuple[str, dict[str, Any]]:

@@ -58,6 +58,8 @@ def _base_fields(run_id: str, job: PlannedJob, options: BenchmarkOptions, loop: 
         "run_id": run_id, "job_id": job.job_id, "device": job.device.name, "backend": job.backend,
         "precision": job.precision, "checkpoint": job.checkpoint.name, "checkpoint_sha256": job.checkpoint.sha256,
         "calibration_method": job.calibration, "per_channel": job.per_channel if is_integer_precision(job.precision) else None,
+        # What was asked; the worker replaces it with what the backend built when the adapter says.
+        "activation_signed": job.activation_signed if is_integer_precision(job.precision) else None,
         "batch_size": options.batch, "warmup_iters": loop["warmup"], "timed_iters": loop["iters"], "runs": loop["runs"],
         "quick": options.quick,
     }

@@ -173,6 +173,8 @@ def _compile(spec, backend, device, data: JobData, out: dict[str, Any]):
     out["compile_s"] = time.perf_counter() - t0
     out["compile_cached"] = compiled.metadata.get("cached")
     out["calibration_method"] = compiled.metadata.get("calibration_method", spec.calibration)
+    if compiled.metadata.get("activation_signed") is not None:  # the backend's own convention wins the label
+        out["activation_signed"] = bool(compiled.metadata["activation_signed"])
     if compiled.metadata.get("timing_note"):
         out["timing_note"] = compiled.metadata["timing_note"]
     out["extra"] = {k: v for k, v in compiled.metadata.items() if _is_json(v)}
