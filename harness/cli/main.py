@@ -44,6 +44,8 @@ def _key_value(text: str) -> tuple[str, object]:
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
+    from harness.cli.data_args import add_data_arguments
+
     p = sub.add_parser(
         "run", help="benchmark checkpoints on a device's backends and precisions",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -108,29 +110,6 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundled-data", action="store_true", help="use the bundled 1,000-image sample even when the "
                    "full Fashion-MNIST is installed")
     p.set_defaults(func=cmd_run)
-
-
-def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    """--data, --calib-data, --model-card: the user's data and how to feed/read the model (shared by the
-    run, fidelity, layers and calib-sensitivity subcommands)."""
-    p.add_argument("--data", type=_existing_path, metavar="PATH",
-                   help="evaluation data: a folder of images (jpg/png/bmp/webp, recursive; first-level sub-folders "
-                        "= class labels), an .npz (one array per model input, or `images` [+ `labels`]) or an .npy. "
-                        "Default: the Fashion-MNIST demo")
-    p.add_argument("--calib-data", type=_existing_path, metavar="PATH",
-                   help="calibration data, same forms (default: a seeded random split of --data, disjoint from the "
-                        "evaluated samples)")
-    p.add_argument("--model-card", type=_existing_path, metavar="CARD.toml",
-                   help="how to feed and read the model (layout, size, colour, scale, mean/std, resize; output "
-                        "roles). Default: <model stem>.card.toml beside the model, else inferred and printed")
-
-
-def _existing_path(text: str) -> Path:
-    """An absolute path (resolved here, so a run from another working directory finds the same files)."""
-    path = Path(text).expanduser().resolve()
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text} does not exist")
-    return path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
