@@ -46,6 +46,8 @@ class FidelityOptions:
     #: Calibration methods for integer precisions (None = each backend's/policy's own), e.g. ("learned",).
     calibrations: tuple[str, ...] | None = None
     calib_seed: int = 0
+    #: Weight granularity for integer precisions (None = each device policy's own).
+    per_channel: bool | None = None
     timeout_s: float = 900.0
     threads: int | None = None
     run_id: str | None = None
@@ -119,7 +121,7 @@ def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: 
             else:
                 notes.append(f"{device.name}: {b} not run ({why})")
         if real:
-            groups.append(DeviceGroup(device.name, device.name, tuple(real), None, "real"))
+            groups.append(DeviceGroup(device.name, name, tuple(real), None, "real"))  # name: a profile path stays a path
         policies = tuple(p.name for p in device.quant_policies)
         if policies and (not real or always_emulate or "emulated" in device.backends):
             profile = device.name if device.backends == ("emulated",) and set(policies) == set(device.precisions) \
@@ -177,7 +179,8 @@ def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityRepo
         opts = BenchmarkOptions(
             devices=(group.profile,), checkpoints=tuple(options.checkpoints), backends=group.backends,
             precisions=group.precisions, calibrations=options.calibrations, calib_samples=calib_samples, eval_samples=options.eval_samples,
-            calib_seed=options.calib_seed, quick=options.quick, fidelity_only=True, results_dir=out / "runs",
+            calib_seed=options.calib_seed, per_channel=options.per_channel, quick=options.quick, fidelity_only=True,
+            results_dir=out / "runs",
             run_id=f"{run_id}-{i:02d}-{group.device}-{group.kind}", timeout_s=options.timeout_s,
             threads=options.threads, command=f"harness fidelity ({group.device}, {group.kind})",
             data_path=options.data_path, calib_data_path=options.calib_data_path,
