@@ -207,19 +207,23 @@ class Backend(abc.ABC):
         return self.Options.parse(config.options, self.name)
 
     def refusal(self, config: CompileConfig) -> str | None:
-        """Why this backend cannot honour ``config`` (None when it can): the one refusal rule, used by the
-        planner (an ``unsupported`` row before anything runs) and by :meth:`check_request` at compile time."""
-        caps = self.capabilities()
+        """Why this backend cannot honour ``config`` (None when it can); see :meth:`refusal_for`."""
+        return self.refusal_for(self.capabilities(), config)
+
+    @classmethod
+    def refusal_for(cls, caps: Capabilities, config: CompileConfig) -> str | None:
+        """The one refusal rule, from capabilities already probed: used by the planner (an ``unsupported`` row
+        before anything runs; its probes run in child processes) and by :meth:`check_request` at compile time."""
         if config.precision not in caps.precisions:
-            return f"{self.name} does not support precision {config.precision!r}; it supports: {', '.join(caps.precisions)}"
+            return f"{cls.name} does not support precision {config.precision!r}; it supports: {', '.join(caps.precisions)}"
         if config.calibration is not None and caps.calibration_methods and \
                 config.calibration not in caps.calibration_methods:
-            return f"{self.name} has no {config.calibration!r} calibration; it has: {', '.join(caps.calibration_methods)}"
+            return f"{cls.name} has no {config.calibration!r} calibration; it has: {', '.join(caps.calibration_methods)}"
         granularity = "per_channel" if config.per_channel else "per_tensor"
         if is_integer_precision(config.precision) and granularity not in caps.granularities:
-            return f"{self.name} cannot quantize weights {granularity}; it supports: {', '.join(caps.granularities)}"
+            return f"{cls.name} cannot quantize weights {granularity}; it supports: {', '.join(caps.granularities)}"
         try:
-            self.options(config)
+            cls.Options.parse(config.options, cls.name)
         except OptionError as exc:
             return str(exc)
         return None

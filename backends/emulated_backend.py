@@ -100,15 +100,17 @@ class EmulatedBackend(Backend):
             simulated=True,
         )
 
-    def refusal(self, config: CompileConfig) -> str | None:
-        """Any static precision the device has a policy for; dynamic INT8 is not a static policy."""
+    @classmethod
+    def refusal_for(cls, caps: Capabilities, config: CompileConfig) -> str | None:
+        """Any static precision the device has a policy for (checked at compile, against the device's policies);
+        dynamic INT8 is not a static policy."""
         if config.precision == "int8-dynamic":
             return ("the emulator runs static quantization policies; int8-dynamic computes activation scales at "
                     "run time (use the onnxruntime backend)")
         if config.calibration is not None and config.calibration not in CALIBRATION_ALIASES:
             return f"emulated has no {config.calibration!r} calibration; it has: {', '.join(EMULATOR_CALIBRATIONS)}"
         try:
-            self.options(config)
+            cls.Options.parse(config.options, cls.name)
         except OptionError as exc:
             return str(exc)
         return None

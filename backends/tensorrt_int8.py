@@ -94,7 +94,13 @@ def build_qdq_graph(model: ModelArtifact, route: Int8Route, calibration: np.ndar
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    from backends.onnxruntime_backend import _preprocess, apply_learned_ranges, compute_ranges, per_channel_source
+    from backends.onnxruntime_backend import (
+        _preprocess,
+        apply_learned_ranges,
+        compute_ranges,
+        graph_output_names,
+        per_channel_source,
+    )
 
     source, facts = per_channel_source(Path(model.path), Path(out_dir), per_channel)
     pre = _preprocess(source, Path(out_dir) / "preprocessed.onnx")
@@ -103,7 +109,8 @@ def build_qdq_graph(model: ModelArtifact, route: Int8Route, calibration: np.ndar
     ranges, ort_method = compute_ranges(pre, model.input_name, calibration, base, symmetric=True,
                                         percentile=percentile)
     if route.source == "qdq-learned-table":
-        if apply_learned_ranges(ranges, Path(model.calibration_table)) == 0:  # type: ignore[arg-type]
+        # The graph outputs keep their data ranges (the learned p_hi range clips logits; issue 19).
+        if apply_learned_ranges(ranges, Path(model.calibration_table), graph_output_names(pre)) == 0:  # type: ignore[arg-type]
             raise UnsupportedRequest(f"no tensor of {model.calibration_table} names a tensor of the graph")
     cache = Path(out_dir) / f"qdq-ranges-{route.method}.json"
     save_tensors_data(ranges, cache)

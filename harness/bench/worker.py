@@ -23,6 +23,7 @@ from backends.base import CompileConfig, ModelArtifact, RuntimeConfig, Unsupport
 from devices import load_device
 from devices.numerics import takes_calibration
 from harness.bench import loadgen
+from harness.data.loaders import load_job_data
 from harness.scoring import metrics
 
 
@@ -57,14 +58,16 @@ def run_reference(spec) -> dict[str, Any]:
     """FP32 ONNX Runtime outputs on every evaluation image: what every fidelity metric compares against."""
     from backends.onnxruntime_backend import OrtSession
 
-    with np.load(spec.data_path) as data:
-        images = data["eval_images"]
+    images = load_job_data(spec.data_path)[0].first
     session = OrtSession(Path(spec.checkpoint_path), ["CPUExecutionProvider"], pin_and_count_threads(spec))
     try:
         outputs = loadgen.run_outputs(session, images, spec.validate_batch)
     finally:
         session.close()
-    np.save(spec.reference_path, outputs)
+    tmp = Path(spec.reference_path + ".tmp")
+    with open(tmp, "wb") as f:   # atomic: a killed worker never leaves a half reference for the next attempt
+        np.save(f, outputs)
+    tmp.replace(spec.reference_path)
     return {"status": "ok", "reference_shape": list(outputs.shape)}
 
 
@@ -142,9 +145,9 @@ def _prepare(spec, out: dict[str, Any]):
     if not avail.available:
         raise UnsupportedRequest(avail.explain())
     out["simulated"] = bool(backend.capabilities().simulated)
-    with np.load(spec.data_path) as data:
-        eval_images, eval_labels = data["eval_images"], data["eval_labels"]
-        calib = data["calib_images"] if data["calib_images"].size else None
+    evaluation, calibration = load_job_data(spec.data_path)
+    eval_images, eval_labels = evaluation.first, evaluation.labels
+    calib = calibration.first if calibration is not None and len(calibration) else None
     if calib is not None and takes_calibration(spec.precision):
         out["calibration_samples"] = len(calib)
     else:
@@ -218,7 +221,7 @@ def _score(spec, outputs: np.ndarray, data: JobData, out: dict[str, Any]) -> Non
     if n < len(data.eval_images):
         out["validation_note"] = (f"validation stopped after {spec.validate_budget_s:.0f} s: scored on the first "
                                   f"{n} of {len(data.eval_images)} images (raise --validate-budget)")
-        reference, labels = reference[:n], labels[:n]
+        reference, labels = reference[:n], None if labels is None else labels[:n]
     if outputs.shape != reference.shape:
         raise StageError("validate", "failed",
                          f"output shape {outputs.shape} differs from the reference's {reference.shape}")
@@ -243,9 +246,38 @@ def _is_json(v: Any) -> bool:
         return False
 
 
+#: The watchdog: blocks on the runner's pipe; EOF (the runner finished the job, or died) kills the job's group.
+_WATCHDOG_CODE = "import os,sys\nfd=int(sys.argv[1])\nwhile os.read(fd,1):\n    pass\nos.killpg(0,9)\n"
+
+
+def guard_process() -> None:
+    """Die with the runner: a parent-death signal for this process, a watchdog for the helpers it may spawn.
+
+    Linux only (prctl); elsewhere the runner still kills the job's process group after every job.
+    """
+    import signal
+    import subprocess
+
+    from harness.bench.jobs import RUNNER_PID_ENV, WATCHDOG_FD_ENV, WATCHDOG_NAME
+
+    fd, runner = os.environ.pop(WATCHDOG_FD_ENV, None), os.environ.pop(RUNNER_PID_ENV, None)
+    if runner and sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if runner and os.getppid() != int(runner):
+        os._exit(1)  # the runner died before the parent-death signal was armed
+    if fd is not None:
+        subprocess.Popen([sys.executable, "-S", "-c", _WATCHDOG_CODE, fd, WATCHDOG_NAME], pass_fds=(int(fd),),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(int(fd))
+
+
 def main(argv: list[str] | None = None) -> int:
     from harness.bench.jobs import JobSpec
 
+    guard_process()
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m harness.bench.worker JOB.json", file=sys.stderr)
