@@ -175,7 +175,7 @@ def _note(rec: dict[str, Any]) -> str | None:
         stage = rec.get("failed_stage")
         msg = rec.get("error_message") or ""
         msg = msg.splitlines()[0] if msg else ""
-        parts.append(f"{rec.get('status')}{' at ' + stage if stage else ''}{': ' + msg[:120] if msg else ''}")
+        parts.append(f"{rec.get('status')}{' at ' + stage if stage else ''}{': ' + msg if msg else ''}")
     if rec.get("power_estimated") is True:
         parts.append("power estimated")
     if rec.get("power_low_fidelity") is True:
@@ -191,7 +191,7 @@ def _note(rec: dict[str, Any]) -> str | None:
         parts.append("quick run")
     if (rec.get("status") == "ok" and _missing(rec.get("power_avg_w")) and _missing(rec.get("power_peak_w"))
             and rec.get("power_unavailable_reason")):
-        parts.append("no power: " + str(rec["power_unavailable_reason"])[:80])
+        parts.append("no power: " + str(rec["power_unavailable_reason"]))
     return "; ".join(parts) or None
 
 
