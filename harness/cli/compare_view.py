@@ -64,7 +64,7 @@ def main_table(console: Console, df: pd.DataFrame, show_all: bool) -> None:
         Column("mJ/inf", lambda r: sig(_get(r, "energy_per_inference_mj")), 2),
         Column("top-1 %", lambda r: pct(_get(r, "top1")), 8),
         Column("agree %", lambda r: pct(_get(r, "top1_agreement")), 6),
-        Column("MSE", lambda r: sig(_get(r, "logit_mse"), 2), 5),
+        Column("MSE", lambda r: sig(_get(r, "logit_mse"), 2), 4),
         Column("SNR dB", lambda r: sig(_get(r, "snr_db")), 2),
         Column("ECE", lambda r: sig(_get(r, "ece"), 2), 1),
         Column("mIoU %", lambda r: pct(_get(r, "miou")), 4),

@@ -79,7 +79,7 @@ def summary_columns(letters: dict[str, str], labels: dict[str, str], notes: Foot
         Column("W", power, 6 if any_power else 4),  # all "n/a": the footnote says why
         Column("top-1 %", lambda r: pct(r.top1), 8),
         Column("agree %", lambda r: pct(r.top1_agreement), 6),
-        Column("MSE", lambda r: sig(r.logit_mse, 2), 5),
+        Column("MSE", lambda r: sig(r.logit_mse, 2), 4),
         Column("SNR dB", lambda r: sig(r.snr_db), 2),
         Column("ECE", lambda r: sig(r.ece, 2), 1),
         Column("timing", lambda r: timing_label(r.to_dict()), 9, numeric=False),
