@@ -278,6 +278,8 @@ def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunS
                                        memory_limit_mb=options.memory_limit_mb)
                 outcome.update(host_busy=busy, load_avg_1m=load)
                 _keep_latencies(spec, store, job, outcome)
+        if data.notes.get(job.checkpoint.name):   # resizing, label mapping, the calibration split: in the record
+            outcome["extra"] = {**(outcome.get("extra") or {}), "data_notes": data.notes[job.checkpoint.name]}
         record = _to_record(base, outcome, job, data.sources[job.checkpoint.name], started, time.perf_counter() - t0)
         store.append(record)
         result.records.append(record)

@@ -170,7 +170,10 @@ def run_with_progress(options: BenchmarkOptions, console: Console | None = None)
                 message = message.split(": latency of")[0] + ": latencies may be inflated (said once per run)"
             bar.console.print(f"[yellow]warning:[/] {escape(message)}")
 
-        result: RunResult = run_benchmark(options, progress=progress, warn=warn)
+        def info(message: str) -> None:
+            bar.console.print(f"[cyan]note:[/] {escape(message)}")
+
+        result: RunResult = run_benchmark(options, progress=progress, warn=warn, info=info)
     busy_jobs = sum(1 for r in result.records if r.host_busy) or len(busy)
     render_summary(result.records, result.run_id, result.run_dir, console, result.eval_source, busy_jobs,
                    result.planned)

@@ -49,7 +49,7 @@ DERIVED_COLUMNS = (
 NUMERIC_FIELDS = (
     "calibration_samples", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
     "latency_ms_mean", "latency_ms_min", "latency_ms_max", "fps", "batch_size", "warmup_iters",
-    "timed_iters", "runs", "compile_s", "threads", "load_avg_1m", "eval_samples", "top1", "top5",
+    "timed_iters", "runs", "compile_s", "params", "macs_per_inference", "model_size_mb", "artifact_size_mb", "threads", "load_avg_1m", "eval_samples", "top1", "top5",
     "top1_agreement", "logit_mse", "snr_db", "ece", "brier", "miou", "output_mse", "output_cosine",
     "output_max_abs_error", "probability_mse", "miou_vs_reference", "pixel_agreement", "map50", "map50_95",
     "map50_labels", "map50_95_labels", "detections_per_image", "reference_detections_per_image",

@@ -37,6 +37,7 @@ def test_run_on_a_folder_records_split_card_and_labels(tmp_path, tiny_model):
     assert card["inputs"][0]["size"] == [28, 28] and card["inputs"][0]["colour"] == "gray"
     assert any("seed 0" in n and "disjoint" in n for n in manifest["data"]["notes"]["tiny"])
     assert len(assumed) == 1 and "assumed" in assumed[0]
+    assert any("labels from 2 class sub-folders" in n for n in int8.extra["data_notes"])
 
 
 def test_cli_paths_are_absolute_so_another_working_directory_works(tmp_path, tiny_model, monkeypatch):
