@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
 from harness.store.layout import RECORDS_FILE
 
 METRICS = ("top1", "top5", "top1_agreement", "logit_mse", "snr_db", "ece", "brier")

@@ -15,8 +15,8 @@ from pathlib import Path
 from harness.analysis.figures import FigureOptions, register_figure
 from harness.analysis.figures.style import PALETTE, RECIPE_COLOURS, RECIPE_LABELS, NoPlotData, _style, _title, \
     new_figure
-from harness.store.reader import ResultStore, recipe_from_name
 from harness.store.layout import RECORDS_FILE
+from harness.store.reader import ResultStore, recipe_from_name
 
 # --- training dynamics (paper Figs 4, 5, 8, 10) -------------------------------------------------------
 
