@@ -64,3 +64,16 @@ def test_layers_takes_the_users_data(tmp_path, tiny_model, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "3 inputs" in out and "calibration: 3 of 6 samples" in out
+
+
+def test_calib_sensitivity_refuses_unlabelled_data_instead_of_inventing_labels(tmp_path, tiny_model, capsys):
+    from harness.cli.main import main
+
+    data = tmp_path / "flat"
+    data.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(data / f"{i}.png")
+    code = main(["calib-sensitivity", "--checkpoint", str(tiny_model), "--data", str(data), "--device", "cpu",
+                 "--sizes", "2", "--seeds", "0", "--sources", "train"])
+    assert code == 2
+    assert f"scores top-1 against labels and {data} has none" in capsys.readouterr().err
