@@ -38,6 +38,7 @@ def test_run_on_a_folder_records_split_card_and_labels(tmp_path, tiny_model):
     assert any("seed 0" in n and "disjoint" in n for n in manifest["data"]["notes"]["tiny"])
     assert len(assumed) == 1 and "assumed" in assumed[0]
     assert any("labels from 2 class sub-folders" in n for n in int8.extra["data_notes"])
+    assert (result.run_dir / "cards" / "tiny.card.toml").read_text().startswith("# assumed: input input")
 
 
 def test_cli_paths_are_absolute_so_another_working_directory_works(tmp_path, tiny_model, monkeypatch):
