@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from harness.analysis.compare import TABLE_TITLES, build_tables, format_value
+from harness.analysis.compare import NOTE_SEPARATOR, TABLE_TITLES, build_tables, format_value
 from harness.analysis.headline import Headline, build_headline
 from harness.store.labels import ORIGIN_LABELS
 from harness.store.reader import ResultStore
@@ -74,7 +74,9 @@ dl.kv dt{color:#666}dl.kv dd{margin:0;font-family:ui-monospace,monospace;word-br
 #headline h2{margin:.1em 0 .4em;border:0;font-size:1.15em}
 #headline table{font-size:13px;white-space:normal}
 #headline ul{margin:.3em 0;padding-left:1.2em;font-size:13px}
-td.note{white-space:normal;min-width:220px;max-width:420px;font-size:11px;color:#555}
+td.note{white-space:nowrap;font-size:11px;color:#555}
+ol.notes{font-size:12px;color:#555;margin:.2em 0 1em;padding-left:2.2em}
+ol.notes li::marker{content:"[" counter(list-item) "] "}
 tr.origin-stand-in td,tr.origin-simulated td{background:#fff8e6}
 """
 
@@ -232,19 +234,41 @@ def headline_html(h: Headline) -> str:
     return f'<section id="headline"><h2>Headline</h2>{best}{budget}<ul>{"".join(items)}</ul></section>'
 
 
-def main_table_for_report(main: pd.DataFrame) -> pd.DataFrame:
-    """The main table with throughput and fidelity first and ok rows before the others."""
+def main_table_for_report(main: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The main table with throughput and fidelity first, ok rows before the others, and each long note replaced
+    by its number in a list under the table (a note repeated on every row would make every row tall).
+
+    Returns the table and the numbered notes (note i is "[i]" in the table).
+    """
     if "untuned" in main.columns and "timing_origin" in main.columns:  # one column says where and how it was timed
         untuned = main["untuned"].map(lambda v: v is True)
         main = main.assign(timing_origin=[f"{o}, untuned" if u and isinstance(o, str) else o
                                           for o, u in zip(main["timing_origin"], untuned)]).drop(columns="untuned")
     lead = [c for c in LEAD_COLUMNS if c in main.columns]
     rest = [c for c in main.columns if c not in lead and c not in ("precision", "calibration_method", "model")]
-    out = main[lead[:-1] + rest + lead[-1:]] if "note" in lead else main[lead + rest]
-    order = out["status"].map(lambda s: 0 if s == "ok" else 1) if "status" in out else None
-    if order is not None:
-        out = out.assign(_o=order).sort_values("_o", kind="mergesort").drop(columns="_o")
-    return out.reset_index(drop=True)
+    out = main[lead + rest]
+    if "status" in out:
+        out = out.assign(_o=out["status"].map(lambda s: 0 if s == "ok" else 1)).sort_values(
+            "_o", kind="mergesort").drop(columns="_o")
+    notes: list[str] = []
+    if "note" in out:
+        refs = []
+        for text in out["note"]:
+            parts = [p for p in str(text).split(NOTE_SEPARATOR) if p] if isinstance(text, str) else []
+            nums = []
+            for part in parts:
+                if part not in notes:
+                    notes.append(part)
+                nums.append(notes.index(part) + 1)
+            refs.append(" ".join(f"[{n}]" for n in nums) or None)
+        out = out.assign(note=refs)
+    return out.reset_index(drop=True), notes
+
+
+def notes_html(notes: Sequence[str], list_id: str) -> str:
+    if not notes:
+        return ""
+    return (f'<ol class="notes" id="{_e(list_id)}">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ol>")
 
 
 def figure_png_base64(fig: Any, dpi: int = 110) -> str:
@@ -299,6 +323,7 @@ def build_report(store: ResultStore, *, filters: Sequence[str] = (), sort: str |
     view = ResultStore(records=df, manifests=store.manifests, problems=store.problems)
     tables = build_tables(df, (), sort)
     head = headline_html(build_headline(df, tables["deltas"]))
+    main_view, main_notes = main_table_for_report(tables["main"])
     plots_html, skipped = plots_section(view, list(kinds or KINDS), **plot_kwargs)
     runs = sorted({str(r) for r in df["run_id"].dropna()}) if not df.empty else []
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -308,7 +333,7 @@ def build_report(store: ResultStore, *, filters: Sequence[str] = (), sort: str |
         + (f"; filters: {_e(' '.join(filters))}" if filters else "") + ". Empty cells: not measured.</p>",
         head, status_summary(df),
         f'<h2 id="tables">{_e(TABLE_TITLES["main"])}</h2>',
-        html_table(main_table_for_report(tables["main"]), "table-main", headers=HEADERS),
+        html_table(main_view, "table-main", headers=HEADERS), notes_html(main_notes, "notes-main"),
         f"<h2>{_e(TABLE_TITLES['deltas'])}</h2>", html_table(tables["deltas"], "table-deltas"),
         f"<h2>{_e(TABLE_TITLES['cost'])}</h2>",
         '<p class="meta">fps_per_w = FPS / average power (inferences per joule at batch 1); price_eur_per_w = '

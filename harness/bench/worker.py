@@ -78,6 +78,7 @@ def run_measure(spec) -> dict[str, Any]:
     try:
         backend, device, data = _prepare(spec, out)
         compiled = _compile(spec, backend, device, data, out)
+        _model_facts(spec, data, compiled, out)
         stage.enter("load")
         session = backend.load(compiled, device, RuntimeConfig(threads))
         try:
@@ -169,6 +170,28 @@ def _compile(spec, backend, device, data: JobData, out: dict[str, Any]):
     out["extra"] = {k: v for k, v in compiled.metadata.items() if _is_json(v)}
     out["extra"]["artifact"] = str(compiled.path)
     return compiled
+
+
+def _model_facts(spec, data: JobData, compiled, out: dict[str, Any]) -> None:
+    """Parameter count, MACs per batch-1 inference, model and compiled-artifact size on disk (issue 18)."""
+    from harness.model.stats import model_stats, size_mb
+
+    if hasattr(data, "inputs"):
+        shapes = {name: (1, *arr.shape[1:]) for name, arr in data.inputs.items()}
+    else:
+        import onnx
+
+        graph = onnx.load(spec.checkpoint_path, load_external_data=False).graph
+        weights = {i.name for i in graph.initializer}
+        name = next(i.name for i in graph.input if i.name not in weights)
+        shapes = {name: (1, *data.eval_images.shape[1:])}
+    stats = model_stats(spec.checkpoint_path, shapes)
+    out["params"], out["macs_per_inference"] = stats.params, stats.macs_per_inference
+    if stats.note:
+        out.setdefault("extra", {})["model_stats_note"] = stats.note
+    out["model_size_mb"] = size_mb(spec.checkpoint_path)
+    if Path(compiled.path).exists():
+        out["artifact_size_mb"] = size_mb(compiled.path)
 
 
 def _time(spec, session, compiled, device, data: JobData, out: dict[str, Any], stage: StageTracker) -> None:

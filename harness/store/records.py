@@ -56,6 +56,11 @@ class JobRecord:
     measured_on: str | None = None
     timing_note: str | None = None
     compile_s: float | None = None
+    # Size and compute (issue 18): what decides whether a model fits a board at all
+    params: int | None = None
+    macs_per_inference: float | None = None
+    model_size_mb: float | None = None
+    artifact_size_mb: float | None = None
     compile_cached: bool | None = None
     threads: int | None = None
     cpu_affinity: tuple[int, ...] | None = None
