@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 import backends
+from backends.cache import invalidate_path
 from backends.base import CompileConfig, ModelArtifact, RuntimeConfig, UnsupportedRequest, file_sha256
 from devices import load_device
 from devices.numerics import takes_calibration
@@ -80,7 +81,18 @@ def run_measure(spec) -> dict[str, Any]:
         compiled = _compile(spec, backend, device, data, out)
         _model_facts(spec, data, compiled, out)
         stage.enter("load")
-        session = backend.load(compiled, device, RuntimeConfig(threads))
+        try:
+            session = backend.load(compiled, device, RuntimeConfig(threads))
+        except Exception as exc:
+            # A cached artifact that verifies but does not load (a toolchain quirk, a stale format) is rebuilt
+            # once; a fresh one that fails is the job's failure.
+            if not compiled.metadata.get("cached") or not invalidate_path(compiled.path, f"failed to load: {exc}"):
+                raise
+            stage.enter("compile")
+            compiled = _compile(spec, backend, device, data, out)
+            out["extra"]["cache_rebuilt_reason"] = f"the cached artifact failed to load: {type(exc).__name__}: {exc}"[:500]
+            stage.enter("load")
+            session = backend.load(compiled, device, RuntimeConfig(threads))
         try:
             _time(spec, session, compiled, device, data, out, stage)
             stage.enter("validate")
@@ -165,6 +177,8 @@ def _compile(spec, backend, device, data: JobData, out: dict[str, Any]):
     out["compile_s"] = time.perf_counter() - t0
     out["compile_cached"] = compiled.metadata.get("cached")
     out["calibration_method"] = compiled.metadata.get("calibration_method", spec.calibration)
+    if compiled.metadata.get("activation_signed") is not None:  # the backend's own convention wins the label
+        out["activation_signed"] = bool(compiled.metadata["activation_signed"])
     if compiled.metadata.get("timing_note"):
         out["timing_note"] = compiled.metadata["timing_note"]
     out["extra"] = {k: v for k, v in compiled.metadata.items() if _is_json(v)}

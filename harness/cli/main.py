@@ -104,8 +104,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-id", help="name of the run directory (default: timestamp)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue RUN_ID, skipping jobs that already have a record")
     p.add_argument("--backend-option", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                   help="compile option passed to every backend of the run, e.g. target=dla0 (TensorRT), "
-                        "tuning_trials=64 (TVM), int8_mode=explicit; backends ignore keys they do not know")
+                   help="compile option for the backends of the run that know it, e.g. tuning_trials=64 (TVM), "
+                        "int8_mode=explicit (TensorRT); a key no backend of the run knows is an error listing the "
+                        "valid ones (`python -m harness backends` lists them)")
     p.add_argument("--target", help="backend target: an OpenVINO plugin (CPU, GPU, NPU), TensorRT dla0/dla1, "
                    "an RKNN board (adb id); default: the backend's own")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -183,7 +184,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
     from harness.cli.console import make_console
 
     table = Table(title="Backends on this host")
-    for col in ("backend", "available", "version", "precisions", "why not / how to fix"):
+    for col in ("backend", "available", "version", "precisions", "--backend-option keys", "why not / how to fix"):
         table.add_column(col)
     from harness.bench.probe import probe_backends
 
@@ -193,6 +194,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
         ok = probe.refusal is None
         precisions = ", ".join(probe.capabilities.precisions) if probe.capabilities else ""
         table.add_row(name, "yes" if ok else "no", (avail.version if avail else None) or "", precisions,
+                      ", ".join(backends.get_backend(name).Options.keys()),
                       "" if ok else escape(avail.explain() if avail and not avail.available else probe.refusal))
     make_console().print(table)
     return EXIT_OK

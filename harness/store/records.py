@@ -32,6 +32,9 @@ class JobRecord:
     calibration_method: str | None = None
     calibration_samples: int | None = None
     per_channel: bool | None = None
+    #: Integer precisions: activations signed (S8S8-style, e.g. TensorRT) or unsigned (U8S8, ONNX Runtime's CPU
+    #: default) as the backend built them; None for float precisions or when the backend does not say.
+    activation_signed: bool | None = None
     checkpoint_sha256: str | None = None
     failed_stage: str | None = None
     error_message: str | None = None
