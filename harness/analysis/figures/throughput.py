@@ -166,7 +166,7 @@ def accuracy_throughput_figure(df: pd.DataFrame, metric: str | None = None) -> F
             min_span(ax, MIN_FRACTION_SPAN, bounds=(0.0, 1.0))
         _label_points(ax, sub, sub["fps"].to_numpy(float), sub[metric].to_numpy(float), extra=delta_texts)
     extra = [Line2D([], [], color="#333333", marker=r"$\rightarrow$", linestyle="-", linewidth=0.9,
-                    label="MAP \u2192 Quant-Trim (same job);\n  text: \u0394 with 95% CI")] if arrows else []
+                    label="MAP \u2192 Quant-Trim (same job);\n  \u0394 [95% CI, where per-image\n  data exists]")] if arrows else []
     if any_ci:
         extra.append(Line2D([], [], color="#444444", marker="|", linestyle="-", linewidth=0.9,
                             label="error bar: 95% CI over the\n  evaluation images (Wilson)"))
@@ -213,7 +213,7 @@ def _recipe_arrows(ax: Any, sub: pd.DataFrame, raw: pd.DataFrame, metric: str, l
                 ci = recipe_delta_ci(files.get((*key, "map"), [None]), files.get((*key, "quanttrim"), [None]),
                                      metric, float(b[metric] - a[metric]))
                 text = f"\u0394 {100 * ci.delta:+.1f} pt" + (
-                    f" [{100 * ci.low:+.1f}, {100 * ci.high:+.1f}]" if ci.has_interval else " (no CI)")
+                    f" [{100 * ci.low:+.1f}, {100 * ci.high:+.1f}]" if ci.has_interval else "")
                 texts.append(ax.text(b["fps"], b[metric], text, fontsize=6.5, color="#333333",
                                      gid=f"recipe-delta|{key[0]}|{key[1]}|{key[2]}"))
     return n, texts

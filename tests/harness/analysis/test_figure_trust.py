@@ -100,7 +100,8 @@ def test_backend_labels_do_not_overlap(stand_in_df):
     canvas.draw()
     renderer = canvas.get_renderer()
     for ax in fig.axes:
-        boxes = [t.get_window_extent(renderer) for t in ax.texts if t.get_gid() == "backend-label"]
+        boxes = [t.get_window_extent(renderer) for t in ax.texts
+                 if (t.get_gid() or "").startswith(("backend-label", "recipe-delta"))]
         for i, a in enumerate(boxes):
             assert not any(a.overlaps(b) for b in boxes[i + 1:])
 
