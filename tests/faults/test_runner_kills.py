@@ -4,6 +4,8 @@ from __future__ import annotations
 import shlex
 import signal
 
+import pytest
+
 from tests.faults.conftest import (alive, assert_all_gone, cli, pids, run_args, strict_records, wait_for)
 
 SLOW = {"EVIL_SLOW": "1"}
@@ -36,14 +38,17 @@ def test_runner_sigkill_mid_job_leaves_no_orphan_and_resume_completes(tmp_path, 
     assert not (run_dir / "work").exists()     # complete: scratch removed
 
 
-def test_sigterm_keeps_records_and_prints_the_exact_resume_command(tmp_path, model, pid_dir):
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGTERM, 143, "terminated (SIGTERM): run t1"),
+                                                (signal.SIGINT, 130, "interrupted: run t1")], ids=["TERM", "INT"])
+def test_a_stop_signal_keeps_records_and_prints_the_exact_resume_command(tmp_path, model, pid_dir, signum, code,
+                                                                        said):
     run_dir = tmp_path / "results" / "t1"
     proc = _start_slow_run(tmp_path, model, pid_dir, "t1")
     job_pids = pids(pid_dir, "worker") + pids(pid_dir, "helper")
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143
-    assert "terminated (SIGTERM)" in err
+    assert proc.returncode == code
+    assert said in err and "Traceback" not in err
     assert_all_gone(job_pids)
     assert [r["backend"] for r in strict_records(run_dir)] == ["onnxruntime"]
     command = next(line for line in err.splitlines() if line.startswith("resume with: "))[len("resume with: "):]
