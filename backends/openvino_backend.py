@@ -300,6 +300,7 @@ class OpenVinoSession:
         self._target = target
         self._props = _compile_properties(hint, threads)
         self._requests: dict[int, tuple[Any, np.ndarray]] = {}
+        self._queues: dict[int, tuple[Any, int]] = {}
         self.compiled_precision: str | None = None
         self._request(1)
 
@@ -322,8 +323,41 @@ class OpenVinoSession:
         # The output tensor's memory is reused by the next inference: copy it out.
         return req.get_output_tensor(0).data.copy()
 
+    def _queue(self, batch: int) -> tuple[Any, int]:
+        """An AsyncInferQueue on the model compiled with the THROUGHPUT hint for this batch, and its streams."""
+        entry = self._queues.get(batch)
+        if entry is None:
+            import openvino as ov
+
+            props = {**self._props, "PERFORMANCE_HINT": "THROUGHPUT"}
+            props.pop("NUM_STREAMS")   # the THROUGHPUT hint picks the streams for this CPU and thread count
+            compiled = self._core.compile_model(_static_batch(self._core.read_model(str(self._xml)), batch),
+                                                self._target, props)
+            jobs = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            entry = (ov.AsyncInferQueue(compiled, jobs), int(compiled.get_property("NUM_STREAMS")))
+            self._queues[batch] = entry
+        return entry
+
+    def throughput_streams(self) -> int:
+        """Streams the CPU plugin runs under the THROUGHPUT hint (what benchmark_app -hint throughput uses)."""
+        return self._queue(1)[1]
+
+    def run_queued(self, feeds_list: list) -> None:
+        """Run every feed through the THROUGHPUT-hint queue; returns when all are done (outputs dropped: the
+        offline scenario times throughput; validation goes through ``run``)."""
+        queue, _ = self._queue(_batch_of(feeds_list[0]))
+        for feeds in feeds_list:
+            queue.start_async(feeds if isinstance(feeds, dict) else {0: feeds})
+        queue.wait_all()
+
     def synchronize(self) -> None:
         """infer() is synchronous: the result is on the host when it returns."""
 
     def close(self) -> None:
         self._requests.clear()
+        self._queues.clear()
+
+
+def _batch_of(feeds: Any) -> int:
+    first = next(iter(feeds.values())) if isinstance(feeds, dict) else feeds
+    return int(first.shape[0])
