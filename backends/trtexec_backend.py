@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -38,6 +38,7 @@ from backends.base import (
     RuntimeConfig,
     UnsupportedRequest,
     artifact_dir,
+    single_feed,
 )
 from backends.registry import register_backend
 from backends.tensorrt_backend import (
@@ -227,9 +228,12 @@ class TrtexecBackend(Backend):
     def compile(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
                 calibration: np.ndarray | None, workdir: Path) -> CompiledModel:
         self.check_request(config)
+        model.require_single_io(self.name)
         avail = self.availability()
         if not avail.available:
             raise BackendUnavailable(avail.explain())
+        # Every non-batch dimension fixed (symbolic height/width come from the data): never a 0 or -1 shape.
+        sample = model.static_input_shapes(1)[model.input_name][1:]
         exe = find_trtexec(self.search_dirs)
         version = avail.version or "unknown"
         dla_core = parse_target(config.target)
@@ -292,12 +296,11 @@ class TrtexecBackend(Backend):
                 if bool(config.option("gpu_fallback", True)):
                     argv.append("--allowGPUFallback")
             if fixed is None:
-                sample = tuple(model.input_shape)
                 argv += [f"--minShapes={_shape_arg(model.input_name, (1,) + sample)}",
                          f"--optShapes={_shape_arg(model.input_name, (batch,) + sample)}",
                          f"--maxShapes={_shape_arg(model.input_name, (max_batch,) + sample)}"]
         if fixed is None:
-            argv.append(f"--shapes={_shape_arg(model.input_name, (batch,) + tuple(model.input_shape))}")
+            argv.append(f"--shapes={_shape_arg(model.input_name, (batch,) + sample)}")
         times_path = out_dir / "times.json"
         argv += [f"--iterations={int(config.option('iterations', DEFAULT_ITERATIONS))}", "--duration=0",
                  f"--warmUp={int(config.option('warmup_ms', DEFAULT_WARMUP_MS))}",
@@ -385,9 +388,10 @@ class TrtexecSession:
             raise RuntimeError(f"trtexec could not produce outputs ({rc}): {text.strip().splitlines()[-1:]}")
         return parse_export_output(outp, self._output)[:n]
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
-        return np.concatenate([self._run_chunk(x[i:i + self._max_batch]) for i in range(0, len(x), self._max_batch)])
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        x = np.ascontiguousarray(single_feed(feeds, self._input), dtype=np.float32)
+        return [np.concatenate([self._run_chunk(x[i:i + self._max_batch])
+                                for i in range(0, len(x), self._max_batch)])]
 
     def synchronize(self) -> None:
         """trtexec has exited (and written its outputs) when ``run`` returns."""

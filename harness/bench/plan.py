@@ -60,7 +60,7 @@ def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], check
                     if is_integer_precision(precision) and precision != "int8-dynamic" and options.calibrations:
                         calibs = list(options.calibrations)
                     for calib in calibs:
-                        job_refusal = refusal
+                        job_refusal = refusal or model_refusal(ckpt, options, backend_name, precision)
                         if job_refusal is None and caps is not None and precision not in caps.precisions:
                             job_refusal = (f"{backend_name} does not support {precision} "
                                            f"(it supports: {', '.join(caps.precisions)})")
@@ -73,6 +73,37 @@ def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], check
                             make_job_id(ckpt.name, device.name, backend_name, precision, calib, per_channel),
                             job_refusal, host_substitute=not present))
     return jobs
+
+
+def model_refusal(ckpt: Checkpoint, options: BenchmarkOptions, backend: str | None = None,
+                  precision: str | None = None) -> str | None:
+    """Why this checkpoint cannot be benchmarked as asked, or None.
+
+    - a .tflite checkpoint anywhere but LiteRT FP32 (it runs as it is; the harness converts ONNX only);
+    - a timing batch larger than the batch the graph fixes;
+    - several outputs while only the first can be scored (until scoring by role lands): refused rather than
+      scoring output 0 as if it were the model's answer.
+    """
+    if ckpt.format == "tflite" and backend is not None and (backend != "litert" or precision != "fp32"):
+        return (f"{ckpt.name} is a .tflite checkpoint: it runs as it is on litert fp32 only "
+                f"(not {backend} {precision}); pass an ONNX export for other backends and precisions")
+    fixed = ckpt.fixed_batch
+    if fixed is not None and options.batch > fixed:
+        return (f"{ckpt.name} fixes its batch at {fixed} in the graph; --batch {options.batch} cannot be fed "
+                f"(use --batch {fixed} or less, or export the model with a dynamic batch axis)")
+    if len(ckpt.outputs) > 1 and not multi_output_scoring_available():
+        return (f"{ckpt.name} has {len(ckpt.outputs)} outputs ({', '.join(ckpt.output_names)}) and this version "
+                "scores only single-output models; refusing rather than scoring the first output alone")
+    return None
+
+
+def multi_output_scoring_available() -> bool:
+    """True once harness.scoring provides score_outputs (every output scored by its role)."""
+    try:
+        from harness.scoring import score_outputs  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _backend_refusal(name: str) -> tuple[str | None, Any]:

@@ -74,14 +74,14 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
         data_path=str(data_path), reference_path=str(reference_path), result_path=str(work / f"{tag}.result.json"),
         stage_path=str(work / f"{tag}.stage"), latency_path=str(store.run_dir / "latencies" / f"{job.job_id}.npy"),
         workdir=str(store.results_dir / ".cache" / "artifacts"), warmup=loop["warmup"], iters=loop["iters"],
-        runs=loop["runs"], batch=options.batch, validate_batch=1,
+        runs=loop["runs"], batch=options.batch, validate_batch=job.checkpoint.fixed_batch or 1,
         validate_budget_s=options.validate_budget_s if mode == "measure" else None, fidelity_only=options.fidelity_only,
         threads=options.threads, cpu_affinity=options.cpu_affinity, power_period_ms=options.power_period_ms, power_estimate=options.power_estimate,
         power_source_options=_source_options(options.power_source_options), host_substitute=job.host_substitute,
         calibration_table=str(job.checkpoint.calibration_table) if job.checkpoint.calibration_table else None,
         qdq_path=str(job.checkpoint.qdq_path) if job.checkpoint.qdq_path else None,
         plugin_modules=options.plugin_modules, options=tuple(options.backend_options),
-        target=options.target,
+        target=options.target, model=job.checkpoint.to_dict(),
     )
 
 
@@ -117,9 +117,9 @@ def build_manifest(options: BenchmarkOptions, devices: Sequence[DeviceProfile], 
         "devices": {d.name: d.to_dict() for d in devices},
         "device_present": {d.name: device_present(d) for d in devices},
         "platform": platform,
-        "checkpoints": {c.name: {"path": str(c.path), "sha256": c.sha256,
-                                 "calibration_table": str(c.calibration_table) if c.calibration_table else None}
-                        for c in checkpoints},
+        # Every file of every model (the .onnx and its external data) with its hash, inputs/outputs, the shapes
+        # the data fixed: enough to tell two runs of "the same" model apart.
+        "checkpoints": {c.name: c.to_dict() for c in checkpoints},
         "eval_source": eval_source,
         "warnings": warnings,
     }
@@ -140,6 +140,8 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
     data_path, eval_source, image_shape = prepare_data(options, store)
     for ckpt in checkpoints:
         check_feedable(ckpt, image_shape, eval_source)
+    # Symbolic dimensions are fixed from the data once, here; every job compiles for these shapes.
+    checkpoints = [c.with_data_shapes({c.input_name: image_shape}) for c in checkpoints]
     manifest, warnings = build_manifest(options, devices, checkpoints, eval_source, run_id)
     store.write_manifest(manifest)
     for w in warnings:
@@ -165,8 +167,9 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
                 ref = _make_reference(job, run_id, options, store, data_path, loop)
                 references[job.checkpoint.name] = ref
             if isinstance(ref, str):
+                runtime = "LiteRT" if job.checkpoint.format == "tflite" else "ONNX Runtime"
                 outcome = {"status": "failed", "failed_stage": "validate",
-                           "error_message": f"the FP32 ONNX Runtime reference could not be computed: {ref}"}
+                           "error_message": f"the FP32 {runtime} reference could not be computed: {ref}"}
             else:
                 busy, load = hostinfo.host_busy()
                 if busy and not options.fidelity_only:  # no timing to inflate otherwise
@@ -185,10 +188,11 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
 
 def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, store: RunStore, data_path: Path,
                     loop: dict[str, int]) -> Path | str:
-    ref_path = store.work_dir / f"reference__{job.checkpoint.name}.npy"
+    ref_path = store.work_dir / f"reference__{job.checkpoint.name}.npz"
     if ref_path.exists():
         return ref_path
-    ref_job = PlannedJob(job.device, job.checkpoint, "onnxruntime", "fp32", None, True, False, job.job_id)
+    ref_backend = "litert" if job.checkpoint.format == "tflite" else "onnxruntime"
+    ref_job = PlannedJob(job.device, job.checkpoint, ref_backend, "fp32", None, True, False, job.job_id)
     spec = _spec_for(ref_job, "reference", run_id, options, store, data_path, ref_path, loop)
     outcome = execute_spec(spec, options.timeout_s, store.work_dir / f"reference__{job.checkpoint.name}.log")
     if outcome.get("status") != "ok" or not ref_path.exists():
@@ -201,6 +205,9 @@ def _to_record(base: dict[str, Any], outcome: dict[str, Any], job: PlannedJob, e
     fields = dict(base)
     fields.update({k: v for k, v in outcome.items() if v is not None or k in ("failed_stage",)})
     status = fields.get("status", "failed")
+    fields["reference_runtime"] = "LiteRT FP32" if job.checkpoint.format == "tflite" else "ONNX Runtime FP32 (CPU)"
+    if job.checkpoint.data_shapes:
+        fields["input_shapes"] = {n: list(shape) for n, shape in job.checkpoint.data_shapes}
     if status == "ok":
         fields["eval_source"] = eval_source
         if job.host_substitute and job.backend in HOST_CPU_BACKENDS:

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 import backends
-from backends.base import CompileConfig, ModelArtifact, RuntimeConfig, UnsupportedRequest, file_sha256
+from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from devices import load_device
 from devices.numerics import takes_calibration
 from harness.bench import loadgen
+from harness.model.checkpoint import Checkpoint
 from harness.scoring import metrics
 
 
@@ -52,19 +53,66 @@ def pin_and_count_threads(spec) -> int:
     return spec.threads or len(_affinity() or ()) or os.cpu_count() or 1
 
 
-def run_reference(spec) -> dict[str, Any]:
-    """FP32 ONNX Runtime outputs on every evaluation image: what every fidelity metric compares against."""
+def job_model(spec) -> Checkpoint:
+    """The model object the runner built (inputs, outputs, data-fixed shapes); the file is not re-parsed."""
+    if not spec.model:
+        raise ValueError(f"job {spec.job_id} carries no model description; it was written by an older runner: "
+                         "rerun the benchmark")
+    return Checkpoint.from_dict(spec.model)
+
+
+def batch_axes(ckpt: Checkpoint) -> list[int]:
+    """Each output's batch axis: the model card's when it says so, else 0."""
+    cards = getattr(ckpt.card, "outputs", None) or ()
+    by_name = {getattr(c, "name", None): int(getattr(c, "batch_axis", 0)) for c in cards}
+    return [by_name.get(t.name, 0) for t in ckpt.outputs]
+
+
+def reference_session(ckpt: Checkpoint, threads: int):
+    """The FP32 reference runtime: ONNX Runtime for ONNX checkpoints, LiteRT for .tflite checkpoints."""
+    if ckpt.format == "tflite":
+        from backends.litert_backend import LiteRtSession
+
+        return LiteRtSession(Path(ckpt.path), threads, nchw=False)
     from backends.onnxruntime_backend import OrtSession
 
-    with np.load(spec.data_path) as data:
-        images = data["eval_images"]
-    session = OrtSession(Path(spec.checkpoint_path), ["CPUExecutionProvider"], pin_and_count_threads(spec))
+    return OrtSession(Path(ckpt.path), ["CPUExecutionProvider"], threads)
+
+
+def run_reference(spec) -> dict[str, Any]:
+    """FP32 outputs on every evaluation sample, every output: what every fidelity metric compares against.
+
+    Saved as an .npz with one N-first array per output (key = output name). Runs through loadgen.run_outputs,
+    the one evaluator.
+    """
+    ckpt = job_model(spec)
+    data = _load_data(spec, ckpt)
+    session = reference_session(ckpt, pin_and_count_threads(spec))
     try:
-        outputs = loadgen.run_outputs(session, images, spec.validate_batch)
+        outputs = loadgen.run_outputs(session, data.eval_inputs, spec.validate_batch, batch_axes=batch_axes(ckpt),
+                                      pad_last=ckpt.fixed_batch is not None)
     finally:
         session.close()
-    np.save(spec.reference_path, outputs)
-    return {"status": "ok", "reference_shape": list(outputs.shape)}
+    save_outputs(spec.reference_path, ckpt, outputs)
+    return {"status": "ok", "reference_shapes": {t.name: list(o.shape) for t, o in zip(ckpt.outputs, outputs)},
+            "reference_runtime": "LiteRT FP32" if ckpt.format == "tflite" else "ONNX Runtime FP32 (CPU)"}
+
+
+def save_outputs(path: str | Path, ckpt: Checkpoint, outputs: list[np.ndarray]) -> None:
+    """One array per output, keyed by output name, written atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **{t.name: o for t, o in zip(ckpt.outputs, outputs)})
+    tmp.replace(path)
+
+
+def load_outputs(path: str | Path, ckpt: Checkpoint) -> list[np.ndarray]:
+    """The saved outputs in the checkpoint's output order."""
+    with np.load(path) as z:
+        missing = [t.name for t in ckpt.outputs if t.name not in z.files]
+        if missing:
+            raise StageError("validate", "failed", f"the FP32 reference {path} lacks outputs {missing}")
+        return [z[t.name] for t in ckpt.outputs]
 
 
 def run_measure(spec) -> dict[str, Any]:
@@ -81,7 +129,8 @@ def run_measure(spec) -> dict[str, Any]:
             _time(spec, session, compiled, device, data, out, stage)
             stage.enter("validate")
             validate_batch = int(compiled.metadata.get("validate_batch", spec.validate_batch))
-            outputs = loadgen.run_outputs(session, data.eval_images, validate_batch, spec.validate_budget_s)
+            outputs = loadgen.run_outputs(session, data.eval_inputs, validate_batch, spec.validate_budget_s,
+                                          batch_axes=batch_axes(data.model), pad_last=data.model.fixed_batch is not None)
         finally:
             session.close()
         _score(spec, outputs, data, out)
@@ -113,15 +162,51 @@ class StageTracker:
 
 @dataclass(frozen=True)
 class JobData:
-    """The arrays a job is fed: evaluation images and labels, the calibration set (None when not used)."""
+    """What a job is fed: the model object, per-input evaluation arrays (N first), labels (None when the data
+    has none), the calibration set for the model's input (None when not used)."""
 
-    eval_images: np.ndarray
-    eval_labels: np.ndarray
+    model: Checkpoint
+    eval_inputs: dict[str, np.ndarray]
+    eval_labels: np.ndarray | None
     calibration: np.ndarray | None
+
+    @property
+    def eval_count(self) -> int:
+        return loadgen.sample_count(self.eval_inputs)
+
+
+def _load_data(spec, ckpt: Checkpoint, precision: str | None = None) -> JobData:
+    """The job's arrays, keyed by the model's input names.
+
+    Reads the harness.data job file when that module provides ``load_job_data``, else the demo's data.npz
+    (eval_images, eval_labels, calib_images), whose one image tensor feeds the model's one input.
+    """
+    with np.load(spec.data_path) as z:
+        legacy = "eval_images" in z.files
+        if legacy:
+            eval_inputs = {ckpt.input_name: z["eval_images"]}
+            labels = z["eval_labels"] if "eval_labels" in z.files and z["eval_labels"].size else None
+            calib = z["calib_images"] if "calib_images" in z.files and z["calib_images"].size else None
+    if not legacy:
+        from harness.data import load_job_data  # the Dataset job file (harness.data owns its format)
+
+        ev, cal = load_job_data(spec.data_path)
+        eval_inputs, labels = dict(ev.inputs), ev.labels
+        calib = None
+        if cal is not None:
+            if len(ckpt.inputs) != 1 and precision is not None and takes_calibration(precision):
+                raise UnsupportedRequest(f"calibrating a model with {len(ckpt.inputs)} inputs "
+                                         f"({', '.join(ckpt.input_names)}) is not supported yet; run float precisions")
+            calib = cal.inputs[ckpt.input_name]
+    missing = [n for n in ckpt.input_names if n not in eval_inputs]
+    if missing:
+        raise StageError("prepare", "failed", f"the job data has no array for model input(s) {missing} "
+                                              f"(it has {sorted(eval_inputs)})")
+    return JobData(ckpt, {n: eval_inputs[n] for n in ckpt.input_names}, labels, calib)
 
 
 def _prepare(spec, out: dict[str, Any]):
-    """Plugins, device, backend (available or refused) and the job's data."""
+    """Plugins, device, backend (available or refused), the model object and the job's data."""
     import_plugins(spec.plugin_modules)
     device = load_device(spec.device)
     backend = backends.create_backend(spec.backend)
@@ -130,32 +215,24 @@ def _prepare(spec, out: dict[str, Any]):
     if not avail.available:
         raise UnsupportedRequest(avail.explain())
     out["simulated"] = bool(backend.capabilities().simulated)
-    with np.load(spec.data_path) as data:
-        eval_images, eval_labels = data["eval_images"], data["eval_labels"]
-        calib = data["calib_images"] if data["calib_images"].size else None
+    ckpt = job_model(spec)
+    data = _load_data(spec, ckpt, spec.precision)
+    calib = data.calibration
     if calib is not None and takes_calibration(spec.precision):
         out["calibration_samples"] = len(calib)
     else:
         calib = None  # float and dynamic precisions take no calibration set
-    return backend, device, JobData(eval_images, eval_labels, calib)
+    out["input_shapes"] = {n: list(a.shape[1:]) for n, a in data.eval_inputs.items()}
+    return backend, device, JobData(ckpt, data.eval_inputs, data.eval_labels, calib)
 
 
 def _compile(spec, backend, device, data: JobData, out: dict[str, Any]):
-    import onnx
-
     calib = data.calibration
     config = CompileConfig(precision=spec.precision, calibration=spec.calibration, per_channel=spec.per_channel,
                            activation_signed=spec.activation_signed,
                            calibration_samples=len(calib) if calib is not None and len(calib) else 1,
                            options=spec.options, target=spec.target)
-    graph = onnx.load(spec.checkpoint_path, load_external_data=False).graph
-    in_shape = tuple(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:])
-    model = ModelArtifact(
-        path=Path(spec.checkpoint_path), name=spec.checkpoint, sha256=file_sha256(spec.checkpoint_path),
-        input_name=graph.input[0].name, input_shape=in_shape, output_name=graph.output[0].name,
-        calibration_table=Path(spec.calibration_table) if spec.calibration_table else None,
-        qdq_path=Path(spec.qdq_path) if spec.qdq_path else None,
-    )
+    model = data.model.artifact()
     t0 = time.perf_counter()
     compiled = backend.compile(model, device, config, calib, Path(spec.workdir))
     out["compile_s"] = time.perf_counter() - t0
@@ -187,7 +264,7 @@ def _time(spec, session, compiled, device, data: JobData, out: dict[str, Any], s
         monitor.measure_idle(spec.power_idle_s)
         stage.enter("measure")
         cfg = loadgen.LoopConfig(spec.warmup, spec.iters, spec.runs, spec.batch)
-        result = loadgen.measure(session, data.eval_images, cfg, power=monitor)
+        result = loadgen.measure(session, data.eval_inputs, cfg, power=monitor)
         out.update(result.summary())
         np.save(spec.latency_path, result.samples_ns)
         out["raw_latency_file"] = str(Path(spec.latency_path).name)
@@ -196,20 +273,34 @@ def _time(spec, session, compiled, device, data: JobData, out: dict[str, Any], s
         monitor.close()
 
 
-def _score(spec, outputs: np.ndarray, data: JobData, out: dict[str, Any]) -> None:
-    """Fidelity of the outputs against the FP32 reference (and the labels)."""
-    reference = np.load(spec.reference_path)
+def _score(spec, outputs: list[np.ndarray], data: JobData, out: dict[str, Any]) -> None:
+    """Fidelity of the outputs against the FP32 reference (and the labels), output by output."""
+    reference = load_outputs(spec.reference_path, data.model)
     labels = data.eval_labels
-    n = len(outputs)
-    if n < len(data.eval_images):
+    n = len(outputs[0])
+    total = data.eval_count
+    if n < total:
         out["validation_note"] = (f"validation stopped after {spec.validate_budget_s:.0f} s: scored on the first "
-                                  f"{n} of {len(data.eval_images)} images (raise --validate-budget)")
-        reference, labels = reference[:n], labels[:n]
-    if outputs.shape != reference.shape:
-        raise StageError("validate", "failed",
-                         f"output shape {outputs.shape} differs from the reference's {reference.shape}")
-    if outputs.ndim == 2:
-        out.update(metrics.classification_fidelity(outputs, reference, labels))
+                                  f"{n} of {total} samples (raise --validate-budget)")
+        reference = [r[:n] for r in reference]
+        labels = labels[:n] if labels is not None else None
+    if len(outputs) != len(reference):
+        raise StageError("validate", "failed", f"the backend returned {len(outputs)} outputs; the FP32 reference has "
+                                               f"{len(reference)} ({', '.join(data.model.output_names)})")
+    for t, o, r in zip(data.model.outputs, outputs, reference):
+        if o.shape != r.shape:
+            raise StageError("validate", "failed",
+                             f"output {t.name} has shape {o.shape}; the reference's is {r.shape}")
+    if len(outputs) != 1:
+        # Planning refuses these until scoring by role lands; never score output 0 as if it were the model.
+        raise StageError("validate", "failed", f"{len(outputs)} outputs ({', '.join(data.model.output_names)}) and "
+                                               "no per-output scoring: refusing to score only the first")
+    if outputs[0].ndim == 2 and labels is not None:
+        out.update(metrics.classification_fidelity(outputs[0], reference[0], labels))
+    elif outputs[0].ndim == 2:  # no labels: fidelity against the FP32 reference only, never fake labels
+        out.update(top1_agreement=metrics.top1_agreement(outputs[0], reference[0]),
+                   logit_mse=metrics.logit_mse(outputs[0], reference[0]), snr_db=metrics.snr_db(outputs[0], reference[0]))
+        out["label_metrics_note"] = "the evaluation data has no labels: accuracy, ECE and Brier are not measured"
     out["eval_samples"] = int(n)
 
 

@@ -24,12 +24,16 @@ def make_spec(tmp_path, precision, calibration=None, **kw):
     if not data.exists():
         np.savez(data, eval_images=rng.random((12, 1, 28, 28), dtype=np.float32),
                  eval_labels=rng.integers(0, 10, 12), calib_images=rng.random((16, 1, 28, 28), dtype=np.float32))
+    from harness.model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(model).with_data_shapes({"input": (1, 28, 28)})
     fields = dict(run_id="r", job_id=f"j-{precision}", mode="measure", device="jetson_orin", backend="tensorrt",
                   precision=precision, checkpoint="tiny", checkpoint_path=str(model), calibration=calibration,
                   per_channel=True, activation_signed=True, data_path=str(data),
-                  reference_path=str(tmp_path / "ref.npy"), result_path=str(tmp_path / "res.json"),
+                  reference_path=str(tmp_path / "ref.npz"), result_path=str(tmp_path / "res.json"),
                   stage_path=str(tmp_path / "stage"), latency_path=str(tmp_path / f"lat-{precision}.npy"),
-                  workdir=str(tmp_path / "work"), warmup=2, iters=5, runs=2, power_idle_s=0.0)
+                  workdir=str(tmp_path / "work"), warmup=2, iters=5, runs=2, power_idle_s=0.0,
+                  model=ckpt.to_dict())
     fields.update(kw)
     return JobSpec(**fields)
 
