@@ -88,12 +88,14 @@ def prepare_batches(inputs: Feeds, batch: int, count: int) -> list[dict[str, np.
 
 
 def measure(session: Session, inputs: Feeds, cfg: LoopConfig, power: Any = None,
-            on_iteration: Callable[[int, int], None] | None = None) -> LoopResult:
+            on_iteration: Callable[[int, int], None] | None = None,
+            clock: Callable[[], int] = time.perf_counter_ns) -> LoopResult:
     """Warm up, then time `cfg.runs` × `cfg.iters` iterations of run + synchronize.
 
     `inputs` maps each graph input name to its N-first array. `power` (a harness.power monitor) is started
     after the warmup's final sync and stopped right after the last timed iteration of each run, so its window
-    is exactly the timed loop.
+    is exactly the timed loop. `clock` returns integer nanoseconds (``time.perf_counter_ns``; tests pass a fake
+    one to check the statistics exactly).
     """
     warm = prepare_batches(inputs, cfg.batch, max(cfg.warmup, 1))
     timed = prepare_batches(inputs, cfg.batch, cfg.iters)
@@ -102,7 +104,6 @@ def measure(session: Session, inputs: Feeds, cfg: LoopConfig, power: Any = None,
         run(x)
     sync()
     samples = np.empty((cfg.runs, cfg.iters), dtype=np.int64)
-    clock = time.perf_counter_ns
     for r in range(cfg.runs):
         row = samples[r]
         if power is not None:
@@ -124,9 +125,10 @@ def run_outputs(session: Session, inputs: Feeds, batch: int, time_budget_s: floa
     """Every output for the inputs, in graph order (the validation pass and the FP32 reference; not timed).
 
     `inputs` maps each graph input name to its N-first array. Returns one array per graph output: the
-    per-batch outputs concatenated along that output's batch axis (`batch_axes[k]`, default 0) and then moved
-    to axis 0, so every returned array is N-first. Dtypes are the session's. `pad_last` (models whose graph
-    fixes the batch): a short final batch is padded with copies of its last sample, whose outputs are dropped.
+    per-batch outputs concatenated along that output's batch axis (`batch_axes[k]`, default 0), in the
+    output's own layout (a time-major (T, N, C) output stays time-major; scoring moves the batch axis by the
+    output's card). Dtypes are the session's. `pad_last` (models whose graph fixes the batch): a short final
+    batch is padded with copies of its last sample, whose outputs are dropped.
 
     With a time budget the pass stops at the first batch boundary past it, so a very slow backend (untuned
     TVM at ~50 ms per image) scores a prefix of the evaluation set instead of running for hours.
@@ -153,7 +155,7 @@ def run_outputs(session: Session, inputs: Feeds, batch: int, time_budget_s: floa
     axes = list(batch_axes) if batch_axes is not None else [0] * len(per_batch[0])
     if len(axes) != len(per_batch[0]):
         raise ValueError(f"{len(axes)} batch axes given for {len(per_batch[0])} outputs")
-    return [np.moveaxis(np.concatenate([b[k] for b in per_batch], axis=ax), ax, 0)[:done]
+    return [np.take(np.concatenate([b[k] for b in per_batch], axis=ax), np.arange(done), axis=ax)
             for k, ax in enumerate(axes)]
 
 

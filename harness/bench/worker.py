@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 
 import backends
+from backends.cache import invalidate_path
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from devices import load_device
 from devices.numerics import takes_calibration
 from harness.bench import loadgen
+from harness.data.loaders import load_job_data
 from harness.model.checkpoint import Checkpoint
-from harness.scoring import metrics
+from harness.scoring import NonFiniteOutputs, score_outputs
 
 
 class StageError(Exception):
@@ -54,18 +56,26 @@ def pin_and_count_threads(spec) -> int:
 
 
 def job_model(spec) -> Checkpoint:
-    """The model object the runner built (inputs, outputs, data-fixed shapes); the file is not re-parsed."""
+    """The model object the runner built (inputs, outputs, data-fixed shapes, card); the file is not re-parsed."""
     if not spec.model:
         raise ValueError(f"job {spec.job_id} carries no model description; it was written by an older runner: "
                          "rerun the benchmark")
     return Checkpoint.from_dict(spec.model)
 
 
+def output_cards(ckpt: Checkpoint) -> list[Any]:
+    """One OutputCard per graph output, in graph order: the run's effective card, else what can be inferred."""
+    card = ckpt.card
+    if card is None:
+        from harness.model.card import infer_card
+
+        card = infer_card(ckpt)
+    return [card.output(t.name) for t in ckpt.outputs]
+
+
 def batch_axes(ckpt: Checkpoint) -> list[int]:
-    """Each output's batch axis: the model card's when it says so, else 0."""
-    cards = getattr(ckpt.card, "outputs", None) or ()
-    by_name = {getattr(c, "name", None): int(getattr(c, "batch_axis", 0)) for c in cards}
-    return [by_name.get(t.name, 0) for t in ckpt.outputs]
+    """Each output's batch axis, from its card."""
+    return [int(c.batch_axis) for c in output_cards(ckpt)]
 
 
 def reference_session(ckpt: Checkpoint, threads: int):
@@ -82,8 +92,8 @@ def reference_session(ckpt: Checkpoint, threads: int):
 def run_reference(spec) -> dict[str, Any]:
     """FP32 outputs on every evaluation sample, every output: what every fidelity metric compares against.
 
-    Saved as an .npz with one N-first array per output (key = output name). Runs through loadgen.run_outputs,
-    the one evaluator.
+    Saved as an .npz with one array per output (key = output name, the output's own layout). Runs through
+    loadgen.run_outputs, the one evaluator.
     """
     ckpt = job_model(spec)
     data = _load_data(spec, ckpt)
@@ -95,14 +105,19 @@ def run_reference(spec) -> dict[str, Any]:
         session.close()
     save_outputs(spec.reference_path, ckpt, outputs)
     return {"status": "ok", "reference_shapes": {t.name: list(o.shape) for t, o in zip(ckpt.outputs, outputs)},
-            "reference_runtime": "LiteRT FP32" if ckpt.format == "tflite" else "ONNX Runtime FP32 (CPU)"}
+            "reference_runtime": reference_runtime(ckpt)}
+
+
+def reference_runtime(ckpt: Checkpoint) -> str:
+    return "LiteRT FP32" if ckpt.format == "tflite" else "ONNX Runtime FP32 (CPU)"
 
 
 def save_outputs(path: str | Path, ckpt: Checkpoint, outputs: list[np.ndarray]) -> None:
-    """One array per output, keyed by output name, written atomically."""
+    """One array per output, keyed by output name; atomic: a killed worker never leaves a half file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **{t.name: o for t, o in zip(ckpt.outputs, outputs)})
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **{t.name: o for t, o in zip(ckpt.outputs, outputs)})
     tmp.replace(path)
 
 
@@ -123,8 +138,20 @@ def run_measure(spec) -> dict[str, Any]:
     try:
         backend, device, data = _prepare(spec, out)
         compiled = _compile(spec, backend, device, data, out)
+        _model_facts(spec, data, compiled, out)
         stage.enter("load")
-        session = backend.load(compiled, device, RuntimeConfig(threads))
+        try:
+            session = backend.load(compiled, device, RuntimeConfig(threads))
+        except Exception as exc:
+            # A cached artifact that verifies but does not load (a toolchain quirk, a stale format) is rebuilt
+            # once; a fresh one that fails is the job's failure.
+            if not compiled.metadata.get("cached") or not invalidate_path(compiled.path, f"failed to load: {exc}"):
+                raise
+            stage.enter("compile")
+            compiled = _compile(spec, backend, device, data, out)
+            out["extra"]["cache_rebuilt_reason"] = f"the cached artifact failed to load: {type(exc).__name__}: {exc}"[:500]
+            stage.enter("load")
+            session = backend.load(compiled, device, RuntimeConfig(threads))
         try:
             _time(spec, session, compiled, device, data, out, stage)
             stage.enter("validate")
@@ -176,33 +203,22 @@ class JobData:
 
 
 def _load_data(spec, ckpt: Checkpoint, precision: str | None = None) -> JobData:
-    """The job's arrays, keyed by the model's input names.
-
-    Reads the harness.data job file when that module provides ``load_job_data``, else the demo's data.npz
-    (eval_images, eval_labels, calib_images), whose one image tensor feeds the model's one input.
-    """
-    with np.load(spec.data_path) as z:
-        legacy = "eval_images" in z.files
-        if legacy:
-            eval_inputs = {ckpt.input_name: z["eval_images"]}
-            labels = z["eval_labels"] if "eval_labels" in z.files and z["eval_labels"].size else None
-            calib = z["calib_images"] if "calib_images" in z.files and z["calib_images"].size else None
-    if not legacy:
-        from harness.data import load_job_data  # the Dataset job file (harness.data owns its format)
-
-        ev, cal = load_job_data(spec.data_path)
-        eval_inputs, labels = dict(ev.inputs), ev.labels
-        calib = None
-        if cal is not None:
-            if len(ckpt.inputs) != 1 and precision is not None and takes_calibration(precision):
-                raise UnsupportedRequest(f"calibrating a model with {len(ckpt.inputs)} inputs "
-                                         f"({', '.join(ckpt.input_names)}) is not supported yet; run float precisions")
-            calib = cal.inputs[ckpt.input_name]
-    missing = [n for n in ckpt.input_names if n not in eval_inputs]
+    """The job's arrays keyed by the model's input names (harness.data's job file)."""
+    evaluation, calibration = load_job_data(spec.data_path)
+    inputs = dict(evaluation.inputs)
+    if list(inputs) == ["input"] and ckpt.input_names != ("input",) and len(ckpt.inputs) == 1:
+        inputs = {ckpt.input_name: inputs["input"]}  # a data file of the earlier layout names its one array "input"
+    missing = [n for n in ckpt.input_names if n not in inputs]
     if missing:
         raise StageError("prepare", "failed", f"the job data has no array for model input(s) {missing} "
-                                              f"(it has {sorted(eval_inputs)})")
-    return JobData(ckpt, {n: eval_inputs[n] for n in ckpt.input_names}, labels, calib)
+                                              f"(it has {sorted(inputs)})")
+    calib = None
+    if calibration is not None and len(calibration) and precision is not None and takes_calibration(precision):
+        if len(ckpt.inputs) != 1:
+            raise UnsupportedRequest(f"calibrating a model with {len(ckpt.inputs)} inputs "
+                                     f"({', '.join(ckpt.input_names)}) is not supported yet; run float precisions")
+        calib = calibration.first
+    return JobData(ckpt, {n: inputs[n] for n in ckpt.input_names}, evaluation.labels, calib)
 
 
 def _prepare(spec, out: dict[str, Any]):
@@ -215,15 +231,11 @@ def _prepare(spec, out: dict[str, Any]):
     if not avail.available:
         raise UnsupportedRequest(avail.explain())
     out["simulated"] = bool(backend.capabilities().simulated)
-    ckpt = job_model(spec)
-    data = _load_data(spec, ckpt, spec.precision)
-    calib = data.calibration
-    if calib is not None and takes_calibration(spec.precision):
-        out["calibration_samples"] = len(calib)
-    else:
-        calib = None  # float and dynamic precisions take no calibration set
+    data = _load_data(spec, job_model(spec), spec.precision)
+    if data.calibration is not None:
+        out["calibration_samples"] = len(data.calibration)
     out["input_shapes"] = {n: list(a.shape[1:]) for n, a in data.eval_inputs.items()}
-    return backend, device, JobData(ckpt, data.eval_inputs, data.eval_labels, calib)
+    return backend, device, data
 
 
 def _compile(spec, backend, device, data: JobData, out: dict[str, Any]):
@@ -238,11 +250,27 @@ def _compile(spec, backend, device, data: JobData, out: dict[str, Any]):
     out["compile_s"] = time.perf_counter() - t0
     out["compile_cached"] = compiled.metadata.get("cached")
     out["calibration_method"] = compiled.metadata.get("calibration_method", spec.calibration)
+    if compiled.metadata.get("activation_signed") is not None:  # the backend's own convention wins the label
+        out["activation_signed"] = bool(compiled.metadata["activation_signed"])
     if compiled.metadata.get("timing_note"):
         out["timing_note"] = compiled.metadata["timing_note"]
     out["extra"] = {k: v for k, v in compiled.metadata.items() if _is_json(v)}
     out["extra"]["artifact"] = str(compiled.path)
     return compiled
+
+
+def _model_facts(spec, data: JobData, compiled, out: dict[str, Any]) -> None:
+    """Parameter count, MACs per batch-1 inference, model and compiled-artifact size on disk (issue 18)."""
+    from harness.model.stats import model_stats, size_mb
+
+    shapes = {name: (1, *arr.shape[1:]) for name, arr in data.eval_inputs.items()}
+    stats = model_stats(str(data.model.path), shapes)
+    out["params"], out["macs_per_inference"] = stats.params, stats.macs_per_inference
+    if stats.note:
+        out.setdefault("extra", {})["model_stats_note"] = stats.note
+    out["model_size_mb"] = size_mb(str(data.model.path))
+    if Path(compiled.path).exists():
+        out["artifact_size_mb"] = size_mb(compiled.path)
 
 
 def _time(spec, session, compiled, device, data: JobData, out: dict[str, Any], stage: StageTracker) -> None:
@@ -274,33 +302,30 @@ def _time(spec, session, compiled, device, data: JobData, out: dict[str, Any], s
 
 
 def _score(spec, outputs: list[np.ndarray], data: JobData, out: dict[str, Any]) -> None:
-    """Fidelity of the outputs against the FP32 reference (and the labels), output by output."""
-    reference = load_outputs(spec.reference_path, data.model)
+    """Every output scored by its role against the same FP32 reference output (and the labels)."""
+    ckpt = data.model
+    reference = load_outputs(spec.reference_path, ckpt)
+    cards = output_cards(ckpt)
     labels = data.eval_labels
-    n = len(outputs[0])
+    n = outputs[0].shape[cards[0].batch_axis]
     total = data.eval_count
     if n < total:
         out["validation_note"] = (f"validation stopped after {spec.validate_budget_s:.0f} s: scored on the first "
                                   f"{n} of {total} samples (raise --validate-budget)")
-        reference = [r[:n] for r in reference]
-        labels = labels[:n] if labels is not None else None
+        reference = [np.take(r, np.arange(n), axis=c.batch_axis) for r, c in zip(reference, cards)]
+        labels = None if labels is None else labels[:n]
     if len(outputs) != len(reference):
         raise StageError("validate", "failed", f"the backend returned {len(outputs)} outputs; the FP32 reference has "
-                                               f"{len(reference)} ({', '.join(data.model.output_names)})")
-    for t, o, r in zip(data.model.outputs, outputs, reference):
+                                               f"{len(reference)} ({', '.join(ckpt.output_names)})")
+    for t, o, r in zip(ckpt.outputs, outputs, reference):
         if o.shape != r.shape:
-            raise StageError("validate", "failed",
-                             f"output {t.name} has shape {o.shape}; the reference's is {r.shape}")
-    if len(outputs) != 1:
-        # Planning refuses these until scoring by role lands; never score output 0 as if it were the model.
-        raise StageError("validate", "failed", f"{len(outputs)} outputs ({', '.join(data.model.output_names)}) and "
-                                               "no per-output scoring: refusing to score only the first")
-    if outputs[0].ndim == 2 and labels is not None:
-        out.update(metrics.classification_fidelity(outputs[0], reference[0], labels))
-    elif outputs[0].ndim == 2:  # no labels: fidelity against the FP32 reference only, never fake labels
-        out.update(top1_agreement=metrics.top1_agreement(outputs[0], reference[0]),
-                   logit_mse=metrics.logit_mse(outputs[0], reference[0]), snr_db=metrics.snr_db(outputs[0], reference[0]))
-        out["label_metrics_note"] = "the evaluation data has no labels: accuracy, ECE and Brier are not measured"
+            raise StageError("validate", "failed", f"output {t.name} has shape {o.shape}; the reference's is {r.shape}")
+    try:
+        scores = score_outputs(outputs, reference, cards, labels)
+    except NonFiniteOutputs as exc:
+        raise StageError("validate", "failed", str(exc)) from None
+    out.update(scores.fields)
+    out["outputs"] = scores.per_output
     out["eval_samples"] = int(n)
 
 
@@ -320,9 +345,38 @@ def _is_json(v: Any) -> bool:
         return False
 
 
+#: The watchdog: blocks on the runner's pipe; EOF (the runner finished the job, or died) kills the job's group.
+_WATCHDOG_CODE = "import os,sys\nfd=int(sys.argv[1])\nwhile os.read(fd,1):\n    pass\nos.killpg(0,9)\n"
+
+
+def guard_process() -> None:
+    """Die with the runner: a parent-death signal for this process, a watchdog for the helpers it may spawn.
+
+    Linux only (prctl); elsewhere the runner still kills the job's process group after every job.
+    """
+    import signal
+    import subprocess
+
+    from harness.bench.jobs import RUNNER_PID_ENV, WATCHDOG_FD_ENV, WATCHDOG_NAME
+
+    fd, runner = os.environ.pop(WATCHDOG_FD_ENV, None), os.environ.pop(RUNNER_PID_ENV, None)
+    if runner and sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if runner and os.getppid() != int(runner):
+        os._exit(1)  # the runner died before the parent-death signal was armed
+    if fd is not None:
+        subprocess.Popen([sys.executable, "-S", "-c", _WATCHDOG_CODE, fd, WATCHDOG_NAME], pass_fds=(int(fd),),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(int(fd))
+
+
 def main(argv: list[str] | None = None) -> int:
     from harness.bench.jobs import JobSpec
 
+    guard_process()
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m harness.bench.worker JOB.json", file=sys.stderr)

@@ -73,10 +73,21 @@ def test_worker_runs_symbolic_height_width_at_the_data_size(tmp_path):
         np.testing.assert_allclose(ref["logits"], m.dynamic_hw_numpy(x), rtol=1e-5)
 
 
-def test_multi_output_checkpoint_is_refused_at_planning_naming_its_outputs(tmp_path):
+def test_every_output_is_scored_and_the_logits_second_are_the_primary(tmp_path):
+    import dataclasses
+
+    from harness.model.card import ModelCard, OutputCard, infer_card
+
     ckpt = load_checkpoint(m.one_input_two_outputs(tmp_path / "m.onnx"))
-    why = model_refusal(ckpt, BenchmarkOptions())
-    assert why is not None and "2 outputs (features, logits)" in why and "first output alone" in why
+    inferred = infer_card(ckpt)
+    card = ModelCard(inferred.inputs, (OutputCard("features", "embedding"), OutputCard("logits", "logits")))
+    ckpt = dataclasses.replace(ckpt, card=card)
+    x = RNG.standard_normal((6, 4)).astype(np.float32)
+    assert run_reference(_spec(tmp_path, ckpt, x, mode="reference"))["status"] == "ok"
+    out = run_measure(_spec(tmp_path, ckpt, x))
+    assert out["status"] == "ok", out.get("error_message")
+    assert [o["name"] for o in out["outputs"]] == ["features", "logits"]
+    assert out["primary_output"] == "logits" and out["top1_agreement"] == 1.0
 
 
 def test_batch_larger_than_the_graphs_fixed_batch_is_refused_at_planning(tmp_path):

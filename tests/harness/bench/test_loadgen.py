@@ -7,15 +7,47 @@ from harness.bench import loadgen
 from tests.fakes.backends import SleepSession
 
 
+class FakeClock:
+    """Nanoseconds that advance only when the fake session runs: the statistics never depend on the machine."""
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+
+class ClockedSession:
+    """Each run() takes the next latency of a known sequence on the fake clock."""
+
+    def __init__(self, clock: FakeClock, latencies_ns: list[int]) -> None:
+        self.clock, self.latencies_ns, self.calls = clock, latencies_ns, 0
+
+    def run(self, feeds):
+        self.clock.now_ns += self.latencies_ns[self.calls % len(self.latencies_ns)]
+        self.calls += 1
+        return [np.zeros((len(feeds["x"]), 10), dtype=np.float32)]
+
+    def synchronize(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def test_loop_statistics_reflect_known_latency():
-    session = SleepSession(0.002)
+    clock = FakeClock()
+    # warmup 2 (2 ms each), then per run 20 iterations: 1, 2, ..., 20 ms
+    session = ClockedSession(clock, [2_000_000] * 2 + [i * 1_000_000 for i in range(1, 21)] * 3)
     cfg = loadgen.LoopConfig(warmup=2, iters=20, runs=3)
-    result = loadgen.measure(session, {"x": np.zeros((4, 1, 2, 2), np.float32)}, cfg)
+    result = loadgen.measure(session, {"x": np.zeros((4, 1, 2, 2), np.float32)}, cfg, clock=clock)
     summary = result.summary()
     assert result.samples_ns.shape == (3, 20)
-    assert 2.0 <= summary["latency_ms_p50"] < 3.0
-    assert summary["latency_ms_min"] >= 2.0
-    assert summary["fps"] == pytest.approx(1000.0 / summary["latency_ms_p50"])
+    assert result.samples_ns[0].tolist() == [i * 1_000_000 for i in range(1, 21)]
+    assert summary["latency_ms_p50"] == pytest.approx(10.5)
+    assert summary["latency_ms_min"] == pytest.approx(1.0) and summary["latency_ms_max"] == pytest.approx(20.0)
+    assert summary["latency_ms_mean"] == pytest.approx(10.5)
+    assert summary["fps"] == pytest.approx(1000.0 / 10.5)
 
 
 def test_loop_runs_warmup_plus_timed_iterations_and_syncs_each():
@@ -83,7 +115,7 @@ def test_validation_pass_without_budget_covers_every_image():
 
 
 class _TwoOutputs:
-    """Echoes its input as output 0 and a time-major (T=3, N, 2) copy as output 1."""
+    """Doubles its input as output 0 and returns a time-major (T=3, N, 2) copy as output 1."""
 
     def run(self, feeds):
         x = feeds["x"]
@@ -93,9 +125,9 @@ class _TwoOutputs:
         pass
 
 
-def test_validation_pass_returns_every_output_n_first_in_graph_order():
+def test_validation_pass_returns_every_output_in_graph_order_joined_on_its_batch_axis():
     x = np.arange(5, dtype=np.float32).reshape(5, 1)
     first, second = loadgen.run_outputs(_TwoOutputs(), {"x": x}, batch=2, batch_axes=[0, 1])
     assert first.ravel().tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
-    assert second.shape == (5, 3, 2)  # concatenated on its batch axis 1, then moved first
-    assert second[:, 0, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert second.shape == (3, 5, 2)  # time-major stays time-major: joined on its batch axis 1
+    assert second[0, :, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
