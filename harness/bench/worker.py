@@ -264,11 +264,19 @@ def _model_facts(spec, data: JobData, compiled, out: dict[str, Any]) -> None:
     from harness.model.stats import model_stats, size_mb
 
     shapes = {name: (1, *arr.shape[1:]) for name, arr in data.eval_inputs.items()}
-    stats = model_stats(str(data.model.path), shapes)
+    if data.model.format == "onnx":
+        stats = model_stats(str(data.model.path), shapes, {n: str(a.dtype) for n, a in data.eval_inputs.items()})
+    else:
+        from harness.model.stats import ModelStats
+
+        stats = ModelStats(None, None, f"parameter and MAC counts are profiled for ONNX models only (this is "
+                                       f"{data.model.format})")
     out["params"], out["macs_per_inference"] = stats.params, stats.macs_per_inference
     if stats.note:
         out.setdefault("extra", {})["model_stats_note"] = stats.note
-    out["model_size_mb"] = size_mb(str(data.model.path))
+    folder = Path(data.model.path).parent  # the model file and every external-data file it references
+    out["model_size_mb"] = sum(size_mb(folder / rel) for rel, _ in data.model.files) if data.model.files \
+        else size_mb(str(data.model.path))
     if Path(compiled.path).exists():
         out["artifact_size_mb"] = size_mb(compiled.path)
 
