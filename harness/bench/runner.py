@@ -213,6 +213,7 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
         manifest, warnings = build_manifest(options, devices, checkpoints, eval_source, run_id, data.notes)
         manifest["data_sha256"] = data.digests
         store.write_manifest(manifest)
+        _write_cards(store.run_dir, checkpoints)
         for w in warnings:
             warn(w)
         result = RunResult(run_id, store.run_dir, eval_source=eval_source, planned=len(jobs))
@@ -223,6 +224,14 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
         if {j.job_id for j in jobs} <= store.finished_job_ids():
             store.remove_work()   # the run is complete; on failure work/ stays for inspection
     return result
+
+
+def _write_cards(run_dir: Path, checkpoints: Sequence[Checkpoint]) -> None:
+    """<run>/cards/<checkpoint>.card.toml: the effective cards, to repeat the run with --model-card."""
+    folder = run_dir / "cards"
+    folder.mkdir(exist_ok=True)
+    for ckpt in checkpoints:
+        (folder / f"{ckpt.name}.card.toml").write_text(ckpt.card.to_toml())
 
 
 @dataclass(frozen=True)
@@ -340,8 +349,8 @@ def _why_no_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], ch
                  ) -> str:
     if not checkpoints:
         return "no jobs to run: no checkpoint was found; pass --checkpoint PATH"
-    offered = "; ".join(f"{d.name}: backends {', '.join(d.backends)}, precisions {', '.join(d.precisions)}"
-                        for d in devices)
+    offered = "; ".join(f"{d.name}: backends {', '.join(d.backends) or '(none)'}, precisions "
+                        f"{', '.join(d.precisions) or '(none)'}" for d in devices)
     return (f"no jobs to run: the request (backends {', '.join(options.backends or ('all',))}, precisions "
             f"{', '.join(options.precisions or ('all',))}) selects nothing the device offers ({offered})")
 

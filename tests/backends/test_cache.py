@@ -156,3 +156,17 @@ def test_concurrent_builders_make_one_good_entry(tmp_path):
     expected = b"".join(bytes([i]) * 1000 for i in range(4)).hex()
     assert results == [expected, expected]
     assert log.read_text() == "build\n"
+
+
+def test_staging_left_by_a_killed_build_is_cleared(tmp_path):
+    key = CacheKey("fake", "m", "fp32", {"k": 1})
+    cache = ArtifactCache(tmp_path)
+    left = cache.entry_dir(key).with_name(f".{key.dirname}.staging-dead0000")
+    left.mkdir(parents=True)
+
+    def build(d: Path):
+        (d / "a.bin").write_bytes(b"x")
+        return "a.bin", {}
+
+    cache.get_or_build(key, build)
+    assert not left.exists()
