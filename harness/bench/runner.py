@@ -67,7 +67,7 @@ def prepare_data(options: BenchmarkOptions, store: RunStore, checkpoint: Checkpo
     Returns (data file, the eval_source line of the records, the evaluation set).
     """
     evaluation, calib = prepare_datasets(options.data_request(), checkpoint, checkpoint.card, needs_calibration)
-    path = store.work_dir / f"data__{checkpoint.name}.npz"
+    path = store.layout.data_file(checkpoint.name)
     save_job_data(path, evaluation, calib)
     return path, describe_data(evaluation, calib), evaluation
 
@@ -358,8 +358,8 @@ def _why_no_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], ch
 def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, store: RunStore, data: RunData,
                     loop: dict[str, int]) -> Path | str:
     # named by checkpoint and data hashes: a reference is reused only for the same model on the same data
-    ref_path = store.work_dir / (f"reference__{job.checkpoint.name}__{job.checkpoint.sha256[:12]}"
-                                 f"__{data.digests[job.checkpoint.name][:12]}.npz")
+    ref_path = store.layout.reference_file(job.checkpoint.name, job.checkpoint.sha256,
+                                           data.digests[job.checkpoint.name])
     if ref_path.exists():
         return ref_path
     ref_backend = "litert" if job.checkpoint.format == "tflite" else "onnxruntime"
