@@ -26,7 +26,7 @@ class LinearSession:
         self.clock, self.fail_above = clock, fail_above
 
     def run(self, feeds):
-        b = len(next(iter(feeds.values())) if isinstance(feeds, dict) else feeds)
+        b = len(feeds["input"])
         if self.fail_above is not None and b > self.fail_above:
             raise MemoryError(f"cannot allocate a batch of {b}")
         self.clock.t += MS + b * MS // 2
@@ -43,12 +43,12 @@ class QueuedSession(LinearSession):
         return 2
 
     def run_queued(self, feeds_list) -> None:
-        b = len(next(iter(feeds_list[0].values())) if isinstance(feeds_list[0], dict) else feeds_list[0])
+        b = len(feeds_list[0]["input"])
         self.clock.t += len(feeds_list) * (MS + b * MS // 2) // 2
 
 
 def images(n: int = 16):
-    return np.zeros((n, 1, 4, 4), np.float32)
+    return {"input": np.zeros((n, 1, 4, 4), np.float32)}
 
 
 def cfg(**kw) -> offline.OfflineConfig:
