@@ -35,6 +35,11 @@ WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 #: Largest round: more trials per round only cost memory in the builder pool.
 MAX_TRIALS_PER_ROUND = 64
+#: Evolutionary search per round: candidates sampled, and genetic iterations over them. MetaSchedule's defaults
+#: (512, 4) took ~2 min of CPU per round on two busy cores before a single build; with tens of trials per task
+#: the cost model cannot use that many, so a smaller search costs little quality for a small budget.
+SEARCH_POPULATION = 128
+SEARCH_GENETIC_ITERS = 2
 
 
 def structure_sha256(onnx_path: Path | str, input_shapes: Mapping[str, Sequence[int]]) -> str:
@@ -251,7 +256,11 @@ def tune_tasks(tasks: Sequence[Any], target: Any, db_dir: Path, plan: BudgetPlan
 
     db_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(list(tasks), work_dir=str(db_dir))
+    strategy = ms.search_strategy.EvolutionarySearch(population_size=SEARCH_POPULATION,
+                                                     init_min_unmeasured=min(50, SEARCH_POPULATION // 2),
+                                                     genetic_num_iters=SEARCH_GENETIC_ITERS)
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(list(tasks), work_dir=str(db_dir),
+                                                                               strategy=strategy)
     ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(db_dir),
                   max_trials_global=plan.global_trials, max_trials_per_task=plan.per_task,
                   num_trials_per_iter=plan.per_round, builder=builder, runner=runner,
