@@ -41,6 +41,7 @@ from backends.options import BackendOptions, at_least
 from backends.registry import register_backend
 from backends.tvm_tuning import (
     RECORDS,
+    UNTUNED_NOTE,  # noqa: F401  (re-exported: views label untuned rows with it)
     TuningEntry,
     TuningStore,
     budget_plan,
@@ -48,9 +49,9 @@ from backends.tvm_tuning import (
     extract_tasks,
     pooled_builder,
     structure_sha256,
-    target_key,
     tasks_reached,
     tune_tasks,
+    tuning_facts,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,7 +63,6 @@ RUNNER_TIMEOUT_S = 60.0
 #: Tasks worth a trial budget by default: the compute-bound ones (reshapes and element-wise ops gain little and
 #: each builder round costs ~15 s of worker start-up). Option tuning_ops="all" tunes every task.
 DEFAULT_TUNING_OPS = ("conv2d", "matmul", "dense")
-UNTUNED_NOTE = "untuned: TVM compiled without MetaSchedule tuning, far slower than tuned code"
 INT8_NUMERICS = "simulated (QDQ in float)"
 INT8_TIMING_NOTE = "TVM runs the QDQ graph's quantize/dequantize in float: INT8 numerics at FP32 speed"
 _ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
@@ -205,17 +205,24 @@ class TvmBackend(Backend):
         def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
             mod = self._import(source, model, batch)
             target = tvm.target.Target(target_dict)
+            facts: dict[str, Any] = {}
+            if entry is not None:
+                # The entry matched by structure; count the tasks its records really cover (a QDQ graph bakes its
+                # activation scales into the kernels, so another checkpoint's records may not apply).
+                tasks = extract_tasks(_fused(mod, target), target, ops)
+                facts = {"tuning_tasks_model": len(tasks), "tuning_tasks_applied": tasks_reached(entry.path, tasks)}
             executable = _compile_with_database(mod, target, entry.path) if entry is not None else \
                 tvm.compile(mod, target=target)
             executable.export_library(str(out_dir / "model.so"))
-            return "model.so", {}
+            return "model.so", facts
 
         tuning_id = None if entry is None else file_sha256(entry.path / RECORDS)
         entry_facts = self.cached_build(workdir, model, config, calibration if config.precision == "int8" else None,
                                         str(tvm.__version__), build, target=target_dict,
                                         source_sha256=file_sha256(source), tuning_records_sha256=tuning_id)
         meta.update(entry_facts.metadata())
-        meta.update(tuning_facts(entry, meta.get("timing_note"), trials))
+        meta.update(tuning_facts(entry, meta.get("timing_note"), trials, meta.get("tuning_tasks_applied"),
+                                 meta.get("tuning_tasks_model")))
         return CompiledModel(self.name, config.precision, entry_facts.path, meta)
 
     def _tuning_entry(self, store: TuningStore, source: Path, model: ModelArtifact, shapes: dict[str, list[int]],
@@ -245,9 +252,11 @@ class TvmBackend(Backend):
             plan = budget_plan(trials, len(tasks), opts.tuning_trials_per_task, opts.tuning_trials_per_round)
             staging = store.root / f".{dest.name}.tuning"
             shutil.rmtree(staging, ignore_errors=True)
+            from tvm.s_tir import meta_schedule as ms
+
             builder = pooled_builder(BUILDER_TIMEOUT_S, host_cores())
             try:
-                tuning_s = tune_tasks(tasks, target, staging, plan, builder=builder, runner=ms_runner())
+                tuning_s = tune_tasks(tasks, target, staging, plan, builder=builder, runner=ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S))
             finally:
                 builder.shutdown()
             TuningEntry(staging, structure, target_dict, model.name, plan.global_trials, plan.per_task,
@@ -305,32 +314,6 @@ class TvmBackend(Backend):
         meta = dict(compiled.metadata)
         return TvmSession(Path(compiled.path), meta.get("tvm_target", {}).get("kind", "llvm"),
                           int(meta.get("static_batch", 1)), runtime.threads, meta.get("input_names"))
-
-
-def tuning_facts(entry: TuningEntry | None, timing_note: str | None, trials: int = 0) -> dict[str, Any]:
-    """The record's tuning fields: ``tuned``, the database's budget and reach, and an "untuned" timing note when
-    no MetaSchedule database shaped the code (untuned TVM runs ~100x slower than ONNX Runtime)."""
-    if entry is not None:
-        facts: dict[str, Any] = {
-            "tuned": True, "tuning_source": entry.source, "tuning_trials": entry.trials,
-            "tuning_trials_per_task": entry.trials_per_task, "tuning_tasks": entry.tasks,
-            "tuning_tasks_reached": entry.tasks_reached, "tuning_s": entry.tuning_s,
-            "tuning_database": str(entry.path), "tuning_target": target_key(entry.target)}
-        if entry.tasks_reached < entry.tasks:
-            part = (f"partly tuned: {entry.tasks_reached} of {entry.tasks} tasks have tuning records "
-                    "(the rest run untuned loops)")
-            facts["timing_note"] = f"{part}; {timing_note}" if timing_note else part
-        return facts
-    why = "no tuning database for this model and target; tune with --backend-option tuning_trials=N" \
-        if trials <= 0 else "tuning found no task to tune"
-    note = f"{UNTUNED_NOTE} ({why})"
-    return {"tuned": False, "timing_note": f"{note}; {timing_note}" if timing_note else note}
-
-
-def ms_runner() -> Any:
-    from tvm.s_tir import meta_schedule as ms
-
-    return ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S)
 
 
 def _fused(mod: Any, target: Any) -> Any:

@@ -108,3 +108,10 @@ def test_record_says_untuned_without_a_database_and_partly_tuned_when_tasks_were
     facts = tuning_facts(entry, None)
     assert facts["tuned"] is True and facts["tuning_tasks_reached"] == 4
     assert facts["timing_note"].startswith("partly tuned: 4 of 12 tasks")
+
+
+def test_a_database_covering_none_of_the_models_tasks_is_untuned(tmp_path):
+    entry = TuningEntry(tmp_path, "ab" * 32, TARGET, "m", 32, 8, 12, 12, 1.0, "0.27", "")
+    facts = tuning_facts(entry, None, applied=0, model_tasks=25)
+    assert facts["tuned"] is False and "covers none of this model's 25 tasks" in facts["timing_note"]
+    assert tuning_facts(entry, None, applied=20, model_tasks=25)["timing_note"].startswith("partly tuned: 20 of 25")
