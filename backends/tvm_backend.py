@@ -57,9 +57,10 @@ from backends.tvm_tuning import (
 if TYPE_CHECKING:  # pragma: no cover
     from devices.profile import DeviceProfile
 
-#: Seconds a MetaSchedule build may take (the 30 s default kills builds that spend ~15 s on imports).
-BUILDER_TIMEOUT_S = 180.0
-RUNNER_TIMEOUT_S = 60.0
+#: Seconds one MetaSchedule build / one candidate's measurement may take. Generous because the host may be busy
+#: (on two cores shared by many processes a build took 10x its idle time); the builder's imports run outside it.
+BUILDER_TIMEOUT_S = 600.0
+RUNNER_TIMEOUT_S = 300.0
 #: Tasks worth a trial budget by default: the compute-bound ones (reshapes and element-wise ops gain little and
 #: each builder round costs ~15 s of worker start-up). Option tuning_ops="all" tunes every task.
 DEFAULT_TUNING_OPS = ("conv2d", "matmul", "dense")

@@ -268,6 +268,13 @@ def tune_tasks(tasks: Sequence[Any], target: Any, db_dir: Path, plan: BudgetPlan
     return time.perf_counter() - t0
 
 
+def warm_builder() -> None:
+    """Import what MetaSchedule's default build imports on first use (~15 s on an idle core)."""
+    import tvm.s_tir.tensor_intrin  # noqa: F401
+    from tvm.driver import build  # noqa: F401
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock  # noqa: F401
+
+
 def pooled_builder(timeout_sec: float, max_workers: int) -> Any:
     """A MetaSchedule builder whose worker processes live across rounds (call ``.shutdown()`` at the end).
 
@@ -285,7 +292,10 @@ def pooled_builder(timeout_sec: float, max_workers: int) -> Any:
     class PooledBuilder(PyBuilder):
         def __init__(self) -> None:
             super().__init__()
-            self.pool = PopenPoolExecutor(max_workers=max_workers, timeout=timeout_sec)
+            # The imports run as the workers' initializer, outside each build's timeout: inside it (LocalBuilder's
+            # way) the first build of a fresh worker on a busy host spent its whole timeout importing and was
+            # killed, the replacement worker likewise, and no candidate was ever measured.
+            self.pool = PopenPoolExecutor(max_workers=max_workers, timeout=timeout_sec, initializer=warm_builder)
 
         def build(self, build_inputs: list) -> list:
             results = []
