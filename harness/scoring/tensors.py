@@ -35,10 +35,13 @@ def normalise_axis(axis: int, ndim: int, what: str) -> int:
     return axis % ndim
 
 
-def batch_first(x: np.ndarray, batch_axis: int, class_axis: int | None, name: str) -> tuple[np.ndarray, int | None]:
+def batch_first(x: np.ndarray, batch_axis: int, class_axis: int | None, name: str,
+                already: bool = False) -> tuple[np.ndarray, int | None]:
     """``x`` with its batch axis moved to 0 (a view) and where ``class_axis`` lands after the move.
 
     A time-major (T, N, C) output with batch_axis=1 becomes (N, T, C), so N counts images, not T× them.
+    ``already``: ``x`` is N-first already (``loadgen.run_outputs`` moves each output's batch axis to 0), while
+    the axes are the card's, in the graph's layout: only the class axis is remapped.
     Raises ValueError when the axes are out of range or the class axis is the batch axis.
     """
     x = np.asarray(x)
@@ -46,7 +49,7 @@ def batch_first(x: np.ndarray, batch_axis: int, class_axis: int | None, name: st
         raise ValueError(f"output {name!r} is a scalar: it has no batch axis to score per image")
     b = normalise_axis(batch_axis, x.ndim, f"output {name!r}: batch_axis")
     order = [b] + [i for i in range(x.ndim) if i != b]
-    moved = np.moveaxis(x, b, 0)
+    moved = x if already else np.moveaxis(x, b, 0)
     if class_axis is None or x.ndim == 1:
         return moved, None
     c = normalise_axis(class_axis, x.ndim, f"output {name!r}: class_axis")
