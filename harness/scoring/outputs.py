@@ -7,7 +7,7 @@ output, else the first detection, mask, sequence, embedding, regression, raw out
 record's top-level fields under today's names, so existing tables keep working; every output is in ``per_output``.
 
 Cards are ``harness.model.card.OutputCard`` (name, role, batch_axis, class_axis, box_format, detection_layout,
-blank_index); any object with those attributes works.
+blank_index).
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from harness.model.card import ROLES
 from harness.scoring import detection, roles
 from harness.scoring.tensors import DEAD_CHANNEL_SNR_DB, NonFiniteOutputs, accumulate, check_finite
 from harness.scoring.tensors import batch_first as to_batch_first
 from harness.scoring.tensors import tensor_metrics, worst_channels
 
-ROLES = ("logits", "probabilities", "detection", "mask", "sequence", "embedding", "regression", "raw")
 #: Which output's metrics become the record's top-level fields: the first of the earliest role here.
 PRIMARY_ORDER = ("logits", "probabilities", "detection", "mask", "sequence", "embedding", "regression", "raw")
 #: Top-level fields taken from the primary output's tensor metrics (record name <- per-output name).
