@@ -46,6 +46,10 @@ class FidelityOptions:
     #: Calibration methods for integer precisions (None = each backend's/policy's own), e.g. ("learned",).
     calibrations: tuple[str, ...] | None = None
     calib_seed: int = 0
+    #: Weight granularity for integer precisions (None = each device policy's own).
+    per_channel: bool | None = None
+    #: Only these real backends (None = every available one); emulated policies always run.
+    backends: tuple[str, ...] | None = None
     timeout_s: float = 900.0
     threads: int | None = None
     run_id: str | None = None
@@ -92,8 +96,8 @@ def _available(name: str) -> tuple[bool, str]:
     return avail.available, avail.explain()
 
 
-def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: Path
-                ) -> tuple[list[DeviceGroup], list[str]]:
+def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: Path,
+                only_backends: Sequence[str] | None = None) -> tuple[list[DeviceGroup], list[str]]:
     """Which backends run for which device; returns (groups, notes on what is skipped and why)."""
     from devices.loader import load_device
     from harness.bench.runner import HOST_CPU_BACKENDS
@@ -105,7 +109,7 @@ def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: 
         host = device.form_factor == "host_cpu"
         real: list[str] = []
         for b in device.backends:
-            if b == "emulated":
+            if b == "emulated" or (only_backends is not None and b not in only_backends):
                 continue
             if not host and b in HOST_CPU_BACKENDS:
                 continue  # it would run on this host's CPU in the device's place: that is the `cpu` row
@@ -115,7 +119,7 @@ def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: 
             else:
                 notes.append(f"{device.name}: {b} not run ({why})")
         if real:
-            groups.append(DeviceGroup(device.name, device.name, tuple(real), None, "real"))
+            groups.append(DeviceGroup(device.name, name, tuple(real), None, "real"))  # name: a profile path stays a path
         policies = tuple(p.name for p in device.quant_policies)
         if policies and (not real or always_emulate or "emulated" in device.backends):
             profile = device.name if device.backends == ("emulated",) and set(policies) == set(device.precisions) \
@@ -164,7 +168,7 @@ def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityRepo
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     device_names = list(options.devices) if options.devices else list(available_device_names())
-    groups, notes = plan_groups(device_names, options.always_emulate, out / "profiles")
+    groups, notes = plan_groups(device_names, options.always_emulate, out / "profiles", options.backends)
     policy_samples = [p.calibration_samples for n in device_names for p in load_device(n).quant_policies]
     calib_samples = max([256] + policy_samples)
     run_id = options.run_id or _dt.datetime.now().strftime("fidelity-%Y%m%d-%H%M%S")
@@ -173,7 +177,8 @@ def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityRepo
         opts = BenchmarkOptions(
             devices=(group.profile,), checkpoints=tuple(options.checkpoints), backends=group.backends,
             precisions=group.precisions, calibrations=options.calibrations, calib_samples=calib_samples, eval_samples=options.eval_samples,
-            calib_seed=options.calib_seed, quick=options.quick, fidelity_only=True, results_dir=out / "runs",
+            calib_seed=options.calib_seed, per_channel=options.per_channel, quick=options.quick, fidelity_only=True,
+            results_dir=out / "runs",
             run_id=f"{run_id}-{i:02d}-{group.device}-{group.kind}", timeout_s=options.timeout_s,
             threads=options.threads, command=f"harness fidelity ({group.device}, {group.kind})")
         result = run_benchmark(opts, progress=progress)

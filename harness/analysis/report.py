@@ -165,7 +165,7 @@ def figure_png_base64(fig: Any, dpi: int = 110) -> str:
 
 def plots_section(store: ResultStore, kinds: Sequence[str], **plot_kwargs: Any) -> tuple[str, dict[str, str]]:
     """Every figure embedded as a base64 PNG; kinds with nothing to draw say why. Returns (html, skipped)."""
-    from harness.analysis.plots import NoPlotData, build_figure
+    from harness.analysis.figures import NoPlotData, build_figure
 
     parts, skipped = [], {}
     for kind in kinds:
@@ -203,7 +203,7 @@ def build_report(store: ResultStore, *, filters: Sequence[str] = (), sort: str |
                  **plot_kwargs: Any) -> tuple[str, dict[str, str]]:
     """The report as one HTML string, plus the plots that were skipped and why."""
     from harness.analysis.compare import apply_filters
-    from harness.analysis.plots import KINDS
+    from harness.analysis.figures import KINDS
 
     df = apply_filters(store.records, filters)
     view = ResultStore(records=df, manifests=store.manifests, problems=store.problems)

@@ -10,6 +10,7 @@ from devices import DeviceProfile, load_device
 from devices.numerics import is_integer_precision
 from harness.bench.jobs import make_job_id
 from harness.bench.options import BenchmarkOptions
+from harness.bench.probe import probe_backends
 from harness.host.presence import device_present
 from harness.model.checkpoint import Checkpoint, default_checkpoint_paths, load_checkpoint
 
@@ -28,11 +29,20 @@ class PlannedJob:
     host_substitute: bool = False
 
 
+class PluginError(ValueError):
+    """A --plugin module could not be imported; the message names it and why."""
+
+
 def validate_names(options: BenchmarkOptions) -> list[DeviceProfile]:
     """Load the devices and check backend names before anything runs (errors list the valid choices)."""
     from harness.bench.worker import import_plugins
 
-    import_plugins(options.plugin_modules)
+    for module in options.plugin_modules:
+        try:
+            import_plugins((module,))
+        except ImportError as exc:
+            raise PluginError(f"--plugin {module}: cannot import it ({exc}); give an importable module name "
+                              "(package.module, found on PYTHONPATH or in the current folder)") from None
     devices = [load_device(d) for d in options.devices]
     known = sorted(set(backends.backend_names()).union(*(d.backends for d in devices)))
     for b in options.backends or ():
@@ -43,14 +53,27 @@ def validate_names(options: BenchmarkOptions) -> list[DeviceProfile]:
 
 def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint]
               ) -> list[PlannedJob]:
+    """Every job of the run, refusals included: a backend or precision asked for that the device does not offer
+    becomes refused jobs with the reason (never silently dropped); probes run in child processes."""
+    wanted = set()
+    for device in devices:
+        wanted.update(b for b in device.backends if options.backends is None or b in options.backends)
+    probes = probe_backends(sorted(wanted), options.plugin_modules)
     jobs: list[PlannedJob] = []
     for device in devices:
         present = device_present(device)
         names = [b for b in device.backends if options.backends is None or b in options.backends]
+        names += [b for b in options.backends or () if b not in device.backends]
+        precisions = [p for p in device.precisions if options.precisions is None or p in options.precisions]
+        precisions += [p for p in options.precisions or () if p not in device.precisions]
         for ckpt in checkpoints:
             for backend_name in names:
-                precisions = [p for p in device.precisions if options.precisions is None or p in options.precisions]
-                refusal, caps = _backend_refusal(backend_name)
+                if backend_name in device.backends:
+                    probe = probes[backend_name]
+                    refusal, caps = probe.refusal, probe.capabilities
+                else:
+                    refusal, caps = (f"device {device.name} does not offer backend {backend_name} (its backends: "
+                                     f"{', '.join(device.backends)})"), None
                 for precision in precisions:
                     policy = next((q for q in device.quant_policies if q.name == precision), None)
                     per_channel = options.per_channel if options.per_channel is not None else (
@@ -61,6 +84,9 @@ def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], check
                         calibs = list(options.calibrations)
                     for calib in calibs:
                         job_refusal = refusal
+                        if job_refusal is None and precision not in device.precisions:
+                            job_refusal = (f"device {device.name} does not offer {precision} (its precisions: "
+                                           f"{', '.join(device.precisions)})")
                         if job_refusal is None and caps is not None and precision not in caps.precisions:
                             job_refusal = (f"{backend_name} does not support {precision} "
                                            f"(it supports: {', '.join(caps.precisions)})")
@@ -73,20 +99,6 @@ def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], check
                             make_job_id(ckpt.name, device.name, backend_name, precision, calib, per_channel),
                             job_refusal, host_substitute=not present))
     return jobs
-
-
-def _backend_refusal(name: str) -> tuple[str | None, Any]:
-    try:
-        cls = backends.get_backend(name)
-    except KeyError:
-        return f"backend {name!r} is not registered in this installation (valid: {', '.join(backends.backend_names())})", None
-    avail = cls.availability()
-    if not avail.available:
-        return f"{name} is unavailable: {avail.explain()}", None
-    try:
-        return None, cls().capabilities()
-    except Exception as exc:  # a broken SDK must not stop planning
-        return f"{name} capabilities probe failed: {type(exc).__name__}: {exc}", None
 
 
 def resolve_checkpoints(paths: Sequence[str]) -> list[Checkpoint]:

@@ -63,7 +63,10 @@ def run_reference(spec) -> dict[str, Any]:
         outputs = loadgen.run_outputs(session, images, spec.validate_batch)
     finally:
         session.close()
-    np.save(spec.reference_path, outputs)
+    tmp = Path(spec.reference_path + ".tmp")
+    with open(tmp, "wb") as f:   # atomic: a killed worker never leaves a half reference for the next attempt
+        np.save(f, outputs)
+    tmp.replace(spec.reference_path)
     return {"status": "ok", "reference_shape": list(outputs.shape)}
 
 
@@ -229,9 +232,38 @@ def _is_json(v: Any) -> bool:
         return False
 
 
+#: The watchdog: blocks on the runner's pipe; EOF (the runner finished the job, or died) kills the job's group.
+_WATCHDOG_CODE = "import os,sys\nfd=int(sys.argv[1])\nwhile os.read(fd,1):\n    pass\nos.killpg(0,9)\n"
+
+
+def guard_process() -> None:
+    """Die with the runner: a parent-death signal for this process, a watchdog for the helpers it may spawn.
+
+    Linux only (prctl); elsewhere the runner still kills the job's process group after every job.
+    """
+    import signal
+    import subprocess
+
+    from harness.bench.jobs import RUNNER_PID_ENV, WATCHDOG_FD_ENV, WATCHDOG_NAME
+
+    fd, runner = os.environ.pop(WATCHDOG_FD_ENV, None), os.environ.pop(RUNNER_PID_ENV, None)
+    if runner and sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if runner and os.getppid() != int(runner):
+        os._exit(1)  # the runner died before the parent-death signal was armed
+    if fd is not None:
+        subprocess.Popen([sys.executable, "-S", "-c", _WATCHDOG_CODE, fd, WATCHDOG_NAME], pass_fds=(int(fd),),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(int(fd))
+
+
 def main(argv: list[str] | None = None) -> int:
     from harness.bench.jobs import JobSpec
 
+    guard_process()
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m harness.bench.worker JOB.json", file=sys.stderr)

@@ -21,6 +21,7 @@ from harness.cli.console import make_console
 from harness.cli.textview import Column, Footnotes, fit_table, pct, sig
 from harness.store.labels import precision_label, timing_label, timing_origin
 from harness.store.reader import checkpoint_name
+from harness.store.layout import RECORDS_FILE
 from harness.store.records import JobRecord
 
 #: The runner's per-job busy-host warning starts with this; the summary says it once per run instead.
@@ -111,7 +112,7 @@ def not_run_lines(records: Sequence[JobRecord], letters: dict[str, str]) -> list
 
 
 def render_summary(records: Sequence[JobRecord], run_id: str, run_dir: Path, console: Console,
-                   eval_source: str = "", busy_jobs: int = 0) -> None:
+                   eval_source: str = "", busy_jobs: int = 0, planned: int = 0) -> None:
     """Print the end-of-run summary on ``console`` (fits ``console.width``; see the module docstring)."""
     letters = checkpoint_letters(records)
     profiles = _profiles(records)
@@ -140,8 +141,8 @@ def render_summary(records: Sequence[JobRecord], run_id: str, run_dir: Path, con
                       f"{len(records)} job(s): their latencies may be inflated; rerun on a quiet host to confirm")
     counts = Counter(r.status for r in records)
     console.print("jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) if counts else
-                  "jobs: none new (all finished already)")
-    console.print(f"results: {escape(str(run_dir / 'records.jsonl'))}")
+                  f"jobs: all {planned} planned job(s) already had records; none ran")
+    console.print(f"results: {escape(str(run_dir / RECORDS_FILE))}")
     console.print(f"next: python -m harness compare {escape(str(run_dir))}   (also: plot, report)")
 
 
@@ -165,5 +166,6 @@ def run_with_progress(options: BenchmarkOptions, console: Console | None = None)
 
         result: RunResult = run_benchmark(options, progress=progress, warn=warn)
     busy_jobs = sum(1 for r in result.records if r.host_busy) or len(busy)
-    render_summary(result.records, result.run_id, result.run_dir, console, result.eval_source, busy_jobs)
+    render_summary(result.records, result.run_id, result.run_dir, console, result.eval_source, busy_jobs,
+                   result.planned)
     return 0

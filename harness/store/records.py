@@ -118,6 +118,8 @@ class JobRecord:
     power_low_fidelity: bool | None = None
     started_at: str | None = None
     duration_s: float | None = None
+    #: Peak resident memory of the job's worker process (MB, from wait4's rusage; None when not reaped).
+    peak_rss_mb: float | None = None
     raw_latency_file: str | None = None
     #: Backend facts (execution provider, artifact path, tuning trials, ...).
     extra: dict[str, Any] = field(default_factory=dict)
@@ -129,8 +131,16 @@ class JobRecord:
             raise ValueError(f"unknown failed_stage {self.failed_stage!r}; valid: {', '.join(STAGES)}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as strict JSON types (RFC 8259): every non-finite float (NaN, ±inf), at any depth,
+        becomes null, and the names of those fields are listed in ``extra["non_finite_fields"]``."""
         d = dataclasses.asdict(self)
-        return {k: _jsonable(v) for k, v in d.items()}
+        non_finite: list[str] = []
+        out = {k: _jsonable(v, k, non_finite) for k, v in d.items()}
+        if non_finite:
+            extra = dict(out.get("extra") or {})
+            extra["non_finite_fields"] = sorted(set(extra.get("non_finite_fields") or ()) | set(non_finite))
+            out["extra"] = extra
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JobRecord":
@@ -145,12 +155,15 @@ class JobRecord:
         return cls(**known)
 
 
-def _jsonable(v: Any) -> Any:
-    """NaN becomes None (JSON null); +inf (SNR of identical outputs) stays and is written as Infinity."""
-    if isinstance(v, float) and math.isnan(v):
+def _jsonable(v: Any, name: str, non_finite: list[str]) -> Any:
+    """Tuples become lists; NaN and ±inf become None (JSON has no such numbers) and are named in non_finite."""
+    if isinstance(v, float) and not math.isfinite(v):
+        non_finite.append(name)
         return None
-    if isinstance(v, tuple):
-        return list(v)
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x, name, non_finite) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x, f"{name}.{k}" if name != "extra" else str(k), non_finite) for k, x in v.items()}
     return v
 
 
