@@ -57,6 +57,8 @@ class JobSpec:
     target: str | None = None
     #: Modules to import before the backend is created (adapters outside entry points, test fakes).
     plugin_modules: tuple[str, ...] = ()
+    #: Where the validation stage writes the per-sample vectors (.npz; None: not kept).
+    samples_path: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
