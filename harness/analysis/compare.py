@@ -165,6 +165,8 @@ def compare_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: 
     return sort_frame(out, sort)
 
 
+#: Between the parts of a note; reasons themselves often contain "; ", so the report splits on this instead.
+NOTE_SEPARATOR = " | "
 _NOTE_FIELDS = ("status", "failed_stage", "error_message", "power_estimated", "power_low_fidelity", "simulated", "quick", "measured_on",
                 "device", "untuned", "power_avg_w", "power_peak_w", "power_unavailable_reason")
 
@@ -175,7 +177,7 @@ def _note(rec: dict[str, Any]) -> str | None:
         stage = rec.get("failed_stage")
         msg = rec.get("error_message") or ""
         msg = msg.splitlines()[0] if msg else ""
-        parts.append(f"{rec.get('status')}{' at ' + stage if stage else ''}{': ' + msg[:120] if msg else ''}")
+        parts.append(f"{rec.get('status')}{' at ' + stage if stage else ''}{': ' + msg if msg else ''}")
     if rec.get("power_estimated") is True:
         parts.append("power estimated")
     if rec.get("power_low_fidelity") is True:
@@ -191,8 +193,8 @@ def _note(rec: dict[str, Any]) -> str | None:
         parts.append("quick run")
     if (rec.get("status") == "ok" and _missing(rec.get("power_avg_w")) and _missing(rec.get("power_peak_w"))
             and rec.get("power_unavailable_reason")):
-        parts.append("no power: " + str(rec["power_unavailable_reason"])[:80])
-    return "; ".join(parts) or None
+        parts.append("no power: " + str(rec["power_unavailable_reason"]))
+    return NOTE_SEPARATOR.join(parts) or None
 
 
 def _missing(v: Any) -> bool:

@@ -53,6 +53,10 @@ class FidelityOptions:
     timeout_s: float = 900.0
     threads: int | None = None
     run_id: str | None = None
+    #: The user's data and model card (absolute paths; None: the Fashion-MNIST demo / card beside or inferred).
+    data_path: Path | None = None
+    calib_data_path: Path | None = None
+    model_card_path: Path | None = None
 
     def __post_init__(self) -> None:
         if self.eval_samples is not None and self.eval_samples < 1:
@@ -180,7 +184,9 @@ def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityRepo
             calib_seed=options.calib_seed, per_channel=options.per_channel, quick=options.quick, fidelity_only=True,
             results_dir=out / "runs",
             run_id=f"{run_id}-{i:02d}-{group.device}-{group.kind}", timeout_s=options.timeout_s,
-            threads=options.threads, command=f"harness fidelity ({group.device}, {group.kind})")
+            threads=options.threads, command=f"harness fidelity ({group.device}, {group.kind})",
+            data_path=options.data_path, calib_data_path=options.calib_data_path,
+            model_card_path=options.model_card_path)
         result = run_benchmark(opts, progress=progress)
         records.extend((group.kind, r) for r in result.records)
     report = build_report(records, list(options.checkpoints))

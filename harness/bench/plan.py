@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import backends
+from backends.base import CompileConfig
+from backends.options import check_option_keys, options_for
 from devices import DeviceProfile, load_device
 from devices.numerics import is_integer_precision
 from harness.bench.jobs import make_job_id
@@ -48,7 +50,23 @@ def validate_names(options: BenchmarkOptions) -> list[DeviceProfile]:
     for b in options.backends or ():
         if b not in known:
             raise KeyError(f"unknown backend {b!r}; valid: {', '.join(known)}")
+    check_backend_options(options, devices)
     return devices
+
+
+def check_backend_options(options: BenchmarkOptions, devices: Sequence[DeviceProfile]) -> None:
+    """Refuse, before anything runs, a --backend-option no planned backend knows (naming each one's options)
+    or a value a backend that knows it refuses (OptionError, a ValueError)."""
+    if not options.backend_options:
+        return
+    names = set(options.backends or ()) | {b for d in devices for b in d.backends if options.backends is None}
+    classes = {}
+    for name in sorted(names):
+        try:
+            classes[name] = backends.get_backend(name)
+        except KeyError:
+            continue  # planned as an unsupported row with its own reason
+    check_option_keys(classes, options.backend_options)
 
 
 def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint]
@@ -87,13 +105,13 @@ def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], check
                         if job_refusal is None and precision not in device.precisions:
                             job_refusal = (f"device {device.name} does not offer {precision} (its precisions: "
                                            f"{', '.join(device.precisions)})")
-                        if job_refusal is None and caps is not None and precision not in caps.precisions:
-                            job_refusal = (f"{backend_name} does not support {precision} "
-                                           f"(it supports: {', '.join(caps.precisions)})")
-                        if job_refusal is None and calib and caps is not None and caps.calibration_methods \
-                                and calib not in caps.calibration_methods:
-                            job_refusal = (f"{backend_name} has no {calib!r} calibration "
-                                           f"(it has: {', '.join(caps.calibration_methods)})")
+                        if job_refusal is None and caps is not None:
+                            # The one refusal rule: the same function check_request applies at compile time.
+                            cls = backends.get_backend(backend_name)
+                            job_refusal = cls.refusal_for(caps, CompileConfig(
+                                precision=precision, calibration=calib, per_channel=per_channel,
+                                activation_signed=signed, target=options.target,
+                                options=options_for(cls, options.backend_options)))
                         jobs.append(PlannedJob(
                             device, ckpt, backend_name, precision, calib, per_channel, signed,
                             make_job_id(ckpt.name, device.name, backend_name, precision, calib, per_channel),

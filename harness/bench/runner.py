@@ -17,6 +17,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+import backends
+from backends.options import options_for
 from devices import DeviceProfile
 from devices.numerics import is_integer_precision, takes_calibration
 from harness.data.loaders import Dataset, save_job_data
@@ -91,6 +93,8 @@ def _base_fields(run_id: str, job: PlannedJob, options: BenchmarkOptions, loop: 
         "run_id": run_id, "job_id": job.job_id, "device": job.device.name, "backend": job.backend,
         "precision": job.precision, "checkpoint": job.checkpoint.name, "checkpoint_sha256": job.checkpoint.sha256,
         "calibration_method": job.calibration, "per_channel": job.per_channel if is_integer_precision(job.precision) else None,
+        # What was asked; the worker replaces it with what the backend built when the adapter says.
+        "activation_signed": job.activation_signed if is_integer_precision(job.precision) else None,
         "batch_size": options.batch, "warmup_iters": loop["warmup"], "timed_iters": loop["iters"], "runs": loop["runs"],
         "quick": options.quick,
     }
@@ -117,9 +121,18 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
         power_source_options=_source_options(options.power_source_options), host_substitute=job.host_substitute,
         calibration_table=str(job.checkpoint.calibration_table) if job.checkpoint.calibration_table else None,
         qdq_path=str(job.checkpoint.qdq_path) if job.checkpoint.qdq_path else None,
-        plugin_modules=options.plugin_modules, options=tuple(options.backend_options),
+        plugin_modules=options.plugin_modules, options=_options_for(job.backend, options.backend_options),
         target=options.target,
     )
+
+
+def _options_for(backend: str, pairs: Sequence[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    """The run's --backend-option pairs this backend knows, typed (planning refused keys nobody knows)."""
+    try:
+        cls = backends.get_backend(backend)
+    except KeyError:
+        return tuple(pairs)  # an unregistered backend's job is an unsupported row; nothing reads its options
+    return options_for(cls, pairs)
 
 
 def _source_options(triples: Sequence[tuple[str, str, Any]]) -> dict[str, dict[str, Any]] | None:
@@ -280,6 +293,8 @@ def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunS
                 outcome.update(host_busy=busy, load_avg_1m=load)
                 _keep_latencies(spec, store, job, outcome)
                 _keep_samples(spec, store, job, outcome)
+        if data.notes.get(job.checkpoint.name):   # resizing, label mapping, the calibration split: in the record
+            outcome["extra"] = {**(outcome.get("extra") or {}), "data_notes": data.notes[job.checkpoint.name]}
         record = _to_record(base, outcome, job, data.sources[job.checkpoint.name], started, time.perf_counter() - t0)
         store.append(record)
         result.records.append(record)

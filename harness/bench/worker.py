@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 import backends
+from backends.cache import invalidate_path
 from backends.base import CompileConfig, ModelArtifact, RuntimeConfig, UnsupportedRequest, file_sha256
 from devices import load_device
 from devices.numerics import takes_calibration
@@ -78,8 +79,20 @@ def run_measure(spec) -> dict[str, Any]:
     try:
         backend, device, data = _prepare(spec, out)
         compiled = _compile(spec, backend, device, data, out)
+        _model_facts(spec, data, compiled, out)
         stage.enter("load")
-        session = backend.load(compiled, device, RuntimeConfig(threads))
+        try:
+            session = backend.load(compiled, device, RuntimeConfig(threads))
+        except Exception as exc:
+            # A cached artifact that verifies but does not load (a toolchain quirk, a stale format) is rebuilt
+            # once; a fresh one that fails is the job's failure.
+            if not compiled.metadata.get("cached") or not invalidate_path(compiled.path, f"failed to load: {exc}"):
+                raise
+            stage.enter("compile")
+            compiled = _compile(spec, backend, device, data, out)
+            out["extra"]["cache_rebuilt_reason"] = f"the cached artifact failed to load: {type(exc).__name__}: {exc}"[:500]
+            stage.enter("load")
+            session = backend.load(compiled, device, RuntimeConfig(threads))
         try:
             _time(spec, session, compiled, device, data, out, stage)
             stage.enter("validate")
@@ -164,11 +177,35 @@ def _compile(spec, backend, device, data: JobData, out: dict[str, Any]):
     out["compile_s"] = time.perf_counter() - t0
     out["compile_cached"] = compiled.metadata.get("cached")
     out["calibration_method"] = compiled.metadata.get("calibration_method", spec.calibration)
+    if compiled.metadata.get("activation_signed") is not None:  # the backend's own convention wins the label
+        out["activation_signed"] = bool(compiled.metadata["activation_signed"])
     if compiled.metadata.get("timing_note"):
         out["timing_note"] = compiled.metadata["timing_note"]
     out["extra"] = {k: v for k, v in compiled.metadata.items() if _is_json(v)}
     out["extra"]["artifact"] = str(compiled.path)
     return compiled
+
+
+def _model_facts(spec, data: JobData, compiled, out: dict[str, Any]) -> None:
+    """Parameter count, MACs per batch-1 inference, model and compiled-artifact size on disk (issue 18)."""
+    from harness.model.stats import model_stats, size_mb
+
+    if hasattr(data, "inputs"):
+        shapes = {name: (1, *arr.shape[1:]) for name, arr in data.inputs.items()}
+    else:
+        import onnx
+
+        graph = onnx.load(spec.checkpoint_path, load_external_data=False).graph
+        weights = {i.name for i in graph.initializer}
+        name = next(i.name for i in graph.input if i.name not in weights)
+        shapes = {name: (1, *data.eval_images.shape[1:])}
+    stats = model_stats(spec.checkpoint_path, shapes)
+    out["params"], out["macs_per_inference"] = stats.params, stats.macs_per_inference
+    if stats.note:
+        out.setdefault("extra", {})["model_stats_note"] = stats.note
+    out["model_size_mb"] = size_mb(spec.checkpoint_path)
+    if Path(compiled.path).exists():
+        out["artifact_size_mb"] = size_mb(compiled.path)
 
 
 def _time(spec, session, compiled, device, data: JobData, out: dict[str, Any], stage: StageTracker) -> None:

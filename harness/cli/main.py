@@ -47,6 +47,8 @@ def _key_value(text: str) -> tuple[str, object]:
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
+    from harness.cli.data_args import add_data_arguments
+
     p = sub.add_parser(
         "run", help="benchmark checkpoints on a device's backends and precisions",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -102,8 +104,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-id", help="name of the run directory (default: timestamp)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue RUN_ID, skipping jobs that already have a record")
     p.add_argument("--backend-option", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                   help="compile option passed to every backend of the run, e.g. target=dla0 (TensorRT), "
-                        "tuning_trials=64 (TVM), int8_mode=explicit; backends ignore keys they do not know")
+                   help="compile option for the backends of the run that know it, e.g. tuning_trials=64 (TVM), "
+                        "int8_mode=explicit (TensorRT); a key no backend of the run knows is an error listing the "
+                        "valid ones (`python -m harness backends` lists them)")
     p.add_argument("--target", help="backend target: an OpenVINO plugin (CPU, GPU, NPU), TensorRT dla0/dla1, "
                    "an RKNN board (adb id); default: the backend's own")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -114,29 +117,6 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundled-data", action="store_true", help="use the bundled 1,000-image sample even when the "
                    "full Fashion-MNIST is installed")
     p.set_defaults(func=cmd_run)
-
-
-def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    """--data, --calib-data, --model-card: the user's data and how to feed/read the model (shared by the
-    run, fidelity, layers and calib-sensitivity subcommands)."""
-    p.add_argument("--data", type=_existing_path, metavar="PATH",
-                   help="evaluation data: a folder of images (jpg/png/bmp/webp, recursive; first-level sub-folders "
-                        "= class labels), an .npz (one array per model input, or `images` [+ `labels`]) or an .npy. "
-                        "Default: the Fashion-MNIST demo")
-    p.add_argument("--calib-data", type=_existing_path, metavar="PATH",
-                   help="calibration data, same forms (default: a seeded random split of --data, disjoint from the "
-                        "evaluated samples)")
-    p.add_argument("--model-card", type=_existing_path, metavar="CARD.toml",
-                   help="how to feed and read the model (layout, size, colour, scale, mean/std, resize; output "
-                        "roles). Default: <model stem>.card.toml beside the model, else inferred and printed")
-
-
-def _existing_path(text: str) -> Path:
-    """An absolute path (resolved here, so a run from another working directory finds the same files)."""
-    path = Path(text).expanduser().resolve()
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text} does not exist")
-    return path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -204,7 +184,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
     from harness.cli.console import make_console
 
     table = Table(title="Backends on this host")
-    for col in ("backend", "available", "version", "precisions", "why not / how to fix"):
+    for col in ("backend", "available", "version", "precisions", "--backend-option keys", "why not / how to fix"):
         table.add_column(col)
     from harness.bench.probe import probe_backends
 
@@ -214,6 +194,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
         ok = probe.refusal is None
         precisions = ", ".join(probe.capabilities.precisions) if probe.capabilities else ""
         table.add_row(name, "yes" if ok else "no", (avail.version if avail else None) or "", precisions,
+                      ", ".join(backends.get_backend(name).Options.keys()),
                       "" if ok else escape(avail.explain() if avail and not avail.available else probe.refusal))
     make_console().print(table)
     return EXIT_OK

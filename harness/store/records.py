@@ -32,6 +32,9 @@ class JobRecord:
     calibration_method: str | None = None
     calibration_samples: int | None = None
     per_channel: bool | None = None
+    #: Integer precisions: activations signed (S8S8-style, e.g. TensorRT) or unsigned (U8S8, ONNX Runtime's CPU
+    #: default) as the backend built them; None for float precisions or when the backend does not say.
+    activation_signed: bool | None = None
     checkpoint_sha256: str | None = None
     failed_stage: str | None = None
     error_message: str | None = None
@@ -56,6 +59,11 @@ class JobRecord:
     measured_on: str | None = None
     timing_note: str | None = None
     compile_s: float | None = None
+    # Size and compute (issue 18): what decides whether a model fits a board at all
+    params: int | None = None
+    macs_per_inference: float | None = None
+    model_size_mb: float | None = None
+    artifact_size_mb: float | None = None
     compile_cached: bool | None = None
     threads: int | None = None
     cpu_affinity: tuple[int, ...] | None = None
