@@ -197,14 +197,10 @@ class ArtifactCache:
             raise TimeoutError(f"another run has held the lock of {final} for {self.lock_timeout_s:.0f} s; if no "
                                f"run is building it, delete {final}.lock") from None
 
-    def invalidate(self, key: CacheKey, reason: str) -> None:
-        """Drop an entry whose artifact failed to load, so the next get_or_build rebuilds it."""
-        final = self.entry_dir(key)
-        with self.lock(key):
-            _log.warning("invalidating cache entry %s: %s", final, reason)
-            _remove(final)
-
     def _build(self, key: CacheKey, build: Builder, final: Path, reason: str | None) -> CachedArtifact:
+        # A build killed mid-way (a job timeout) leaves its staging folder; under the lock none is in use.
+        for stale in final.parent.glob(f".{final.name}.staging-*"):
+            _remove(stale)
         staging = final.with_name(f".{final.name}.staging-{uuid.uuid4().hex[:8]}")
         staging.mkdir(parents=True)
         try:

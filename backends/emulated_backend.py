@@ -54,7 +54,7 @@ from backends.emulated_policy import (  # noqa: F401  (re-exported)
     default_policy,
     resolve_policy,
 )
-from backends.options import BackendOptions, OptionError
+from backends.options import BackendOptions
 from backends.quantization import fake_quantize_weight, quantize_weight, round_to_bf16, round_to_float  # noqa: F401
 from backends.registry import register_backend
 
@@ -107,13 +107,8 @@ class EmulatedBackend(Backend):
         if config.precision == "int8-dynamic":
             return ("the emulator runs static quantization policies; int8-dynamic computes activation scales at "
                     "run time (use the onnxruntime backend)")
-        if config.calibration is not None and config.calibration not in CALIBRATION_ALIASES:
-            return f"emulated has no {config.calibration!r} calibration; it has: {', '.join(EMULATOR_CALIBRATIONS)}"
-        try:
-            cls.Options.parse(config.options, cls.name)
-        except OptionError as exc:
-            return str(exc)
-        return None
+        # Any other precision is a policy name: the device's policies decide at compile, not a fixed list.
+        return super().refusal_for(dataclasses.replace(caps, precisions=(config.precision,)), config)
 
     def compile(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
                 calibration: np.ndarray | None, workdir: Path) -> CompiledModel:

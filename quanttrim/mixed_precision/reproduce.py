@@ -169,31 +169,31 @@ def _accuracy_pct(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _ort_logits(path: Path, images: np.ndarray, batch: int = 256, threads: int = 2) -> np.ndarray:
+    """The exported graph's logits over the images, through the harness's one evaluator."""
     from backends.onnxruntime_backend import OrtSession
+    from harness.bench.loadgen import run_outputs
 
     sess = OrtSession(path, ["CPUExecutionProvider"], threads)
     try:
-        return np.concatenate([sess.run(images[i:i + batch]) for i in range(0, len(images), batch)])
+        return run_outputs(sess, {sess.input_names[0]: images}, batch)[0]
     finally:
         sess.close()
 
 
 def _ort_latency_ms(path: Path, image: np.ndarray, iters: int) -> float | None:
-    """Median batch-1 latency with one thread (least disturbed by the other jobs sharing the cores)."""
+    """Median batch-1 latency with one thread (least disturbed by the other jobs sharing the cores).
+
+    Timed by the harness's measurement loop, the only code that takes timestamps.
+    """
     if iters <= 0:
         return None
     from backends.onnxruntime_backend import OrtSession
+    from harness.bench.loadgen import LoopConfig, measure
 
     sess = OrtSession(path, ["CPUExecutionProvider"], 1)
     try:
-        for _ in range(max(5, iters // 10)):
-            sess.run(image)
-        samples = []
-        for _ in range(iters):
-            t0 = time.perf_counter_ns()
-            sess.run(image)
-            samples.append(time.perf_counter_ns() - t0)
-        return float(np.median(samples)) / 1e6
+        cfg = LoopConfig(warmup=max(5, iters // 10), iters=iters, runs=1, batch=1)
+        return float(measure(sess, {sess.input_names[0]: image}, cfg).summary()["latency_ms_p50"])
     finally:
         sess.close()
 

@@ -86,7 +86,7 @@ def test_corrupted_entry_is_rebuilt_and_loads(model, tmp_path):
     assert b.metadata["cache_rebuilt_reason"] == "model.onnx does not match its checksum"
     session = OnnxRuntimeBackend().load(b, load_device("cpu"), RuntimeConfig(threads=1))
     try:
-        assert np.asarray(session.run(images(2))).shape[-1] == 10
+        assert session.run({"input": images(2)})[0].shape[-1] == 10
     finally:
         session.close()
 
@@ -156,3 +156,17 @@ def test_concurrent_builders_make_one_good_entry(tmp_path):
     expected = b"".join(bytes([i]) * 1000 for i in range(4)).hex()
     assert results == [expected, expected]
     assert log.read_text() == "build\n"
+
+
+def test_staging_left_by_a_killed_build_is_cleared(tmp_path):
+    key = CacheKey("fake", "m", "fp32", {"k": 1})
+    cache = ArtifactCache(tmp_path)
+    left = cache.entry_dir(key).with_name(f".{key.dirname}.staging-dead0000")
+    left.mkdir(parents=True)
+
+    def build(d: Path):
+        (d / "a.bin").write_bytes(b"x")
+        return "a.bin", {}
+
+    cache.get_or_build(key, build)
+    assert not left.exists()

@@ -37,8 +37,9 @@ def test_fp32_against_itself_has_zero_error_and_filled_metrics(tmp_path, tiny_mo
     fp32 = next(r for r in result.records if r.precision == "fp32")
     assert fp32.status == "ok"
     assert fp32.logit_mse == 0.0 and fp32.top1_agreement == 1.0
-    for field in ("latency_ms_p50", "latency_ms_p99", "fps", "top1", "top5", "ece", "brier", "snr_db"):
+    for field in ("latency_ms_p50", "latency_ms_p99", "fps", "top1", "top5", "ece", "brier"):
         assert getattr(fp32, field) is not None, field
+    assert fp32.exact_match is True and fp32.snr_db is None  # +inf dB is carried as exact_match (strict JSON)
     int8 = next(r for r in result.records if r.precision == "int8")
     assert int8.status == "ok" and int8.logit_mse > 0
 
@@ -116,3 +117,13 @@ def test_no_power_source_gives_empty_fields_with_reason(tmp_path, tiny_model):
     record = run_benchmark(_options(tmp_path, tiny_model, precisions=("fp32",))).records[0]
     assert record.power_avg_w is None and record.energy_per_inference_mj is None
     assert record.power_unavailable_reason
+
+
+def test_a_cached_artifact_that_fails_to_load_is_rebuilt_once(tmp_path, tiny_model):
+    device = _device(tmp_path, ["fake-stale-cache"])
+    first = run_benchmark(_options(tmp_path, tiny_model, devices=(device,), backends=None, run_id="a")).records[0]
+    assert first.status == "ok"
+    (Path(first.extra["artifact"]).parent / "poison").write_text("")
+    second = run_benchmark(_options(tmp_path, tiny_model, devices=(device,), backends=None, run_id="b")).records[0]
+    assert second.status == "ok" and second.compile_cached is False
+    assert "artifact format 3 is not readable" in second.extra["cache_rebuilt_reason"]

@@ -38,6 +38,7 @@ def test_run_on_a_folder_records_split_card_and_labels(tmp_path, tiny_model):
     assert any("seed 0" in n and "disjoint" in n for n in manifest["data"]["notes"]["tiny"])
     assert len(assumed) == 1 and "assumed" in assumed[0]
     assert any("labels from 2 class sub-folders" in n for n in int8.extra["data_notes"])
+    assert (result.run_dir / "cards" / "tiny.card.toml").read_text().startswith("# assumed: input input")
 
 
 def test_cli_paths_are_absolute_so_another_working_directory_works(tmp_path, tiny_model, monkeypatch):
@@ -64,3 +65,16 @@ def test_layers_takes_the_users_data(tmp_path, tiny_model, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "3 inputs" in out and "calibration: 3 of 6 samples" in out
+
+
+def test_calib_sensitivity_refuses_unlabelled_data_instead_of_inventing_labels(tmp_path, tiny_model, capsys):
+    from harness.cli.main import main
+
+    data = tmp_path / "flat"
+    data.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(data / f"{i}.png")
+    code = main(["calib-sensitivity", "--checkpoint", str(tiny_model), "--data", str(data), "--device", "cpu",
+                 "--sizes", "2", "--seeds", "0", "--sources", "train"])
+    assert code == 2
+    assert f"scores top-1 against labels and {data} has none" in capsys.readouterr().err
