@@ -18,9 +18,8 @@ import numpy as np
 
 from harness.model.card import ROLES
 from harness.scoring import detection, roles
-from harness.scoring.tensors import DEAD_CHANNEL_SNR_DB, NonFiniteOutputs, accumulate, check_finite
-from harness.scoring.tensors import batch_first as to_batch_first
-from harness.scoring.tensors import tensor_metrics, worst_channels
+from harness.scoring.tensors import (DEAD_CHANNEL_SNR_DB, NonFiniteOutputs, accumulate, batch_first, check_finite,
+                                     tensor_metrics, worst_channels)
 
 #: Which output's metrics become the record's top-level fields: the first of the earliest role here.
 PRIMARY_ORDER = ("logits", "probabilities", "detection", "mask", "sequence", "embedding", "regression", "raw")
@@ -60,7 +59,7 @@ def primary_index(cards: Sequence[Any]) -> int:
 
 
 def score_outputs(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray], cards: Sequence[Any],
-                  labels: np.ndarray | None, batch_first: bool = False) -> Scores:
+                  labels: np.ndarray | None) -> Scores:
     """Score each backend output against the same FP32 reference output, by the role its card gives.
 
     Args:
@@ -70,8 +69,6 @@ def score_outputs(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray]
             blank_index).
         labels: class ids (N,), masks (N, H, W), per-image box arrays (object array), or None (no labels:
             label metrics are empty with the reason in ``scoring_notes``).
-        batch_first: the arrays are N-first already (as ``loadgen.run_outputs`` returns them); the cards' axes
-            still describe the graph's layout.
     Raises:
         NonFiniteOutputs: NaN/Inf in any backend or reference output ("k of N outputs non-finite ...").
         ValueError: counts or shapes that do not match, or a card that does not fit its output.
@@ -90,8 +87,8 @@ def score_outputs(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray]
         if np.shape(out) != np.shape(ref):
             raise ValueError(f"output {card.name!r}: shape {np.shape(out)} differs from the reference's "
                              f"{np.shape(ref)}")
-        o, class_axis = to_batch_first(out, card.batch_axis, card.class_axis, card.name, batch_first)
-        r, _ = to_batch_first(ref, card.batch_axis, card.class_axis, card.name, batch_first)
+        o, class_axis = batch_first(out, card.batch_axis, card.class_axis, card.name)
+        r, _ = batch_first(ref, card.batch_axis, card.class_axis, card.name)
         if n_images is not None and o.shape[0] != n_images:
             raise ValueError(f"output {card.name!r} has {o.shape[0]} samples along batch axis {card.batch_axis}, "
                              f"the outputs before it {n_images}: check batch_axis in the model card")

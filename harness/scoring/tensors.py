@@ -35,13 +35,10 @@ def normalise_axis(axis: int, ndim: int, what: str) -> int:
     return axis % ndim
 
 
-def batch_first(x: np.ndarray, batch_axis: int, class_axis: int | None, name: str,
-                already: bool = False) -> tuple[np.ndarray, int | None]:
+def batch_first(x: np.ndarray, batch_axis: int, class_axis: int | None, name: str) -> tuple[np.ndarray, int | None]:
     """``x`` with its batch axis moved to 0 (a view) and where ``class_axis`` lands after the move.
 
     A time-major (T, N, C) output with batch_axis=1 becomes (N, T, C), so N counts images, not T× them.
-    ``already``: ``x`` is N-first already (``loadgen.run_outputs`` moves each output's batch axis to 0), while
-    the axes are the card's, in the graph's layout: only the class axis is remapped.
     Raises ValueError when the axes are out of range or the class axis is the batch axis.
     """
     x = np.asarray(x)
@@ -49,19 +46,13 @@ def batch_first(x: np.ndarray, batch_axis: int, class_axis: int | None, name: st
         raise ValueError(f"output {name!r} is a scalar: it has no batch axis to score per image")
     b = normalise_axis(batch_axis, x.ndim, f"output {name!r}: batch_axis")
     order = [b] + [i for i in range(x.ndim) if i != b]
-    moved = x if already else np.moveaxis(x, b, 0)
+    moved = np.moveaxis(x, b, 0)
     if class_axis is None or x.ndim == 1:
         return moved, None
     c = normalise_axis(class_axis, x.ndim, f"output {name!r}: class_axis")
     if c == b:
         raise ValueError(f"output {name!r}: class_axis {class_axis} is the batch axis; fix it in the model card")
     return moved, order.index(c)
-
-
-def take_first(x: np.ndarray, n: int, batch_axis: int) -> np.ndarray:
-    """The first ``n`` samples of ``x`` along its batch axis (the validation budget may score a prefix)."""
-    x = np.asarray(x)
-    return np.take(x, np.arange(n), axis=normalise_axis(batch_axis, x.ndim, "batch_axis"))
 
 
 def check_finite(arrays: Sequence[np.ndarray], names: Sequence[str], who: str) -> None:

@@ -51,7 +51,10 @@ def test_per_sample_vectors_are_saved_for_bootstrap(tmp_path, tiny_model):
 
 
 def test_nan_in_backend_outputs_fails_at_validate_with_k_of_n(tmp_path, tiny_model):
-    record = run_benchmark(_options(tmp_path, tiny_model, backends=("fake-nan",))).records[0]
+    device = tmp_path / "nandev.toml"
+    device.write_text('name = "nandev"\ndisplay_name = "fake"\nform_factor = "host_cpu"\n'
+                      'backends = ["fake-nan"]\nprecisions = ["fp32"]\n')
+    record = run_benchmark(_options(tmp_path, tiny_model, devices=(str(device),), backends=None)).records[0]
     assert (record.status, record.failed_stage) == ("failed", "validate")
     assert "1 of 1 outputs non-finite (backend): 'logits': 40 NaN, 0 Inf" in record.error_message
     assert record.top1 is None and record.outputs is None

@@ -56,15 +56,3 @@ def test_embedding_mean_cosine():
     s = score_outputs([out], [ref], [OutputCard("emb", "embedding")], None)
     assert s.fields["embedding_cosine"] == pytest.approx((np.sqrt(0.5) + 1.0) / 2)
     assert s.fields["embedding_cosine_min"] == pytest.approx(np.sqrt(0.5))
-
-
-def test_n_first_arrays_read_the_class_axis_in_the_graphs_layout():
-    rng = np.random.default_rng(0)
-    graph_layout = rng.normal(size=(6, 20))                       # (K, N): classes before the batch
-    labels = graph_layout.argmax(axis=0)
-    card = OutputCard("scores", "logits", batch_axis=1, class_axis=0)
-    n_first = np.moveaxis(graph_layout, 1, 0)                     # what loadgen.run_outputs returns: (N, K)
-    moved = score_outputs([n_first], [n_first], [card], labels, batch_first=True)
-    raw = score_outputs([graph_layout], [graph_layout], [card], labels)
-    assert moved.fields["top1"] == raw.fields["top1"] == 1.0
-    assert moved.per_output[0]["channels"] == raw.per_output[0]["channels"] == 6
