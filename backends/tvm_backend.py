@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
+from filelock import FileLock
 
 from backends.base import (
     Availability,
@@ -33,7 +34,7 @@ from backends.base import (
     RuntimeConfig,
     UnsupportedRequest,
 )
-from backends.cache import file_sha256
+from backends.cache import LOCK_TIMEOUT_S, file_sha256
 from backends.options import BackendOptions, at_least
 from backends.registry import register_backend
 
@@ -185,7 +186,10 @@ class TvmBackend(Backend):
                 model_key = file_sha256(source)[:16]
                 db_dir = Path(workdir) / self.name / "tuning" / \
                     f"{model_key}-{hashlib.sha256(target_key.encode()).hexdigest()[:12]}-b{batch}"
-                facts.update(_tune(mod, target, db_dir, trials, ops, opts.tuning_trials_per_round))
+                db_dir.parent.mkdir(parents=True, exist_ok=True)
+                # The database is shared by every entry of this model and target: one tuner at a time.
+                with FileLock(str(db_dir) + ".lock", timeout=LOCK_TIMEOUT_S):
+                    facts.update(_tune(mod, target, db_dir, trials, ops, opts.tuning_trials_per_round))
                 executable = _compile_with_database(mod, target, db_dir) if facts["tuning_database"] else \
                     tvm.compile(mod, target=target)
             else:
