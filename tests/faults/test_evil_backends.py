@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from harness.bench.runner import run_benchmark
-from tests.faults.conftest import alive, assert_all_gone, options, pids, strict_records
+from tests.faults.conftest import assert_all_gone, options, pids, strict_records
 
 
 def _by_backend(run_dir) -> dict[str, dict]:
