@@ -340,11 +340,16 @@ def _score(spec, outputs: list[np.ndarray], data: JobData, out: dict[str, Any]) 
             raise StageError("validate", "failed", f"output {t.name} has shape {o.shape}; the reference's is {r.shape}")
     try:
         scores = score_outputs(outputs, reference, cards, labels)
-    except NonFiniteOutputs as exc:
+    except (NonFiniteOutputs, ValueError) as exc:  # NaN/Inf, or a card that does not fit its output
         raise StageError("validate", "failed", str(exc)) from None
     out.update(scores.fields)
     out["outputs"] = scores.per_output
     out["eval_samples"] = int(n)
+    if spec.samples_path and scores.per_sample:
+        # bool vectors over the scored images, for the views' bootstrap confidence intervals
+        tmp = Path(spec.samples_path + ".tmp.npz")
+        np.savez(tmp, **scores.per_sample)
+        os.replace(tmp, spec.samples_path)
 
 
 def import_plugins(modules) -> None:
