@@ -166,6 +166,16 @@ class _Stage:
         self.clock.seconds[self.name] = self.clock.seconds.get(self.name, 0.0) + time.perf_counter() - self.t0
 
 
+def _artifact(path: Path, name: str, images: np.ndarray, table: Path | None = None) -> Any:
+    """The exported ONNX as backends take it, from the harness's one model object (harness.model), named for
+    this study; ``table`` is the learned calibration table exported beside it (None: none)."""
+    from harness.model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    ckpt = ckpt.with_data_shapes({ckpt.input_name: tuple(images.shape[1:])})
+    return dataclasses.replace(ckpt.artifact(), name=name, calibration_table=table)
+
+
 def _accuracy_pct(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(1) == labels).mean() * 100.0)
 
@@ -364,7 +374,7 @@ def _torch_logits(model: Any, images: np.ndarray, batch: int = 256) -> np.ndarra
 def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, log: Callable[[str], None]) -> ModelOutcome:
     import torch
 
-    from backends.base import CompileConfig, ModelArtifact, file_sha256
+    from backends.base import CompileConfig, ModelArtifact
     from backends.onnxruntime_backend import OnnxRuntimeBackend
     from devices.loader import load_device
     from quanttrim.checkpoint import load_checkpoint
@@ -406,9 +416,7 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
 
     # 2. uniform rows through ONNX Runtime -----------------------------------------------------------
     backend, device = OnnxRuntimeBackend(), load_device("cpu")
-    graph_in = "input"
-    artifact = ModelArtifact(path=fp32_onnx, name=f"{label}-fp32", sha256=file_sha256(fp32_onnx),
-                             input_name=graph_in, input_shape=tuple(test_x.shape[1:]), output_name="logits")
+    artifact = _artifact(fp32_onnx, f"{label}-fp32", test_x)
     with clock.stage("eval_fp32_ort"):
         fp32_acc = _accuracy_pct(onnx_logits(fp32_onnx, test_x, threads=cfg.threads), test_y)
         fp32_lat = _ort_latency_ms(fp32_onnx, test_x[:1], cfg.latency_iters)
@@ -515,9 +523,7 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
                 save_bitmap(bitmap, onnx_mp)
             ort_acc = None
             if a == 8 and table is not None:
-                art = ModelArtifact(path=onnx_mp, name=f"{label}-{method}", sha256=file_sha256(onnx_mp),
-                                    input_name="input", input_shape=tuple(test_x.shape[1:]), output_name="logits",
-                                    calibration_table=table)
+                art = _artifact(onnx_mp, f"{label}-{method}", test_x, table)
                 with clock.stage("ort_int8_container"):
                     compiled = backend.compile(art, device, CompileConfig(precision="int8", calibration="learned"),
                                                calib_x, mdir / "ort-cache")
@@ -558,15 +564,13 @@ def _int8_row(cfg: ReproConfig, label: str, method: str, ckpt: Path, mdir: Path,
     The trainer's export writes the FP32 graph plus its learned activation ranges (``*.calib.json``); the
     backend's ``learned`` calibration uses them. Without that export the row is emulated in torch.
     """
-    from backends.base import CompileConfig, ModelArtifact, file_sha256
+    from backends.base import CompileConfig
 
     onnx_path = mdir / f"{method.lower()}.onnx"
     model = load_emulated(ckpt)
     table = export_checkpoint_onnx(model, onnx_path, test_x, snap_weights=True)
     if table is not None:
-        art = ModelArtifact(path=onnx_path, name=f"{label}-{method}", sha256=file_sha256(onnx_path),
-                            input_name="input", input_shape=tuple(test_x.shape[1:]), output_name="logits",
-                            calibration_table=table)
+        art = _artifact(onnx_path, f"{label}-{method}", test_x, table)
         return ort_row(method, CompileConfig(precision="int8", calibration="learned",
                                              calibration_samples=cfg.calib_samples), "8", "8", art,
                        "ONNX Runtime static INT8 with the activation ranges learned in training")

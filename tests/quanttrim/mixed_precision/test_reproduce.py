@@ -75,3 +75,13 @@ def test_mixed_run_exports_on_its_trained_grid(run):
     ctx.cfg = __import__("dataclasses").replace(ctx.cfg, quantize_activations=False)  # weights only, as exported
     x = data.test_x[:16]
     np.testing.assert_allclose(onnx_logits(out / "mp.onnx", x, threads=1), _torch_logits(model, x), atol=1e-3)
+
+
+def test_study_artifacts_come_from_the_one_model_object(tmp_path):
+    from quanttrim.mixed_precision.reproduce import _artifact
+    from tests.conftest import make_tiny_cnn
+
+    path = make_tiny_cnn(tmp_path / "m.onnx")
+    art = _artifact(path, "study-fp32", np.zeros((2, 1, 28, 28), np.float32), tmp_path / "m.calib.json")
+    assert (art.name, art.input_name, tuple(art.input_shape)) == ("study-fp32", "input", (1, 28, 28))
+    assert art.calibration_table == tmp_path / "m.calib.json"
