@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
+from filelock import FileLock
 
 from backends.base import (
     Availability,
@@ -36,7 +37,7 @@ from backends.base import (
     UnsupportedRequest,
     single_feed,
 )
-from backends.cache import data_digest, write_bytes_atomic
+from backends.cache import LOCK_TIMEOUT_S, data_digest, write_bytes_atomic
 from backends.options import BackendOptions, choice
 from backends.registry import register_backend
 
@@ -257,16 +258,20 @@ def write_dataset(images: np.ndarray, folder: Path) -> Path:
     the folder is named by the images' digest; the listing is written last, atomically)."""
     folder = Path(folder)
     listing = folder / "dataset.txt"
-    if listing.exists():
-        return listing
     folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock", timeout=LOCK_TIMEOUT_S):  # concurrent runs share the folder
+        if not listing.exists():
+            _write_dataset_files(images, folder, listing)
+    return listing
+
+
+def _write_dataset_files(images: np.ndarray, folder: Path, listing: Path) -> None:
     paths = []
     for i, img in enumerate(np.ascontiguousarray(images, dtype=np.float32)):
         p = folder / f"{i:05d}.npy"
         np.save(p, img[None])
         paths.append(str(p.resolve()))
     write_bytes_atomic(listing, ("\n".join(paths) + "\n").encode())
-    return listing
 
 
 def _check(ret: int, what: str) -> None:

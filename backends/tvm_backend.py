@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
+from filelock import FileLock
 
 from backends.base import (
     Availability,
@@ -36,7 +37,7 @@ from backends.base import (
     RuntimeConfig,
     UnsupportedRequest,
 )
-from backends.cache import file_sha256
+from backends.cache import LOCK_TIMEOUT_S, file_sha256
 from backends.options import BackendOptions, at_least
 from backends.registry import register_backend
 from backends.tvm_tuning import (
@@ -233,7 +234,6 @@ class TvmBackend(Backend):
         """The tuning database this build uses: the store's entry for (structure, target), tuned now when the
         request's budget exceeds what the store holds; None when there is none and no budget was given."""
         import tvm
-        from filelock import FileLock
 
         structure = structure_sha256(source, shapes)
         entry = store.find(structure, target_dict)
@@ -241,7 +241,8 @@ class TvmBackend(Backend):
             return entry
         dest = store.root / entry_name(structure, target_dict)
         store.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(dest) + ".lock"):
+        # One tuner per (structure, target) at a time; a second run waits for it and then uses its entry.
+        with FileLock(str(dest) + ".lock", timeout=LOCK_TIMEOUT_S):
             again = store.find(structure, target_dict)   # another run may have tuned it while we waited
             if again is not None and again.source == "cache" and again.trials >= trials:
                 return again

@@ -65,6 +65,8 @@ class JobSpec:
     #: The model object (harness.model.checkpoint.Checkpoint.to_dict()): inputs, outputs, shapes fixed from the
     #: data, file hashes. The worker builds everything from it and never re-parses the model file.
     model: dict[str, Any] | None = None
+    #: Where the validation stage writes the per-sample vectors (.npz; None: not kept).
+    samples_path: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)

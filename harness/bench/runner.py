@@ -113,6 +113,7 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
         # per-attempt names: a file left by a killed attempt is never read as this attempt's
         result_path=str(store.attempt_file(tag, "result.json")), stage_path=str(store.attempt_file(tag, "stage")),
         latency_path=str(store.attempt_file(tag, "latency.npy")),
+        samples_path=str(store.attempt_file(tag, "samples.npz")) if mode == "measure" else None,
         workdir=str(store.layout.artifact_cache), warmup=loop["warmup"], iters=loop["iters"],
         runs=loop["runs"], batch=options.batch, validate_batch=job.checkpoint.fixed_batch or 1,
         validate_budget_s=options.validate_budget_s if mode == "measure" else None, fidelity_only=options.fidelity_only,
@@ -321,6 +322,7 @@ def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunS
                                        memory_limit_mb=options.memory_limit_mb)
                 outcome.update(host_busy=busy, load_avg_1m=load)
                 _keep_latencies(spec, store, job, outcome)
+                _keep_samples(spec, store, job, outcome)
         if data.notes.get(job.checkpoint.name):   # resizing, label mapping, the calibration split: in the record
             outcome["extra"] = {**(outcome.get("extra") or {}), "data_notes": data.notes[job.checkpoint.name]}
         record = _to_record(base, outcome, job, data.sources[job.checkpoint.name], started, time.perf_counter() - t0)
@@ -339,6 +341,13 @@ def _keep_latencies(spec: JobSpec, store: RunStore, job: PlannedJob, outcome: di
         outcome["raw_latency_file"] = final.name
     else:
         outcome.pop("raw_latency_file", None)
+
+
+def _keep_samples(spec: JobSpec, store: RunStore, job: PlannedJob, outcome: dict[str, Any]) -> None:
+    """Move this attempt's per-sample vectors to samples/<job_id>.npz (only an ok attempt's file is kept)."""
+    attempt_file = Path(spec.samples_path) if spec.samples_path else None
+    if attempt_file is not None and outcome.get("status") == "ok" and attempt_file.exists():
+        os.replace(attempt_file, store.layout.samples_file(job.job_id))
 
 
 def _check_resume(manifest: dict[str, Any], options: BenchmarkOptions, checkpoints: Sequence[Checkpoint],

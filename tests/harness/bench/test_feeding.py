@@ -1,6 +1,7 @@
 """Feeding any model: per-input feeds, every output in graph order, shapes fixed from the data, planning refusals."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,10 @@ def _spec(tmp_path: Path, ckpt, images: np.ndarray, **kw) -> JobSpec:
                   activation_signed=False, data_path=str(data), reference_path=str(tmp_path / "ref.npz"),
                   result_path=str(tmp_path / "res.json"), stage_path=str(tmp_path / "stage"),
                   latency_path=str(tmp_path / "lat.npy"), workdir=str(tmp_path / "work"), warmup=1, iters=3, runs=1,
-                  power_idle_s=0.0, model=ckpt.with_data_shapes({ckpt.input_name: images.shape[1:]}).to_dict())
+                  power_idle_s=0.0)
     fields.update(kw)
+    if "model" not in kw:
+        fields["model"] = ckpt.with_data_shapes({ckpt.input_name: images.shape[1:]}).to_dict()
     return JobSpec(**fields)
 
 
@@ -137,3 +140,53 @@ def test_openvino_compiles_symbolic_height_width_at_the_data_size(tmp_path, ov_b
     x = RNG.random((2, 2, 6, 9), dtype=np.float32)
     (logits,) = loadgen.run_outputs(ov_backend.load(compiled, device, RuntimeConfig(1)), {"input": x}, 1)
     np.testing.assert_allclose(logits, m.dynamic_hw_numpy(x), rtol=1e-5)
+
+
+def test_tflite_checkpoint_runs_on_litert_against_its_litert_fp32_reference(tmp_path):
+    pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed")
+    from harness.data.loaders import Dataset, save_job_data
+    from tests.harness.model import tflite_models
+
+    ckpt = load_checkpoint(tflite_models.two_inputs_two_outputs(tmp_path / "m.tflite"))
+    a, b = RNG.random((4, 3), dtype=np.float32), RNG.random((4, 3), dtype=np.float32)
+    data = save_job_data(tmp_path / "job.npz", Dataset({"a": a, "b": b}, None, "test arrays"), None)
+    spec = _spec(tmp_path, ckpt, a, data_path=str(data), backend="litert",
+                 model=ckpt.with_data_shapes({"a": (3,), "b": (3,)}).to_dict())
+    ref = run_reference(dataclasses.replace(spec, mode="reference"))
+    assert ref["status"] == "ok" and ref["reference_runtime"] == "LiteRT FP32"
+    with np.load(tmp_path / "ref.npz") as z:
+        np.testing.assert_allclose(z["prod"], a * b, rtol=1e-6)
+        np.testing.assert_allclose(z["sum"], a + b, rtol=1e-6)
+    out = run_measure(spec)
+    assert out["status"] == "ok", out.get("error_message")
+    assert [o["name"] for o in out["outputs"]] == ["prod", "sum"] and out["exact_match"] is True
+
+
+def test_tflite_checkpoint_is_refused_on_other_backends_at_planning(tmp_path):
+    pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed")
+    from tests.harness.model import tflite_models
+
+    ckpt = load_checkpoint(tflite_models.two_inputs_two_outputs(tmp_path / "m.tflite"))
+    assert model_refusal(ckpt, BenchmarkOptions(), "litert", "fp32") is None
+    assert "runs as it is on litert fp32 only" in model_refusal(ckpt, BenchmarkOptions(), "onnxruntime", "fp32")
+    assert "litert fp32 only" in model_refusal(ckpt, BenchmarkOptions(), "litert", "int8")
+
+
+def test_two_input_model_calibrates_from_one_array_per_input(tmp_path):
+    from backends.base import CompileConfig, RuntimeConfig
+    from backends.onnxruntime_backend import OnnxRuntimeBackend
+    from devices import load_device
+
+    ckpt = load_checkpoint(m.two_inputs_two_outputs(tmp_path / "two.onnx"))
+    art = ckpt.with_data_shapes({"image": (1, 4, 4), "scale": (1,)}).artifact()
+    rng = np.random.default_rng(7)
+    calib = {"image": rng.random((8, 1, 4, 4), dtype=np.float32), "scale": rng.random((8, 1), dtype=np.float32)}
+    backend, device = OnnxRuntimeBackend(), load_device("cpu")
+    compiled = backend.compile(art, device, CompileConfig("int8", calibration="minmax", calibration_samples=8),
+                               calib, tmp_path / "work")
+    image, scale = calib["image"][:3], calib["scale"][:3]  # inside the calibrated ranges: no clipping
+    aux, logits = loadgen.run_outputs(backend.load(compiled, device, RuntimeConfig(1)), {"image": image, "scale": scale}, 3)
+    want_aux, want_logits = m.two_inputs_two_outputs_numpy(image, scale)
+    assert compiled.metadata["cached"] is False
+    np.testing.assert_allclose(logits, want_logits, atol=0.05)  # INT8: within a few quantization steps
+    np.testing.assert_allclose(aux, want_aux, atol=0.05)

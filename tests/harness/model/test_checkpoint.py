@@ -83,3 +83,22 @@ def test_demo_data_refuses_a_two_input_model_naming_its_inputs(tmp_path):
     ckpt = load_checkpoint(m.two_inputs_two_outputs(tmp_path / "two.onnx"))
     with pytest.raises(CheckpointError, match=r"2 inputs \(image, scale\)"):
         check_feedable(ckpt, (1, 28, 28), "Fashion-MNIST")
+
+
+def test_tflite_checkpoint_lists_its_inputs_and_outputs_from_the_interpreter(tmp_path):
+    pytest.importorskip("ai_edge_litert", reason="reading .tflite checkpoints needs ai-edge-litert")
+    from tests.harness.model import tflite_models
+
+    ckpt = load_checkpoint(tflite_models.two_inputs_two_outputs(tmp_path / "m.tflite"))
+    assert ckpt.format == "tflite" and ckpt.opset is None
+    assert [(t.name, t.shape, t.dtype) for t in ckpt.inputs] == [("a", (-1, 3), "float32"), ("b", (-1, 3), "float32")]
+    assert ckpt.output_names == ("prod", "sum")
+    assert ckpt.sha256 == file_sha256(tmp_path / "m.tflite")
+
+
+def test_unreadable_tflite_is_refused_saying_so(tmp_path):
+    pytest.importorskip("ai_edge_litert", reason="reading .tflite checkpoints needs ai-edge-litert")
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(CheckpointError, match="not a readable .tflite model"):
+        load_checkpoint(bad)
