@@ -130,13 +130,15 @@ def _target_arch(target: dict[str, Any]) -> str | None:
 class TvmOptions(BackendOptions):
     """TVM compile options."""
 
-    #: MetaSchedule trial budget (0: untuned, labelled so in the record).
+    #: MetaSchedule trial budget split over every task (0: no tuning; a database already in the cache or the
+    #: tuning_db folders for this model and target is still applied, and the record says which).
     tuning_trials: int = 0
     #: Static batch the library is built for.
     batch: int = 1
     #: Comma-separated task-name fragments worth tuning, or "all".
     tuning_ops: str = ",".join(DEFAULT_TUNING_OPS)
-    #: Trials per task (None: the budget split evenly over the tasks, so every task gets some).
+    #: Trials per task (None: tuning_trials split evenly over the tasks, so every task gets some); setting it
+    #: tunes even with tuning_trials=0.
     tuning_trials_per_task: int | None = None
     #: Trials per MetaSchedule round (None: each task's share in one round, at most 64).
     tuning_trials_per_round: int | None = None
@@ -237,21 +239,22 @@ class TvmBackend(Backend):
 
         structure = structure_sha256(source, shapes)
         entry = store.find(structure, target_dict)
-        if trials <= 0 or (entry is not None and entry.trials >= trials):
+        per_task = opts.tuning_trials_per_task
+        if (trials <= 0 and per_task is None) or _enough(entry, trials, per_task):
             return entry
         dest = store.root / entry_name(structure, target_dict)
         store.root.mkdir(parents=True, exist_ok=True)
         # One tuner per (structure, target) at a time; a second run waits for it and then uses its entry.
         with FileLock(str(dest) + ".lock", timeout=LOCK_TIMEOUT_S):
             again = store.find(structure, target_dict)   # another run may have tuned it while we waited
-            if again is not None and again.source == "cache" and again.trials >= trials:
+            if again is not None and again.source == "cache" and _enough(again, trials, per_task):
                 return again
             target = tvm.target.Target(target_dict)
             fused = _fused(self._import(source, model, batch), target)
             tasks = extract_tasks(fused, target, ops)
             if not tasks:
                 return entry
-            plan = budget_plan(trials, len(tasks), opts.tuning_trials_per_task, opts.tuning_trials_per_round)
+            plan = budget_plan(trials, len(tasks), per_task, opts.tuning_trials_per_round)
             staging = store.root / f".{dest.name}.tuning"
             shutil.rmtree(staging, ignore_errors=True)
             from tvm.s_tir import meta_schedule as ms
@@ -316,6 +319,13 @@ class TvmBackend(Backend):
         meta = dict(compiled.metadata)
         return TvmSession(Path(compiled.path), meta.get("tvm_target", {}).get("kind", "llvm"),
                           int(meta.get("static_batch", 1)), runtime.threads, meta.get("input_names"))
+
+
+def _enough(entry: TuningEntry | None, trials: int, per_task: int | None) -> bool:
+    """Whether an existing entry already holds the requested budget (total, or per task when that is given)."""
+    if entry is None:
+        return False
+    return entry.trials_per_task >= per_task if per_task is not None else entry.trials >= trials
 
 
 def _fused(mod: Any, target: Any) -> Any:
