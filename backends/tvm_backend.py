@@ -42,6 +42,7 @@ from backends.options import BackendOptions, at_least
 from backends.registry import register_backend
 from backends.tvm_tuning import (
     RECORDS,
+    WORKLOADS,
     UNTUNED_NOTE,  # noqa: F401  (re-exported: views label untuned rows with it)
     TuningEntry,
     TuningStore,
@@ -255,17 +256,29 @@ class TvmBackend(Backend):
             if not tasks:
                 return entry
             plan = budget_plan(trials, len(tasks), per_task, opts.tuning_trials_per_round)
+            if again is not None:   # only the trials the entry lacks
+                plan = budget_plan(1, len(tasks), max(1, plan.per_task - again.trials_per_task),
+                                   opts.tuning_trials_per_round)
             staging = store.root / f".{dest.name}.tuning"
             shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            before = (0, 0.0)
+            if again is not None:
+                # Continue from the records we have: the search starts from them and the cost model learns on them.
+                for f in (WORKLOADS, RECORDS):
+                    shutil.copy2(again.path / f, staging / f)
+                before = (again.trials_per_task, again.tuning_s)
             from tvm.s_tir import meta_schedule as ms
 
             builder = pooled_builder(BUILDER_TIMEOUT_S, host_cores())
             try:
-                tuning_s = tune_tasks(tasks, target, staging, plan, builder=builder, runner=ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S))
+                tuning_s = tune_tasks(tasks, target, staging, plan, builder=builder,
+                                      runner=ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S))
             finally:
                 builder.shutdown()
-            TuningEntry(staging, structure, target_dict, model.name, plan.global_trials, plan.per_task,
-                        len(tasks), tasks_reached(staging, tasks), round(tuning_s, 1), str(tvm.__version__),
+            per_task = before[0] + plan.per_task
+            TuningEntry(staging, structure, target_dict, model.name, per_task * len(tasks), per_task,
+                        len(tasks), tasks_reached(staging, tasks), round(before[1] + tuning_s, 1), str(tvm.__version__),
                         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), ",".join(ops) if ops else "all").write()
             shutil.rmtree(dest, ignore_errors=True)
             staging.replace(dest)
