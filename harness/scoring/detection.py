@@ -112,6 +112,23 @@ def decode(x: np.ndarray, fields_axis: int, layout: str, box_format: str, score_
     return out
 
 
+def decisive_channels(ref: np.ndarray, fields_axis: int, layout: str | None) -> np.ndarray | None:
+    """Box (and objectness) fields, plus the class-score fields that win a reference candidate scoring at least
+    ``REFERENCE_SCORE_MIN``; None (every field) for rows already past NMS."""
+    layout = layout or "boxes4+scoresK"
+    if layout == "boxes4+score+class":
+        return None
+    first = 5 if layout == "boxes4+obj+scoresK" else 4
+    scores = np.moveaxis(np.take(ref, np.arange(first, ref.shape[fields_axis]), axis=fields_axis), fields_axis, -1)
+    scores = scores.reshape(-1, scores.shape[-1])
+    out = np.zeros(ref.shape[fields_axis], dtype=bool)
+    out[:first] = True
+    if scores.size:
+        strong = scores.max(axis=1) >= REFERENCE_SCORE_MIN
+        out[first + np.unique(scores[strong].argmax(axis=1))] = True
+    return out
+
+
 def labels_as_detections(labels: np.ndarray, box_format: str) -> list[Detections]:
     """Label boxes: per image an array of rows (class_id, 4 box values) in ``box_format``."""
     out = []
