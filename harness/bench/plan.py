@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import backends
 from devices import DeviceProfile, load_device
@@ -41,8 +41,17 @@ def validate_names(options: BenchmarkOptions) -> list[DeviceProfile]:
     return devices
 
 
-def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint]
-              ) -> list[PlannedJob]:
+#: Whether a backend can run, asked where the jobs will run: name -> (refusal or None, Capabilities or None).
+BackendProbe = Callable[[str], "tuple[str | None, Any]"]
+
+
+def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint],
+              probe: BackendProbe | None = None) -> list[PlannedJob]:
+    """One PlannedJob per (device, checkpoint, backend, precision, calibration); refusals decided here.
+
+    ``probe`` answers whether a backend can run (default: on this host); a fleet asks the device's worker.
+    """
+    probe = probe or _backend_refusal
     jobs: list[PlannedJob] = []
     for device in devices:
         present = device_present(device)
@@ -50,7 +59,7 @@ def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], check
         for ckpt in checkpoints:
             for backend_name in names:
                 precisions = [p for p in device.precisions if options.precisions is None or p in options.precisions]
-                refusal, caps = _backend_refusal(backend_name)
+                refusal, caps = probe(backend_name)
                 for precision in precisions:
                     policy = next((q for q in device.quant_policies if q.name == precision), None)
                     per_channel = options.per_channel if options.per_channel is not None else (

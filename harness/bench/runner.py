@@ -6,7 +6,6 @@ worker process) -> JobRecord (harness.store.records).
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,9 +19,9 @@ from devices.numerics import is_integer_precision
 from harness.data import datasets
 from harness.host import hostinfo
 from harness.bench.jobs import JobSpec
-from harness.bench.launch import execute_spec
+from harness.bench.launch import Launch, Launcher, LocalLauncher, execute_spec
 from harness.bench.options import QUICK, BenchmarkOptions
-from harness.bench.plan import PlannedJob, plan_jobs, resolve_checkpoints, validate_names
+from harness.bench.plan import PlannedJob, resolve_checkpoints, validate_names
 from harness.host.presence import device_present
 from harness.model.checkpoint import Checkpoint, check_feedable
 from harness.store.records import JobRecord
@@ -130,9 +129,14 @@ ProgressFn = Callable[[str, int, int], None]
 
 
 def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
-                  warn: Callable[[str], None] | None = None) -> RunResult:
-    """Run every planned job; records are written as they finish, so an interruption loses nothing."""
+                  warn: Callable[[str], None] | None = None, launcher: Launcher | None = None) -> RunResult:
+    """Run every planned job; records are written as they finish, so an interruption loses nothing.
+
+    ``launcher`` decides where jobs run: this host, one child process at a time (default), or a fleet
+    (``harness.fleet.launcher.DaskLauncher``). The FP32 reference is always computed here.
+    """
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    launcher = launcher or LocalLauncher(warn)
     devices = validate_names(options)
     checkpoints = resolve_checkpoints(options.checkpoints)
     run_id = options.run_id or new_run_id()
@@ -141,14 +145,27 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
     for ckpt in checkpoints:
         check_feedable(ckpt, image_shape, eval_source)
     manifest, warnings = build_manifest(options, devices, checkpoints, eval_source, run_id)
+    manifest.update(launcher.manifest_facts())
     store.write_manifest(manifest)
     for w in warnings:
         warn(w)
     loop = options.loop()
-    jobs = plan_jobs(options, devices, checkpoints)
+    jobs = launcher.plan(options, devices, checkpoints)
     done = store.finished_job_ids()
     result = RunResult(run_id, store.run_dir, eval_source=eval_source)
     references: dict[str, Path | str] = {}
+    submitted: dict[str, tuple[PlannedJob, dict[str, Any]]] = {}
+
+    def finish(job: PlannedJob, base: dict[str, Any], outcome: dict[str, Any], started: str, took_s: float) -> None:
+        record = _to_record(base, outcome, job, eval_source, started, took_s)
+        store.append(record)
+        result.records.append(record)
+
+    def collect(block: bool) -> None:
+        for c in launcher.results(block):
+            job, base = submitted.pop(c.job_id)
+            finish(job, base, c.outcome, c.started_at, c.duration_s)
+
     for index, job in enumerate(jobs):
         if job.job_id in done:
             continue
@@ -168,16 +185,14 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
                 outcome = {"status": "failed", "failed_stage": "validate",
                            "error_message": f"the FP32 ONNX Runtime reference could not be computed: {ref}"}
             else:
-                busy, load = hostinfo.host_busy()
-                if busy and not options.fidelity_only:  # no timing to inflate otherwise
-                    warn(f"other processes are using the CPUs (1-min load {load:.1f} on {os.cpu_count()} CPUs): "
-                         f"latency of {job.job_id} may be inflated")
                 spec = _spec_for(job, "measure", run_id, options, store, data_path, ref, loop)
-                outcome = execute_spec(spec, options.timeout_s, store.work_dir / f"{job.job_id}.log")
-                outcome.update(host_busy=busy, load_avg_1m=load)
-        record = _to_record(base, outcome, job, eval_source, started, time.perf_counter() - t0)
-        store.append(record)
-        result.records.append(record)
+                submitted[job.job_id] = (job, base)
+                launcher.submit(Launch(job.job_id, job.device.name, spec, options.timeout_s,
+                                       store.work_dir / f"{job.job_id}.log"))
+                collect(block=False)
+                continue
+        finish(job, base, outcome, started, time.perf_counter() - t0)
+    collect(block=True)
     if progress:
         progress("done", len(jobs), len(jobs))
     return result
@@ -203,7 +218,9 @@ def _to_record(base: dict[str, Any], outcome: dict[str, Any], job: PlannedJob, e
     status = fields.get("status", "failed")
     if status == "ok":
         fields["eval_source"] = eval_source
-        if job.host_substitute and job.backend in HOST_CPU_BACKENDS:
+        if fields.get("measured_on"):
+            pass  # said by the launcher that ran it (a fleet worker names its host)
+        elif job.host_substitute and job.backend in HOST_CPU_BACKENDS:
             fields["measured_on"] = "host cpu (" + hostinfo.host_facts()["cpu_model"] + ")"
             note = f"{job.device.name} is not this host: timed on the host CPU, not on the device"
             fields["timing_note"] = f"{fields['timing_note']}; {note}" if fields.get("timing_note") else note
