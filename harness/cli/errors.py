@@ -6,9 +6,10 @@ def user_error_message(exc: BaseException) -> str | None:
     from devices.profile import ProfileError
     from harness.model.checkpoint import CheckpointError
     from harness.data.datasets import DatasetNotFound
+    from harness.fleet import FleetError
     from harness.store.writer import StoreError
 
-    if isinstance(exc, (CheckpointError, ProfileError, DatasetNotFound, StoreError)):
+    if isinstance(exc, (CheckpointError, ProfileError, DatasetNotFound, StoreError, FleetError)):
         return str(exc)
     if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str) and "valid" in exc.args[0]:
         return exc.args[0]

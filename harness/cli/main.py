@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "harness.cli.compare_cmd",
     "harness.cli.plot_cmd",
     "harness.cli.report_cmd",
+    "harness.cli.fleet_cmd",
     "quanttrim.mixed_precision.cli",   # torch is imported only when the subcommand runs
 )
 
@@ -54,7 +55,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                "  python -m harness run                          # bundled MAP + Quant-Trim checkpoints on this CPU\n"
                "  python -m harness run --device jetson_orin     # TensorRT & co. where present, host reference otherwise\n"
                "  python -m harness run --checkpoint m.onnx --backends onnxruntime --precisions fp32,int8 --quick\n"
-               "  python -m harness run --resume 20261125-170000-ab12   # finish an interrupted run\n")
+               "  python -m harness run --resume 20261125-170000-ab12   # finish an interrupted run\n"
+               "  python -m harness run --cluster tcp://HOST:8786 --device rk3588,jetson_orin   # on a fleet\n")
     p.add_argument("--device", default="cpu", help="device profile name (see `python -m harness devices`) or a .toml "
                    "path; comma-separate several (default: cpu, this host)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
@@ -122,7 +124,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         power_period_ms=args.power_period_ms, power_estimate=args.power_estimate,
         power_source_options=tuple(args.power_option), prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), backend_options=tuple(args.backend_option), target=args.target, command="python -m harness " + " ".join(sys.argv[1:]),
     )
-    return run_with_progress(options)
+    from harness.cli.fleet_cmd import fleet_launcher
+
+    launcher = fleet_launcher(args)  # None unless --cluster
+    try:
+        return run_with_progress(options, launcher=launcher)
+    finally:
+        if launcher is not None:
+            launcher.close()
 
 
 def add_devices_parser(sub: argparse._SubParsersAction) -> None:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from harness.cli.console import make_console
 from harness.store.records import JobRecord
+from harness.bench.launch import Launcher
 from harness.bench.runner import BenchmarkOptions, RunResult, run_benchmark
 
 
@@ -39,7 +40,7 @@ def summary_table(records: Sequence[JobRecord], title: str) -> Table:
     return table
 
 
-def run_with_progress(options: BenchmarkOptions, console: Console | None = None) -> int:
+def run_with_progress(options: BenchmarkOptions, console: Console | None = None, launcher: Launcher | None = None) -> int:
     console = console or make_console()
     warnings: list[str] = []
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -53,7 +54,7 @@ def run_with_progress(options: BenchmarkOptions, console: Console | None = None)
             warnings.append(message)
             bar.console.print(f"[yellow]warning:[/] {message}")
 
-        result: RunResult = run_benchmark(options, progress=progress, warn=warn)
+        result: RunResult = run_benchmark(options, progress=progress, warn=warn, launcher=launcher)
     console.print(f"evaluation data: {result.eval_source}")
     # Backends refused before running (not installed, precision not offered) are listed once, not per job.
     planned_out = [r for r in result.records if r.status == "unsupported" and r.failed_stage == "plan"]
