@@ -208,9 +208,16 @@ class DaskLauncher:
             if not block or not self._pending:
                 return
             try:
-                wait([f for f, _, _ in self._pending.values()], timeout=self.poll_s, return_when="FIRST_COMPLETED")
+                with self.client.as_current():  # wait() uses the current client; ours is not the default
+                    wait([f for f, _, _ in self._pending.values()], timeout=self.poll_s,
+                         return_when="FIRST_COMPLETED")
             except TimeoutError:
                 pass
+
+    @property
+    def scattered_keys(self) -> list[str]:
+        """The Dask keys of the files sent so far: one per distinct content (SHA-256), whatever shares it."""
+        return [f.key for f in self._scattered.values()]
 
     # -- internals -------------------------------------------------------------------------------------------
     def _set_retry_policy(self) -> int | None:
@@ -235,7 +242,8 @@ class DaskLauncher:
     def _scatter(self, blob: Blob, path: Path) -> Any:
         future = self._scattered.get(blob.sha256)
         if future is None or future.status != "finished":
-            targets = [w.address for w in self.workers().values() if set(w.devices) & self._planned_devices]
+            live = list_workers(self.client, with_facts=False).values()  # a worker may have left since planning
+            targets = [w.address for w in live if set(w.devices) & self._planned_devices]
             future = self.client.scatter({blob.key: path.read_bytes()}, workers=targets or None, broadcast=True,
                                          hash=False)[blob.key]
             self._scattered[blob.sha256] = future

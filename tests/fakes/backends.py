@@ -52,6 +52,14 @@ class RefusingBackend(_FakeBase):
         raise UnsupportedRequest("operator GridSample is not supported by fake-refuse")
 
 
+class SlowBackend(_FakeBase):
+    """Compiles for ``fake_sleep_s`` seconds (a backend option, default 2): a job surely running when a test acts."""
+
+    def compile(self, model, device, config, calibration, workdir):
+        time.sleep(float(dict(config.options).get("fake_sleep_s", 2.0)))
+        return super().compile(model, device, config, calibration, workdir)
+
+
 class UnavailableBackend(_FakeBase):
     @classmethod
     def availability(cls) -> Availability:
@@ -81,6 +89,7 @@ class SleepSession:
 
 
 for _name, _cls in [("fake-crash", CrashingBackend), ("fake-hang", HangingBackend), ("fake-raise", RaisingBackend),
-                    ("fake-refuse", RefusingBackend), ("fake-unavailable", UnavailableBackend)]:
+                    ("fake-refuse", RefusingBackend), ("fake-unavailable", UnavailableBackend),
+                    ("fake-slow", SlowBackend)]:
     if _name not in REGISTRY:
         REGISTRY.register(_name)(_cls)
