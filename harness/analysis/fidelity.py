@@ -46,9 +46,17 @@ class FidelityOptions:
     #: Calibration methods for integer precisions (None = each backend's/policy's own), e.g. ("learned",).
     calibrations: tuple[str, ...] | None = None
     calib_seed: int = 0
+    #: Weight granularity for integer precisions (None = each device policy's own).
+    per_channel: bool | None = None
+    #: Only these real backends (None = every available one); emulated policies always run.
+    backends: tuple[str, ...] | None = None
     timeout_s: float = 900.0
     threads: int | None = None
     run_id: str | None = None
+    #: The user's data and model card (absolute paths; None: the Fashion-MNIST demo / card beside or inferred).
+    data_path: Path | None = None
+    calib_data_path: Path | None = None
+    model_card_path: Path | None = None
 
     def __post_init__(self) -> None:
         if self.eval_samples is not None and self.eval_samples < 1:
@@ -92,8 +100,8 @@ def _available(name: str) -> tuple[bool, str]:
     return avail.available, avail.explain()
 
 
-def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: Path
-                ) -> tuple[list[DeviceGroup], list[str]]:
+def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: Path,
+                only_backends: Sequence[str] | None = None) -> tuple[list[DeviceGroup], list[str]]:
     """Which backends run for which device; returns (groups, notes on what is skipped and why)."""
     from devices.loader import load_device
     from harness.bench.runner import HOST_CPU_BACKENDS
@@ -105,7 +113,7 @@ def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: 
         host = device.form_factor == "host_cpu"
         real: list[str] = []
         for b in device.backends:
-            if b == "emulated":
+            if b == "emulated" or (only_backends is not None and b not in only_backends):
                 continue
             if not host and b in HOST_CPU_BACKENDS:
                 continue  # it would run on this host's CPU in the device's place: that is the `cpu` row
@@ -115,7 +123,7 @@ def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: 
             else:
                 notes.append(f"{device.name}: {b} not run ({why})")
         if real:
-            groups.append(DeviceGroup(device.name, device.name, tuple(real), None, "real"))
+            groups.append(DeviceGroup(device.name, name, tuple(real), None, "real"))  # name: a profile path stays a path
         policies = tuple(p.name for p in device.quant_policies)
         if policies and (not real or always_emulate or "emulated" in device.backends):
             profile = device.name if device.backends == ("emulated",) and set(policies) == set(device.precisions) \
@@ -139,25 +147,18 @@ def write_emulation_profile(device: Any, profile_dir: Path) -> Path:
     return path
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
 def to_toml(data: dict[str, Any]) -> str:
-    """Minimal TOML for a device profile dict (scalars, arrays and the quant_policies table array)."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if v is not None and k != "quant_policies"]
-    for pol in data.get("quant_policies", []):
-        lines += ["", "[[quant_policies]]"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in pol.items() if v is not None]
-    return "\n".join(lines) + "\n"
+    """A device profile dict as TOML (None values dropped: TOML has no null), written by tomli-w."""
+    import tomli_w
+
+    def drop_none(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: drop_none(x) for k, x in v.items() if x is not None}
+        if isinstance(v, (list, tuple)):
+            return [drop_none(x) for x in v]
+        return v
+
+    return tomli_w.dumps(drop_none(data))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,7 +172,7 @@ def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityRepo
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     device_names = list(options.devices) if options.devices else list(available_device_names())
-    groups, notes = plan_groups(device_names, options.always_emulate, out / "profiles")
+    groups, notes = plan_groups(device_names, options.always_emulate, out / "profiles", options.backends)
     policy_samples = [p.calibration_samples for n in device_names for p in load_device(n).quant_policies]
     calib_samples = max([256] + policy_samples)
     run_id = options.run_id or _dt.datetime.now().strftime("fidelity-%Y%m%d-%H%M%S")
@@ -180,9 +181,12 @@ def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityRepo
         opts = BenchmarkOptions(
             devices=(group.profile,), checkpoints=tuple(options.checkpoints), backends=group.backends,
             precisions=group.precisions, calibrations=options.calibrations, calib_samples=calib_samples, eval_samples=options.eval_samples,
-            calib_seed=options.calib_seed, quick=options.quick, fidelity_only=True, results_dir=out / "runs",
+            calib_seed=options.calib_seed, per_channel=options.per_channel, quick=options.quick, fidelity_only=True,
+            results_dir=out / "runs",
             run_id=f"{run_id}-{i:02d}-{group.device}-{group.kind}", timeout_s=options.timeout_s,
-            threads=options.threads, command=f"harness fidelity ({group.device}, {group.kind})")
+            threads=options.threads, command=f"harness fidelity ({group.device}, {group.kind})",
+            data_path=options.data_path, calib_data_path=options.calib_data_path,
+            model_card_path=options.model_card_path)
         result = run_benchmark(opts, progress=progress)
         records.extend((group.kind, r) for r in result.records)
     report = build_report(records, list(options.checkpoints))

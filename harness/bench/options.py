@@ -40,12 +40,20 @@ class BenchmarkOptions:
     power_estimate: bool = False
     power_source_options: tuple[tuple[str, str, Any], ...] = ()   # (source, key, value)
     prefer_full_dataset: bool = True
+    #: The user's evaluation data (folder of images, .npz, .npy; absolute) — None: the Fashion-MNIST demo.
+    data_path: Path | None = None
+    #: The user's calibration data (same forms) — None: a seeded split of data_path, disjoint from evaluation.
+    calib_data_path: Path | None = None
+    #: A model card (TOML) for every checkpoint — None: <stem>.card.toml beside the model, else inferred.
+    model_card_path: Path | None = None
     #: Modules imported (here and in each worker) to register backends outside the entry points.
     plugin_modules: tuple[str, ...] = ()
     #: Backend-specific compile options (key, value), e.g. ("target", "dla0"), ("tuning_trials", 64).
     backend_options: tuple[tuple[str, Any], ...] = ()
     #: Backend target, e.g. an OpenVINO plugin ("GPU", "NPU"), "dla0" for TensorRT, an adb device id for RKNN.
     target: str | None = None
+    #: Kill a job whose resident memory (worker and its helpers) exceeds this many MB (None: no limit).
+    memory_limit_mb: float | None = None
     command: str = ""
 
     def __post_init__(self) -> None:
@@ -61,8 +69,44 @@ class BenchmarkOptions:
             raise ValueError("--eval-samples must be >= 1")
         if self.timeout_s <= 0:
             raise ValueError("--timeout must be > 0")
+        if self.memory_limit_mb is not None and self.memory_limit_mb <= 0:
+            raise ValueError("--memory-limit must be > 0 (MB)")
+        if self.calib_data_path is not None and self.data_path is None:
+            raise ValueError("--calib-data needs --data (the demo calibrates on Fashion-MNIST's training split)")
+        for flag, path in (("--data", self.data_path), ("--calib-data", self.calib_data_path),
+                           ("--model-card", self.model_card_path)):
+            if path is not None and not Path(path).exists():
+                raise ValueError(f"{flag} {path} does not exist")
+
+    def data_request(self):
+        """The data this run evaluates and calibrates on (harness.data.prepare.DataRequest)."""
+        from harness.data.prepare import DataRequest
+
+        n_eval = QUICK["eval_samples"] if self.quick and self.eval_samples is None else self.eval_samples
+        return DataRequest(self.data_path, self.calib_data_path, n_eval, self.calib_samples, self.calib_seed,
+                           self.prefer_full_dataset)
 
     def loop(self) -> dict[str, int]:
         if self.quick:
             return {"warmup": QUICK["warmup"], "iters": QUICK["iters"], "runs": QUICK["runs"]}
         return {"warmup": self.warmup, "iters": self.iters, "runs": self.runs}
+
+
+#: Options that define what a record means (protocol and data): a resumed run must keep them.
+RESUME_KEYS = ("quick", "warmup", "iters", "runs", "batch", "fidelity_only", "eval_samples", "calib_samples",
+               "calib_seed", "prefer_full_dataset", "data_path", "calib_data_path", "model_card_path")
+
+
+def resume_differences(manifest_options: dict[str, Any], options: BenchmarkOptions) -> list[str]:
+    """``"name: X then, Y now"`` for each protocol/data option that differs from the run's manifest."""
+    import json
+
+    diffs = []
+    for key in RESUME_KEYS:
+        if key not in manifest_options:
+            continue
+        then = json.loads(json.dumps(manifest_options[key], default=str))
+        now = json.loads(json.dumps(getattr(options, key), default=str))
+        if then != now:
+            diffs.append(f"{key}: {then!r} then, {now!r} now")
+    return diffs

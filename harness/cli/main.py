@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -19,7 +22,7 @@ SUBCOMMAND_MODULES = (
     "quanttrim.mixed_precision.cli",   # torch is imported only when the subcommand runs
 )
 
-EXIT_OK, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 1, 130
+EXIT_OK, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 1, 130, 143
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -45,6 +48,8 @@ def _key_value(text: str) -> tuple[str, object]:
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
+    from harness.cli.data_args import add_data_arguments
+
     p = sub.add_parser(
         "run", help="benchmark checkpoints on a device's backends and precisions",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -55,13 +60,15 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                "  python -m harness run                          # bundled MAP + Quant-Trim checkpoints on this CPU\n"
                "  python -m harness run --device jetson_orin     # TensorRT & co. where present, host reference otherwise\n"
                "  python -m harness run --checkpoint m.onnx --backends onnxruntime --precisions fp32,int8 --quick\n"
+               "  python -m harness run --checkpoint m.onnx --data images/ --model-card m.card.toml  # your model\n"
                "  python -m harness run --resume 20261125-170000-ab12   # finish an interrupted run\n"
                "  python -m harness run --cluster tcp://HOST:8786 --device rk3588,jetson_orin   # on a fleet\n")
     p.add_argument("--device", default="cpu", help="device profile name (see `python -m harness devices`) or a .toml "
                    "path; comma-separate several (default: cpu, this host)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
-                   help="ONNX checkpoint (NCHW float input in [0, 1]); repeat for several. Default: the bundled "
-                        "resnet20-fmnist-map and resnet20-fmnist-quanttrim checkpoints")
+                   help="ONNX or TFLite model; repeat for several. Default: the bundled resnet20-fmnist-map and "
+                        "resnet20-fmnist-quanttrim checkpoints")
+    add_data_arguments(p)
     p.add_argument("--backends", type=_csv, help="comma-separated subset of the device's backends")
     p.add_argument("--precisions", type=_csv, help="comma-separated subset of the device's precisions "
                    "(fp32, fp16, bf16, int8, int8-dynamic, w8a16, ...)")
@@ -75,7 +82,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, default=200, help="timed iterations per run (default 200)")
     p.add_argument("--runs", type=int, default=5, help="timed runs; the record holds medians over runs (default 5)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the timed loop (default 1)")
-    p.add_argument("--calib-samples", type=int, default=256, help="calibration images from the training split (default 256)")
+    p.add_argument("--calib-samples", type=int, default=256, help="calibration samples: drawn from the training split (demo), --calib-data, or split off --data "
+                   "(default 256; at most half of --data)")
     p.add_argument("--calib-seed", type=int, default=0, help="seed of the calibration draw (default 0)")
     p.add_argument("--eval-samples", type=int, help="evaluation images (default: the whole test set; --quick: 500)")
     p.add_argument("--quick", action="store_true", help="smoke protocol: 5 warmup + 50 timed iterations × 1 run on "
@@ -98,14 +106,21 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-id", help="name of the run directory (default: timestamp)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue RUN_ID, skipping jobs that already have a record")
     p.add_argument("--backend-option", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                   help="compile option passed to every backend of the run, e.g. target=dla0 (TensorRT), "
-                        "tuning_trials=64 (TVM), int8_mode=explicit; backends ignore keys they do not know")
+                   help="compile option for the backends of the run that know it, e.g. tuning_trials=64 (TVM), "
+                        "int8_mode=explicit (TensorRT); a key no backend of the run knows is an error listing the "
+                        "valid ones (`python -m harness backends` lists them)")
     p.add_argument("--target", help="backend target: an OpenVINO plugin (CPU, GPU, NPU), TensorRT dla0/dla1, "
                    "an RKNN board (adb id); default: the backend's own")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE first, to register a backend adapter that is not installed as an entry point")
+    p.add_argument("--memory-limit", type=float, default=None, metavar="MB",
+                   help="kill a job whose resident memory (worker and helpers) exceeds MB; it is recorded as failed, "
+                        "'out of memory at N MB' (default: no limit)")
     p.add_argument("--bundled-data", action="store_true", help="use the bundled 1,000-image sample even when the "
                    "full Fashion-MNIST is installed")
+    from harness.cli.fleet_cmd import add_cluster_arguments
+
+    add_cluster_arguments(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -114,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.bench.runner import BenchmarkOptions
 
     options = BenchmarkOptions(
-        devices=_csv(args.device), checkpoints=tuple(args.checkpoint), backends=args.backends,
+        devices=tuple(_absolute_if_path(d) for d in _csv(args.device)), checkpoints=tuple(args.checkpoint), backends=args.backends,
         precisions=args.precisions, calibrations=args.calibrations, per_channel=args.per_channel,
         warmup=args.warmup, iters=args.iters, runs=args.runs, batch=args.batch, calib_samples=args.calib_samples,
         eval_samples=args.eval_samples, calib_seed=args.calib_seed, quick=args.quick,
@@ -122,7 +137,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         resume=bool(args.resume), timeout_s=args.timeout, validate_budget_s=args.validate_budget or None,
         threads=args.threads, cpu_affinity=args.cpus,
         power_period_ms=args.power_period_ms, power_estimate=args.power_estimate,
-        power_source_options=tuple(args.power_option), prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), backend_options=tuple(args.backend_option), target=args.target, command="python -m harness " + " ".join(sys.argv[1:]),
+        power_source_options=tuple(args.power_option), prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), backend_options=tuple(args.backend_option), target=args.target, memory_limit_mb=args.memory_limit,
+        command="python -m harness " + shlex.join(getattr(args, "argv", sys.argv[1:])),
+        data_path=args.data, calib_data_path=args.calib_data, model_card_path=args.model_card,
     )
     from harness.cli.fleet_cmd import fleet_launcher
 
@@ -179,19 +196,18 @@ def cmd_backends(args: argparse.Namespace) -> int:
     from harness.cli.console import make_console
 
     table = Table(title="Backends on this host")
-    for col in ("backend", "available", "version", "precisions", "why not / how to fix"):
+    for col in ("backend", "available", "version", "precisions", "--backend-option keys", "why not / how to fix"):
         table.add_column(col)
-    for name in backends.backend_names():
-        cls = backends.get_backend(name)
-        avail = cls.availability()
-        precisions = ""
-        if avail.available:
-            try:
-                precisions = ", ".join(cls().capabilities().precisions)
-            except Exception as exc:
-                precisions = f"(capabilities failed: {exc})"
-        table.add_row(name, "yes" if avail.available else "no", avail.version or "", precisions,
-                      "" if avail.available else escape(avail.explain()))
+    from harness.bench.probe import probe_backends
+
+    # each probe imports an SDK in a child process: a crashing or hanging SDK is a row, not a dead command
+    for name, probe in probe_backends(backends.backend_names()).items():
+        avail = probe.availability
+        ok = probe.refusal is None
+        precisions = ", ".join(probe.capabilities.precisions) if probe.capabilities else ""
+        table.add_row(name, "yes" if ok else "no", (avail.version if avail else None) or "", precisions,
+                      ", ".join(backends.get_backend(name).Options.keys()),
+                      "" if ok else escape(avail.explain() if avail and not avail.available else probe.refusal))
     make_console().print(table)
     return EXIT_OK
 
@@ -218,22 +234,91 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _absolute_if_path(text: str) -> str:
+    """A device given as a .toml path becomes absolute; a profile name stays a name."""
+    return os.path.abspath(text) if text.endswith(".toml") or os.sep in text else text
+
+
+def resolve_paths(args: argparse.Namespace) -> None:
+    """Make every path argument absolute, once, here: nothing below depends on the working directory."""
+    for key, value in vars(args).items():
+        if isinstance(value, Path):
+            setattr(args, key, value.expanduser().resolve())
+        elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+            setattr(args, key, [v.expanduser().resolve() for v in value])
+        elif key in ("checkpoint", "paths") and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            setattr(args, key, [os.path.abspath(os.path.expanduser(v)) for v in value])
+        elif key == "checkpoint" and isinstance(value, str):
+            setattr(args, key, os.path.abspath(os.path.expanduser(value)))
+
+
+def resume_command(argv: Sequence[str], run_id: str, results_dir: Path) -> str:
+    """The command that finishes an interrupted run: the same options, with --resume RUN_ID --results DIR."""
+    drop = {"--run-id", "--resume", "--results"}
+    kept: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        if token in drop:
+            skip = True
+            continue
+        if token.split("=", 1)[0] in drop:
+            continue
+        kept.append(token)
+    return "python -m harness " + shlex.join(kept + ["--resume", run_id, "--results", str(results_dir)])
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
+
+
+def _report_interrupt(exc: KeyboardInterrupt, args: argparse.Namespace) -> int:
+    from harness.bench.runner import RunInterrupted
+
+    how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) or isinstance(exc.__context__, _Terminated) \
+        else "interrupted"
+    code = EXIT_TERMINATED if how.startswith("terminated") else EXIT_INTERRUPTED
+    if isinstance(exc, RunInterrupted):
+        print(f"\n{how}: run {exc.run_id}: {exc.records_written} new record(s) written this attempt; every record "
+              f"so far is kept in {exc.run_dir}\nresume with: "
+              f"{resume_command(getattr(args, 'argv', []), exc.run_id, exc.run_dir.parent)}", file=sys.stderr)
+    else:
+        print(f"\n{how}: records written so far are kept", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    args.argv = argv
+    resolve_paths(args)
     from harness.cli.errors import user_error_message
 
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (an embedding caller): leave SIGTERM alone
+        pass
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("\ninterrupted: records written so far are kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        return _report_interrupt(exc, args)
     except Exception as exc:
         message = user_error_message(exc)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

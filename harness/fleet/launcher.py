@@ -21,14 +21,15 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from distributed import Client, wait
 
-from backends.base import Capabilities
 from devices import DeviceProfile
 from harness.bench.launch import Completed, Launch
 from harness.bench.options import BenchmarkOptions
 from harness.bench.plan import PlannedJob, plan_jobs
+from harness.bench.probe import ProbeResult
 from harness.fleet import FleetError
 from harness.fleet.blobs import Blob, blob_of, spec_files
-from harness.fleet.task import device_resource, probe_backends, run_job, worker_devices, worker_facts
+from harness.fleet.task import (device_resource, probe_backends, probe_result_from_json, run_job, worker_devices,
+                                worker_facts)
 from harness.host.hostinfo import harness_version
 from harness.model.checkpoint import Checkpoint
 
@@ -139,12 +140,13 @@ class DaskLauncher:
         probes = {d.name: self._submit_probe(d, options) for d in devices if refusals[d.name] is None}
         jobs: list[PlannedJob] = []
         for device in devices:
-            if refusals[device.name] is not None:
-                answers: dict[str, tuple[str | None, Any]] = {}
-                default: tuple[str | None, Any] = (refusals[device.name], None)
+            why = refusals[device.name]
+            if why is not None:
+                answers = lambda names, _plugins, why=why: {n: ProbeResult(n, why) for n in names}  # noqa: E731
             else:
-                answers, default = self._probe_answers(device.name, probes[device.name])
-            jobs += plan_jobs(options, [device], checkpoints, probe=lambda name, a=answers, d=default: a.get(name, d))
+                answers = lambda names, _plugins, f=probes[device.name], d=device.name: self._probe_answers(  # noqa
+                    d, f, names)
+            jobs += plan_jobs(options, [device], checkpoints, probe=answers)
         return sorted(jobs, key=lambda j: j.refusal is None)  # stable: refusals written before any submission
 
     def _device_refusal(self, device: str, workers: dict[str, WorkerInfo]) -> str | None:
@@ -170,19 +172,15 @@ class DaskLauncher:
                                   key=f"harness-probe-{device.name}-{secrets.token_hex(3)}",
                                   resources={device_resource(device.name): 1}, workers=self._targets.get(device.name))
 
-    def _probe_answers(self, device: str, future: Any) -> tuple[dict[str, tuple[str | None, Any]],
-                                                                 tuple[str | None, Any]]:
+    def _probe_answers(self, device: str, future: Any, names: Sequence[str]) -> dict[str, ProbeResult]:
         try:
             raw = json.loads(future.result(timeout=self.probe_timeout_s))
         except Exception as exc:  # a dead or busy worker: every backend of the device is refused, with why
             future.cancel()
-            return {}, (f"the backend probe on the worker of {device} failed: {type(exc).__name__}: {exc}", None)
-        answers = {}
-        for name, a in raw.items():
-            caps = a.get("capabilities")
-            answers[name] = (a.get("refusal"), None if caps is None else
-                             Capabilities(**{k: tuple(v) if isinstance(v, list) else v for k, v in caps.items()}))
-        return answers, (None, None)
+            why = f"the backend probe on the worker of {device} failed: {type(exc).__name__}: {exc}"
+            return {n: ProbeResult(n, why) for n in names}
+        return {n: probe_result_from_json(n, raw.get(n) or {"error": f"{n}: the worker did not probe it"})
+                for n in names}
 
     # -- Launcher: running ---------------------------------------------------------------------------------
     def submit(self, launch: Launch) -> None:
@@ -191,7 +189,8 @@ class DaskLauncher:
         for field, path in spec_files(dataclasses.asdict(launch.spec)).items():
             blob = self._blob(path)
             files[field] = [blob.sha256, blob.filename, self._scatter(blob, path)]
-        future = self.client.submit(run_job, launch.spec.to_json(), files, launch.timeout_s, pure=False,
+        future = self.client.submit(run_job, launch.spec.to_json(), files, launch.timeout_s, launch.memory_limit_mb,
+                                    pure=False,
                                     key=f"harness-job-{launch.job_id}-{secrets.token_hex(3)}",
                                     resources={device_resource(launch.device): 1},
                                     workers=self._targets.get(launch.device))

@@ -73,16 +73,28 @@ def worker_facts(dask_worker) -> str:
 
 
 def probe_backends(names: list[str], plugin_modules: list[str]) -> str:
-    """Availability and capabilities of backends on this worker, as JSON: name -> {refusal, precisions, ...}."""
-    from harness.bench.plan import _backend_refusal
-    from harness.bench.worker import import_plugins
+    """Availability and capabilities of backends on this worker (each probed in a child process, as locally),
+    as JSON: name -> {"error", "availability", "capabilities"}."""
+    from harness.bench.probe import probe_backends as probe_here
 
-    import_plugins(plugin_modules)
     out: dict[str, Any] = {}
-    for name in names:
-        refusal, caps = _backend_refusal(name)
-        out[name] = {"refusal": refusal, "capabilities": dataclasses.asdict(caps) if caps is not None else None}
-    return json.dumps(out)
+    for name, r in probe_here(names, plugin_modules).items():
+        out[name] = {"error": r.refusal,
+                     "availability": dataclasses.asdict(r.availability) if r.availability else None,
+                     "capabilities": dataclasses.asdict(r.capabilities) if r.capabilities else None}
+    return json.dumps(out, default=str)
+
+
+def probe_result_from_json(name: str, data: dict[str, Any]):
+    """A ProbeResult from one entry of probe_backends' JSON (tuples restored)."""
+    from backends.base import Availability, Capabilities
+    from harness.bench.probe import ProbeResult
+
+    avail = Availability(**data["availability"]) if data.get("availability") else None
+    caps = None
+    if data.get("capabilities"):
+        caps = Capabilities(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["capabilities"].items()})
+    return ProbeResult(name, data.get("error"), avail, caps)
 
 
 def _cache_root() -> Path:
@@ -95,13 +107,15 @@ def _cache_root() -> Path:
     return root
 
 
-def run_job(spec_json: str, files: dict[str, list], timeout_s: float) -> tuple[str, bytes | None]:
+def run_job(spec_json: str, files: dict[str, list], timeout_s: float,
+            memory_limit_mb: float | None = None) -> tuple[str, bytes | None]:
     """Run one job here as the local runner would (child process, timeout) and return it as JSON + latencies.
 
     Args:
         spec_json: the coordinator's JobSpec; its file fields are replaced by the local copies.
         files: field name -> [sha256, file name, bytes] (the bytes arrive once per worker, scattered by hash).
         timeout_s: the job's timeout, enforced here on the child process.
+        memory_limit_mb: the job's resident-memory limit (MB), enforced here; None for none.
     Returns:
         (JSON with outcome, started_at, duration_s, worker facts and warnings; the .npy bytes of the raw
         per-iteration latencies in ns, or None when the job timed nothing).
@@ -122,15 +136,13 @@ def run_job(spec_json: str, files: dict[str, list], timeout_s: float) -> tuple[s
                                for field, (sha, filename, data) in files.items()}
     jobs_dir = root / "jobs" / spec.run_id
     jobs_dir.mkdir(parents=True, exist_ok=True)
-    tag = Path(spec.result_path).name.removesuffix(".result.json")
-    updates.update(result_path=str(jobs_dir / f"{tag}.result.json"), stage_path=str(jobs_dir / f"{tag}.stage"),
-                   latency_path=str(jobs_dir / f"{spec.job_id}.npy"), workdir=str(root / "artifacts"))
+    here = {f: str(jobs_dir / Path(getattr(spec, f)).name) for f in ("result_path", "stage_path", "latency_path")}
+    updates.update(here, workdir=str(root / "artifacts"))
     device = load_device(updates.get("device", spec.device))
     updates["host_substitute"] = not device_present(device)  # decided on the board, not on the coordinator
     local = dataclasses.replace(spec, **updates)
-    for stale in (local.result_path, local.latency_path):  # a previous attempt on this worker
-        Path(stale).unlink(missing_ok=True)
-    done = LocalLauncher().run_one(Launch(spec.job_id, device.name, local, timeout_s, jobs_dir / f"{tag}.log"))
+    log = Path(here["result_path"]).with_suffix(".log")
+    done = LocalLauncher().run_one(Launch(spec.job_id, device.name, local, timeout_s, log, memory_limit_mb))
     outcome = dict(done.outcome)
     host = platform.node()
     if outcome.get("status") == "ok":

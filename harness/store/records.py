@@ -32,6 +32,9 @@ class JobRecord:
     calibration_method: str | None = None
     calibration_samples: int | None = None
     per_channel: bool | None = None
+    #: Integer precisions: activations signed (S8S8-style, e.g. TensorRT) or unsigned (U8S8, ONNX Runtime's CPU
+    #: default) as the backend built them; None for float precisions or when the backend does not say.
+    activation_signed: bool | None = None
     checkpoint_sha256: str | None = None
     failed_stage: str | None = None
     error_message: str | None = None
@@ -56,6 +59,11 @@ class JobRecord:
     measured_on: str | None = None
     timing_note: str | None = None
     compile_s: float | None = None
+    # Size and compute (issue 18): what decides whether a model fits a board at all
+    params: int | None = None
+    macs_per_inference: float | None = None
+    model_size_mb: float | None = None
+    artifact_size_mb: float | None = None
     compile_cached: bool | None = None
     threads: int | None = None
     cpu_affinity: tuple[int, ...] | None = None
@@ -72,6 +80,35 @@ class JobRecord:
     ece: float | None = None
     brier: float | None = None
     miou: float | None = None
+    # Scoring by role (harness.scoring.score_outputs): the fields above and these are the primary output's
+    primary_output: str | None = None
+    primary_role: str | None = None
+    #: Backend output identical to the FP32 reference: snr_db is then None (+inf is not JSON), this says why.
+    exact_match: bool | None = None
+    output_mse: float | None = None            # element-wise, in the output's units²
+    output_cosine: float | None = None
+    output_max_abs_error: float | None = None  # in the output's units
+    probability_mse: float | None = None       # probabilities role: mean squared L2 of probability vectors
+    miou_vs_reference: float | None = None
+    pixel_agreement: float | None = None
+    map50: float | None = None                 # detection: mAP@0.5 against the FP32 reference's detections
+    map50_95: float | None = None
+    map50_labels: float | None = None          # ... and against label boxes, when given
+    map50_95_labels: float | None = None
+    detections_per_image: float | None = None
+    reference_detections_per_image: float | None = None
+    position_agreement: float | None = None    # sequence: per-position argmax agreement
+    sequence_agreement: float | None = None    # sequence: exact greedy-decoded sequence agreement per image
+    embedding_cosine: float | None = None
+    embedding_cosine_min: float | None = None
+    #: Lowest per-channel SNR over every output, and the worst channels [{output, channel, snr_db, exact_match}].
+    worst_channel_snr_db: float | None = None
+    worst_channels: tuple[dict[str, Any], ...] | None = None
+    #: Every output scored: [{name, role, shape, snr_db, exact_match, mse, cosine, max_abs_error, channels,
+    #: channels_snr_le_0db, worst_channels, <role metrics>, notes}] in the graph's output order.
+    outputs: tuple[dict[str, Any], ...] | None = None
+    #: Why a metric is empty, what was assumed (e.g. "no labels: ...").
+    scoring_notes: tuple[str, ...] | None = None
     # Power (see harness.power)
     power_avg_w: float | None = None
     power_peak_w: float | None = None
@@ -89,6 +126,8 @@ class JobRecord:
     power_low_fidelity: bool | None = None
     started_at: str | None = None
     duration_s: float | None = None
+    #: Peak resident memory of the job's worker process (MB, from wait4's rusage; None when not reaped).
+    peak_rss_mb: float | None = None
     raw_latency_file: str | None = None
     #: Backend facts (execution provider, artifact path, tuning trials, ...).
     extra: dict[str, Any] = field(default_factory=dict)
@@ -100,8 +139,16 @@ class JobRecord:
             raise ValueError(f"unknown failed_stage {self.failed_stage!r}; valid: {', '.join(STAGES)}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as strict JSON types (RFC 8259): every non-finite float (NaN, ±inf), at any depth,
+        becomes null, and the names of those fields are listed in ``extra["non_finite_fields"]``."""
         d = dataclasses.asdict(self)
-        return {k: _jsonable(v) for k, v in d.items()}
+        non_finite: list[str] = []
+        out = {k: _jsonable(v, k, non_finite) for k, v in d.items()}
+        if non_finite:
+            extra = dict(out.get("extra") or {})
+            extra["non_finite_fields"] = sorted(set(extra.get("non_finite_fields") or ()) | set(non_finite))
+            out["extra"] = extra
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JobRecord":
@@ -110,18 +157,21 @@ class JobRecord:
         extra = dict(known.get("extra") or {})
         extra.update({k: v for k, v in data.items() if k not in names})
         known["extra"] = extra
-        for key in ("latency_ms_p50_runs", "cpu_affinity"):
+        for key in ("latency_ms_p50_runs", "cpu_affinity", "worst_channels", "outputs", "scoring_notes"):
             if isinstance(known.get(key), list):
                 known[key] = tuple(known[key])
         return cls(**known)
 
 
-def _jsonable(v: Any) -> Any:
-    """NaN becomes None (JSON null); +inf (SNR of identical outputs) stays and is written as Infinity."""
-    if isinstance(v, float) and math.isnan(v):
+def _jsonable(v: Any, name: str, non_finite: list[str]) -> Any:
+    """Tuples become lists; NaN and ±inf become None (JSON has no such numbers) and are named in non_finite."""
+    if isinstance(v, float) and not math.isfinite(v):
+        non_finite.append(name)
         return None
-    if isinstance(v, tuple):
-        return list(v)
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x, name, non_finite) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x, f"{name}.{k}" if name != "extra" else str(k), non_finite) for k, x in v.items()}
     return v
 
 
