@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from backends.base import Availability, Backend, Capabilities, CompiledModel, UnsupportedRequest
+from backends.options import BackendOptions
 from backends.onnxruntime_backend import OnnxRuntimeBackend
 from backends.registry import REGISTRY
 
@@ -52,11 +54,18 @@ class RefusingBackend(_FakeBase):
         raise UnsupportedRequest("operator GridSample is not supported by fake-refuse")
 
 
+@dataclass(frozen=True)
+class SlowOptions(BackendOptions):
+    fake_sleep_s: float = 2.0
+
+
 class SlowBackend(_FakeBase):
     """Compiles for ``fake_sleep_s`` seconds (a backend option, default 2): a job surely running when a test acts."""
 
+    Options = SlowOptions
+
     def compile(self, model, device, config, calibration, workdir):
-        time.sleep(float(dict(config.options).get("fake_sleep_s", 2.0)))
+        time.sleep(self.options(config).fake_sleep_s)
         return super().compile(model, device, config, calibration, workdir)
 
 

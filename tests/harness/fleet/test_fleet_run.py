@@ -123,5 +123,6 @@ def test_files_travel_by_content_hash_and_are_written_once_per_worker(tmp_path, 
     # 4 jobs: checkpoint, data and reference are shared (one key each), plus one profile per device
     assert len(launcher.scattered_keys) == 5
     for name, worker in fleet.cluster.workers.items():
-        blobs = sorted(p.name for p in (Path(worker.local_directory) / "harness-fleet" / "blobs").glob("*/*"))
-        assert blobs == sorted(["data.npz", "reference__tiny.npy", "tiny.onnx", name[2:] + ".toml"])
+        blobs = {p.suffix: p.name for p in (Path(worker.local_directory) / "harness-fleet" / "blobs").glob("*/*")}
+        assert sorted(blobs) == [".npy", ".npz", ".onnx", ".toml"]   # reference, data, checkpoint, profile
+        assert blobs[".toml"] == name[2:] + ".toml" and blobs[".onnx"] == "tiny.onnx"
