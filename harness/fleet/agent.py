@@ -45,7 +45,7 @@ def match_profile(present: Sequence[DeviceProfile], board_model: str | None) -> 
 
 
 def default_device() -> str:
-    """The device profile name of this board (see match_profile); raises ValueError when it is ambiguous."""
+    """The device profile name of this board (see match_profile); raises FleetError when it is ambiguous."""
     from harness.host.platform_facts import platform_facts
     from harness.host.presence import device_present
 
@@ -53,7 +53,9 @@ def default_device() -> str:
     facts, _ = platform_facts(None)
     name, why = match_profile(present, facts.get("jetson_model"))
     if name is None:
-        raise ValueError(why)
+        from harness.fleet import FleetError
+
+        raise FleetError(why)
     return name
 
 

@@ -94,7 +94,7 @@ class DaskLauncher:
         self._absent_since: dict[str, float] = {}
         self._planned_devices: set[str] = set()
         self._last_check = 0.0
-        self.timings: list[dict[str, float]] = []         # per job: submitted/collected epochs, job seconds
+        self.timings: list[dict[str, Any]] = []           # per job: id, submitted/collected epochs, job seconds
         self.allowed_worker_deaths = self._set_retry_policy()
 
     @classmethod
@@ -271,7 +271,8 @@ class DaskLauncher:
             started = _dt.datetime.fromtimestamp(submitted, _dt.timezone.utc).isoformat(timespec="seconds")
         finally:
             future.release()
-        self.timings.append({"submitted_epoch_s": submitted, "collected_epoch_s": now, "job_s": job_s or 0.0})
+        self.timings.append({"job_id": launch.job_id, "submitted_epoch_s": submitted, "collected_epoch_s": now,
+                             "job_s": job_s or 0.0})
         return Completed(launch.job_id, outcome, started, job_s if job_s is not None else now - submitted)
 
     def _lost(self, launch: Launch, future: Any, exc: BaseException) -> dict[str, Any]:
@@ -300,7 +301,8 @@ class DaskLauncher:
                 continue
             del self._pending[key]
             future.cancel()
-            self.timings.append({"submitted_epoch_s": submitted, "collected_epoch_s": time.time(), "job_s": 0.0})
+            self.timings.append({"job_id": launch.job_id, "submitted_epoch_s": submitted,
+                                 "collected_epoch_s": time.time(), "job_s": 0.0})
             yield Completed(launch.job_id, {"status": "crashed", "error_message": (
                 f"no worker for device {launch.device} is connected any more (its last worker left mid-run and "
                 f"none came back within {self.orphan_grace_s:g} s); the job's outcome is unknown")},

@@ -8,27 +8,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness.fleet import FleetError
+
 
 def make_security(address: str, ca: str | None, cert: str | None, key: str | None, role: str) -> Any:
     """A ``Security`` for ``role`` ("client" or "worker") from PEM files, or None for plain tcp://.
 
     Raises:
-        ValueError: TLS files given with a tcp:// address (or the reverse), a file missing, or only some of
+        FleetError: TLS files given with a tcp:// address (or the reverse), a file missing, or only some of
             the three files given.
     """
     given = [x for x in (ca, cert, key) if x]
     scheme = address.split("://", 1)[0] if "://" in address else "tcp"
     if not given:
         if scheme == "tls":
-            raise ValueError(f"{address} is a tls:// address: pass --tls-ca, --tls-cert and --tls-key")
+            raise FleetError(f"{address} is a tls:// address: pass --tls-ca, --tls-cert and --tls-key")
         return None
     if len(given) != 3:
-        raise ValueError("TLS needs all three of --tls-ca, --tls-cert and --tls-key")
+        raise FleetError("TLS needs all three of --tls-ca, --tls-cert and --tls-key")
     if scheme != "tls":
-        raise ValueError(f"--tls-* given but {address} is not a tls:// address: use tls://{address.split('://')[-1]}")
+        raise FleetError(f"--tls-* given but {address} is not a tls:// address: use tls://{address.split('://')[-1]}")
     for flag, path in (("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)):
         if not Path(path).is_file():
-            raise ValueError(f"{flag} {path}: no such file")
+            raise FleetError(f"{flag} {path}: no such file")
     from distributed.security import Security
 
     if role == "worker":

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-distributed = pytest.importorskip("distributed", reason='the fleet needs pip install ".[fleet]"')
+from harness.bench.options import BenchmarkOptions
 
-from harness.bench.options import BenchmarkOptions  # noqa: E402
-from harness.fleet.task import device_resource  # noqa: E402
+NEEDS = 'the fleet needs pip install ".[fleet]"'
 
 #: Fakes of the paper's boards: tiny profiles, each timed on this host's CPU through ONNX Runtime.
 BOARDS = ("fake_jetson_nano", "fake_jetson_orin", "fake_jetson_orin_nano", "fake_rk3588", "fake_hardware_a",
@@ -50,6 +49,8 @@ class Fleet:
         """Start a worker serving ``device`` (one thread, resource device:<name>=1); returns its name."""
         from distributed import Worker
 
+        from harness.fleet.task import device_resource
+
         name = name or f"w-{device}"
         self.cluster.worker_spec[name] = {"cls": Worker, "options": {
             "nthreads": 1, "resources": {device_resource(device): 1}, "host": "127.0.0.1"}}
@@ -80,6 +81,7 @@ class Fleet:
 
 @pytest.fixture
 def fleet():
+    pytest.importorskip("distributed", reason=NEEDS)
     f = Fleet()
     yield f
     f.close()

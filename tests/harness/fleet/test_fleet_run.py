@@ -5,9 +5,13 @@ import json
 import threading
 from pathlib import Path
 
+import pytest
+
 from harness.bench.runner import run_benchmark
-from harness.fleet.launcher import DaskLauncher
-from tests.harness.fleet.conftest import BOARDS, board_profile, run_options
+from tests.harness.fleet.conftest import BOARDS, NEEDS, board_profile, run_options
+
+pytest.importorskip("distributed", reason=NEEDS)
+from harness.fleet.launcher import DaskLauncher  # noqa: E402
 
 #: Fields of a record that do not depend on where or when the job ran.
 STABLE = ("job_id", "device", "backend", "precision", "checkpoint", "checkpoint_sha256", "status", "eval_samples",
@@ -102,15 +106,39 @@ def test_a_job_whose_worker_dies_is_retried_on_another_worker_of_its_device(tmp_
     assert record.extra["fleet_worker"] == ({"rk-a", "rk-b"} - set(first)).pop()
 
 
-def test_resume_after_the_coordinator_stopped_runs_only_unfinished_jobs(tmp_path, tiny_model, fleet):
-    for b in BOARDS[:3]:
+def test_a_killed_coordinator_is_resumed_without_rerunning_finished_jobs(tmp_path, tiny_model, fleet):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    boards = BOARDS[:3]
+    for b in boards:
         fleet.add(b)
-    profiles = tuple(board_profile(tmp_path, b) for b in BOARDS[:3])
-    run_benchmark(run_options(tmp_path, tiny_model, profiles[:2], run_id="r1"), launcher=DaskLauncher(fleet.client))
+    profiles = [board_profile(tmp_path, b, ("fake-slow",) if b == boards[2] else ("onnxruntime",)) for b in boards]
+    root = Path(__file__).resolve().parents[3]
+    common = ["--device", ",".join(profiles), "--checkpoint", str(tiny_model), "--plugin", "tests.fakes.backends",
+              "--warmup", "1", "--iters", "5", "--runs", "1", "--eval-samples", "16", "--calib-samples", "8",
+              "--bundled-data", "--results", str(tmp_path / "results")]
+    coordinator = subprocess.Popen([sys.executable, "-m", "harness", "run", "--cluster",
+                                    fleet.cluster.scheduler_address, "--run-id", "r1", "--backend-option",
+                                    "fake_sleep_s=8", *common], cwd=root, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(root)})
+    records = tmp_path / "results" / "r1" / "records.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not records.exists() or len(records.read_text().splitlines()) < 2):
+        time.sleep(0.1)
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait()
+    finished = [r["job_id"] for r in _records(records.parent)]
+    assert len(finished) == 2
     again = DaskLauncher(fleet.client)
-    resumed = run_benchmark(run_options(tmp_path, tiny_model, profiles, run_id="r1", resume=True), launcher=again)
-    assert [r.device for r in resumed.records] == [BOARDS[2]] and len(again.timings) == 1
-    assert len(_records(resumed.run_dir)) == 3
+    resumed = run_benchmark(run_options(tmp_path, tiny_model, tuple(profiles), run_id="r1", resume=True,
+                                        backend_options=(("fake_sleep_s", 0.1),)), launcher=again)
+    assert [t["job_id"] for t in again.timings] == [r.job_id for r in resumed.records]
+    assert not set(finished) & {t["job_id"] for t in again.timings}
+    assert sorted(r["device"] for r in _records(records.parent)) == sorted(boards)
 
 
 def test_files_travel_by_content_hash_and_are_written_once_per_worker(tmp_path, tiny_model, fleet):
