@@ -66,6 +66,7 @@ class DeviceProfileSchema(_Strict):
     quant_policies: Optional[list[QuantPolicySchema]] = None
     notes: Optional[str] = None
     sources: Optional[list[str]] = None
+    probed: Optional[list[list[str]]] = None     # host facts (the cpu profile), kept when a profile is re-written
 
     @field_validator("backends", "precisions", "wa_paths", "power_sources", "sources")
     @classmethod

@@ -26,6 +26,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from harness.store.layout import RECORDS_FILE
+
 METRICS = ("top1", "top5", "top1_agreement", "logit_mse", "snr_db", "ece", "brier")
 #: Lower is better for these (the comparison's "better" column uses it).
 LOWER_IS_BETTER = ("logit_mse", "ece", "brier")
@@ -203,7 +205,7 @@ def report_from_runs(run_dirs: Sequence[Path], out: Path | None = None) -> Fidel
 
     records = []
     for d in run_dirs:
-        path = Path(d) / "records.jsonl"
+        path = Path(d) / RECORDS_FILE
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: pass run directories written by `harness fidelity`")
         for line in path.read_text().splitlines():

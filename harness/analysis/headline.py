@@ -30,6 +30,7 @@ class DeviceBest:
     fps: float | None = None
     fidelity: str | None = None
     origin: str | None = None
+    measured_on: str | None = None
     candidates: int = 0
     note: str | None = None
 
@@ -88,7 +89,8 @@ def best_per_device(df: pd.DataFrame) -> tuple[list[DeviceBest], str]:
         if _num(pick.get("top1")):
             fid = f"top-1 {100 * pick['top1']:.1f} %, " + (fid or "")
         out.append(DeviceBest(device, str(pick["backend"]), str(pick.get("precision_label") or pick["precision"]),
-                              float(pick["fps"]), fid, str(pick.get("timing_origin") or "device"), len(inside)))
+                              float(pick["fps"]), fid, str(pick.get("timing_origin") or "device"),
+                              str(pick.get("measured_on") or "") or None, len(inside)))
     return out, budget
 
 

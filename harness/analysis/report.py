@@ -198,7 +198,9 @@ def headline_html(h: Headline) -> str:
         if d.backend is None:
             rows.append(f"<tr><td>{_e(d.device)}</td><td colspan=4 class=\"skipped\">{_e(d.note)}</td></tr>")
             continue
-        origin = "" if d.origin == "device" else f' <span class="warn">({_e(ORIGIN_LABELS.get(d.origin, d.origin))})</span>'
+        why = (f"stand-in: timed on {d.measured_on}, not on {d.device}" if d.origin == "stand-in" and d.measured_on
+               else ORIGIN_LABELS.get(str(d.origin), str(d.origin)))
+        origin = "" if d.origin == "device" else f' <span class="warn">({_e(why)})</span>'
         rows.append(f"<tr><td>{_e(d.device)}</td><td><b>{_e(d.backend)} {_e(d.precision_label)}</b>{origin}</td>"
                     f'<td class="num">{_e(format_value(d.fps))} FPS</td><td>{_e(d.fidelity or "")}</td>'
                     f'<td class="num">{d.candidates} within budget</td></tr>')

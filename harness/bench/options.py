@@ -57,6 +57,13 @@ class BenchmarkOptions:
     command: str = ""
 
     def __post_init__(self) -> None:
+        from harness.store.layout import validate_run_id
+
+        if self.run_id is not None:
+            validate_run_id(self.run_id)
+        # paths are absolute from here on: workers run in another folder (frozen, hence object.__setattr__)
+        object.__setattr__(self, "results_dir", Path(self.results_dir).expanduser().absolute())
+        object.__setattr__(self, "checkpoints", tuple(str(Path(c).expanduser().absolute()) for c in self.checkpoints))
         if not self.devices:
             raise ValueError("at least one device is needed")
         for p in self.precisions or ():

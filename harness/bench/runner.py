@@ -353,8 +353,8 @@ def _why_no_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], ch
                  ) -> str:
     if not checkpoints:
         return "no jobs to run: no checkpoint was found; pass --checkpoint PATH"
-    offered = "; ".join(f"{d.name}: backends {', '.join(d.backends)}, precisions {', '.join(d.precisions)}"
-                        for d in devices)
+    offered = "; ".join(f"{d.name}: backends {', '.join(d.backends) or '(none)'}, precisions "
+                        f"{', '.join(d.precisions) or '(none)'}" for d in devices)
     return (f"no jobs to run: the request (backends {', '.join(options.backends or ('all',))}, precisions "
             f"{', '.join(options.precisions or ('all',))}) selects nothing the device offers ({offered})")
 

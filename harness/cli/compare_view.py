@@ -15,7 +15,7 @@ import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 
-from harness.analysis.compare import TABLE_TITLES
+from harness.analysis.compare import NOTE_SEPARATOR, TABLE_TITLES
 from harness.cli.textview import Column, Footnotes, fit_table, pct, sig
 from harness.store.labels import short_label
 
@@ -68,7 +68,7 @@ def main_table(console: Console, df: pd.DataFrame, show_all: bool) -> None:
         Column("SNR dB", lambda r: sig(_get(r, "snr_db")), 2),
         Column("ECE", lambda r: sig(_get(r, "ece"), 2), 1),
         Column("mIoU %", lambda r: pct(_get(r, "miou")), 4),
-        Column("notes", lambda r: notes.refs([_get(r, "note")]), 9, numeric=False),
+        Column("notes", lambda r: notes.refs(str(_get(r, "note") or "").split(NOTE_SEPARATOR)), 9, numeric=False),
     ]
     # leave out metric columns nothing measured (a classification run has no mIoU)
     measured = {c: df[c].notna().any() if c in df.columns else False for c in

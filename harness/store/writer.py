@@ -12,6 +12,7 @@ Guarantees (issue 14):
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import secrets
@@ -132,7 +133,11 @@ class RunStore:
         return done
 
     def cut_torn_tail(self) -> int:
-        """Move an unterminated last line to records.jsonl.torn; return how many bytes were cut (0: none)."""
+        """Repair an unterminated last line; return how many bytes were cut (0: none).
+
+        A complete record that only lacks its newline is kept (the newline is added); anything else (a torn
+        write) is moved to records.jsonl.torn, so the next append starts on a line of its own.
+        """
         path = self.records_path
         if not path.exists():
             return 0
@@ -150,6 +155,12 @@ class RunStore:
             cut_at = size - block + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
             f.seek(cut_at)
             torn = f.read()
+            if _is_record(torn):
+                f.seek(0, os.SEEK_END)
+                f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+                return 0
             with open(self.layout.torn, "ab") as t:
                 t.write(torn + b"\n")
                 t.flush()
@@ -174,7 +185,7 @@ class RunStore:
             try:
                 written = os.write(fd, payload)
                 if written != len(payload):
-                    raise OSError(28, "short write (no space left on device?)")
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + f" (wrote {written} of {len(payload)} bytes)")
                 os.fsync(fd)
             except OSError as exc:
                 os.ftruncate(fd, before)
@@ -208,6 +219,14 @@ class RunStore:
     def remove_work(self) -> None:
         """Delete the scratch folder (called once every planned job has a record)."""
         shutil.rmtree(self.layout.work, ignore_errors=True)
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "job_id" in data
 
 
 def list_runs(results_dir: Path) -> list[str]:

@@ -96,7 +96,7 @@ def latency_figure(df: pd.DataFrame, max_panels: int = MAX_LATENCY_PANELS) -> Fi
             _auto_log(ax, np.concatenate(all_vals), "y", ratio=20.0)
     fig.legend(handles=_legend(colours, fills, hatched, any_raw, any_summary), loc="outside right upper",
                frameon=False).set_gid("encoding-legend")
-    title = "Latency per checkpoint (raw per-iteration timings; MAP and QT = Quant-Trim in separate boxes)"
+    title = "Latency per checkpoint (raw per-iteration timings)"
     if dropped > 0:
         title += f"; {dropped} more model/device panel(s) not shown (filter with --filter)"
     _title(fig, title)
@@ -115,6 +115,7 @@ def _legend(colours: dict[str, str], fills: set[bool], hatched: set[str], any_ra
             what = {"stand-in": "timed on a stand-in host", "simulated": "simulator / emulation timing",
                     "untuned": "untuned code (no autotuning)"}[kind]
             handles.append(Patch(facecolor="white", edgecolor="#444444", hatch=ORIGIN_HATCH[kind], label=what))
+    handles.append(Line2D([], [], linestyle="none", label="one box per checkpoint:\n  MAP and QT (Quant-Trim) apart"))
     if any_raw:
         handles.append(Line2D([], [], color="#222222", label="box: p25-p75, median; whiskers: p1-p99"))
     if any_summary:

@@ -246,9 +246,26 @@ def place_labels(fig: Figure) -> None:
     fig.draw_without_rendering()
     for ax, (texts, x, y) in panels:
         if len(texts) > 1:
-            adjust_text(texts, x=x, y=y, ax=ax, expand=(1.15, 1.4), ensure_inside_axes=True,
+            adjust_text(texts, x=x, y=y, ax=ax, expand=(1.3, 1.8), force_text=(0.4, 0.8),
+                        force_static=(0.3, 0.6), ensure_inside_axes=True, iter_lim=500,
                         arrowprops=dict(arrowstyle="-", color="#999999", lw=0.5))
+            _separate(ax, texts)
     fig.set_layout_engine("none")
+
+
+def _separate(ax: Any, texts: Sequence[Any]) -> None:
+    """A last pass: any label still overlapping another moves up by its own height until it is clear
+    (adjustText can leave two labels of coincident points on top of each other)."""
+    renderer = ax.figure._get_renderer()
+    placed: list[Any] = []
+    for text in sorted(texts, key=lambda t: t.get_window_extent(renderer).y0):
+        for _ in range(20):
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(p) for p in placed):
+                break
+            x, y = ax.transData.transform(text.get_position())
+            text.set_position(ax.transData.inverted().transform((x, y + box.height + 1.0)))
+        placed.append(text.get_window_extent(renderer))
 
 
 def _wrap(text: str, width: int = 60, lines: int = 4) -> str:

@@ -10,7 +10,7 @@ from matplotlib.lines import Line2D
 
 from harness.analysis.figures import FigureOptions, register_figure
 from harness.analysis.figures.style import (
-    FRACTION_METRICS, FX_LABEL, METRIC_LABELS, MIN_FRACTION_SPAN, POWER_LABEL, NoPlotData, _auto_log,
+    FRACTION_METRICS, FX_LABEL, MAX_LABELLED_POINTS, METRIC_LABELS, MIN_FRACTION_SPAN, POWER_LABEL, NoPlotData, _auto_log,
     _encoding_legend, _estimated, _filled, _footnote, _label_points, _model_rows, _models, _ok_rows, _say, _style,
     _title, _wrap, device_colours, mark_origins, min_span, new_figure, origin_handles, place_labels, pick_accuracy_metric,
     precision_markers)
@@ -166,7 +166,7 @@ def accuracy_throughput_figure(df: pd.DataFrame, metric: str | None = None) -> F
             min_span(ax, MIN_FRACTION_SPAN, bounds=(0.0, 1.0))
         _label_points(ax, sub, sub["fps"].to_numpy(float), sub[metric].to_numpy(float), extra=delta_texts)
     extra = [Line2D([], [], color="#333333", marker=r"$\rightarrow$", linestyle="-", linewidth=0.9,
-                    label="MAP \u2192 Quant-Trim (same job);\n  text: \u0394 with 95% CI")] if arrows else []
+                    label="MAP \u2192 Quant-Trim (same job);\n  \u0394 [95% CI, where per-image\n  data exists]")] if arrows else []
     if any_ci:
         extra.append(Line2D([], [], color="#444444", marker="|", linestyle="-", linewidth=0.9,
                             label="error bar: 95% CI over the\n  evaluation images (Wilson)"))
@@ -202,18 +202,20 @@ def _recipe_arrows(ax: Any, sub: pd.DataFrame, raw: pd.DataFrame, metric: str, l
     raw_keyed = raw.assign(calibration_method=raw["calibration_method"].fillna(""))
     files = raw_keyed.groupby(keys + ["recipe"])["samples_file"].agg(list) if "samples_file" in raw else None
     n, texts = 0, []
-    for key, _ in keyed.groupby(keys):
+    groups = list(keyed.groupby(keys))
+    label = len(groups) <= MAX_LABELLED_POINTS  # beyond that the numbers would only cover each other
+    for key, _ in groups:
         if (*key, "map") in med.index and (*key, "quanttrim") in med.index and n < limit:
             a, b = med.loc[(*key, "map")], med.loc[(*key, "quanttrim")]
             ann = ax.annotate("", xy=(b["fps"], b[metric]), xytext=(a["fps"], a[metric]),
                               arrowprops=dict(arrowstyle="->", color="#333333", lw=0.9, shrinkA=4, shrinkB=4))
             ann.set_gid(f"recipe-arrow|{key[0]}|{key[1]}|{key[2]}")
             n += 1
-            if metric in SAMPLE_KEYS and files is not None:
+            if label and metric in SAMPLE_KEYS and files is not None:
                 ci = recipe_delta_ci(files.get((*key, "map"), [None]), files.get((*key, "quanttrim"), [None]),
                                      metric, float(b[metric] - a[metric]))
                 text = f"\u0394 {100 * ci.delta:+.1f} pt" + (
-                    f" [{100 * ci.low:+.1f}, {100 * ci.high:+.1f}]" if ci.has_interval else " (no CI)")
+                    f" [{100 * ci.low:+.1f}, {100 * ci.high:+.1f}]" if ci.has_interval else "")
                 texts.append(ax.text(b["fps"], b[metric], text, fontsize=6.5, color="#333333",
                                      gid=f"recipe-delta|{key[0]}|{key[1]}|{key[2]}"))
     return n, texts

@@ -15,6 +15,7 @@ from pathlib import Path
 from harness.analysis.figures import FigureOptions, register_figure
 from harness.analysis.figures.style import PALETTE, RECIPE_COLOURS, RECIPE_LABELS, NoPlotData, _style, _title, \
     new_figure
+from harness.store.layout import RECORDS_FILE
 from harness.store.reader import ResultStore, recipe_from_name
 
 # --- training dynamics (paper Figs 4, 5, 8, 10) -------------------------------------------------------
@@ -46,7 +47,7 @@ def find_training_logs(paths: Iterable[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         cands = [p] if p.is_file() else sorted(p.rglob("*.jsonl")) if p.is_dir() else []
         for c in cands:
-            if c.name == "records.jsonl" or not c.is_file():
+            if c.name == RECORDS_FILE or not c.is_file():
                 continue
             try:
                 with open(c, encoding="utf-8", errors="replace") as fh:

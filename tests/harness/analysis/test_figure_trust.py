@@ -95,14 +95,16 @@ def test_backend_labels_do_not_overlap(stand_in_df):
     pytest.importorskip("adjustText")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    fig = figures.power_throughput_figure(stand_in_df)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    renderer = canvas.get_renderer()
-    for ax in fig.axes:
-        boxes = [t.get_window_extent(renderer) for t in ax.texts if t.get_gid() == "backend-label"]
-        for i, a in enumerate(boxes):
-            assert not any(a.overlaps(b) for b in boxes[i + 1:])
+    for fig in (figures.power_throughput_figure(stand_in_df), figures.accuracy_throughput_figure(stand_in_df)):
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        for ax in fig.axes:
+            boxes = [t.get_window_extent(renderer) for t in ax.texts
+                     if (t.get_gid() or "").startswith(("backend-label", "recipe-delta"))]
+            assert len(boxes) >= 3
+            for i, a in enumerate(boxes):
+                assert not any(a.overlaps(b) for b in boxes[i + 1:])
 
 
 def test_registry_refuses_duplicates_and_lists_valid_kinds():

@@ -130,3 +130,22 @@ def test_ok_rows_come_first_in_the_main_table(report_html):
     body = report_html.split('id="table-main"')[1].split("</tbody>")[0]
     statuses = re.findall(r'<tr class="status-(\w+)', body)
     assert statuses == sorted(statuses, key=lambda s: s != "ok") and statuses[-1] == "failed"
+
+
+def test_headline_counts_stand_ins_and_picks_within_the_budget(tmp_path):
+    from harness.analysis.compare import recipe_deltas
+    from harness.analysis.headline import build_headline
+    from tests.harness.result_store_factory import GPU, NPU, RUN_A, manifest, write_run
+
+    stand_in = dict(RUN_A[2], job_id="s1", backend="onnxruntime-cuda", precision="fp32", fps=9000.0,
+                    measured_on="host cpu (x)")
+    write_run(tmp_path, "r", RUN_A + [stand_in], manifest("r", [NPU, GPU]))
+    df = load_store(tmp_path).records
+    h = build_headline(df, recipe_deltas(df))
+    gpu = next(d for d in h.devices if d.device == "gpu_y")
+    assert (gpu.backend, gpu.fps, gpu.origin) == ("onnxruntime-cuda", 1000.0, "device")  # own timing beats a stand-in
+    npu = next(d for d in h.devices if d.device == "npu_x")
+    assert npu.backend is None and "no configuration within the budget" in npu.note  # agreement 0.95/0.98 < 0.99
+    assert h.origins == {"device": 5, "stand-in": 1}
+    agreement = next(r for r in h.recipes if r.metric == "top1_agreement")
+    assert (agreement.n_pairs, agreement.n_wins) == (2, 1) and agreement.high == pytest.approx(0.03)
