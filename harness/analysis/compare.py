@@ -16,6 +16,7 @@ import pandas as pd
 
 from harness.analysis.formats import (  # noqa: F401  (re-exported: one import for callers of compare)
     FORMATS, TABLE_TITLES, format_value, render, to_csv, to_jsonable, to_markdown, to_text)
+from harness.scoring.tensors import DEAD_CHANNEL_SNR_DB
 
 IDENTITY_COLUMNS = ("model", "recipe", "checkpoint_name", "device", "backend", "precision", "calibration_method",
                     "precision_label")
@@ -26,7 +27,10 @@ LATENCY_COLUMNS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latenc
                    "latency_ms_min", "latency_ms_max")
 POWER_COLUMNS = ("power_avg_w", "power_peak_w", "power_peak_w_mean", "power_p5_w", "power_p95_w",
                  "energy_per_inference_mj", "power_source")
-FIDELITY_COLUMNS = ("top1", "top5", "top1_agreement", "logit_mse", "snr_db", "ece", "brier", "miou")
+FIDELITY_COLUMNS = ("top1", "top5", "top1_agreement", "logit_mse", "snr_db", "ece", "brier", "miou",
+                    # role metrics of the primary output (a column shows only where some job measured it)
+                    "probability_mse", "map50", "map50_95", "miou_vs_reference", "sequence_agreement",
+                    "embedding_cosine")
 #: Metrics the Quant-Trim − MAP table reports (fidelity first: that is what the recipe changes).
 DELTA_METRICS = FIDELITY_COLUMNS + ("latency_ms_p50", "fps", "power_avg_w", "energy_per_inference_mj")
 DELTA_KEYS = ("model", "device", "backend", "precision", "calibration_method")
@@ -161,7 +165,7 @@ def compare_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: 
 #: Between the parts of a note; reasons themselves often contain "; ", so the report splits on this instead.
 NOTE_SEPARATOR = " | "
 _NOTE_FIELDS = ("status", "failed_stage", "error_message", "power_estimated", "power_low_fidelity", "simulated", "quick", "measured_on",
-                "device", "untuned", "power_avg_w", "power_peak_w", "power_unavailable_reason")
+                "device", "untuned", "power_avg_w", "power_peak_w", "power_unavailable_reason", "worst_channel_snr_db")
 
 
 def _note(rec: dict[str, Any]) -> str | None:
@@ -184,6 +188,9 @@ def _note(rec: dict[str, Any]) -> str | None:
         parts.append("untuned (no autotuning: not the backend's best speed)")
     if rec.get("quick") is True:
         parts.append("quick run")
+    worst = rec.get("worst_channel_snr_db")
+    if rec.get("status") == "ok" and not _missing(worst) and worst <= DEAD_CHANNEL_SNR_DB:
+        parts.append(f"an output channel at {worst:.1f} dB SNR (dead or zeroed; see compare --outputs)")
     if (rec.get("status") == "ok" and _missing(rec.get("power_avg_w")) and _missing(rec.get("power_peak_w"))
             and rec.get("power_unavailable_reason")):
         parts.append("no power: " + str(rec["power_unavailable_reason"]))

@@ -17,6 +17,8 @@ TABLE_TITLES = {
     "main": "Comparison: checkpoint x device x backend x precision",
     "deltas": "Quant-Trim minus MAP (same model, device, backend, precision, calibration)",
     "cost": "Cost and efficiency (paper Table 10 columns)",
+    "outputs": "Every output, scored by its role against the FP32 reference",
+    "worst_channels": "Worst output channels (per-channel SNR against the FP32 reference)",
 }
 
 

@@ -7,7 +7,8 @@
     <results>/<run_id>/samples/<job>.npz      per-sample bool vectors over the evaluation images (top1_correct,
                                               top1_agree, sequence_agree, ...) of the primary output, for
                                               bootstrap confidence intervals
-    <results>/<run_id>/work/                  scratch: data arrays, job files, logs (removed when a run completes)
+    <results>/<run_id>/work/                  scratch: data arrays, FP32 reference, per-attempt job files and logs
+                                              (removed when a run completes, kept when it stops early)
     <results>/<run_id>/.lock, .lock.owner     one writer per run (filelock) and who holds it
     <results>/.cache/artifacts/               compiled artifacts shared by the runs of one results folder
 
@@ -112,6 +113,15 @@ class RunLayout:
 
     def samples_file(self, job_id: str) -> Path:
         return self.samples / f"{job_id}.npz"
+
+    def data_file(self, checkpoint: str) -> Path:
+        """work/data__<checkpoint>.npz: the arrays a checkpoint's jobs are fed (harness.data.loaders)."""
+        return self.work / f"data__{checkpoint}.npz"
+
+    def reference_file(self, checkpoint: str, checkpoint_sha256: str, data_sha256: str) -> Path:
+        """work/reference__...npz: FP32 reference outputs, one array per output (key = output name), named by
+        model and data hashes (reused only for both)."""
+        return self.work / f"reference__{checkpoint}__{checkpoint_sha256[:12]}__{data_sha256[:12]}.npz"
 
 
 def latency_path(run_dir: Path, job_id: str) -> Path:

@@ -92,7 +92,9 @@ class RunStore:
 
     # -- lifetime -------------------------------------------------------------------------------------------
     def close(self) -> None:
+        """Release the run's lock (and forget the holder); safe to call twice."""
         if self._lock.is_locked:
+            self.layout.lock_owner.unlink(missing_ok=True)
             self._lock.release()
 
     def __enter__(self) -> "RunStore":
