@@ -56,6 +56,15 @@ def spec_files(spec_fields: dict[str, object]) -> dict[str, Path]:
     return out
 
 
+def model_files(model: dict[str, object] | None) -> list[tuple[str, str, Path]]:
+    """(sha256, path relative to the model's folder, path here) of a JobSpec model's files (the model file and
+    its external-data files), which must land side by side on the worker; [] for a spec without them."""
+    if not model or not model.get("files"):
+        return []
+    folder = Path(str(model["path"])).parent
+    return [(str(f["sha256"]), str(f["path"]), folder / str(f["path"])) for f in model["files"]]  # type: ignore
+
+
 def materialize(root: Path, sha256: str, filename: str, data: bytes) -> Path:
     """Write ``data`` to ``root/blobs/<sha256>/<filename>`` unless already there; the hash is checked first.
 
@@ -65,7 +74,26 @@ def materialize(root: Path, sha256: str, filename: str, data: bytes) -> Path:
     """
     if Path(filename).name != filename or filename in ("", ".", ".."):
         raise BlobError(f"refusing file name {filename!r}: not a plain file name")
-    path = Path(root) / "blobs" / sha256 / filename
+    return write_checked(Path(root) / "blobs" / sha256 / filename, sha256, data)
+
+
+def materialize_model(root: Path, model_sha256: str, files: list[tuple[str, str, bytes]]) -> Path:
+    """Lay a model's files out under ``root/models/<model sha256>/`` by their relative paths; returns the folder.
+
+    Raises:
+        BlobError: a file's bytes do not match its hash, or its relative path leaves the folder.
+    """
+    folder = Path(root) / "models" / model_sha256
+    for sha, rel, data in files:
+        parts = Path(rel).parts
+        if not parts or Path(rel).is_absolute() or ".." in parts:
+            raise BlobError(f"refusing model file path {rel!r}: not inside the model's folder")
+        write_checked(folder / rel, sha, data)
+    return folder
+
+
+def write_checked(path: Path, sha256: str, data: bytes) -> Path:
+    """Write ``data`` to ``path`` (atomically) after checking it hashes to ``sha256``; kept when already there."""
     if path.is_file() and path.stat().st_size == len(data):
         return path
     actual = hashlib.sha256(data).hexdigest()

@@ -27,7 +27,7 @@ from harness.bench.options import BenchmarkOptions
 from harness.bench.plan import PlannedJob, plan_jobs
 from harness.bench.probe import ProbeResult
 from harness.fleet import FleetError
-from harness.fleet.blobs import Blob, blob_of, spec_files
+from harness.fleet.blobs import Blob, blob_of, model_files, spec_files
 from harness.fleet.task import (device_resource, probe_backends, probe_result_from_json, run_job, worker_devices,
                                 worker_facts)
 from harness.host.hostinfo import harness_version
@@ -185,10 +185,16 @@ class DaskLauncher:
     # -- Launcher: running ---------------------------------------------------------------------------------
     def submit(self, launch: Launch) -> None:
         """Send the job to a worker of its device; its files are scattered once, by content hash."""
-        files = {}
-        for field, path in spec_files(dataclasses.asdict(launch.spec)).items():
+        fields = dataclasses.asdict(launch.spec)
+        files: dict[str, Any] = {}
+        for field, path in spec_files(fields).items():
             blob = self._blob(path)
             files[field] = [blob.sha256, blob.filename, self._scatter(blob, path)]
+        parts = model_files(fields.get("model"))
+        if parts:  # the model file and its external data, side by side on the worker
+            files.pop("checkpoint_path", None)
+            files["model_files"] = [[sha, rel, self._scatter(Blob(sha, Path(rel).name, path.stat().st_size), path)]
+                                    for sha, rel, path in parts]
         future = self.client.submit(run_job, launch.spec.to_json(), files, launch.timeout_s, launch.memory_limit_mb,
                                     pure=False,
                                     key=f"harness-job-{launch.job_id}-{secrets.token_hex(3)}",
@@ -253,7 +259,7 @@ class DaskLauncher:
         now = time.time()
         job_s = None
         try:
-            text, latencies = future.result()
+            text, latencies, samples = future.result()
             payload = json.loads(text)
             outcome = dict(payload["outcome"])
             started, job_s = payload["started_at"], float(payload["duration_s"])
@@ -262,8 +268,11 @@ class DaskLauncher:
                            f"result refused: worker {payload.get('worker')} runs harness "
                            f"{payload.get('harness_version')}, this coordinator {self.version}; install the same "
                            "quanttrim-edge version on both"}
-            elif latencies is not None:
-                _save_latencies(latencies, Path(launch.spec.latency_path))
+            else:
+                if latencies is not None:
+                    _save_latencies(latencies, Path(launch.spec.latency_path))
+                if samples is not None and launch.spec.samples_path:
+                    _save_samples(samples, Path(launch.spec.samples_path))
             for w in payload.get("warnings", ()):
                 self._warn(w)
         except Exception as exc:
@@ -308,6 +317,18 @@ class DaskLauncher:
                 f"none came back within {self.orphan_grace_s:g} s); the job's outcome is unknown")},
                 _dt.datetime.fromtimestamp(submitted, _dt.timezone.utc).isoformat(timespec="seconds"),
                 time.time() - submitted)
+
+
+def _save_samples(data: bytes, path: Path) -> None:
+    """Store a worker's per-sample vectors: an .npz parsed without pickle (numeric arrays only), written anew."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    for k, a in arrays.items():
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"per-sample vectors must be numeric, got {k} of dtype {a.dtype}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:  # a file object: np.savez would append .npz to another suffix
+        np.savez(f, **arrays)
 
 
 def _save_latencies(data: bytes, path: Path) -> None:

@@ -108,35 +108,50 @@ def _cache_root() -> Path:
 
 
 def run_job(spec_json: str, files: dict[str, list], timeout_s: float,
-            memory_limit_mb: float | None = None) -> tuple[str, bytes | None]:
+            memory_limit_mb: float | None = None) -> tuple[str, bytes | None, bytes | None]:
     """Run one job here as the local runner would (child process, timeout) and return it as JSON + latencies.
 
     Args:
         spec_json: the coordinator's JobSpec; its file fields are replaced by the local copies.
-        files: field name -> [sha256, file name, bytes] (the bytes arrive once per worker, scattered by hash).
+        files: field name -> [sha256, file name, bytes] (the bytes arrive once per worker, scattered by hash);
+            "model_files" -> [[sha256, path relative to the model's folder, bytes], ...].
         timeout_s: the job's timeout, enforced here on the child process.
         memory_limit_mb: the job's resident-memory limit (MB), enforced here; None for none.
     Returns:
         (JSON with outcome, started_at, duration_s, worker facts and warnings; the .npy bytes of the raw
-        per-iteration latencies in ns, or None when the job timed nothing).
+        per-iteration latencies in ns, or None when the job timed nothing; the .npz bytes of the per-sample
+        vectors, or None).
     """
     from distributed import get_worker
 
     from devices import load_device
     from harness.bench.jobs import JobSpec
     from harness.bench.launch import Launch, LocalLauncher
-    from harness.fleet.blobs import materialize
+    from harness.fleet.blobs import materialize, materialize_model
     from harness.host import hostinfo
     from harness.host.presence import device_present
 
     worker = get_worker()
     root = _cache_root()
     spec = JobSpec.from_json(spec_json)
+    model_parts = files.pop("model_files", None)
     updates: dict[str, Any] = {field: str(materialize(root, sha, filename, data))
                                for field, (sha, filename, data) in files.items()}
+    if spec.model:  # the worker opens the model through spec.model: its paths become the local copies
+        model = dict(spec.model)
+        if model_parts:
+            folder = materialize_model(root, str(model["sha256"]), [tuple(p) for p in model_parts])
+            updates["checkpoint_path"] = model["path"] = str(folder / Path(str(spec.model["path"])).name)
+        elif "checkpoint_path" in updates:
+            model["path"] = updates["checkpoint_path"]
+        for field in ("calibration_table", "qdq_path"):
+            if field in updates:
+                model[field] = updates[field]
+        updates["model"] = model
     jobs_dir = root / "jobs" / spec.run_id
     jobs_dir.mkdir(parents=True, exist_ok=True)
-    here = {f: str(jobs_dir / Path(getattr(spec, f)).name) for f in ("result_path", "stage_path", "latency_path")}
+    here = {f: str(jobs_dir / Path(getattr(spec, f)).name) for f in ("result_path", "stage_path", "latency_path",
+                                                                      "samples_path") if getattr(spec, f)}
     updates.update(here, workdir=str(root / "artifacts"))
     device = load_device(updates.get("device", spec.device))
     updates["host_substitute"] = not device_present(device)  # decided on the board, not on the coordinator
@@ -149,10 +164,12 @@ def run_job(spec_json: str, files: dict[str, list], timeout_s: float,
         outcome.update(_measured_on(device.name, spec.backend, local.host_substitute, host, outcome))
     outcome.update(fleet_worker=str(worker.name), fleet_worker_address=worker.address)
     latency = Path(local.latency_path)
+    samples = Path(local.samples_path) if local.samples_path else None
     payload = {"outcome": outcome, "started_at": done.started_at, "duration_s": done.duration_s,
                "warnings": [f"[{worker.name}] {w}" for w in done.warnings],
                "harness_version": hostinfo.harness_version(), "worker": str(worker.name), "host": host}
-    return json.dumps(payload, default=str), latency.read_bytes() if latency.is_file() else None
+    return (json.dumps(payload, default=str), latency.read_bytes() if latency.is_file() else None,
+            samples.read_bytes() if samples is not None and samples.is_file() else None)
 
 
 def _measured_on(device: str, backend: str, host_substitute: bool, host: str,
