@@ -246,12 +246,21 @@ class DaskLauncher:
 
     def _scatter(self, blob: Blob, path: Path) -> Any:
         future = self._scattered.get(blob.sha256)
-        if future is None or future.status != "finished":
+        if future is not None and future.status == "finished":
+            return future
+        data = path.read_bytes()
+        for attempt in range(3):
             live = list_workers(self.client, with_facts=False).values()  # a worker may have left since planning
             targets = [w.address for w in live if set(w.devices) & self._planned_devices]
-            future = self.client.scatter({blob.key: path.read_bytes()}, workers=targets or None, broadcast=True,
-                                         hash=False)[blob.key]
-            self._scattered[blob.sha256] = future
+            try:
+                future = self.client.scatter({blob.key: data}, workers=targets or None, broadcast=True,
+                                             hash=False)[blob.key]
+                break
+            except Exception:  # a worker that died between the listing and the transfer: list again
+                if attempt == 2:
+                    raise
+                time.sleep(0.5)
+        self._scattered[blob.sha256] = future
         return future
 
     def _collect(self, key: str) -> Completed:

@@ -81,7 +81,7 @@ def test_killing_a_worker_mid_run_loses_no_record(tmp_path, tiny_model, fleet):
     launcher = DaskLauncher(fleet.client, poll_s=0.2, orphan_grace_s=1.0)
     killer = threading.Thread(target=lambda: fleet.kill(fleet.wait_processing("fake-slow")))
     killer.start()
-    result = run_benchmark(run_options(tmp_path, tiny_model, tuple(profiles), backend_options=(("fake_sleep_s", 30),)),
+    result = run_benchmark(run_options(tmp_path, tiny_model, tuple(profiles), backend_options=(("fake_sleep_s", 10),)),
                            launcher=launcher)
     killer.join()
     by_device = {r["device"]: r for r in _records(result.run_dir)}
