@@ -127,4 +127,5 @@ def test_detector_with_zeroed_class_scores_is_not_silently_fine(tmp_path):
     assert record.worst_channel_snr_db == 0.0
     assert [c["channel"] for c in record.outputs[0]["worst_channels"]] == [4, 5, 6]
     note = compare_table(load(result.run_dir))["note"].iloc[0]
-    assert "output channel at 0.0 dB SNR" in note
+    assert record.dead_output_channels == 3
+    assert "3 dead output channel(s)" in note
