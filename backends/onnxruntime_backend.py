@@ -7,6 +7,7 @@ calibration cache, and the cache is reused for the same model, data draw and met
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -223,10 +224,16 @@ def _quantize_dynamic(src: Path, dst: Path, config: CompileConfig) -> None:
 def _preprocess(src: Path, dst: Path) -> Path:
     from onnxruntime.quantization import quant_pre_process
 
+    # ORT's symbolic shape inference writes sym_shape_infer_temp.onnx into the working directory when it fails
+    # on a dynamic model: run it from the artifact's folder so nothing lands in the user's checkout.
+    src, dst, cwd = Path(src).resolve(), Path(dst).resolve(), os.getcwd()
     try:
+        os.chdir(dst.parent)
         quant_pre_process(str(src), str(dst))
     except Exception:  # shape inference can fail on exotic graphs; quantize the original then
         shutil.copyfile(src, dst)
+    finally:
+        os.chdir(cwd)
     return dst
 
 

@@ -124,7 +124,8 @@ def main() -> int:
     from backends import create_backend
     from backends.base import CompileConfig
     from devices.loader import load_device
-    from harness.analysis.layerwise import analyze_onnx_pair, _per_input_elements
+    from harness.analysis.layer_graphs import _per_input_elements
+    from harness.analysis.layerwise import analyze_onnx_pair
     from harness.model.checkpoint import load_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="bench-layerwise-") as tmp:

@@ -8,14 +8,14 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the reproduction trains with torch (the `train` extra)")
 
-from quanttrim.mixed_precision.reproduce import (  # noqa: E402
-    ReproConfig,
+from quanttrim.mixed_precision.repro_config import ReproConfig  # noqa: E402
+from quanttrim.mixed_precision.repro_training import (  # noqa: E402
     calibrated_init,
-    export_on_training_grid,
     load_emulated,
     quanttrim_recipe,
     train_run,
 )
+from quanttrim.mixed_precision.reproduce import export_on_training_grid  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_finished_runs_are_reused_only_with_the_same_settings(run):
 
 
 def test_mixed_run_exports_on_its_trained_grid(run):
-    from quanttrim.mixed_precision.reproduce import _torch_logits
+    from quanttrim.mixed_precision.repro_training import _torch_logits
     from quanttrim.onnx_eval import onnx_logits
     from quanttrim.wrap import context, weight_layers
 
