@@ -94,7 +94,8 @@ class DaskLauncher:
         self._absent_since: dict[str, float] = {}
         self._planned_devices: set[str] = set()
         self._last_check = 0.0
-        self.timings: list[dict[str, Any]] = []           # per job: id, submitted/collected epochs, job seconds
+        #: Per job: id, submitted/collected epochs (here), task started/finished epochs (worker clock), job s.
+        self.timings: list[dict[str, Any]] = []
         self.allowed_worker_deaths = self._set_retry_policy()
 
     @classmethod
@@ -267,6 +268,7 @@ class DaskLauncher:
         future, launch, submitted = self._pending.pop(key)
         now = time.time()
         job_s = None
+        payload: dict[str, Any] = {}
         try:
             text, latencies, samples = future.result()
             payload = json.loads(text)
@@ -290,7 +292,8 @@ class DaskLauncher:
         finally:
             future.release()
         self.timings.append({"job_id": launch.job_id, "submitted_epoch_s": submitted, "collected_epoch_s": now,
-                             "job_s": job_s or 0.0})
+                             "job_s": job_s or 0.0, "task_started_epoch_s": payload.get("task_started_epoch_s"),
+                             "task_finished_epoch_s": payload.get("task_finished_epoch_s")})
         return Completed(launch.job_id, outcome, started, job_s if job_s is not None else now - submitted)
 
     def _lost(self, launch: Launch, future: Any, exc: BaseException) -> dict[str, Any]:
