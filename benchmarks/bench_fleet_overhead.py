@@ -64,6 +64,10 @@ def main() -> int:
     checkpoint = str(default_checkpoint_paths()[0])
     overheads_ms: list[float] = []
     job_s: list[float] = []
+    writing_ms: list[float] = []   # result in hand -> record on disk (latency file, record, fsync)
+    dispatch_ms: list[float] = []  # submitted -> the task starts on its worker (scheduling, file transfer)
+    task_ms: list[float] = []      # the task's own work around the job (files, profile, result JSON)
+    back_ms: list[float] = []      # the task returns -> the coordinator holds the result
     try:
         for r in range(args.rounds):
             launcher = DaskLauncher(client)
@@ -77,6 +81,10 @@ def main() -> int:
                 return 2
             for t in launcher.timings:
                 overheads_ms.append((written[t["job_id"]] - t["submitted_epoch_s"] - t["job_s"]) * 1e3)
+                writing_ms.append((written[t["job_id"]] - t["collected_epoch_s"]) * 1e3)
+                dispatch_ms.append((t["task_started_epoch_s"] - t["submitted_epoch_s"]) * 1e3)
+                task_ms.append((t["task_finished_epoch_s"] - t["task_started_epoch_s"] - t["job_s"]) * 1e3)
+                back_ms.append((t["collected_epoch_s"] - t["task_finished_epoch_s"]) * 1e3)
                 job_s.append(t["job_s"])
             print(f"round {r}: {len(records)} jobs, overhead ms per job: "
                   + ", ".join(f"{o:.1f}" for o in overheads_ms[-len(records):]))
@@ -90,6 +98,15 @@ def main() -> int:
           f"{statistics.median(job_s):.2f} s")
     print(f"coordinator overhead per job (submit -> record written, beyond the job's own time): median {med:.1f} ms, "
           f"p90 {p90:.1f} ms, max {overheads_ms[-1]:.1f} ms (target < {TARGET_MS:.0f} ms)")
+    m = statistics.median
+    print(f"medians: submit -> task starts {m(dispatch_ms):.1f} ms; task's work around the job {m(task_ms):.1f} ms; "
+          f"task returns -> result here {m(back_ms):.1f} ms; result -> record on disk {m(writing_ms):.1f} ms")
+    try:
+        import os
+
+        print(f"host load (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (8 jobs share them)")
+    except OSError:
+        pass
     return 0 if med < TARGET_MS else 1
 
 

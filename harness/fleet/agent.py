@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -84,11 +85,24 @@ def serve(scheduler: str, device: str, listen: str | None = None, name: str | No
     plugin = AgentPlugin(local_facts([device]), str(cache))
 
     async def run() -> None:
-        async with Worker(scheduler, nthreads=1, resources={device_resource(device): 1}, host=host,
-                          name=name or f"{device}@{platform.node()}", dashboard=False, security=security,
-                          local_directory=str(cache / "dask-scratch"), plugins=(plugin,)) as worker:
-            print(f"agent {worker.name} serving device {device} at {worker.address}, scheduler {scheduler}",
-                  flush=True)
-            await worker.finished()
+        worker = await Worker(scheduler, nthreads=1, resources={device_resource(device): 1}, host=host,
+                              name=name or f"{device}@{platform.node()}", dashboard=False, security=security,
+                              local_directory=str(cache / "dask-scratch"), plugins=(plugin,))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a clean goodbye to the scheduler, not a traceback
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        print(f"agent {worker.name} serving device {device} at {worker.address}, scheduler {scheduler}", flush=True)
+        finished, stopped = asyncio.ensure_future(worker.finished()), asyncio.ensure_future(stop.wait())
+        await asyncio.wait([finished, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if stopped.done():
+            # a running job is not waited for: its child process dies with this one (the job's watchdog)
+            await worker.close(executor_wait=False)
+            print(f"agent {worker.name} stopped", flush=True)
+        for task in (finished, stopped):
+            task.cancel()
 
     asyncio.run(run())

@@ -13,6 +13,7 @@ import datetime as _dt
 import io
 import json
 import secrets
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,7 @@ class DaskLauncher:
         self.client = client
         self.address = client.scheduler.address
         self.version = version or harness_version()
-        self._warn = warn or (lambda message: None)
+        self._warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
         self.poll_s, self.orphan_grace_s, self.probe_timeout_s = poll_s, orphan_grace_s, probe_timeout_s
         self._workers: dict[str, WorkerInfo] | None = None
         self._targets: dict[str, list[str] | None] = {}   # device -> allowed worker addresses (None: any)
@@ -94,7 +95,8 @@ class DaskLauncher:
         self._absent_since: dict[str, float] = {}
         self._planned_devices: set[str] = set()
         self._last_check = 0.0
-        self.timings: list[dict[str, Any]] = []           # per job: id, submitted/collected epochs, job seconds
+        #: Per job: id, submitted/collected epochs (here), task started/finished epochs (worker clock), job s.
+        self.timings: list[dict[str, Any]] = []
         self.allowed_worker_deaths = self._set_retry_policy()
 
     @classmethod
@@ -267,6 +269,7 @@ class DaskLauncher:
         future, launch, submitted = self._pending.pop(key)
         now = time.time()
         job_s = None
+        payload: dict[str, Any] = {}
         try:
             text, latencies, samples = future.result()
             payload = json.loads(text)
@@ -290,7 +293,8 @@ class DaskLauncher:
         finally:
             future.release()
         self.timings.append({"job_id": launch.job_id, "submitted_epoch_s": submitted, "collected_epoch_s": now,
-                             "job_s": job_s or 0.0})
+                             "job_s": job_s or 0.0, "task_started_epoch_s": payload.get("task_started_epoch_s"),
+                             "task_finished_epoch_s": payload.get("task_finished_epoch_s")})
         return Completed(launch.job_id, outcome, started, job_s if job_s is not None else now - submitted)
 
     def _lost(self, launch: Launch, future: Any, exc: BaseException) -> dict[str, Any]:

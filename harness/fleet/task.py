@@ -131,6 +131,9 @@ def run_job(spec_json: str, files: dict[str, list], timeout_s: float,
     from harness.host import hostinfo
     from harness.host.presence import device_present
 
+    import time
+
+    task_start = time.time()
     worker = get_worker()
     root = _cache_root()
     spec = JobSpec.from_json(spec_json)
@@ -167,7 +170,8 @@ def run_job(spec_json: str, files: dict[str, list], timeout_s: float,
     samples = Path(local.samples_path) if local.samples_path else None
     payload = {"outcome": outcome, "started_at": done.started_at, "duration_s": done.duration_s,
                "warnings": [f"[{worker.name}] {w}" for w in done.warnings],
-               "harness_version": hostinfo.harness_version(), "worker": str(worker.name), "host": host}
+               "harness_version": hostinfo.harness_version(), "worker": str(worker.name), "host": host,
+               "task_started_epoch_s": task_start, "task_finished_epoch_s": time.time()}
     return (json.dumps(payload, default=str), latency.read_bytes() if latency.is_file() else None,
             samples.read_bytes() if samples is not None and samples.is_file() else None)
 

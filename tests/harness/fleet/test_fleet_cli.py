@@ -38,3 +38,28 @@ def test_tls_options_with_a_tcp_cluster_address_are_a_user_error(tmp_path, capsy
     code = main(["run", "--cluster", "tcp://127.0.0.1:8786", "--tls-ca", str(pem), "--tls-cert", str(pem),
                  "--tls-key", str(pem)])
     assert code == 1 and "tls://127.0.0.1:8786" in capsys.readouterr().err
+
+
+def test_an_agent_joins_advertising_its_device_and_stops_cleanly_on_sigterm(fleet, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.fleet.launcher import list_workers
+
+    root = Path(__file__).resolve().parents[3]
+    agent = subprocess.Popen([sys.executable, "-m", "harness", "agent", "--scheduler", fleet.cluster.scheduler_address,
+                              "--device", "cpu", "--listen", "127.0.0.1", "--name", "board-1", "--cache-dir",
+                              str(tmp_path / "cache")], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        fleet.client.wait_for_workers(1, timeout=120)
+        (worker,) = list_workers(fleet.client).values()
+        assert (worker.name, worker.devices, worker.facts["agent"]) == ("board-1", ("cpu",), True)
+        assert worker.address.startswith("tcp://127.0.0.1:")
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        out = agent.communicate(timeout=60)[0]
+    assert agent.returncode == 0 and "agent board-1 stopped" in out
