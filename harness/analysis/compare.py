@@ -16,7 +16,6 @@ import pandas as pd
 
 from harness.analysis.formats import (  # noqa: F401  (re-exported: one import for callers of compare)
     FORMATS, TABLE_TITLES, format_value, render, to_csv, to_jsonable, to_markdown, to_text)
-from harness.scoring.tensors import DEAD_CHANNEL_SNR_DB
 
 IDENTITY_COLUMNS = ("model", "recipe", "checkpoint_name", "device", "backend", "precision", "calibration_method",
                     "precision_label")
@@ -165,7 +164,7 @@ def compare_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: 
 #: Between the parts of a note; reasons themselves often contain "; ", so the report splits on this instead.
 NOTE_SEPARATOR = " | "
 _NOTE_FIELDS = ("status", "failed_stage", "error_message", "power_estimated", "power_low_fidelity", "simulated", "quick", "measured_on",
-                "device", "untuned", "power_avg_w", "power_peak_w", "power_unavailable_reason", "worst_channel_snr_db")
+                "device", "untuned", "power_avg_w", "power_peak_w", "power_unavailable_reason", "dead_output_channels")
 
 
 def _note(rec: dict[str, Any]) -> str | None:
@@ -188,9 +187,10 @@ def _note(rec: dict[str, Any]) -> str | None:
         parts.append("untuned (no autotuning: not the backend's best speed)")
     if rec.get("quick") is True:
         parts.append("quick run")
-    worst = rec.get("worst_channel_snr_db")
-    if rec.get("status") == "ok" and not _missing(worst) and worst <= DEAD_CHANNEL_SNR_DB:
-        parts.append(f"an output channel at {worst:.1f} dB SNR (dead or zeroed; see compare --outputs)")
+    dead = rec.get("dead_output_channels")
+    if rec.get("status") == "ok" and not _missing(dead) and dead > 0:
+        parts.append(f"{int(dead)} dead output channel(s): constant where the FP32 reference varies "
+                     "(see compare --outputs)")
     if (rec.get("status") == "ok" and _missing(rec.get("power_avg_w")) and _missing(rec.get("power_peak_w"))
             and rec.get("power_unavailable_reason")):
         parts.append("no power: " + str(rec["power_unavailable_reason"]))

@@ -127,4 +127,39 @@ def test_detector_with_zeroed_class_scores_is_not_silently_fine(tmp_path):
     assert record.worst_channel_snr_db == 0.0
     assert [c["channel"] for c in record.outputs[0]["worst_channels"]] == [4, 5, 6]
     note = compare_table(load(result.run_dir))["note"].iloc[0]
-    assert "output channel at 0.0 dB SNR" in note
+    assert record.dead_output_channels == 3
+    assert "3 dead output channel(s)" in note
+
+
+def _time_major_recognizer(path: Path, classes: int = 5) -> Path:
+    """Conv over full height, 4-wide windows -> (N, C, 1, 7) -> (7, N, C): a CTC-like time-major output, with its
+    card beside it (batch_axis 1, blank 0)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.normal(0, 1.0, (classes, 1, 28, 4)).astype(np.float32), "w")
+    axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], strides=[4, 4]),
+             helper.make_node("Squeeze", ["c", "axes"], ["s"]),
+             helper.make_node("Transpose", ["s"], ["seq"], perm=[2, 0, 1])]
+    graph = helper.make_graph(nodes, "tiny_ctc",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("seq", TensorProto.FLOAT, [7, "N", classes])],
+                              [w, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    path.with_name(path.stem + ".card.toml").write_text(
+        '[[outputs]]\nname = "seq"\nrole = "sequence"\nbatch_axis = 1\nclass_axis = 2\nblank_index = 0\n')
+    return path
+
+
+def test_time_major_sequence_output_counts_images_not_time_steps(tmp_path):
+    result = run_benchmark(_options(tmp_path, _time_major_recognizer(tmp_path / "ctc.onnx")))
+    record = result.records[0]
+    assert record.status == "ok", record.error_message
+    out = record.outputs[0]
+    assert (record.eval_samples, out["samples"], out["shape"]) == (40, 40, [7, 40, 5])
+    assert record.sequence_agreement == 1.0 and record.position_agreement == 1.0
+    assert read_samples(result.run_dir / "samples" / f"{record.job_id}.npz")["sequence_agree"].shape == (40,)
