@@ -14,6 +14,7 @@ Facts this adapter is built around (docs/toolchain-notes.md, TVM 0.27):
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -96,7 +97,10 @@ def parse_target_string(text: str) -> dict[str, Any]:
     return target
 
 
+@functools.lru_cache(maxsize=1)
 def host_cores() -> int:
+    """CPUs this process may use, read once: a loaded TvmSession pins its thread (runtime.config_threadpool), so a
+    later read in the same process would give 1 and name another target (whose tuning database is not this one)."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

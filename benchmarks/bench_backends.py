@@ -78,8 +78,14 @@ def prepare(row: Row, model, device, calib, tmp: Path, threads: int) -> None:
         if row.backend == "tvm" and "untuned" not in row.label and not row.compiled.metadata.get("tuned"):
             row.skip = f"no tuning database for this model and target: {row.compiled.metadata.get('timing_note')}"
             return
-        row.session = backend.load(row.compiled, device, RuntimeConfig(threads=threads))
     except Exception as exc:  # a backend that cannot run this model says why; the others go on
+        row.skip = f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def load(row: Row, device, threads: int) -> None:
+    try:
+        row.session = create_backend(row.backend).load(row.compiled, device, RuntimeConfig(threads=threads))
+    except Exception as exc:
         row.skip = f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
@@ -148,8 +154,11 @@ def main() -> int:
     feeds = {model.input_name: images}
     device = load_device("cpu")
     table = rows(args.tuning_db)
-    for row in table:
+    for row in table:   # every compile before any load: a TVM session pins its thread, which changes the target
         prepare(row, model, device, calib, tmp, args.threads)
+    for row in table:
+        if row.skip is None:
+            load(row, device, args.threads)
         if row.session is not None:
             calibrate_iters(row, feeds, args.iters)
             row.p50s = []
