@@ -53,7 +53,7 @@ def calib_images(n: int):
 def cnn224(workdir: Path, seed: int = 0) -> Path:
     """A small 224x224 RGB classifier made here (no model hub): five 3x3 conv+ReLU layers (stride 2 but the
     last; 3->16->32->64->128->128 channels), global average pool, a 10-way Gemm; He-initialised, opset 17,
-    dynamic batch. ~0.14 GMAC per image: a stand-in for a 224² model where latency needs the shape only."""
+    dynamic batch. ~78 M MACs per image: a stand-in for a 224² model where latency needs the shape only."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
