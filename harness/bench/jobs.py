@@ -41,7 +41,7 @@ class JobSpec:
     runs: int = 5
     batch: int = 1
     validate_batch: int = 1
-    validate_budget_s: float | None = 60.0
+    validate_budget_s: float | None = 20.0
     fidelity_only: bool = False
     threads: int | None = None
     cpu_affinity: tuple[int, ...] | None = None

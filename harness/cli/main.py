@@ -101,9 +101,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus", type=lambda t: tuple(int(c) for c in _csv(t)),
                    help="pin every job to these CPU ids, e.g. 0,1 (recorded; default: all CPUs this process may use)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds before a job is killed (default 900)")
-    p.add_argument("--validate-budget", type=float, default=60.0, metavar="SECONDS",
+    p.add_argument("--validate-budget", type=float, default=20.0, metavar="SECONDS",
                    help="a job's validation pass stops after this long and scores the images done so far, saying so "
-                        "in the record (default 60; 0 = no limit)")
+                        "in the record (default 20; 0 = no limit)")
     p.add_argument("--power-period-ms", type=float, default=10.0, help="power sampling period (default 10 ms)")
     p.add_argument("--power-estimate", action="store_true", help="where no sensor exists, estimate power from the "
                    "profile's typical power (labelled estimated everywhere)")
