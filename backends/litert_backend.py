@@ -31,6 +31,7 @@ from backends.base import (
     UnsupportedRequest,
     artifact_dir,
 )
+from backends.onnx_graph import static_batch_copy
 from backends.registry import register_backend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -130,22 +131,10 @@ def _precision_facts(config: CompileConfig) -> dict[str, Any]:
     return {}
 
 
-def _static_batch_copy(src: Path, dst: Path) -> None:
-    """onnx2tf wants static shapes: the checkpoint with its batch dimension fixed to 1."""
-    import onnx
-
-    m = onnx.load(str(src))
-    for value in list(m.graph.input) + list(m.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].dim_value:
-            dims[0].dim_value = 1
-    onnx.save(m, str(dst))
-
-
 def _convert(exe: Path, model: ModelArtifact, config: CompileConfig, calibration: np.ndarray | None,
              out_dir: Path, stem: str) -> None:
     src = out_dir / f"{stem}.onnx"
-    _static_batch_copy(Path(model.path), src)
+    static_batch_copy(Path(model.path), src)
     cmd = [str(exe), "-i", str(src), "-o", str(out_dir)]  # default verbosity: it prints the custom-op report
     if config.precision == "int8":
         calib = np.ascontiguousarray(
