@@ -175,10 +175,14 @@ def _strip_ansi(text: str) -> str:
 class LiteRtSession:
     """A LiteRT interpreter; NCHW batches in, NCHW/2-D outputs out, int8 I/O (de)quantized here."""
 
-    def __init__(self, path: Path, threads: int | None) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, path: Path, threads: int | None, reference_kernels: bool = False) -> None:
+        """``reference_kernels``: TFLite's reference kernels (BUILTIN_REF) instead of the optimised/XNNPACK ones,
+        the numerics Ethos-U and other TFLite-Micro targets are built to match."""
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        self._interp = Interpreter(model_path=str(path), num_threads=threads)
+        resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
+        self._interp = Interpreter(model_path=str(path), num_threads=threads,
+                                   experimental_op_resolver_type=resolver)
         self._interp.allocate_tensors()
         self._in = self._interp.get_input_details()[0]
         self._out = self._interp.get_output_details()[0]
