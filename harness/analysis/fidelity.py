@@ -30,7 +30,7 @@ METRICS = ("top1", "top5", "top1_agreement", "logit_mse", "snr_db", "ece", "brie
 #: Lower is better for these (the comparison's "better" column uses it).
 LOWER_IS_BETTER = ("logit_mse", "ece", "brier")
 ROW_FIELDS = ("checkpoint", "device", "backend", "precision", "kind", "status", "calibration_method",
-              "calibration_samples_used", *METRICS, "fp32_island_ops", "note")
+              "calibration_samples_used", *METRICS, "fp32_island_ops", "npu_op_share", "fallback_ops", "note")
 
 
 @dataclass(frozen=True)
@@ -225,6 +225,9 @@ def record_row(kind: str, rec: Any) -> dict[str, Any]:
         "status": rec.status, "calibration_method": rec.calibration_method,
         "calibration_samples_used": extra.get("calibration_samples_used", rec.calibration_samples),
         "fp32_island_ops": ",".join(extra.get("fp32_island_ops", []) or []),
+        # Operator coverage of vendor NPU toolchains (backends.onnx_graph.op_coverage): share on the NPU, fallbacks.
+        "npu_op_share": extra.get("npu_op_share"),
+        "fallback_ops": ",".join(extra.get("fallback_ops", []) or []),
         "note": "" if rec.status == "ok" else (rec.error_message or "")[:200],
     }
     for m in METRICS:
@@ -416,9 +419,9 @@ def _md_table(rows: Sequence[dict[str, Any]], cols: Sequence[str], headers: Sequ
 
 
 MAIN_COLS = ("device", "backend", "precision", "kind", "status", *METRICS, "calibration_method",
-             "calibration_samples_used", "fp32_island_ops")
+             "calibration_samples_used", "fp32_island_ops", "npu_op_share", "fallback_ops")
 MAIN_HEADERS = ("device", "backend", "precision", "kind", "status", "top-1 %", "top-5 %", "agree %", "logit MSE",
-                "SNR dB", "ECE", "Brier", "calibration", "calib n", "FP32 islands")
+                "SNR dB", "ECE", "Brier", "calibration", "calib n", "FP32 islands", "NPU op share", "CPU fallback ops")
 SPREAD_COLS = ("checkpoint", "scope", "deployments", "top1_min", "top1_max", "top1_range", "top1_std", "logit_mse_min",
                "logit_mse_max", "logit_mse_range", "logit_mse_std", "logit_mse_mean")
 
