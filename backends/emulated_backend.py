@@ -325,7 +325,7 @@ def mse_ranges(model_path: Path, input_name: str, images: np.ndarray, symmetric:
 def compute_policy_ranges(pre: Path, model: ModelArtifact, images: np.ndarray, method: str,
                           policy: "QuantPolicy"):
     """ORT TensorsData for the policy's calibration method (reusing the ORT adapter's helpers)."""
-    from backends.onnxruntime_backend import apply_learned_ranges, compute_ranges
+    from backends.onnxruntime_backend import apply_learned_ranges, compute_ranges, graph_output_names
 
     symmetric = bool(policy.activation_symmetric)
     if method == "mse":
@@ -337,7 +337,7 @@ def compute_policy_ranges(pre: Path, model: ModelArtifact, images: np.ndarray, m
     if method == "learned":
         if model.calibration_table is None:
             raise UnsupportedRequest(f"checkpoint {model.name} has no learned calibration table (*.calib.json)")
-        if apply_learned_ranges(ranges, model.calibration_table) == 0:
+        if apply_learned_ranges(ranges, model.calibration_table, graph_output_names(pre)) == 0:
             raise UnsupportedRequest(f"no tensor of {model.calibration_table} names a tensor of the graph")
     return ranges
 

@@ -202,8 +202,20 @@ def compute_ranges(model_path: Path, input_name: str, images: np.ndarray, method
         return calibrator.compute_data(), methods[method]
 
 
-def apply_learned_ranges(tensors_range, table_path: Path) -> int:
-    """Overwrite calibrated ranges with the trainer's learned ones; returns how many were replaced."""
+def graph_output_names(model_path: Path) -> frozenset[str]:
+    """Names of the graph's outputs (the network outputs a learned range must not clip)."""
+    import onnx
+
+    return frozenset(o.name for o in onnx.load(str(model_path), load_external_data=False).graph.output)
+
+
+def apply_learned_ranges(tensors_range, table_path: Path, keep: frozenset[str] = frozenset()) -> int:
+    """Overwrite calibrated ranges with the trainer's learned ones; returns how many were replaced.
+
+    Tensors named in ``keep`` (the graph outputs) keep the range calibrated from data: the trainer's
+    p_hi = 0.999 quantile range clips the logits, which made "learned" calibration worse than MinMax
+    (logit MSE 0.61 vs 0.023 on the bundled Quant-Trim ResNet-20; issue 19).
+    """
     from onnxruntime.quantization.calibrate import TensorData
 
     table = json.loads(Path(table_path).read_text())
@@ -211,7 +223,7 @@ def apply_learned_ranges(tensors_range, table_path: Path) -> int:
         raise UnsupportedRequest(f"{table_path} is not a quanttrim calibration table (format {table.get('format')!r})")
     replaced = 0
     for name, rng in table["tensors"].items():
-        if name in tensors_range.data:
+        if name in tensors_range.data and name not in keep:
             tensors_range.data[name] = TensorData(lowest=np.float32(rng["min"]), highest=np.float32(rng["max"]))
             replaced += 1
     return replaced
@@ -230,7 +242,7 @@ def _quantize_static(model: ModelArtifact, dst: Path, config: CompileConfig, cal
                                                symmetric=config.activation_signed,
                                                percentile=float(config.option("percentile", DEFAULT_PERCENTILE)))
     if method == "learned":
-        if apply_learned_ranges(tensors_range, model.calibration_table) == 0:
+        if apply_learned_ranges(tensors_range, model.calibration_table, graph_output_names(pre)) == 0:
             raise UnsupportedRequest(f"no tensor of {model.calibration_table} names a tensor of the graph")
     cache = out_dir / f"calibration-{method}.json"
     save_tensors_data(tensors_range, cache)

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write <stem>-qdq.onnx: ONNX Runtime QDQ graph with the learned activation ranges "
                         "(256 training images calibrate the few tensors without one)")
 
+    from quanttrim.reproduction.cli import add_parser as add_reproduce_parser
+
+    add_reproduce_parser(sub)
+
     b = sub.add_parser("bundle", help="reproduce the bundled ResNet-20 Fashion-MNIST checkpoints",
                        description="Train MAP and Quant-Trim ResNet-20 on full Fashion-MNIST with the bundle "
                                    "settings, export them to harness/assets/ and write manifest.json.")
@@ -114,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.cmd == "list":
             return _list()
+        if args.cmd == "reproduce":
+            from quanttrim.reproduction.cli import run as run_reproduction
+
+            return run_reproduction(args)
     except UnknownNameError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

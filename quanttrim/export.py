@@ -123,10 +123,13 @@ def export_onnx(
         names = map_points_to_onnx(plain, proto, x[: min(len(x), 16)], list(points))
         tensors: dict[str, dict[str, float]] = {}
         trainer_points: dict[str, str] = {}
+        # The network outputs get no learned range: the p_hi quantile clips the logits (issue 19); backends
+        # calibrate the outputs from data instead.
+        graph_outputs = {o.name for o in proto.graph.output}
         for point, q in points.items():
-            if not q.observer.initialized:
-                continue
             onnx_name = names[point]
+            if not q.observer.initialized or onnx_name in graph_outputs:
+                continue
             # The grid trained on contains 0 (asymmetric_qparams widens the range), so does the table.
             lo, hi = min(0.0, float(q.observer.lo.min())), max(0.0, float(q.observer.hi.max()))
             if onnx_name in tensors:  # two points on one tensor: keep the union of the ranges

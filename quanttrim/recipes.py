@@ -5,6 +5,7 @@ length (``reference_epochs``) and scaled to the run's epoch budget by :func:`get
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 from quanttrim.config import PruneConfig, QuantConfig, Recipe
@@ -12,7 +13,13 @@ from quanttrim.registry import Registry
 
 RECIPES: Registry[Callable[[], Recipe]] = Registry("recipe")
 
-_NO_QUANT = dict(enabled=False, observe=True)
+
+
+def map_of(base: Recipe, name: str, description: str) -> Recipe:
+    """MAP for a Quant-Trim preset: the same optimizer and run length, λ ≡ 0 and no pruning (observers still learn
+    ranges for the calibration table)."""
+    return dataclasses.replace(base, name=name, quant=QuantConfig(enabled=False, observe=True),
+                               prune=PruneConfig(enabled=False), description=description)
 
 
 @RECIPES.register("quanttrim")
@@ -30,12 +37,7 @@ def quanttrim_cifar() -> Recipe:
 @RECIPES.register("map")
 def map_cifar() -> Recipe:
     """MAP: the same training with λ ≡ 0 and no pruning (observers still learn ranges for the calib table)."""
-    base = quanttrim_cifar()
-    return Recipe(
-        name="map", quant=QuantConfig(**_NO_QUANT), prune=PruneConfig(enabled=False),
-        optimizer=base.optimizer, lr=base.lr, weight_decay=base.weight_decay, batch_size=base.batch_size,
-        reference_epochs=base.reference_epochs, description="FP32 baseline (MAP), same optimizer as quanttrim",
-    )
+    return map_of(quanttrim_cifar(), "map", "FP32 baseline (MAP), same optimizer as quanttrim")
 
 
 @RECIPES.register("quanttrim-seg")
@@ -52,12 +54,7 @@ def quanttrim_seg() -> Recipe:
 
 @RECIPES.register("map-seg")
 def map_seg() -> Recipe:
-    base = quanttrim_seg()
-    return Recipe(
-        name="map-seg", quant=QuantConfig(**_NO_QUANT), prune=PruneConfig(enabled=False),
-        optimizer=base.optimizer, lr=base.lr, weight_decay=base.weight_decay, batch_size=base.batch_size,
-        reference_epochs=base.reference_epochs, description="FP32 baseline with the segmentation optimizer settings",
-    )
+    return map_of(quanttrim_seg(), "map-seg", "FP32 baseline with the segmentation optimizer settings")
 
 
 @RECIPES.register("quanttrim-vit")
@@ -74,12 +71,7 @@ def quanttrim_vit() -> Recipe:
 
 @RECIPES.register("map-vit")
 def map_vit() -> Recipe:
-    base = quanttrim_vit()
-    return Recipe(
-        name="map-vit", quant=QuantConfig(**_NO_QUANT), prune=PruneConfig(enabled=False),
-        optimizer=base.optimizer, lr=base.lr, weight_decay=base.weight_decay, batch_size=base.batch_size,
-        reference_epochs=base.reference_epochs, description="FP32 baseline with the ViT optimizer settings",
-    )
+    return map_of(quanttrim_vit(), "map-vit", "FP32 baseline with the ViT optimizer settings")
 
 
 # Table 9 (ResNet-18 / CIFAR-10 ablation): SGD lr 1e-3, wd 5e-4, 50 epochs; only quantization differs.

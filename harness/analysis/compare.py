@@ -16,7 +16,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-IDENTITY_COLUMNS = ("model", "recipe", "checkpoint_name", "device", "backend", "precision", "calibration_method")
+IDENTITY_COLUMNS = ("model", "recipe", "checkpoint_name", "device", "backend", "precision", "calibration_method",
+                    "precision_label")
+#: Where the timing came from (harness.store.labels): a column in every table, so a stand-in is never read as
+#: the device's own number.
+ORIGIN_COLUMNS = ("timing_origin", "untuned")
 LATENCY_COLUMNS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_ms_mean",
                    "latency_ms_min", "latency_ms_max")
 POWER_COLUMNS = ("power_avg_w", "power_peak_w", "power_peak_w_mean", "power_p5_w", "power_p95_w",
@@ -32,6 +36,8 @@ TABLE_TITLES = {
     "main": "Comparison: checkpoint x device x backend x precision",
     "deltas": "Quant-Trim minus MAP (same model, device, backend, precision, calibration)",
     "cost": "Cost and efficiency (paper Table 10 columns)",
+    "outputs": "Every output, scored by its role against the FP32 reference",
+    "worst_channels": "Worst output channels (per-channel SNR against the FP32 reference)",
 }
 #: Left out of the terminal view unless --wide (CSV, JSON and Markdown always carry every column).
 SECONDARY_COLUMNS = ("checkpoint_name", "latency_ms_mean", "latency_ms_min", "latency_ms_max", "power_p5_w",
@@ -148,7 +154,8 @@ def compare_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: 
         df = df[df["status"] == "ok"]
     metric_cols = [c for c in LATENCY_COLUMNS + ("fps",) + POWER_COLUMNS + FIDELITY_COLUMNS
                    if c in df.columns and df[c].notna().any()]
-    cols = list(IDENTITY_COLUMNS) + ["status"] + metric_cols
+    cols = [c for c in IDENTITY_COLUMNS if c in df.columns] + ["status"] + \
+        [c for c in ORIGIN_COLUMNS if c in df.columns] + metric_cols
     if df["run_id"].nunique() > 1:
         cols.insert(0, "run_id")
     out = df[cols].copy()
@@ -158,8 +165,9 @@ def compare_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: 
     return sort_frame(out, sort)
 
 
-_NOTE_FIELDS = ("status", "failed_stage", "error_message", "power_estimated", "power_low_fidelity", "simulated", "latency_kind", "quick", "measured_on",
-                "device", "power_avg_w", "power_peak_w", "power_unavailable_reason")
+_NOTE_FIELDS = ("status", "failed_stage", "error_message", "power_estimated", "power_low_fidelity", "simulated",
+                "latency_kind", "quick", "measured_on", "device", "untuned", "power_avg_w", "power_peak_w",
+                "power_unavailable_reason")
 
 
 def _note(rec: dict[str, Any]) -> str | None:
@@ -180,6 +188,8 @@ def _note(rec: dict[str, Any]) -> str | None:
     measured_on = rec.get("measured_on")
     if isinstance(measured_on, str) and measured_on and measured_on != rec.get("device"):
         parts.append(f"measured on {measured_on}")
+    if rec.get("untuned") is True:
+        parts.append("untuned (no autotuning: not the backend's best speed)")
     if rec.get("quick") is True:
         parts.append("quick run")
     if (rec.get("status") == "ok" and _missing(rec.get("power_avg_w")) and _missing(rec.get("power_peak_w"))
@@ -202,13 +212,17 @@ def recipe_deltas(df: pd.DataFrame, filters: Iterable[str | Filter] = (),
     df = apply_filters(df, filters)
     df = df[(df["status"] == "ok") & df["recipe"].isin(["map", "quanttrim"])]
     cols = ["model", "device", "backend", "precision", "calibration_method", "metric", "map", "quanttrim",
-            "delta", "delta_pct", "n_map", "n_quanttrim"]
+            "delta", "delta_pct", "delta_ci_low", "delta_ci_high", "ci_note", "n_map", "n_quanttrim"]
     if df.empty:
         return pd.DataFrame(columns=cols)
+    from harness.analysis.uncertainty import SAMPLE_KEYS, recipe_delta_ci
+
     metrics = [m for m in metrics if m in df.columns and df[m].notna().any()]
     keyed = df.assign(**{k: df[k].astype(object).where(df[k].notna(), "") for k in DELTA_KEYS})
     med = keyed.groupby(list(DELTA_KEYS) + ["recipe"], sort=True)[metrics].median()
     counts = keyed.groupby(list(DELTA_KEYS) + ["recipe"], sort=True).size()
+    files = keyed.groupby(list(DELTA_KEYS) + ["recipe"], sort=True)["samples_file"].agg(list) \
+        if "samples_file" in keyed.columns else None
     rows = []
     for key, _ in keyed.groupby(list(DELTA_KEYS), sort=True):
         if (*key, "map") not in med.index or (*key, "quanttrim") not in med.index:
@@ -220,15 +234,23 @@ def recipe_deltas(df: pd.DataFrame, filters: Iterable[str | Filter] = (),
                 continue
             delta = b - a if not (math.isnan(a) or math.isnan(b)) else math.nan
             pct = 100.0 * delta / abs(a) if a not in (0.0,) and not math.isnan(delta) and math.isfinite(a) else math.nan
+            ci_low = ci_high = math.nan
+            ci_note = None
+            if metric in SAMPLE_KEYS and not math.isnan(delta):
+                # the CI is of the per-image mean difference; with one job per side that is the delta itself
+                ci = recipe_delta_ci(files[(*key, "map")] if files is not None else [None],
+                                     files[(*key, "quanttrim")] if files is not None else [None], metric, delta)
+                ci_low, ci_high, ci_note = ci.low, ci.high, ci.note
             rows.append(dict(zip(DELTA_KEYS, key), metric=metric, map=a, quanttrim=b, delta=delta, delta_pct=pct,
+                             delta_ci_low=ci_low, delta_ci_high=ci_high, ci_note=ci_note,
                              n_map=int(counts[(*key, "map")]), n_quanttrim=int(counts[(*key, "quanttrim")])))
     out = pd.DataFrame(rows, columns=cols)
     out["calibration_method"] = out["calibration_method"].replace("", None)
     return out
 
 
-def cost_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: str | Sequence[str] | None = None
-               ) -> pd.DataFrame:
+def cost_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: str | Sequence[str] | None = None,
+               include_stand_ins: bool = False) -> pd.DataFrame:
     """FPS per watt, energy per inference, price per FPS and per watt for each (device, backend, precision, model).
 
     ``power_peak_w`` is the average of the runs' peaks where the record has it (``power_peak_w_mean``), else the
@@ -236,21 +258,39 @@ def cost_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: str
     "Price per Watt" column actually holds (e.g. RTX 3090: 190 W / 1500 EUR = 0.127). FPS per watt uses the
     average power over the timed loop (= inferences per joule at batch 1); where only energy per inference is
     known it is 1000 / energy_mJ. Several jobs (recipes, runs) of one key are summarised by their median.
+
+    Jobs timed on a stand-in or a simulator say nothing about the device's price per FPS: they are left out
+    (``attrs["excluded_stand_ins"]`` counts them) unless ``include_stand_ins``, and then kept apart by their
+    ``timing_origin`` column.
     """
     df = apply_filters(df, filters)
     df = df[(df["status"] == "ok") & df["fps"].notna()]
+    origin = df["timing_origin"] if "timing_origin" in df.columns else pd.Series("device", index=df.index)
+    stand_in = origin.isin(["stand-in", "simulated"])
+    excluded = 0 if include_stand_ins else int(stand_in.sum())
+    if not include_stand_ins:
+        df = df[~stand_in]
+    keys = list(COST_KEYS) + (["timing_origin"] if include_stand_ins and "timing_origin" in df.columns else [])
     cols = ["device", "device_display_name", "device_form_factor", "backend", "precision", "model", "price_eur",
             "fps", "latency_ms_p50", "power_avg_w", "power_peak_w", "fps_per_w", "energy_per_inference_mj",
-            "price_eur_per_fps", "price_eur_per_w", "w_per_eur", "power_estimated", "n_jobs"]
+            "price_eur_per_fps", "price_eur_per_w", "w_per_eur", "power_estimated", "untuned", "n_jobs"]
+    if include_stand_ins:
+        cols.insert(cols.index("price_eur"), "timing_origin")
     if df.empty:
-        return pd.DataFrame(columns=cols)
+        out = pd.DataFrame(columns=cols)
+        out.attrs["excluded_stand_ins"] = excluded
+        return out
     peak = df["power_peak_w_mean"].where(df["power_peak_w_mean"].notna(), df["power_peak_w"])
     work = df.assign(power_peak_w=peak, price_eur=df["device_price_eur"],
                      power_estimated=df["power_estimated"].map(lambda v: bool(v) if v is not None else False))
     num = ["price_eur", "fps", "latency_ms_p50", "power_avg_w", "power_peak_w", "energy_per_inference_mj"]
-    g = work.groupby(list(COST_KEYS), sort=True, dropna=False)
+    if "untuned" not in work.columns:
+        work = work.assign(untuned=False)
+    work = work.assign(untuned=work["untuned"].map(lambda v: bool(v) if v is not None else False))
+    g = work.groupby(keys, sort=True, dropna=False)
     out = g[num].median()
     out["power_estimated"] = g["power_estimated"].any()
+    out["untuned"] = g["untuned"].any()
     out["n_jobs"] = g.size()
     out["device_display_name"] = g["device_display_name"].first()
     out["device_form_factor"] = g["device_form_factor"].first()
@@ -261,8 +301,9 @@ def cost_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: str
     out["price_eur_per_w"] = out["price_eur"] / out["power_peak_w"]
     out["w_per_eur"] = out["power_peak_w"] / out["price_eur"]
     out = out.replace([np.inf, -np.inf], np.nan) if len(out) else out
-    out = out[cols]
-    return sort_frame(out, sort if sort else ("device", "backend", "precision", "model"))
+    out = sort_frame(out[cols], sort if sort else ("device", "backend", "precision", "model"))
+    out.attrs["excluded_stand_ins"] = excluded
+    return out
 
 
 def narrow(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -271,7 +312,8 @@ def narrow(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
 
 def build_tables(df: pd.DataFrame, filters: Iterable[str] = (), sort: str | None = None,
-                 which: Sequence[str] = TABLES, ok_only: bool = False) -> dict[str, pd.DataFrame]:
+                 which: Sequence[str] = TABLES, ok_only: bool = False,
+                 include_stand_ins: bool = False) -> dict[str, pd.DataFrame]:
     """The named tables (main, deltas, cost) for one set of filters and sort keys.
 
     A filter on a record field selects records; a filter on a column only a table has (``metric`` of the
@@ -287,7 +329,7 @@ def build_tables(df: pd.DataFrame, filters: Iterable[str] = (), sort: str | None
         elif name == "deltas":
             out[name] = recipe_deltas(df, record_filters)
         elif name == "cost":
-            out[name] = cost_table(df, record_filters, _sort_if_valid(sort, COST_KEYS))
+            out[name] = cost_table(df, record_filters, _sort_if_valid(sort, COST_KEYS), include_stand_ins)
         else:
             raise CompareError(f"unknown table {name!r}; valid: {', '.join(TABLES)}")
     for f in table_filters:

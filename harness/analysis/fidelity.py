@@ -46,6 +46,8 @@ class FidelityOptions:
     #: Calibration methods for integer precisions (None = each backend's/policy's own), e.g. ("learned",).
     calibrations: tuple[str, ...] | None = None
     calib_seed: int = 0
+    #: Weight granularity for integer precisions (None = each device policy's own).
+    per_channel: bool | None = None
     timeout_s: float = 900.0
     threads: int | None = None
     run_id: str | None = None
@@ -115,7 +117,7 @@ def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: 
             else:
                 notes.append(f"{device.name}: {b} not run ({why})")
         if real:
-            groups.append(DeviceGroup(device.name, device.name, tuple(real), None, "real"))
+            groups.append(DeviceGroup(device.name, name, tuple(real), None, "real"))  # name: a profile path stays a path
         policies = tuple(p.name for p in device.quant_policies)
         if policies and (not real or always_emulate or "emulated" in device.backends):
             profile = device.name if device.backends == ("emulated",) and set(policies) == set(device.precisions) \
@@ -139,25 +141,18 @@ def write_emulation_profile(device: Any, profile_dir: Path) -> Path:
     return path
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
 def to_toml(data: dict[str, Any]) -> str:
-    """Minimal TOML for a device profile dict (scalars, arrays and the quant_policies table array)."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if v is not None and k != "quant_policies"]
-    for pol in data.get("quant_policies", []):
-        lines += ["", "[[quant_policies]]"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in pol.items() if v is not None]
-    return "\n".join(lines) + "\n"
+    """A device profile dict as TOML (None values dropped: TOML has no null), written by tomli-w."""
+    import tomli_w
+
+    def drop_none(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: drop_none(x) for k, x in v.items() if x is not None}
+        if isinstance(v, (list, tuple)):
+            return [drop_none(x) for x in v]
+        return v
+
+    return tomli_w.dumps(drop_none(data))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,7 +175,8 @@ def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityRepo
         opts = BenchmarkOptions(
             devices=(group.profile,), checkpoints=tuple(options.checkpoints), backends=group.backends,
             precisions=group.precisions, calibrations=options.calibrations, calib_samples=calib_samples, eval_samples=options.eval_samples,
-            calib_seed=options.calib_seed, quick=options.quick, fidelity_only=True, results_dir=out / "runs",
+            calib_seed=options.calib_seed, per_channel=options.per_channel, quick=options.quick, fidelity_only=True,
+            results_dir=out / "runs",
             run_id=f"{run_id}-{i:02d}-{group.device}-{group.kind}", timeout_s=options.timeout_s,
             threads=options.threads, command=f"harness fidelity ({group.device}, {group.kind})")
         result = run_benchmark(opts, progress=progress)

@@ -183,6 +183,21 @@ def plots_section(store: ResultStore, kinds: Sequence[str], **plot_kwargs: Any) 
     return "\n".join(parts), skipped
 
 
+def outputs_section(df: pd.DataFrame) -> list[str]:
+    """Every output scored by role, and the worst output channels (a dead class-score channel reads 0 dB)."""
+    from harness.analysis.outputs import outputs_table, worst_channels_table
+
+    per_output = outputs_table(df)
+    if per_output.empty:
+        return []
+    return [f'<h2 id="outputs">{_e(TABLE_TITLES["outputs"])}</h2>', html_table(per_output, "table-outputs"),
+            f'<h2 id="worst-channels">{_e(TABLE_TITLES["worst_channels"])}</h2>',
+            '<p class="meta">SNR of each output channel (along the card\'s class axis) against the FP32 reference, '
+            "lowest first; 0 dB means the channel carries as much error as signal (dead or zeroed); "
+            "-inf: the reference channel is all zero.</p>",
+            html_table(worst_channels_table(df), "table-worst-channels")]
+
+
 def build_report(store: ResultStore, *, filters: Sequence[str] = (), sort: str | None = None,
                  kinds: Sequence[str] | None = None, title: str = "Quant-Trim edge benchmark report",
                  **plot_kwargs: Any) -> tuple[str, dict[str, str]]:
@@ -208,6 +223,7 @@ def build_report(store: ResultStore, *, filters: Sequence[str] = (), sort: str |
         "price / average peak power; w_per_eur = its inverse, the quantity paper Table 10 prints as "
         "\u201cprice per watt\u201d.</p>",
         html_table(tables["cost"], "table-cost"),
+        *outputs_section(df),
         '<h2 id="plots">Figures</h2>', plots_html,
         '<h2 id="environment">Environment</h2>', environment_section(store),
     ]

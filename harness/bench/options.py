@@ -40,6 +40,12 @@ class BenchmarkOptions:
     power_estimate: bool = False
     power_source_options: tuple[tuple[str, str, Any], ...] = ()   # (source, key, value)
     prefer_full_dataset: bool = True
+    #: The user's evaluation data (folder of images, .npz, .npy; absolute) — None: the Fashion-MNIST demo.
+    data_path: Path | None = None
+    #: The user's calibration data (same forms) — None: a seeded split of data_path, disjoint from evaluation.
+    calib_data_path: Path | None = None
+    #: A model card (TOML) for every checkpoint — None: <stem>.card.toml beside the model, else inferred.
+    model_card_path: Path | None = None
     #: Modules imported (here and in each worker) to register backends outside the entry points.
     plugin_modules: tuple[str, ...] = ()
     #: Backend-specific compile options (key, value), e.g. ("target", "dla0"), ("tuning_trials", 64).
@@ -61,6 +67,20 @@ class BenchmarkOptions:
             raise ValueError("--eval-samples must be >= 1")
         if self.timeout_s <= 0:
             raise ValueError("--timeout must be > 0")
+        if self.calib_data_path is not None and self.data_path is None:
+            raise ValueError("--calib-data needs --data (the demo calibrates on Fashion-MNIST's training split)")
+        for flag, path in (("--data", self.data_path), ("--calib-data", self.calib_data_path),
+                           ("--model-card", self.model_card_path)):
+            if path is not None and not Path(path).exists():
+                raise ValueError(f"{flag} {path} does not exist")
+
+    def data_request(self):
+        """The data this run evaluates and calibrates on (harness.data.prepare.DataRequest)."""
+        from harness.data.prepare import DataRequest
+
+        n_eval = QUICK["eval_samples"] if self.quick and self.eval_samples is None else self.eval_samples
+        return DataRequest(self.data_path, self.calib_data_path, n_eval, self.calib_samples, self.calib_seed,
+                           self.prefer_full_dataset)
 
     def loop(self) -> dict[str, int]:
         if self.quick:

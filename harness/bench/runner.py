@@ -5,6 +5,7 @@ worker process) -> JobRecord (harness.store.records).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import sys
@@ -16,14 +17,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from devices import DeviceProfile
-from devices.numerics import is_integer_precision
-from harness.data import datasets
+from devices.numerics import is_integer_precision, takes_calibration
+from harness.data.loaders import Dataset, save_job_data
+from harness.data.prepare import describe as describe_data, prepare_datasets
 from harness.host import hostinfo
 from harness.bench.jobs import JobSpec
 from harness.bench.launch import execute_spec
-from harness.bench.options import QUICK, BenchmarkOptions
+from harness.bench.options import BenchmarkOptions
 from harness.bench.plan import PlannedJob, plan_jobs, resolve_checkpoints, validate_names
 from harness.host.presence import device_present
+from harness.model.card import effective_card
 from harness.model.checkpoint import Checkpoint, check_feedable
 from harness.store.records import JobRecord
 from harness.store.writer import RunStore, new_run_id
@@ -40,15 +43,21 @@ class RunResult:
     eval_source: str = ""
 
 
-def prepare_data(options: BenchmarkOptions, store: RunStore) -> tuple[Path, str, tuple[int, ...]]:
-    eval_split, calib_split = datasets.default_eval_and_calibration(options.prefer_full_dataset)
-    n_eval = QUICK["eval_samples"] if options.quick and options.eval_samples is None else options.eval_samples
-    eval_split = eval_split.head(n_eval)
-    calib = datasets.calibration_subset(calib_split, options.calib_samples, seed=options.calib_seed)
-    path = store.work_dir / "data.npz"
-    np.savez(path, eval_images=eval_split.images, eval_labels=eval_split.labels, calib_images=calib)
-    source = f"{eval_split.source}, {len(eval_split)} images; calibration: {len(calib)} images from {calib_split.source}"
-    return path, source, tuple(eval_split.images.shape[1:])
+def prepare_data(options: BenchmarkOptions, store: RunStore, checkpoint: Checkpoint, needs_calibration: bool = True
+                 ) -> tuple[Path, str, Dataset]:
+    """Evaluation (and calibration) inputs of one checkpoint, written to the worker's data file.
+
+    Returns (data file, the eval_source line of the records, the evaluation set).
+    """
+    evaluation, calib = prepare_datasets(options.data_request(), checkpoint, checkpoint.card, needs_calibration)
+    path = store.work_dir / f"data__{checkpoint.name}.npz"
+    save_job_data(path, evaluation, calib)
+    return path, describe_data(evaluation, calib), evaluation
+
+
+def attach_card(checkpoint: Checkpoint, options: BenchmarkOptions) -> Checkpoint:
+    """The checkpoint with its effective model card (--model-card, else <stem>.card.toml beside it, else inferred)."""
+    return dataclasses.replace(checkpoint, card=effective_card(checkpoint, options.model_card_path))
 
 
 def _base_fields(run_id: str, job: PlannedJob, options: BenchmarkOptions, loop: dict[str, int]) -> dict[str, Any]:
@@ -61,8 +70,8 @@ def _base_fields(run_id: str, job: PlannedJob, options: BenchmarkOptions, loop: 
     }
 
 
-def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions, store: RunStore, data_path: Path,
-              reference_path: Path, loop: dict[str, int]) -> JobSpec:
+def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions, store: RunStore,
+              data_paths: dict[str, Path], reference_path: Path, loop: dict[str, int]) -> JobSpec:
     tag = job.job_id if mode == "measure" else f"reference__{job.checkpoint.name}"
     device_ref = next((d for d in options.devices if d == job.device.name or Path(d).stem == job.device.name),
                       job.device.name)
@@ -71,7 +80,7 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
         run_id=run_id, job_id=job.job_id, mode=mode, device=device_ref, backend=job.backend,
         precision=job.precision, checkpoint=job.checkpoint.name, checkpoint_path=str(job.checkpoint.path),
         calibration=job.calibration, per_channel=job.per_channel, activation_signed=job.activation_signed,
-        data_path=str(data_path), reference_path=str(reference_path), result_path=str(work / f"{tag}.result.json"),
+        data_path=str(data_paths[job.checkpoint.name]), reference_path=str(reference_path), result_path=str(work / f"{tag}.result.json"),
         stage_path=str(work / f"{tag}.stage"), latency_path=str(store.run_dir / "latencies" / f"{job.job_id}.npy"),
         workdir=str(store.results_dir / ".cache" / "artifacts"), warmup=loop["warmup"], iters=loop["iters"],
         runs=loop["runs"], batch=options.batch, validate_batch=1,
@@ -93,7 +102,8 @@ def _source_options(triples: Sequence[tuple[str, str, Any]]) -> dict[str, dict[s
 
 
 def build_manifest(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint],
-                   eval_source: str, run_id: str) -> tuple[dict[str, Any], list[str]]:
+                   eval_source: str, run_id: str, data_notes: dict[str, list[str]] | None = None
+                   ) -> tuple[dict[str, Any], list[str]]:
     warnings: list[str] = []
     platform: dict[str, Any] = {}
     for device in devices:
@@ -120,7 +130,12 @@ def build_manifest(options: BenchmarkOptions, devices: Sequence[DeviceProfile], 
         "checkpoints": {c.name: {"path": str(c.path), "sha256": c.sha256,
                                  "calibration_table": str(c.calibration_table) if c.calibration_table else None}
                         for c in checkpoints},
+        # the effective model cards: pass one back with --model-card to repeat the run exactly
+        "model_cards": {c.name: c.card.to_dict() for c in checkpoints if c.card is not None},
         "eval_source": eval_source,
+        "data": {"path": str(options.data_path) if options.data_path else None,
+                 "calib_path": str(options.calib_data_path) if options.calib_data_path else None,
+                 "notes": data_notes or {}},
         "warnings": warnings,
     }
     return manifest, warnings
@@ -130,22 +145,35 @@ ProgressFn = Callable[[str, int, int], None]
 
 
 def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
-                  warn: Callable[[str], None] | None = None) -> RunResult:
+                  warn: Callable[[str], None] | None = None, info: Callable[[str], None] | None = None) -> RunResult:
     """Run every planned job; records are written as they finish, so an interruption loses nothing."""
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
     devices = validate_names(options)
     checkpoints = resolve_checkpoints(options.checkpoints)
     run_id = options.run_id or new_run_id()
     store = RunStore(options.results_dir, run_id, resume=options.resume)
-    data_path, eval_source, image_shape = prepare_data(options, store)
+    checkpoints = [attach_card(c, options) for c in checkpoints]
+    info = info or (lambda msg: print(msg, file=sys.stderr))
     for ckpt in checkpoints:
-        check_feedable(ckpt, image_shape, eval_source)
-    manifest, warnings = build_manifest(options, devices, checkpoints, eval_source, run_id)
+        if ckpt.card.inferred:
+            info(f"model card of {ckpt.name} ({ckpt.card.source}), assumed:\n  " + "\n  ".join(ckpt.card.inferred))
+    jobs = plan_jobs(options, devices, checkpoints)
+    data_paths: dict[str, Path] = {}
+    sources: dict[str, str] = {}
+    data_notes: dict[str, list[str]] = {}
+    for ckpt in checkpoints:
+        needs = any(j.checkpoint.name == ckpt.name and j.refusal is None and takes_calibration(j.precision)
+                    for j in jobs) or not options.data_path
+        data_paths[ckpt.name], sources[ckpt.name], evaluation = prepare_data(options, store, ckpt, needs)
+        data_notes[ckpt.name] = list(evaluation.notes)
+        if len(evaluation.inputs) == 1:
+            check_feedable(ckpt, tuple(evaluation.first.shape[1:]), sources[ckpt.name])
+    eval_source = "; ".join(dict.fromkeys(sources.values()))
+    manifest, warnings = build_manifest(options, devices, checkpoints, eval_source, run_id, data_notes)
     store.write_manifest(manifest)
     for w in warnings:
         warn(w)
     loop = options.loop()
-    jobs = plan_jobs(options, devices, checkpoints)
     done = store.finished_job_ids()
     result = RunResult(run_id, store.run_dir, eval_source=eval_source)
     references: dict[str, Path | str] = {}
@@ -162,7 +190,7 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
         else:
             ref = references.get(job.checkpoint.name)
             if ref is None:
-                ref = _make_reference(job, run_id, options, store, data_path, loop)
+                ref = _make_reference(job, run_id, options, store, data_paths, loop)
                 references[job.checkpoint.name] = ref
             if isinstance(ref, str):
                 outcome = {"status": "failed", "failed_stage": "validate",
@@ -172,10 +200,10 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
                 if busy and not options.fidelity_only:  # no timing to inflate otherwise
                     warn(f"other processes are using the CPUs (1-min load {load:.1f} on {os.cpu_count()} CPUs): "
                          f"latency of {job.job_id} may be inflated")
-                spec = _spec_for(job, "measure", run_id, options, store, data_path, ref, loop)
+                spec = _spec_for(job, "measure", run_id, options, store, data_paths, ref, loop)
                 outcome = execute_spec(spec, options.timeout_s, store.work_dir / f"{job.job_id}.log")
                 outcome.update(host_busy=busy, load_avg_1m=load)
-        record = _to_record(base, outcome, job, eval_source, started, time.perf_counter() - t0)
+        record = _to_record(base, outcome, job, sources[job.checkpoint.name], started, time.perf_counter() - t0)
         store.append(record)
         result.records.append(record)
     if progress:
@@ -183,13 +211,13 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
     return result
 
 
-def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, store: RunStore, data_path: Path,
-                    loop: dict[str, int]) -> Path | str:
+def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, store: RunStore,
+                    data_paths: dict[str, Path], loop: dict[str, int]) -> Path | str:
     ref_path = store.work_dir / f"reference__{job.checkpoint.name}.npy"
     if ref_path.exists():
         return ref_path
     ref_job = PlannedJob(job.device, job.checkpoint, "onnxruntime", "fp32", None, True, False, job.job_id)
-    spec = _spec_for(ref_job, "reference", run_id, options, store, data_path, ref_path, loop)
+    spec = _spec_for(ref_job, "reference", run_id, options, store, data_paths, ref_path, loop)
     outcome = execute_spec(spec, options.timeout_s, store.work_dir / f"reference__{job.checkpoint.name}.log")
     if outcome.get("status") != "ok" or not ref_path.exists():
         return outcome.get("error_message") or "unknown error"

@@ -22,6 +22,7 @@ from backends.base import CompileConfig, ModelArtifact, RuntimeConfig, Unsupport
 from devices import load_device
 from devices.numerics import takes_calibration
 from harness.bench import loadgen
+from harness.data.loaders import load_job_data
 from harness.scoring import metrics
 
 
@@ -56,8 +57,7 @@ def run_reference(spec) -> dict[str, Any]:
     """FP32 ONNX Runtime outputs on every evaluation image: what every fidelity metric compares against."""
     from backends.onnxruntime_backend import OrtSession
 
-    with np.load(spec.data_path) as data:
-        images = data["eval_images"]
+    images = load_job_data(spec.data_path)[0].first
     session = OrtSession(Path(spec.checkpoint_path), ["CPUExecutionProvider"], pin_and_count_threads(spec))
     try:
         outputs = loadgen.run_outputs(session, images, spec.validate_batch)
@@ -130,9 +130,9 @@ def _prepare(spec, out: dict[str, Any]):
     if not avail.available:
         raise UnsupportedRequest(avail.explain())
     out["simulated"] = bool(backend.capabilities().simulated)
-    with np.load(spec.data_path) as data:
-        eval_images, eval_labels = data["eval_images"], data["eval_labels"]
-        calib = data["calib_images"] if data["calib_images"].size else None
+    evaluation, calibration = load_job_data(spec.data_path)
+    eval_images, eval_labels = evaluation.first, evaluation.labels
+    calib = calibration.first if calibration is not None and len(calibration) else None
     if calib is not None and takes_calibration(spec.precision):
         out["calibration_samples"] = len(calib)
     else:
@@ -206,7 +206,7 @@ def _score(spec, outputs: np.ndarray, data: JobData, out: dict[str, Any]) -> Non
     if n < len(data.eval_images):
         out["validation_note"] = (f"validation stopped after {spec.validate_budget_s:.0f} s: scored on the first "
                                   f"{n} of {len(data.eval_images)} images (raise --validate-budget)")
-        reference, labels = reference[:n], labels[:n]
+        reference, labels = reference[:n], None if labels is None else labels[:n]
     if outputs.shape != reference.shape:
         raise StageError("validate", "failed",
                          f"output shape {outputs.shape} differs from the reference's {reference.shape}")

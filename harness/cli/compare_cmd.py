@@ -37,10 +37,18 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="output format (default: from --out's suffix, else table)")
     p.add_argument("--table", choices=TABLES + ("all",), default="all", help="which table(s) (default: all)")
+    p.add_argument("--all", action="store_true", dest="show_all",
+                   help="terminal table: every row, not only the ok ones (csv/md/json always have every row)")
     p.add_argument("--wide", action="store_true",
-                   help="terminal table: show every column (default leaves out checkpoint file name, mean/min/max "
-                        "latency, p5/p95 power and the power source; csv/md/json always have every column)")
+                   help="terminal: every record column as plain text instead of the fitted table (leaves out only "
+                        "checkpoint file name, mean/min/max latency, p5/p95 power and the power source)")
     p.add_argument("--ok-only", action="store_true", help="leave out failed/unsupported/timeout/crashed jobs")
+    p.add_argument("--include-stand-ins", action="store_true",
+                   help="cost table: keep jobs timed on a stand-in host or a simulator (marked); by default they "
+                        "are left out, since their speed is not the device's")
+    p.add_argument("--outputs", action="store_true",
+                   help="one row per model output (SNR, MSE, cosine, max error, worst channel, role metrics) and the "
+                        "worst output channels, instead of the job tables")
     p.add_argument("--out", type=Path, default=None, metavar="FILE", help="write to FILE instead of the terminal")
     p.set_defaults(func=run_compare)
 
@@ -53,11 +61,27 @@ def run_compare(args: argparse.Namespace) -> int:
     which = TABLES if args.table == "all" else (args.table,)
     try:
         store = load_with_warnings(args.paths)
-        tables = build_tables(store.records, args.filter, args.sort, which, ok_only=args.ok_only)
+        if args.outputs:
+            from harness.analysis.outputs import outputs_table, worst_channels_table
+
+            tables = {"outputs": outputs_table(store.records, args.filter),
+                      "worst_channels": worst_channels_table(store.records, args.filter)}
+            return _emit(render(tables, fmt), args, tables, fmt)
+        tables = build_tables(store.records, args.filter, args.sort, which, ok_only=args.ok_only,
+                              include_stand_ins=args.include_stand_ins)
     except (NoRunsError, CompareError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    text = render(narrow(tables) if fmt == "table" and not args.wide else tables, fmt)
+    if fmt == "table" and not args.wide and not args.out:
+        from harness.cli.compare_view import print_tables
+        from harness.cli.console import make_console
+
+        print_tables(make_console(), tables, args.show_all)
+        return 0
+    return _emit(render(narrow(tables) if fmt == "table" and not args.wide else tables, fmt), args, tables, fmt)
+
+
+def _emit(text: str, args: argparse.Namespace, tables: dict[str, Any], fmt: str) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text, encoding="utf-8")

@@ -54,12 +54,14 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                "  python -m harness run                          # bundled MAP + Quant-Trim checkpoints on this CPU\n"
                "  python -m harness run --device jetson_orin     # TensorRT & co. where present, host reference otherwise\n"
                "  python -m harness run --checkpoint m.onnx --backends onnxruntime --precisions fp32,int8 --quick\n"
+               "  python -m harness run --checkpoint m.onnx --data images/ --model-card m.card.toml  # your model\n"
                "  python -m harness run --resume 20261125-170000-ab12   # finish an interrupted run\n")
     p.add_argument("--device", default="cpu", help="device profile name (see `python -m harness devices`) or a .toml "
                    "path; comma-separate several (default: cpu, this host)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
-                   help="ONNX checkpoint (NCHW float input in [0, 1]); repeat for several. Default: the bundled "
-                        "resnet20-fmnist-map and resnet20-fmnist-quanttrim checkpoints")
+                   help="ONNX or TFLite model; repeat for several. Default: the bundled resnet20-fmnist-map and "
+                        "resnet20-fmnist-quanttrim checkpoints")
+    add_data_arguments(p)
     p.add_argument("--backends", type=_csv, help="comma-separated subset of the device's backends")
     p.add_argument("--precisions", type=_csv, help="comma-separated subset of the device's precisions "
                    "(fp32, fp16, bf16, int8, int8-dynamic, w8a16, ...)")
@@ -73,7 +75,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, default=200, help="timed iterations per run (default 200)")
     p.add_argument("--runs", type=int, default=5, help="timed runs; the record holds medians over runs (default 5)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the timed loop (default 1)")
-    p.add_argument("--calib-samples", type=int, default=256, help="calibration images from the training split (default 256)")
+    p.add_argument("--calib-samples", type=int, default=256, help="calibration samples: drawn from the training split (demo), --calib-data, or split off --data "
+                   "(default 256; at most half of --data)")
     p.add_argument("--calib-seed", type=int, default=0, help="seed of the calibration draw (default 0)")
     p.add_argument("--eval-samples", type=int, help="evaluation images (default: the whole test set; --quick: 500)")
     p.add_argument("--quick", action="store_true", help="smoke protocol: 5 warmup + 50 timed iterations × 1 run on "
@@ -107,12 +110,35 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """--data, --calib-data, --model-card: the user's data and how to feed/read the model (shared by the
+    run, fidelity, layers and calib-sensitivity subcommands)."""
+    p.add_argument("--data", type=_existing_path, metavar="PATH",
+                   help="evaluation data: a folder of images (jpg/png/bmp/webp, recursive; first-level sub-folders "
+                        "= class labels), an .npz (one array per model input, or `images` [+ `labels`]) or an .npy. "
+                        "Default: the Fashion-MNIST demo")
+    p.add_argument("--calib-data", type=_existing_path, metavar="PATH",
+                   help="calibration data, same forms (default: a seeded random split of --data, disjoint from the "
+                        "evaluated samples)")
+    p.add_argument("--model-card", type=_existing_path, metavar="CARD.toml",
+                   help="how to feed and read the model (layout, size, colour, scale, mean/std, resize; output "
+                        "roles). Default: <model stem>.card.toml beside the model, else inferred and printed")
+
+
+def _existing_path(text: str) -> Path:
+    """An absolute path (resolved here, so a run from another working directory finds the same files)."""
+    path = Path(text).expanduser().resolve()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist")
+    return path
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.cli.progress import run_with_progress
     from harness.bench.runner import BenchmarkOptions
 
     options = BenchmarkOptions(
-        devices=_csv(args.device), checkpoints=tuple(args.checkpoint), backends=args.backends,
+        devices=_csv(args.device), checkpoints=tuple(str(Path(c).expanduser().resolve()) for c in args.checkpoint), backends=args.backends,
         precisions=args.precisions, calibrations=args.calibrations, per_channel=args.per_channel,
         warmup=args.warmup, iters=args.iters, runs=args.runs, batch=args.batch, calib_samples=args.calib_samples,
         eval_samples=args.eval_samples, calib_seed=args.calib_seed, quick=args.quick,
@@ -121,6 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads=args.threads, cpu_affinity=args.cpus,
         power_period_ms=args.power_period_ms, power_estimate=args.power_estimate,
         power_source_options=tuple(args.power_option), prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), backend_options=tuple(args.backend_option), target=args.target, command="python -m harness " + " ".join(sys.argv[1:]),
+        data_path=args.data, calib_data_path=args.calib_data, model_card_path=args.model_card,
     )
     return run_with_progress(options)
 

@@ -5,6 +5,8 @@ import argparse
 import time
 from typing import Any
 
+#: "No power source on this host" is an answer (with each source's reason), not a failure: exit 0.
+#: Only --require turns it into exit status 1, for scripts that must have a working source.
 EXIT_OK, EXIT_NO_SOURCE = 0, 1
 
 
@@ -28,7 +30,8 @@ def add_subparser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Probe the device profile's power sources in order (RAPL, hwmon/INA3221, NVML, jtop,\n"
                     "tegrastats, USB meter), say why each one that cannot work here was refused, and sample\n"
-                    "the first working one for a few seconds. Exit status 1 when no source works.",
+                    "the first working one for a few seconds. Exit status 0 when it explains that no source\n"
+                    "works (that is an answer); 1 only with --require.",
         epilog="examples:\n"
                "  python -m harness power --device cpu\n"
                "  python -m harness power --device jetson_orin_nano --seconds 5 --period-ms 20\n"
@@ -43,6 +46,8 @@ def add_subparser(subparsers: Any) -> None:
     p.add_argument("--usb-protocol", default=None, help="USB meter protocol (text, um25c)")
     p.add_argument("--option", action="append", type=parse_source_option, default=[], metavar="SOURCE.KEY=VALUE",
                    help="a source option, e.g. hwmon.root=PATH, rapl.root=PATH, nvml.index=1 (repeatable)")
+    p.add_argument("--require", action="store_true",
+                   help="exit with status 1 when no source works (for scripts that need power figures)")
     p.set_defaults(func=run_power)
 
 
@@ -74,7 +79,7 @@ def run_power(args: argparse.Namespace) -> int:
         print("no power source works on this host: power fields will be empty with these reasons"
               + (f" (or estimated from the profile's typical power with --power-estimate)"
                  if device.typical_power_w or device.typical_power_w_range else ""))
-        return EXIT_NO_SOURCE
+        return EXIT_NO_SOURCE if getattr(args, "require", False) else EXIT_OK
 
     monitor = SampledPowerMonitor(chosen, args.period_ms)
     print(f"sampling {monitor.source_name} every {args.period_ms:g} ms for {args.seconds:g} s ...")

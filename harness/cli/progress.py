@@ -1,47 +1,153 @@
-"""Progress display and the end-of-run summary table for `python -m harness run`."""
+"""Progress display and the end-of-run summary for `python -m harness run`.
+
+The summary fits the terminal (80 columns and up) without wrapping a number: checkpoints get one-letter
+labels with a legend, headers carry the units, numbers have fixed significant digits, long notes become
+numbered footnotes, jobs that did not run are grouped one line per reason under the table, and the last
+lines say where the results are and what to run next.
+"""
 from __future__ import annotations
 
-import math
-from collections import Counter
-from typing import Sequence
+from collections import Counter, defaultdict
+from pathlib import Path
+from string import ascii_uppercase
+from typing import Any, Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.markup import escape
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.cli.console import make_console
-from harness.store.records import JobRecord
 from harness.bench.runner import BenchmarkOptions, RunResult, run_benchmark
+from harness.cli.console import make_console
+from harness.cli.textview import Column, Footnotes, fit_table, pct, sig
+from harness.store.labels import precision_label, timing_label, timing_origin
+from harness.store.reader import checkpoint_name
+from harness.store.records import JobRecord
+
+#: The runner's per-job busy-host warning starts with this; the summary says it once per run instead.
+BUSY_PREFIX = "other processes are using the CPUs"
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    return format(value, spec)
-
-
-def summary_table(records: Sequence[JobRecord], title: str) -> Table:
-    table = Table(title=title, show_lines=False)
-    for col in ("checkpoint", "device", "backend", "precision", "status", "p50 ms", "p99 ms", "FPS", "power W",
-                "top-1", "agree", "logit MSE", "SNR dB", "ECE", "note"):
-        table.add_column(col, overflow="fold")
+def checkpoint_letters(records: Sequence[JobRecord]) -> dict[str, str]:
+    """checkpoint -> "A", "B", ... in order of first appearance (AA, AB, ... past 26)."""
+    out: dict[str, str] = {}
     for r in records:
-        note = r.error_message if r.status != "ok" else "; ".join(
-            n for n in (r.timing_note, r.extra.get("validation_note")) if n)
-        prec = r.precision + (f" ({r.calibration_method})" if r.calibration_method else "")
-        table.add_row(r.checkpoint, r.device, r.backend, prec, r.status, _fmt(r.latency_ms_p50, ".3f"),
-                      _fmt(r.latency_ms_p99, ".3f"), _fmt(r.fps, ".0f"), _fmt(r.power_avg_w, ".2f"),
-                      _fmt(r.top1, ".4f"), _fmt(r.top1_agreement, ".4f"), _fmt(r.logit_mse, ".3g"),
-                      _fmt(r.snr_db, ".1f"), _fmt(r.ece, ".4f"), escape((note or "")[:160]))
-    return table
+        if r.checkpoint not in out:
+            i = len(out)
+            out[r.checkpoint] = ascii_uppercase[i] if i < 26 else ascii_uppercase[i // 26 - 1] + ascii_uppercase[i % 26]
+    return out
+
+
+def _profiles(records: Sequence[JobRecord]) -> dict[str, dict[str, Any] | None]:
+    from harness.store.reader import bundled_profile
+
+    return {d: bundled_profile(d) for d in {r.device for r in records}}
+
+
+def _notes(r: JobRecord) -> list[str]:
+    """Every long note a row carries (each becomes a footnote)."""
+    stand_in = timing_origin(r.to_dict()) == "stand-in"
+    notes = [n.strip() for n in (r.timing_note or "").split(";") if n.strip()
+             and not (stand_in and "is not this host" in n)]  # said below, with the machine's name
+    if r.extra.get("validation_note"):
+        notes.append(str(r.extra["validation_note"]))
+    if stand_in:
+        notes.append(f"timed on {r.measured_on}, standing in for {r.device}")
+    if r.power_avg_w is None and r.power_unavailable_reason:
+        notes.append(f"power n/a: {r.power_unavailable_reason}")
+    elif r.power_estimated:
+        notes.append("power estimated from the device profile, not measured")
+    return list(dict.fromkeys(notes))
+
+
+def summary_columns(letters: dict[str, str], labels: dict[str, str], notes: Footnotes, many_devices: bool,
+                    any_power: bool = True) -> list[Column]:
+    """The summary's columns, most important with the highest priority (dropped last on narrow terminals)."""
+    def power(r: JobRecord) -> str:
+        if r.power_avg_w is None:
+            return "n/a"
+        return sig(r.power_avg_w) + ("~" if r.power_estimated else "")
+
+    cols = [
+        Column("ck", lambda r: letters[r.checkpoint], 9, numeric=False),
+        Column("device", lambda r: r.device, 8 if many_devices else 1, numeric=False, min_width=6),
+        Column("backend", lambda r: r.backend, 9, numeric=False),
+        Column("precision", lambda r: labels[r.job_id], 9, numeric=False, min_width=13),
+        Column("p50 ms", lambda r: sig(r.latency_ms_p50), 7),
+        Column("p99 ms", lambda r: sig(r.latency_ms_p99), 3),
+        Column("FPS", lambda r: sig(r.fps), 9),
+        Column("W", power, 6 if any_power else 4),  # all "n/a": the footnote says why
+        Column("top-1 %", lambda r: pct(r.top1), 8),
+        Column("agree %", lambda r: pct(r.top1_agreement), 6),
+        Column("MSE", lambda r: sig(r.logit_mse, 2), 5),
+        Column("SNR dB", lambda r: sig(r.snr_db), 2),
+        Column("ECE", lambda r: sig(r.ece, 2), 1),
+        Column("timing", lambda r: timing_label(r.to_dict()), 9, numeric=False),
+        Column("notes", lambda r: notes.refs(_notes(r)), 9, numeric=False),
+    ]
+    return cols
+
+
+def _legend(letters: dict[str, str]) -> list[str]:
+    return [f"{letter} = {escape(checkpoint_name(cp))}" for cp, letter in letters.items()]
+
+
+def not_run_lines(records: Sequence[JobRecord], letters: dict[str, str]) -> list[str]:
+    """One line per (status, reason) for jobs that did not finish ok: what, how many, why."""
+    groups: dict[tuple[str, str], list[JobRecord]] = defaultdict(list)
+    for r in records:
+        if r.status != "ok":
+            reason = (r.error_message or "no reason recorded").strip().splitlines()[0]
+            groups[(r.status, reason)].append(r)
+    lines = []
+    for (status, reason), rs in groups.items():
+        what = sorted({f"{r.backend} {r.precision}" for r in rs})
+        shown = ", ".join(what[:4]) + (f", +{len(what) - 4} more" if len(what) > 4 else "")
+        stage = {r.failed_stage for r in rs if r.failed_stage and r.failed_stage != "plan"}
+        where = f" at {'/'.join(sorted(stage))}" if stage else ""
+        colour = "yellow" if status == "unsupported" else "red"
+        lines.append(f"[{colour}]{status}{where}[/] ({len(rs)} job{'s' if len(rs) > 1 else ''}: {escape(shown)}): "
+                     f"{escape(reason)}")
+    return lines
+
+
+def render_summary(records: Sequence[JobRecord], run_id: str, run_dir: Path, console: Console,
+                   eval_source: str = "", busy_jobs: int = 0) -> None:
+    """Print the end-of-run summary on ``console`` (fits ``console.width``; see the module docstring)."""
+    letters = checkpoint_letters(records)
+    profiles = _profiles(records)
+    labels = {r.job_id: precision_label(r.to_dict(), profiles.get(r.device), short=True) for r in records}
+    ok = [r for r in records if r.status == "ok"]
+    devices = sorted({r.device for r in records})
+    notes = Footnotes()
+    title = f"run {run_id}" + (f" on {devices[0]}" if len(devices) == 1 else "")
+    if eval_source:
+        console.print(f"evaluation data: {escape(eval_source)}")
+    if ok:
+        table, _kept = fit_table(ok, summary_columns(letters, labels, notes, len(devices) > 1,
+                                                 any(r.power_avg_w is not None for r in ok)), console.width,
+                                 title=title)
+        console.print(table)
+    else:
+        console.print(f"[bold]{escape(title)}[/]: no job finished ok")
+    for line in _legend(letters):
+        console.print(line)
+    for line in notes.lines():
+        console.print(escape(line))
+    for line in not_run_lines(records, letters):
+        console.print(line)
+    if busy_jobs:
+        console.print(f"[yellow]warning:[/] other processes were using the CPUs during {busy_jobs} of "
+                      f"{len(records)} job(s): their latencies may be inflated; rerun on a quiet host to confirm")
+    counts = Counter(r.status for r in records)
+    console.print("jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) if counts else
+                  "jobs: none new (all finished already)")
+    console.print(f"results: {escape(str(run_dir / 'records.jsonl'))}")
+    console.print(f"next: python -m harness compare {escape(str(run_dir))}   (also: plot, report)")
 
 
 def run_with_progress(options: BenchmarkOptions, console: Console | None = None) -> int:
     console = console or make_console()
-    warnings: list[str] = []
+    busy: list[str] = []
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
         task = bar.add_task("planning", total=None)
@@ -50,20 +156,14 @@ def run_with_progress(options: BenchmarkOptions, console: Console | None = None)
             bar.update(task, description=job_id if job_id != "done" else "done", completed=index, total=total)
 
         def warn(message: str) -> None:
-            warnings.append(message)
-            bar.console.print(f"[yellow]warning:[/] {message}")
+            if message.startswith(BUSY_PREFIX):
+                busy.append(message)
+                if len(busy) > 1:
+                    return  # said once per run; the summary counts the jobs
+                message = message.split(": latency of")[0] + ": latencies may be inflated (said once per run)"
+            bar.console.print(f"[yellow]warning:[/] {escape(message)}")
 
         result: RunResult = run_benchmark(options, progress=progress, warn=warn)
-    console.print(f"evaluation data: {result.eval_source}")
-    # Backends refused before running (not installed, precision not offered) are listed once, not per job.
-    planned_out = [r for r in result.records if r.status == "unsupported" and r.failed_stage == "plan"]
-    shown = [r for r in result.records if r not in planned_out]
-    console.print(summary_table(shown, f"run {result.run_id}"))
-    groups = Counter((r.backend, r.error_message or "") for r in planned_out)
-    for (backend, reason), count in groups.items():
-        console.print(f"[yellow]not run[/]: {backend} ({count} job{'s' if count > 1 else ''}): {escape(reason)}")
-    counts = Counter(r.status for r in result.records)
-    console.print("jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) if counts else
-                  "jobs: none new (all finished already)")
-    console.print(f"records: {result.run_dir / 'records.jsonl'}")
+    busy_jobs = sum(1 for r in result.records if r.host_busy) or len(busy)
+    render_summary(result.records, result.run_id, result.run_dir, console, result.eval_source, busy_jobs)
     return 0

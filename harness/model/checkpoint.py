@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from backends.base import file_sha256
 from harness.data.datasets import ASSETS_DIR
@@ -23,6 +24,8 @@ class Checkpoint:
     input_shape: tuple[int, ...]   # without batch
     calibration_table: Path | None = None
     qdq_path: Path | None = None
+    #: The model card (harness.model.card.ModelCard) once one is attached; None until then.
+    card: Any = None
 
 
 def default_checkpoint_paths() -> list[Path]:

@@ -25,11 +25,16 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def logit_mse(out: np.ndarray, ref: np.ndarray) -> float:
-    """Mean over samples of the squared L2 distance between logit vectors: 1/N Σ_i ||out_i − ref_i||²."""
+def mean_squared_l2(out: np.ndarray, ref: np.ndarray) -> float:
+    """Mean over samples of the squared L2 distance between per-sample vectors: 1/N Σ_i ||out_i − ref_i||²."""
     _check_same_shape(out, ref)
     d = _as_2d(out) - _as_2d(ref)
     return float(np.mean(np.sum(d * d, axis=1)))
+
+
+def logit_mse(out: np.ndarray, ref: np.ndarray) -> float:
+    """Paper §5.3's logit MSE: ``mean_squared_l2`` of logit vectors (N, K)."""
+    return mean_squared_l2(out, ref)
 
 
 def snr_db(out: np.ndarray, ref: np.ndarray) -> float:
@@ -59,12 +64,20 @@ def cosine_similarity(out: np.ndarray, ref: np.ndarray) -> float:
 
 
 def ece(logits: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
-    """Expected calibration error: Σ_b |B_b|/N · |acc(B_b) − conf(B_b)|, equal-width confidence bins."""
-    probs = softmax(logits)
+    """Expected calibration error of logits (N, K): ``ece_probs`` of their softmax."""
+    return ece_probs(softmax(logits), labels, n_bins)
+
+
+def ece_probs(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """Expected calibration error of probabilities (N, K) as given (no softmax): Σ_b |B_b|/N · |acc − conf|.
+
+    Equal-width confidence bins (lo, hi], the first bin also takes confidence 0.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
     conf = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # Bins are (lo, hi]; confidence is never 0 after softmax, so the first bin's open edge is harmless.
+    # Bins are (lo, hi]; the clip puts a confidence of exactly 0 (possible for given probabilities) in bin 0.
     idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
     total = 0.0
     for b in range(n_bins):
@@ -75,8 +88,13 @@ def ece(logits: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
 
 
 def brier(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Multi-class Brier score: mean over samples of Σ_k (p_k − onehot_k)²."""
-    probs = softmax(logits)
+    """Multi-class Brier score of logits (N, K): ``brier_probs`` of their softmax."""
+    return brier_probs(softmax(logits), labels)
+
+
+def brier_probs(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Multi-class Brier score of probabilities (N, K) as given: mean over samples of Σ_k (p_k − onehot_k)²."""
+    probs = np.asarray(probs, dtype=np.float64)
     onehot = np.zeros_like(probs)
     onehot[np.arange(probs.shape[0]), np.asarray(labels)] = 1.0
     return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))

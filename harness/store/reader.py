@@ -1,10 +1,11 @@
 """Read the result store into one pandas DataFrame (comparison, plots and reports only read this).
 
-The store layout (written by ``harness.store.writer``)::
+The store layout (written by ``harness.store.writer``; file names in ``harness.store.layout``)::
 
     results/<run_id>/records.jsonl     one ``JobRecord.to_dict()`` JSON object per line
     results/<run_id>/manifest.json     command, host, package versions, device profile snapshot(s), checkpoints
     results/<run_id>/latencies/<job_id>.npy   raw per-iteration latencies in ns
+    results/<run_id>/samples/<job_id>.npz     per-evaluation-image vectors (``top1_correct``, ``top1_agree``: bool)
 
 ``load(paths)`` accepts run directories, ``records.jsonl`` files and parent directories holding runs.
 A corrupt line is reported (file and line number, as a ``CorruptRecordWarning``) and skipped, so one bad
@@ -24,11 +25,9 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from harness.store import labels
+from harness.store.layout import LATENCY_DIR, MANIFEST_FILE, RECORDS_FILE, SAMPLES_DIR
 from harness.store.records import STAGES, STATUSES, JobRecord, record_field_names
-
-RECORDS_FILE = "records.jsonl"
-MANIFEST_FILE = "manifest.json"
-LATENCY_DIR = "latencies"
 
 #: TensorRT routes: the paper's Fig. 3 draws them unfilled, against the platform's default runtime (filled).
 TENSORRT_BACKENDS = frozenset({"tensorrt", "trtexec", "onnxruntime-tensorrt"})
@@ -41,7 +40,9 @@ DERIVED_COLUMNS = (
     "run_dir", "checkpoint_name", "model", "recipe", "device_display_name", "device_form_factor",
     "device_default_backend", "device_default_runtime", "device_price_eur", "device_typical_power_w",
     "is_default_runtime",
-    "latency_file",
+    "latency_file", "samples_file",
+    # what the numbers are, in words (harness.store.labels: the one place every view takes them from)
+    "precision_label", "timing_origin", "untuned",
 )
 
 #: Record fields that hold numbers; missing values become NaN so no tool ever reads them as 0.
@@ -49,7 +50,11 @@ NUMERIC_FIELDS = (
     "calibration_samples", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
     "latency_ms_mean", "latency_ms_min", "latency_ms_max", "fps", "batch_size", "warmup_iters",
     "timed_iters", "runs", "compile_s", "threads", "load_avg_1m", "eval_samples", "top1", "top5",
-    "top1_agreement", "logit_mse", "snr_db", "ece", "brier", "miou", "power_avg_w", "power_peak_w",
+    "top1_agreement", "logit_mse", "snr_db", "ece", "brier", "miou", "output_mse", "output_cosine",
+    "output_max_abs_error", "probability_mse", "miou_vs_reference", "pixel_agreement", "map50", "map50_95",
+    "map50_labels", "map50_95_labels", "detections_per_image", "reference_detections_per_image",
+    "position_agreement", "sequence_agreement", "embedding_cosine", "embedding_cosine_min",
+    "worst_channel_snr_db", "power_avg_w", "power_peak_w",
     "power_peak_w_mean", "power_p5_w", "power_p95_w", "power_idle_w", "energy_per_inference_mj",
     "energy_per_inference_net_mj", "power_sample_period_ms", "power_samples", "duration_s",
     "device_price_eur", "device_typical_power_w",
@@ -199,7 +204,9 @@ def load_store(paths: Iterable[str | Path] | str | Path) -> ResultStore:
         recipes = checkpoint_recipes_from_manifest(manifest)
         lat_dir = run_dir / LATENCY_DIR
         lat_files = {p.name for p in lat_dir.iterdir()} if lat_dir.is_dir() else set()
-        ctx = _RunContext(run_dir, snapshots, recipes, profile_cache, lat_files)
+        sample_dir = run_dir / SAMPLES_DIR
+        sample_files = {p.name for p in sample_dir.iterdir()} if sample_dir.is_dir() else set()
+        ctx = _RunContext(run_dir, snapshots, recipes, profile_cache, lat_files, sample_files)
         for rec in read_records(records_file, problems):
             rows.append(_with_derived(rec, ctx))
     columns = list(record_field_names()) + list(DERIVED_COLUMNS)
@@ -344,6 +351,7 @@ class _RunContext:
     recipes: Mapping[str, str]
     profiles: dict[str, dict[str, Any] | None]
     latency_files: set[str]
+    sample_files: set[str] = field(default_factory=set)
     names: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)
 
 
@@ -381,6 +389,11 @@ def _with_derived(rec: dict[str, Any], ctx: _RunContext) -> dict[str, Any]:
         device_typical_power_w=prof.get("typical_power_w"),
         is_default_runtime=(rec.get("backend") == default_runtime) if default_runtime else None,
         latency_file=str(lat) if lat is not None else None,
+        samples_file=(str(ctx.run_dir / SAMPLES_DIR / f"{rec.get('job_id')}.npz")
+                      if f"{rec.get('job_id')}.npz" in ctx.sample_files else None),
+        precision_label=labels.precision_label(rec, prof or None),
+        timing_origin=labels.timing_origin(rec),
+        untuned=labels.is_untuned(rec),
     )
     return rec
 
@@ -389,6 +402,23 @@ def read_latencies_ms(path: str | Path) -> np.ndarray:
     """Raw per-iteration latencies of one job in milliseconds (the store writes nanoseconds)."""
     arr = np.load(path, allow_pickle=False)
     return np.asarray(arr, dtype=np.float64).ravel() / 1e6
+
+
+def read_samples(path: str | Path | None) -> dict[str, np.ndarray] | None:
+    """The per-evaluation-image vectors of one job (``samples_file`` column), or None when the job has none.
+
+    Keys as the worker writes them, e.g. ``top1_correct`` and ``top1_agree``: bool arrays of shape [n_images],
+    in evaluation-set order (so two jobs of one run pair up image by image). An unreadable file is None.
+    """
+    if path is None or (isinstance(path, float) and math.isnan(path)) or not Path(path).is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"{path}: unreadable per-sample file ignored ({_short(exc)})", CorruptRecordWarning,
+                      stacklevel=2)
+        return None
 
 
 def _short(exc: BaseException) -> str:
@@ -409,5 +439,5 @@ def is_missing(value: Any) -> bool:
 __all__ = [
     "CorruptRecordWarning", "NoRunsError", "ResultStore", "bundled_profile", "checkpoint_name",
     "device_snapshots", "find_runs", "is_missing", "load", "load_store", "model_from_name",
-    "read_latencies_ms", "read_records", "recipe_from_name",
+    "read_latencies_ms", "read_records", "read_samples", "recipe_from_name",
 ]

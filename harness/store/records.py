@@ -77,6 +77,35 @@ class JobRecord:
     ece: float | None = None
     brier: float | None = None
     miou: float | None = None
+    # Scoring by role (harness.scoring.score_outputs): the fields above and these are the primary output's
+    primary_output: str | None = None
+    primary_role: str | None = None
+    #: Backend output identical to the FP32 reference: snr_db is then None (+inf is not JSON), this says why.
+    exact_match: bool | None = None
+    output_mse: float | None = None            # element-wise, in the output's units²
+    output_cosine: float | None = None
+    output_max_abs_error: float | None = None  # in the output's units
+    probability_mse: float | None = None       # probabilities role: mean squared L2 of probability vectors
+    miou_vs_reference: float | None = None
+    pixel_agreement: float | None = None
+    map50: float | None = None                 # detection: mAP@0.5 against the FP32 reference's detections
+    map50_95: float | None = None
+    map50_labels: float | None = None          # ... and against label boxes, when given
+    map50_95_labels: float | None = None
+    detections_per_image: float | None = None
+    reference_detections_per_image: float | None = None
+    position_agreement: float | None = None    # sequence: per-position argmax agreement
+    sequence_agreement: float | None = None    # sequence: exact greedy-decoded sequence agreement per image
+    embedding_cosine: float | None = None
+    embedding_cosine_min: float | None = None
+    #: Lowest per-channel SNR over every output, and the worst channels [{output, channel, snr_db, exact_match}].
+    worst_channel_snr_db: float | None = None
+    worst_channels: tuple[dict[str, Any], ...] | None = None
+    #: Every output scored: [{name, role, shape, snr_db, exact_match, mse, cosine, max_abs_error, channels,
+    #: channels_snr_le_0db, worst_channels, <role metrics>, notes}] in the graph's output order.
+    outputs: tuple[dict[str, Any], ...] | None = None
+    #: Why a metric is empty, what was assumed (e.g. "no labels: ...").
+    scoring_notes: tuple[str, ...] | None = None
     # Power (see harness.power)
     power_avg_w: float | None = None
     power_peak_w: float | None = None
@@ -117,7 +146,7 @@ class JobRecord:
         extra = dict(known.get("extra") or {})
         extra.update({k: v for k, v in data.items() if k not in names})
         known["extra"] = extra
-        for key in ("latency_ms_p50_runs", "cpu_affinity"):
+        for key in ("latency_ms_p50_runs", "cpu_affinity", "worst_channels", "outputs", "scoring_notes"):
             if isinstance(known.get(key), list):
                 known[key] = tuple(known[key])
         return cls(**known)

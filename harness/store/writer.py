@@ -1,4 +1,4 @@
-"""The result store writer: results/<run_id>/{manifest.json, records.jsonl, latencies/}.
+"""The result store writer: results/<run_id>/{manifest.json, records.jsonl, latencies/, samples/}.
 
 Records are appended one JSON line at a time and flushed, so a crash or Ctrl-C never loses what was
 already written; a resumed run skips the jobs that already have a record.
@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from harness.store.layout import LATENCY_DIR, RECORDS_FILE, SAMPLES_DIR, WORK_DIR, samples_path
 from harness.store.records import JobRecord
 
 
@@ -34,19 +35,24 @@ class RunStore:
         if not resume and self.run_dir.exists():
             raise StoreError(f"run directory {self.run_dir} already exists; use --resume {run_id} to continue it")
         try:
-            (self.run_dir / "latencies").mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "work").mkdir(exist_ok=True)
+            (self.run_dir / LATENCY_DIR).mkdir(parents=True, exist_ok=True)
+            (self.run_dir / SAMPLES_DIR).mkdir(exist_ok=True)
+            (self.run_dir / WORK_DIR).mkdir(exist_ok=True)
             probe = self.run_dir / ".write-test"
             probe.write_text("ok")
             probe.unlink()
         except OSError as exc:
             raise StoreError(f"results directory {self.results_dir} is not writable ({exc.strerror}); "
                              "pass --results DIR with a writable directory") from None
-        self.records_path = self.run_dir / "records.jsonl"
+        self.records_path = self.run_dir / RECORDS_FILE
 
     @property
     def work_dir(self) -> Path:
-        return self.run_dir / "work"
+        return self.run_dir / WORK_DIR
+
+    def samples_path(self, job_id: str) -> Path:
+        """Where a job's per-sample vectors go (the worker writes them at validate)."""
+        return samples_path(self.run_dir, job_id)
 
     def finished_job_ids(self) -> set[str]:
         done = set()

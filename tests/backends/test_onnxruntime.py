@@ -98,3 +98,20 @@ def test_signed_symmetric_activations_stay_accurate(backend, tiny_model, images,
     cfg = CompileConfig("int8", activation_signed=True)
     out = _outputs(backend, backend.compile(_artifact(tiny_model), cpu, cfg, images[:32], tmp_path), images)
     assert metrics.snr_db(out, ref) > 20
+
+
+def test_learned_calibration_leaves_the_network_output_calibrated_from_data(backend, tiny_model, images, tmp_path):
+    """A learned p_hi range on the logits would clip them; the output keeps the MinMax range of the data."""
+    import onnx
+    from onnx import numpy_helper
+
+    table = tmp_path / "tiny.calib.json"
+    table.write_text(json.dumps({"format": "quanttrim-calibration/1", "activation_bits": 8,
+                                 "tensors": {"r1": {"min": 0.0, "max": 2.55}, "logits": {"min": -0.01, "max": 0.01}}}))
+    cfg = CompileConfig("int8", calibration="learned", per_channel=False)
+    compiled = backend.compile(_artifact(tiny_model, table), load_device("cpu"), cfg, images[:8], tmp_path)
+    model = onnx.load(str(compiled.path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    # ORT renames the quantized graph output's input to logits_QuantizeLinear_Input; its scale is logits_scale
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[1] == "logits_scale")
+    assert float(inits[q.input[1]]) > 10 * 0.02 / 255  # far wider than the table's ±0.01

@@ -19,13 +19,19 @@ def _hwmon(tmp_path, microwatts=4_200_000):
     return tmp_path
 
 
-def test_no_source_lists_each_refusal_and_exits_1(tmp_path, capsys):
+def test_no_source_lists_each_refusal_and_exits_0(tmp_path, capsys):
     args = _parse(["--device", "cpu", "--option", f"rapl.root={tmp_path / 'x'}",
                    "--option", f"hwmon.root={tmp_path / 'y'}", "--option", "usb_meter.port="])
-    assert args.func(args) == power_cli.EXIT_NO_SOURCE
+    assert args.func(args) == power_cli.EXIT_OK
     out = capsys.readouterr().out
     for name in ("rapl:", "hwmon:", "usb_meter:"):
         assert f"no  {name}" in out
+
+
+def test_no_source_with_require_exits_1(tmp_path, capsys):
+    args = _parse(["--device", "cpu", "--require", "--option", f"rapl.root={tmp_path / 'x'}",
+                   "--option", f"hwmon.root={tmp_path / 'y'}", "--option", "usb_meter.port="])
+    assert args.func(args) == power_cli.EXIT_NO_SOURCE
 
 
 def test_working_source_is_marked_and_sampled(tmp_path, capsys):

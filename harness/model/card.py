@@ -1,0 +1,392 @@
+"""The model card: how to feed a model (per input) and how to read it (per output), as a small TOML file.
+
+A card lives beside the model as ``<checkpoint stem>.card.toml`` (picked up by itself) or is passed with
+``--model-card CARD.toml``. Without one, :func:`infer_card` infers what the graph tells (static H×W, a final
+Softmax, a 2-D float output) and says what it assumed in ``ModelCard.inferred``. The effective card goes into
+the run's manifest, so a run repeats exactly. Example::
+
+    [[inputs]]
+    name = "x"            # graph input name
+    layout = "NCHW"       # NCHW | NHWC | other
+    size = [48, 192]      # H, W the images are resized to
+    colour = "bgr"        # rgb | bgr | gray
+    scale = 0.00392156862745098   # pixel * scale, then (· - mean) / std
+    mean = [0.5, 0.5, 0.5]
+    std = [0.5, 0.5, 0.5]
+    resize = "stretch"    # stretch | letterbox | crop
+    dtype = "float32"
+
+    [[outputs]]
+    name = "save_infer_model/scale_0.tmp_1"
+    role = "probabilities"   # logits | probabilities | detection | mask | sequence | embedding | regression | raw
+    batch_axis = 0
+    class_axis = -1
+
+Inputs and outputs not named in a card are inferred; keys not given take the inferred (or default) value.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROLES = ("logits", "probabilities", "detection", "mask", "sequence", "embedding", "regression", "raw")
+LAYOUTS = ("NCHW", "NHWC", "other")
+COLOURS = ("rgb", "bgr", "gray")
+RESIZES = ("stretch", "letterbox", "crop")
+DTYPES = ("float32", "float16", "uint8", "int8", "int32", "int64")
+BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+CARD_SUFFIX = ".card.toml"
+
+
+class CardError(ValueError):
+    """A model card is unusable; the message names the file, the field and the valid choices."""
+
+
+@dataclass(frozen=True)
+class InputCard:
+    """How images become one model input: resized to ``size`` (H, W), colour order, x*scale, (x-mean)/std."""
+
+    name: str
+    layout: str = "NCHW"
+    size: tuple[int, int] | None = None
+    colour: str | None = "rgb"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    resize: str = "stretch"
+    dtype: str = "float32"
+
+    @property
+    def channels(self) -> int | None:
+        return {"rgb": 3, "bgr": 3, "gray": 1}.get(self.colour or "")
+
+
+@dataclass(frozen=True)
+class OutputCard:
+    """What one output is: its role, the batch axis and the axis of class scores / channels."""
+
+    name: str
+    role: str = "raw"
+    batch_axis: int = 0
+    class_axis: int = -1
+    box_format: str | None = None
+    #: Free text saying how detection rows are laid out, e.g. "boxes4+scoresK".
+    detection_layout: str | None = None
+    #: CTC blank class index of a `sequence` output (greedy decoding drops it).
+    blank_index: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    inputs: tuple[InputCard, ...]
+    outputs: tuple[OutputCard, ...]
+    #: What was assumed rather than read from a card file, one sentence each (printed once by the runner).
+    inferred: tuple[str, ...] = ()
+    #: Where the card came from: a file path, or "inferred".
+    source: str = "inferred"
+
+    def input(self, name: str) -> InputCard:
+        return _by_name(self.inputs, name, "input")
+
+    def output(self, name: str) -> OutputCard:
+        return _by_name(self.outputs, name, "output")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": [_clean(asdict(i)) for i in self.inputs],
+                "outputs": [_clean(asdict(o)) for o in self.outputs],
+                "inferred": list(self.inferred), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], origin: str = "card") -> "ModelCard":
+        inputs = tuple(_input_from(d, origin, i) for i, d in enumerate(data.get("inputs", ())))
+        outputs = tuple(_output_from(d, origin, i) for i, d in enumerate(data.get("outputs", ())))
+        return cls(inputs, outputs, tuple(data.get("inferred", ())), str(data.get("source", origin)))
+
+
+def _by_name(items: Sequence[Any], name: str, kind: str) -> Any:
+    for item in items:
+        if item.name == name:
+            return item
+    raise KeyError(f"the model card has no {kind} {name!r}; it has: {', '.join(i.name for i in items)}")
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading and validating a card file
+# ------------------------------------------------------------------------------------------------
+def _choice(value: Any, valid: Sequence[str], where: str, key: str, lower: bool = True) -> str:
+    text = str(value).lower() if lower else str(value)
+    allowed = [v.lower() for v in valid] if lower else list(valid)
+    if text not in allowed:
+        raise CardError(f"{where}: {key} = {value!r} is not valid; choose one of {', '.join(valid)}")
+    return valid[allowed.index(text)]
+
+
+def _floats(value: Any, where: str, key: str) -> tuple[float, ...]:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    try:
+        out = tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        raise CardError(f"{where}: {key} must be a number or a list of numbers, got {value!r}") from None
+    if not out:
+        raise CardError(f"{where}: {key} must not be empty")
+    return out
+
+
+def _check_keys(d: Mapping[str, Any], cls: type, where: str) -> None:
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise CardError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    if "name" not in d:
+        raise CardError(f"{where}: every entry needs a name (the graph's tensor name)")
+
+
+def _input_from(d: Mapping[str, Any], origin: str, index: int, base: InputCard | None = None) -> InputCard:
+    where = f"{origin} [[inputs]] #{index + 1}"
+    _check_keys(d, InputCard, where)
+    card = base or InputCard(name=str(d["name"]))
+    values: dict[str, Any] = {"name": str(d["name"])}
+    if "layout" in d:
+        values["layout"] = _choice(d["layout"], LAYOUTS, where, "layout", lower=False) if d["layout"] in LAYOUTS \
+            else _choice(str(d["layout"]).upper(), LAYOUTS, where, "layout", lower=False)
+    if "size" in d:
+        size = d["size"]
+        if size is not None:
+            if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0
+                                                                               for v in size)):
+                raise CardError(f"{where}: size must be [height, width] in pixels, got {size!r}")
+            size = (int(size[0]), int(size[1]))
+        values["size"] = size
+    if "colour" in d:
+        values["colour"] = None if d["colour"] in (None, "none") else _choice(d["colour"], COLOURS, where, "colour")
+    if "scale" in d:
+        values["scale"] = _floats(d["scale"], where, "scale")[0]
+    for key in ("mean", "std"):
+        if key in d:
+            values[key] = _floats(d[key], where, key)
+    if "std" in values and any(s == 0 for s in values["std"]):
+        raise CardError(f"{where}: std must not contain 0")
+    if "resize" in d:
+        values["resize"] = _choice(d["resize"], RESIZES, where, "resize")
+    if "dtype" in d:
+        values["dtype"] = _choice(d["dtype"], DTYPES, where, "dtype")
+    return replace(card, **values)
+
+
+def _output_from(d: Mapping[str, Any], origin: str, index: int, base: OutputCard | None = None) -> OutputCard:
+    where = f"{origin} [[outputs]] #{index + 1}"
+    _check_keys(d, OutputCard, where)
+    card = base or OutputCard(name=str(d["name"]))
+    values: dict[str, Any] = {"name": str(d["name"])}
+    if "role" in d:
+        values["role"] = _choice(d["role"], ROLES, where, "role")
+    for key in ("batch_axis", "class_axis", "blank_index"):
+        if key in d and d[key] is not None:
+            if not isinstance(d[key], int) or isinstance(d[key], bool):
+                raise CardError(f"{where}: {key} must be an integer axis/index, got {d[key]!r}")
+            values[key] = d[key]
+    if d.get("box_format") is not None:
+        values["box_format"] = _choice(d["box_format"], BOX_FORMATS, where, "box_format")
+    if d.get("detection_layout") is not None:
+        values["detection_layout"] = str(d["detection_layout"])
+    return replace(card, **values)
+
+
+def read_card_file(path: Path | str) -> dict[str, Any]:
+    """The raw TOML of a card, with the file named in every error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CardError(f"model card {path} does not exist; pass a TOML file (see harness/model/card.py)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise CardError(f"model card {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - {"inputs", "outputs"})
+    if unknown:
+        raise CardError(f"model card {path}: unknown table(s) {', '.join(unknown)}; valid: [[inputs]], [[outputs]]")
+    for key in ("inputs", "outputs"):
+        if not isinstance(data.get(key, []), list):
+            raise CardError(f"model card {path}: {key} must be an array of tables ([[{key}]])")
+    return data
+
+
+def load_card(path: Path | str) -> ModelCard:
+    """A card file on its own (not merged with a model): the entries exactly as written, validated."""
+    data = read_card_file(path)
+    return ModelCard.from_dict({**data, "source": str(Path(path).resolve())}, origin=str(path))
+
+
+def card_path_beside(model_path: Path | str) -> Path:
+    """``<stem>.card.toml`` beside the model (the stem without .onnx/.tflite)."""
+    p = Path(model_path)
+    return p.with_name(p.stem + CARD_SUFFIX)
+
+
+# ------------------------------------------------------------------------------------------------
+# Inference from the graph (and, when given, from the FP32 reference outputs)
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    shape: tuple[Any, ...]
+    dtype: str
+
+
+def _as_specs(items: Iterable[Any]) -> list[_Spec]:
+    return [_Spec(i.name, tuple(i.shape), str(i.dtype)) for i in items]
+
+
+def graph_specs(checkpoint: Any) -> tuple[list[_Spec], list[_Spec]]:
+    """(inputs, outputs) of a checkpoint: its TensorSpecs when it has them, else read from the ONNX graph."""
+    if getattr(checkpoint, "inputs", None) and getattr(checkpoint, "outputs", None):
+        return _as_specs(checkpoint.inputs), _as_specs(checkpoint.outputs)
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    graph = onnx.load(str(checkpoint.path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+
+    def spec(v: Any) -> _Spec:
+        t = v.type.tensor_type
+        dims = tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or -1) for d in t.shape.dim)
+        return _Spec(v.name, dims, str(tensor_dtype_to_np_dtype(t.elem_type)) if t.elem_type else "float32")
+
+    return [spec(v) for v in graph.input if v.name not in inits], [spec(v) for v in graph.output]
+
+
+#: Ops that keep a Softmax's meaning when they follow it (a Softmax behind them still makes probabilities).
+_PASS_THROUGH = {"Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Cast"}
+
+
+def softmax_outputs(model_path: Path | str) -> dict[str, int]:
+    """Graph outputs produced by a Softmax (possibly behind reshapes/transposes): {name: softmax axis}."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(model_path), load_external_data=False).graph
+    except Exception:
+        return {}
+    producer = {o: n for n in graph.node for o in n.output}
+    found: dict[str, int] = {}
+    for out in graph.output:
+        node = producer.get(out.name)
+        while node is not None and node.op_type in _PASS_THROUGH and node.input:
+            node = producer.get(node.input[0])
+        if node is not None and node.op_type == "Softmax":
+            axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+            found[out.name] = int(axis)
+    return found
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype.startswith("float") or dtype in ("bfloat16",)
+
+
+def _infer_input(spec: _Spec) -> tuple[InputCard, str]:
+    shape = spec.shape
+    static = lambda d: isinstance(d, int) and d > 0  # noqa: E731
+    dtype = spec.dtype if spec.dtype in DTYPES else "float32"
+    scale = 1.0 if dtype in ("uint8", "int8") else 1.0 / 255.0
+    if len(shape) == 4 and static(shape[1]) and shape[1] in (1, 3):
+        layout, channels, hw = "NCHW", shape[1], shape[2:4]
+    elif len(shape) == 4 and static(shape[3]) and shape[3] in (1, 3):
+        layout, channels, hw = "NHWC", shape[3], shape[1:3]
+    else:
+        card = InputCard(spec.name, layout="other", size=None, colour=None, scale=1.0, dtype=dtype)
+        return card, (f"input {spec.name} {list(shape)} is not an image tensor: arrays are fed as they are "
+                      f"(from an .npz/.npy), cast to {dtype}")
+    size = (int(hw[0]), int(hw[1])) if all(static(d) for d in hw) else None
+    colour = "rgb" if channels == 3 else "gray"
+    card = InputCard(spec.name, layout=layout, size=size, colour=colour, scale=scale, dtype=dtype)
+    size_text = f"{size[0]}x{size[1]} from the graph" if size else \
+        "dynamic H×W: images keep their size when all agree, else the most common size (stretch)"
+    return card, (f"input {spec.name}: {layout}, {colour}, pixel x {'1' if scale == 1 else '1/255'}, no mean/std, "
+                  f"{size_text}, resize stretch, {dtype} (assumed; write a card to say otherwise)")
+
+
+def _sums_to_one(array: Any, axis: int) -> bool:
+    import numpy as np
+
+    a = np.asarray(array, dtype=np.float64)
+    if a.ndim < 2 or a.size == 0 or not np.all(np.isfinite(a)) or a.min() < 0:
+        return False
+    return bool(np.allclose(a.sum(axis=axis), 1.0, atol=1e-3))
+
+
+def _infer_output(spec: _Spec, softmax_axis: int | None, reference: Any | None) -> tuple[OutputCard, str]:
+    if softmax_axis is not None:
+        return (OutputCard(spec.name, "probabilities", class_axis=softmax_axis),
+                f"output {spec.name}: probabilities (the graph ends in a Softmax over axis {softmax_axis})")
+    if reference is not None and _is_float(spec.dtype) and _sums_to_one(reference, -1):
+        return (OutputCard(spec.name, "probabilities"),
+                f"output {spec.name}: probabilities (its rows sum to 1 in the FP32 reference)")
+    if len(spec.shape) == 2 and _is_float(spec.dtype):
+        return OutputCard(spec.name, "logits"), f"output {spec.name}: logits (a 2-D float output)"
+    return (OutputCard(spec.name, "raw"),
+            f"output {spec.name} {list(spec.shape)}: raw (no role inferred; scored by SNR/MSE/cosine only — "
+            f"set its role in a card)")
+
+
+def infer_card(checkpoint: Any, reference_outputs: Mapping[str, Any] | Sequence[Any] | None = None) -> ModelCard:
+    """What can be inferred for every input and output of ``checkpoint``, each assumption said once.
+
+    ``reference_outputs`` (FP32 outputs by name or in graph order), when given, lets rows that sum to 1 mark
+    probabilities on graphs without a visible Softmax (e.g. a TFLite model).
+    """
+    inputs, outputs = graph_specs(checkpoint)
+    fmt = getattr(checkpoint, "format", "onnx")
+    soft = softmax_outputs(checkpoint.path) if fmt == "onnx" else {}
+    if reference_outputs is not None and not isinstance(reference_outputs, Mapping):
+        reference_outputs = {o.name: r for o, r in zip(outputs, reference_outputs)}
+    notes: list[str] = []
+    in_cards, out_cards = [], []
+    for spec in inputs:
+        card, note = _infer_input(spec)
+        in_cards.append(card)
+        notes.append(note)
+    for spec in outputs:
+        ref = (reference_outputs or {}).get(spec.name)
+        card, note = _infer_output(spec, soft.get(spec.name), ref)
+        out_cards.append(card)
+        notes.append(note)
+    return ModelCard(tuple(in_cards), tuple(out_cards), tuple(notes), "inferred")
+
+
+def effective_card(checkpoint: Any, card_path: Path | str | None = None,
+                   reference_outputs: Mapping[str, Any] | Sequence[Any] | None = None) -> ModelCard:
+    """The card a run uses: the inferred card, overridden entry by entry by the card file.
+
+    The file is ``card_path`` when given, else ``<stem>.card.toml`` beside the model when it exists.
+    Entries the file names but the graph lacks are an error naming the graph's tensors.
+    """
+    base = infer_card(checkpoint, reference_outputs)
+    path = Path(card_path) if card_path else card_path_beside(checkpoint.path)
+    if card_path is None and not path.is_file():
+        return base
+    data = read_card_file(path)
+    origin = str(path)
+    inputs, outputs = list(base.inputs), list(base.outputs)
+    given: set[str] = set()
+    for kind, items, parse in (("inputs", inputs, _input_from), ("outputs", outputs, _output_from)):
+        names = [i.name for i in items]
+        for index, entry in enumerate(data.get(kind, [])):
+            name = entry.get("name")
+            if name not in names:
+                raise CardError(f"{origin} [[{kind}]] #{index + 1}: the model has no {kind[:-1]} {name!r}; "
+                                f"its {kind}: {', '.join(names)}")
+            items[names.index(name)] = parse(entry, origin, index, items[names.index(name)])
+            given.add(name)
+    notes = tuple(n for n in base.inferred if not any(n.startswith(f"{k} {g}") for g in given
+                                                       for k in ("input", "output")))
+    return ModelCard(tuple(inputs), tuple(outputs), notes, str(path.resolve()))

@@ -1,0 +1,99 @@
+"""Train, export and measure: the reproduction's steps. The harness does all measuring (no second loop)."""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from quanttrim.reproduction.config import ModelSpec, ReproductionConfig
+
+ROWS_FILE = "rows.csv"
+
+
+def train_and_export(cfg: ReproductionConfig, spec: ModelSpec, recipe: str, seed: int, out: Path,
+                     log: Callable[[str], None]) -> Path:
+    """Train one (model, recipe, seed) and export FP32 ONNX (+ learned ranges); reuses a finished export."""
+    from quanttrim.export import export_checkpoint
+    from quanttrim.recipes import get_recipe
+    from quanttrim.train import TrainConfig, train
+
+    run_dir = out / "train" / f"{spec.name}-w{spec.width:g}-{recipe}-s{seed}"
+    onnx_path = out / "checkpoints" / f"{spec.name}-w{spec.width:g}-{recipe}-s{seed}.onnx"
+    if onnx_path.exists():
+        log(f"reusing {onnx_path}")
+        return onnx_path
+    tcfg = TrainConfig(model=spec.name, dataset=cfg.dataset, recipe=get_recipe(recipe, cfg.epochs, {"lr": str(cfg.lr)}),
+                       epochs=cfg.epochs, out=str(run_dir), seed=seed, data_dir=cfg.data_dir, width=spec.width,
+                       train_limit=cfg.train_limit, threads=cfg.threads, stop_after_steps=cfg.stop_after_steps,
+                       progress=False)
+    t0 = time.perf_counter()
+    res = train(tcfg, resume=(run_dir / "last.pt").exists())
+    log(f"trained {run_dir.name} in {time.perf_counter() - t0:.0f} s")
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    export_checkpoint(res["checkpoint"], str(onnx_path))
+    return onnx_path
+
+
+def measure_pair(cfg: ReproductionConfig, baseline: Path, quanttrim: Path, draw: int, granularity: str,
+                 out: Path, tag: str) -> list[dict[str, Any]]:
+    """One `harness fidelity` study of the pair: every row of its report, as dicts."""
+    from harness.analysis.fidelity import FidelityOptions, run_fidelity
+
+    opts = FidelityOptions(checkpoints=(str(baseline), str(quanttrim)), devices=cfg.devices,
+                           quick=cfg.quick_loop, eval_samples=cfg.eval_samples, out=out / "fidelity" / tag,
+                           calib_seed=draw, threads=cfg.threads, per_channel=granularity == "per_channel",
+                           run_id=tag)
+    return run_fidelity(opts).rows
+
+
+def run(cfg: ReproductionConfig, out: Path, log: Callable[[str], None] = print) -> Path:
+    """The whole study; rows (one per checkpoint × device × backend × precision × seed × draw × granularity)
+    are appended to ``out/rows.csv`` as each study finishes, so an interrupted run keeps what it measured."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    rows_path = out / ROWS_FILE
+    done = _done_tags(rows_path)
+    for spec in cfg.models:
+        for seed in cfg.seeds:
+            paths = {r: train_and_export(cfg, spec, r, seed, out, log) for r in spec.recipes}
+            base, qt = (paths[r] for r in spec.recipes)
+            for draw in cfg.calib_draws:
+                for gran in cfg.granularities:
+                    tag = f"{spec.name}-w{spec.width:g}-s{seed}-d{draw}-{gran}"
+                    if tag in done:
+                        continue
+                    log(f"measuring {tag}")
+                    rows = measure_pair(cfg, base, qt, draw, gran, out, tag)
+                    recipe_of = {paths[r].stem: r for r in spec.recipes}
+                    for row in rows:
+                        row.update(model=f"{spec.name}-w{spec.width:g}", seed=seed, calib_draw=draw,
+                                   granularity=gran, recipe=recipe_of.get(row["checkpoint"], ""),
+                                   role="quanttrim" if recipe_of.get(row["checkpoint"]) == spec.recipes[1] else "map",
+                                   study=tag)
+                    _append(rows_path, rows)
+    return rows_path
+
+
+def _done_tags(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    with open(path, newline="") as fh:
+        return {r["study"] for r in csv.DictReader(fh)}
+
+
+def _append(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    new = not path.exists()
+    fields = list(rows[0].keys())
+    if not new:
+        with open(path, newline="") as fh:
+            fields = next(csv.reader(fh))
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerows(rows)
