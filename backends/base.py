@@ -7,13 +7,14 @@ imported inside the adapter's methods, never at module import time.
 from __future__ import annotations
 
 import abc
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
 
 import numpy as np
 
+from backends.cache import file_sha256  # noqa: F401  (re-exported; its home is backends.cache)
+from backends.options import BackendOptions, OptionError
 from devices.numerics import (  # noqa: F401  (re-exported: the vocabulary adapters use)
     BASE_PRECISIONS,
     CALIBRATION_METHODS,
@@ -25,6 +26,7 @@ from devices.numerics import (  # noqa: F401  (re-exported: the vocabulary adapt
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from backends.cache import Builder, CachedArtifact
     from devices.profile import DeviceProfile
 
 class UnsupportedRequest(Exception):
@@ -94,12 +96,6 @@ class CompileConfig:
                      self.calibration_samples, self.target, self.options))
 
 
-def file_sha256(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -158,6 +154,11 @@ class Backend(abc.ABC):
     install_hint: ClassVar[str] = ""
     #: Default runtime for a platform vs an alternative (plots: filled vs unfilled markers).
     display_name: ClassVar[str] = ""
+    #: Bump when this adapter's artifact for the same inputs changes (a fix, a new flag): part of the cache key,
+    #: so artifacts built by the old code are never served again (backends.cache).
+    ARTIFACT_VERSION: ClassVar[int] = 1
+    #: The adapter's typed compile options (``--backend-option KEY=VALUE``); the base has none.
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
 
     @classmethod
     @abc.abstractmethod
@@ -188,30 +189,47 @@ class Backend(abc.ABC):
     def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> Session:
         """Open a session on the compiled artifact."""
 
-    def check_request(self, config: CompileConfig) -> None:
-        """Refuse (never silently change) a request outside this backend's capabilities."""
-        caps = self.capabilities()
+    def cached_build(self, workdir: Path, model: ModelArtifact, config: CompileConfig,
+                     calibration: np.ndarray | None, toolchain: str | None, build: "Builder",
+                     **inputs: Any) -> "CachedArtifact":
+        """The verified cache entry for this compile, built by ``build(staging_dir)`` when absent or broken.
+
+        ``calibration`` is the image set the build uses (None when it uses none: its digest is in the key),
+        ``toolchain`` the compiler version, ``inputs`` whatever else shapes the artifact (backends.cache).
+        """
+        from backends.cache import ArtifactCache, cache_key
+
+        key = cache_key(self, model, config, calibration, toolchain, inputs)
+        return ArtifactCache(workdir).get_or_build(key, build)
+
+    def options(self, config: CompileConfig) -> BackendOptions:
+        """The request's options as this adapter's typed ``Options`` (keys it does not know: OptionError)."""
+        return self.Options.parse(config.options, self.name)
+
+    def refusal(self, config: CompileConfig) -> str | None:
+        """Why this backend cannot honour ``config`` (None when it can); see :meth:`refusal_for`."""
+        return self.refusal_for(self.capabilities(), config)
+
+    @classmethod
+    def refusal_for(cls, caps: Capabilities, config: CompileConfig) -> str | None:
+        """The one refusal rule, from capabilities already probed: used by the planner (an ``unsupported`` row
+        before anything runs; its probes run in child processes) and by :meth:`check_request` at compile time."""
         if config.precision not in caps.precisions:
-            raise UnsupportedRequest(
-                f"{self.name} does not support precision {config.precision!r}; "
-                f"it supports: {', '.join(caps.precisions)}"
-            )
+            return f"{cls.name} does not support precision {config.precision!r}; it supports: {', '.join(caps.precisions)}"
         if config.calibration is not None and caps.calibration_methods and \
                 config.calibration not in caps.calibration_methods:
-            raise UnsupportedRequest(
-                f"{self.name} has no {config.calibration!r} calibration; "
-                f"it has: {', '.join(caps.calibration_methods)}"
-            )
+            return f"{cls.name} has no {config.calibration!r} calibration; it has: {', '.join(caps.calibration_methods)}"
         granularity = "per_channel" if config.per_channel else "per_tensor"
         if is_integer_precision(config.precision) and granularity not in caps.granularities:
-            raise UnsupportedRequest(
-                f"{self.name} cannot quantize weights {granularity}; it supports: {', '.join(caps.granularities)}"
-            )
+            return f"{cls.name} cannot quantize weights {granularity}; it supports: {', '.join(caps.granularities)}"
+        try:
+            cls.Options.parse(config.options, cls.name)
+        except OptionError as exc:
+            return str(exc)
+        return None
 
-
-def artifact_dir(workdir: Path, backend: str, model: ModelArtifact, config: CompileConfig, extra: str = "") -> Path:
-    """A cache directory keyed by the content hash of model + config (+ backend version etc.)."""
-    key = hashlib.sha256(f"{model.sha256}|{config.cache_key()}|{extra}".encode()).hexdigest()[:16]
-    d = Path(workdir) / backend / f"{model.name}-{config.precision}-{key}"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    def check_request(self, config: CompileConfig) -> None:
+        """Refuse (never silently change) a request outside this backend's capabilities."""
+        reason = self.refusal(config)
+        if reason is not None:
+            raise UnsupportedRequest(reason)

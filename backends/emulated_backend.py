@@ -20,9 +20,8 @@ Records from this backend are fidelity evidence only: timings describe the host 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,9 +37,25 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
-    artifact_dir,
-    validate_precision,
 )
+from backends.emulated_graphs import (  # noqa: F401  (re-exported: the analysis and tests use them here)
+    ACT_SUFFIX,
+    NODE_PREFIX,
+    PRE_SUFFIX,
+    build_emulated_graph,
+    float_tensor_names,
+    name_nodes,
+)
+from backends.emulated_policy import (  # noqa: F401  (re-exported)
+    CALIBRATION_ALIASES,
+    EMULATOR_CALIBRATIONS,
+    INT_ACTIVATIONS,
+    check_policy,
+    default_policy,
+    resolve_policy,
+)
+from backends.options import BackendOptions
+from backends.quantization import fake_quantize_weight, quantize_weight, round_to_bf16, round_to_float  # noqa: F401
 from backends.registry import register_backend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,548 +63,26 @@ if TYPE_CHECKING:  # pragma: no cover
 
 TIMING_NOTE = "emulation on the host CPU: no latency or power claim for the target device"
 
-#: Policy calibration names -> the method the emulator runs ("max" is MinMax, "kl" is ORT's entropy/KL).
-CALIBRATION_ALIASES = {"max": "minmax", "minmax": "minmax", "percentile": "percentile", "entropy": "entropy",
-                       "kl": "entropy", "mse": "mse", "learned": "learned"}
-EMULATOR_CALIBRATIONS = tuple(sorted(CALIBRATION_ALIASES))
-INT_ACTIVATIONS = ("uint8", "int8", "int16")
-FLOAT_ACTIVATIONS = ("bf16", "fp16", "fp32")
-#: Ops whose second input is a weight tensor the device quantizes.
-WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-#: Markers in names of tensors/nodes this module inserts (used to map tensors back to FP32 names).
-PRE_SUFFIX = "__emu_pre"
-ACT_SUFFIX = "__emu_act"
-NODE_PREFIX = "emu_"
-MSE_CANDIDATES = 256
-DEFAULT_PERCENTILE = 99.999
 
+@dataclass(frozen=True)
+class EmulatedOptions(BackendOptions):
+    """Options of the emulator."""
 
-# ----------------------------------------------------------------------------------------------
-# Policies
-# ----------------------------------------------------------------------------------------------
-_WA = re.compile(r"^w(\d+)a(\d+|bf16|fp16)$")
+    #: Calibrate on the policy's own sample count (the first images of the draw), as the device would.
+    policy_calibration_samples: bool = True
 
 
-def default_policy(precision: str) -> "QuantPolicy":
-    """The generic policy for a precision when a device states none: float paths and WxAy forms.
+def _policy_key(policy: "QuantPolicy") -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(policy), sort_keys=True, default=str))
 
-    Integer activations default to the ONNX Runtime CPU convention (uint8 asymmetric, per-channel
-    symmetric weights, MinMax over 256 images).
-    """
-    from devices.profile import QuantPolicy
 
-    validate_precision(precision)
-    src = "emulator default for this precision (the device profile states no policy)"
-    if precision == "fp32":
-        return QuantPolicy(name="fp32", weight_bits=None, weight_float="fp32", activation="fp32",
-                           calibration_method="none", source=src)
-    if precision in ("fp16", "bf16"):
-        return QuantPolicy(name=precision, weight_bits=None, weight_float=precision, activation=precision,
-                           calibration_method="none", source=src)
-    if precision == "int8":
-        return QuantPolicy(name="int8", source=src)
-    m = _WA.match(precision)
-    if m is None:  # int8-dynamic: activation scales at run time are not a static policy
-        raise UnsupportedRequest(f"the emulator has no policy for {precision!r}; it emulates fp32, fp16, bf16, "
-                                 "int8 and WxAy forms (w8a8, w4a8, w8a16, w8abf16, ...)")
-    wbits, act = int(m.group(1)), m.group(2)
-    if wbits >= 16:
-        wkw: dict[str, Any] = {"weight_bits": None, "weight_float": "fp16"}
-    else:
-        wkw = {"weight_bits": wbits}
-    if act in ("bf16", "fp16"):
-        return QuantPolicy(name=precision, activation=act, calibration_method="none", source=src, **wkw)
-    abits = int(act)
-    if abits > 8:
-        return QuantPolicy(name=precision, activation="int16", source=src, **wkw)
-    if abits < 8:
-        raise UnsupportedRequest(f"the emulator runs integer activations as uint8, int8 or int16, not {abits}-bit "
-                                 f"({precision!r}); valid activation parts: a8, a16, abf16, afp16")
-    return QuantPolicy(name=precision, source=src, **wkw)
-
-
-def resolve_policy(device: "DeviceProfile", precision: str) -> tuple["QuantPolicy", str]:
-    """The device's policy named ``precision`` (or a float default); returns (policy, where it came from)."""
-    validate_precision(precision)
-    for pol in device.quant_policies:
-        if pol.name == precision:
-            return pol, f"device profile {device.name}"
-    if precision in ("fp32", "fp16", "bf16"):
-        return default_policy(precision), "emulator default"
-    valid = ", ".join(p.name for p in device.quant_policies) or "(none)"
-    raise UnsupportedRequest(
-        f"device {device.name!r} has no quantization policy {precision!r}; its policies: {valid} "
-        "(plus fp32, fp16, bf16); add a [[quant_policies]] entry to its profile to emulate another"
-    )
-
-
-def float_weights(policy: "QuantPolicy") -> str | None:
-    """'fp32'/'fp16'/'bf16' when the policy keeps weights in floating point, else None."""
-    return policy.weight_float if policy.weight_float is not None else None
-
-
-def check_policy(policy: "QuantPolicy", calibration_override: str | None = None) -> str | None:
-    """Refuse a policy the emulator cannot run, naming the valid choices; returns the calibration method."""
-    if policy.activation in INT_ACTIVATIONS:
-        if float_weights(policy) is not None:
-            raise UnsupportedRequest(f"policy {policy.name!r}: integer activations with {policy.weight_float} weights "
-                                     "are not a path the emulator builds; use integer weights (weight_bits 2..16)")
-        method = calibration_override or policy.calibration_method
-        if method not in CALIBRATION_ALIASES:
-            raise UnsupportedRequest(f"policy {policy.name!r}: unknown calibration method {method!r}; "
-                                     f"valid: {', '.join(EMULATOR_CALIBRATIONS)}")
-        return CALIBRATION_ALIASES[method]
-    if policy.activation not in FLOAT_ACTIVATIONS:
-        raise UnsupportedRequest(f"policy {policy.name!r}: unknown activation numerics {policy.activation!r}; "
-                                 f"valid: {', '.join(INT_ACTIVATIONS + FLOAT_ACTIVATIONS)}")
-    if policy.weight_bits is not None and float_weights(policy) is None and not 2 <= policy.weight_bits <= 16:
-        raise UnsupportedRequest(f"policy {policy.name!r}: weight_bits must be 2..16, got {policy.weight_bits}")
-    return None
-
-
-# ----------------------------------------------------------------------------------------------
-# Numerics (numpy) shared with tests and the per-layer analysis
-# ----------------------------------------------------------------------------------------------
-def round_to_bf16(x: np.ndarray) -> np.ndarray:
-    """Round float32 values to the nearest bfloat16 (ties to even), returned as float32.
-
-    The bit trick: add 0x7FFF plus the lowest kept bit to the float32 pattern and drop the low 16
-    bits. NaNs stay NaN (quiet), infinities stay infinite.
-    """
-    a = np.ascontiguousarray(x, dtype=np.float32)
-    bits = a.view(np.uint32).astype(np.uint64)
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
-    out = (rounded & 0xFFFFFFFF).astype(np.uint32).view(np.float32).reshape(a.shape)
-    return np.where(np.isnan(a), np.float32(np.nan), out)
-
-
-def round_to_float(x: np.ndarray, kind: str) -> np.ndarray:
-    """Round to fp16/bf16 and back to float32 ('fp32' returns the input)."""
-    if kind == "bf16":
-        return round_to_bf16(x)
-    if kind == "fp16":
-        return np.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
-    return np.asarray(x, dtype=np.float32)
-
-
-def weight_axis(node: Any) -> int:
-    """The output-channel axis of a weight tensor for per-channel quantization."""
-    if node.op_type == "ConvTranspose":
-        return 1
-    if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
-    if node.op_type == "MatMul":
-        return 1
-    return 0
-
-
-def quantize_weight(w: np.ndarray, bits: int, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric signed quantization on the b-bit grid: (integer values, float32 scale per channel or scalar).
-
-    Matches ONNX Runtime's symmetric weight quantizer: scale = max|w| / (2^(b-1) − 1), round half to
-    even, clip to ±(2^(b-1) − 1); an all-zero channel gets scale 1.
-    """
-    qmax = (1 << (bits - 1)) - 1
-    w = np.asarray(w, dtype=np.float32)
-    if axis is None:
-        amax = np.array(np.abs(w).max() if w.size else 0.0, dtype=np.float32)
-        scale = (amax / np.float32(qmax)).astype(np.float32)
-        scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
-        q = np.clip(np.rint(w / scale), -qmax, qmax)
-        return q, scale.reshape(())
-    moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
-    amax = np.abs(moved).max(axis=1).astype(np.float32)
-    scale = (amax / np.float32(qmax)).astype(np.float32)
-    scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
-    shape = [1] * w.ndim
-    shape[axis] = -1
-    q = np.clip(np.rint(w / scale.reshape(shape)), -qmax, qmax)
-    return q, scale
-
-
-def fake_quantize_weight(w: np.ndarray, bits: int, axis: int | None) -> np.ndarray:
-    """Quantize then dequantize in float32 exactly as DequantizeLinear computes (q − 0) · scale."""
-    q, scale = quantize_weight(w, bits, axis)
-    if axis is None:
-        return (q.astype(np.float32) * scale).astype(np.float32)
-    shape = [1] * np.ndim(w)
-    shape[axis] = -1
-    return (q.astype(np.float32) * scale.reshape(shape)).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------------------------
-# Graph helpers
-# ----------------------------------------------------------------------------------------------
-def name_nodes(model: Any) -> None:
-    """Give every unnamed node a unique name (ORT's nodes_to_exclude and the island list need names)."""
-    used = {n.name for n in model.graph.node if n.name}
-    for i, node in enumerate(model.graph.node):
-        if not node.name:
-            base = f"{node.op_type}_{i}"
-            name, k = base, 0
-            while name in used:
-                k += 1
-                name = f"{base}_{k}"
-            node.name = name
-            used.add(name)
-
-
-def float_tensor_names(model: Any) -> set[str]:
-    """Names of float32 tensors (graph inputs, node outputs) after shape/type inference."""
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # inference can fail on exotic graphs: fall back to what the file states
-        inferred = model
-    out = set()
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
-            out.add(vi.name)
-    return out
-
-
-def _initializers(model: Any) -> dict[str, Any]:
-    return {init.name: init for init in model.graph.initializer}
-
-
-def _consumers(model: Any) -> dict[str, list[Any]]:
-    cons: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            cons.setdefault(name, []).append(node)
-    return cons
-
-
-def _array_digest(a: np.ndarray | None) -> str:
-    if a is None:
-        return "none"
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
-
-
-def _policy_key(policy: "QuantPolicy") -> str:
-    return json.dumps(dataclasses.asdict(policy), sort_keys=True, default=str)
-
-
-def quantizable_op_types() -> set[str]:
-    """Op types ONNX Runtime's QDQ quantizer knows (its default op_types_to_quantize)."""
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    return set(QLinearOpsRegistry) | set(QDQRegistry)
-
-
-# ----------------------------------------------------------------------------------------------
-# Calibration
-# ----------------------------------------------------------------------------------------------
-def mse_ranges(model_path: Path, input_name: str, images: np.ndarray, symmetric: bool, n_bits: int):
-    """Activation ranges minimising the expected quantization MSE over a histogram of each tensor.
-
-    For each tensor a 2048-bin histogram over ±max|x| (ORT's collector) is scanned with candidate
-    clipping thresholds t: the expected error is Σ count·(x − clip(x))² outside the range plus
-    count·step²/12 inside, with step = range / (2^b − 1).
-    """
-    import tempfile
-
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, create_calibrator
-
-    from backends.onnxruntime_backend import ENTROPY_NUM_BINS, CalibrationReader
-
-    levels = float((1 << n_bits) - 1)
-    with tempfile.TemporaryDirectory(prefix="qt-emu-mse-") as tmp:
-        calibrator = create_calibrator(Path(model_path), None, augmented_model_path=str(Path(tmp) / "aug.onnx"),
-                                       calibrate_method=CalibrationMethod.Percentile,
-                                       extra_options={"symmetric": False, "num_bins": ENTROPY_NUM_BINS})
-        calibrator.collect_data(CalibrationReader(input_name, images))
-        hists = calibrator.collector.get_histogram_dict()
-    data = {}
-    for name, (hist, edges, vmin, vmax, thr) in hists.items():
-        hist = np.asarray(hist, dtype=np.float64)
-        centers = (np.asarray(edges[:-1], dtype=np.float64) + np.asarray(edges[1:], dtype=np.float64)) / 2
-        vmin, vmax, thr = float(vmin), float(vmax), float(thr)
-        best, best_err = (vmin, vmax), np.inf
-        if thr > 0 and hist.sum() > 0:
-            for t in np.linspace(thr / MSE_CANDIDATES, thr, MSE_CANDIDATES):
-                lo, hi = (-t, t) if symmetric else (max(vmin, -t), min(vmax, t))
-                lo, hi = min(lo, 0.0), max(hi, 0.0)
-                step = (hi - lo) / levels
-                clipped = np.clip(centers, lo, hi)
-                err = float(np.sum(hist * (centers - clipped) ** 2) + np.sum(hist[(centers >= lo) & (centers <= hi)])
-                            * step * step / 12.0)
-                if err < best_err:
-                    best, best_err = (lo, hi), err
-        data[name] = TensorData(lowest=np.float32(best[0]), highest=np.float32(best[1]))
-    return TensorsData(CalibrationMethod.MinMax, data)
-
-
-def compute_policy_ranges(pre: Path, model: ModelArtifact, images: np.ndarray, method: str,
-                          policy: "QuantPolicy"):
-    """ORT TensorsData for the policy's calibration method (reusing the ORT adapter's helpers)."""
-    from backends.onnxruntime_backend import apply_learned_ranges, compute_ranges, graph_output_names
-
-    symmetric = bool(policy.activation_symmetric)
-    if method == "mse":
-        bits = 16 if policy.activation == "int16" else 8
-        return mse_ranges(pre, model.input_name, images, symmetric, bits)
-    base = "minmax" if method == "learned" else method
-    percentile = policy.percentile if policy.percentile is not None else DEFAULT_PERCENTILE
-    ranges, _ = compute_ranges(pre, model.input_name, images, base, symmetric=symmetric, percentile=percentile)
-    if method == "learned":
-        if model.calibration_table is None:
-            raise UnsupportedRequest(f"checkpoint {model.name} has no learned calibration table (*.calib.json)")
-        if apply_learned_ranges(ranges, model.calibration_table, graph_output_names(pre)) == 0:
-            raise UnsupportedRequest(f"no tensor of {model.calibration_table} names a tensor of the graph")
-    return ranges
-
-
-# ----------------------------------------------------------------------------------------------
-# Graph builders
-# ----------------------------------------------------------------------------------------------
-def _island_record(node: Any, reason: str) -> dict[str, str]:
-    return {"node": node.name, "op_type": node.op_type, "reason": reason}
-
-
-def build_integer_graph(pre: Path, dst: Path, model: ModelArtifact, policy: "QuantPolicy", method: str,
-                        calibration: np.ndarray, out_dir: Path) -> dict[str, Any]:
-    """QDQ graph from ONNX Runtime's quantizer under the policy; returns facts for the metadata."""
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import save_tensors_data
-
-    fp32 = onnx.load(str(pre))
-    known = quantizable_op_types()
-    fallback = set(policy.fallback_ops)
-    excluded = [n.name for n in fp32.graph.node if n.op_type in fallback]
-    ranges = compute_policy_ranges(pre, model, calibration, method, policy)
-    cache = out_dir / f"calibration-{method}.json"
-    save_tensors_data(ranges, cache)
-    act_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8, "int16": QuantType.QInt16}[policy.activation]
-    wbits = int(policy.weight_bits or 8)
-    weight_type = QuantType.QInt16 if wbits > 8 else QuantType.QInt8
-    extra: dict[str, Any] = {}
-    if policy.activation_symmetric:
-        extra["ActivationSymmetric"] = True
-    if policy.activation == "int16" or wbits > 8:
-        extra["UseQDQContribOps"] = True  # 16-bit Q/DQ before opset 21 live in the com.microsoft domain
-    quantize_static(
-        str(pre), str(dst), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=sorted(known - fallback) or None,
-        per_channel=policy.per_channel,
-        activation_type=act_type, weight_type=weight_type,
-        nodes_to_exclude=excluded or None, extra_options=extra or None,
-        calibrate_method=ranges.calibration_method, calibration_cache_path=str(cache),
-    )
-    q = onnx.load(str(dst))
-    requantized = 0
-    if wbits < 8:
-        requantized = _requantize_weights(q, fp32, wbits)
-    float_outputs = [] if policy.output_quantized else _float_graph_outputs(q)
-    if requantized or float_outputs:
-        onnx.save(q, str(dst))
-    islands = []
-    for node in q.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            continue
-        if node.op_type in fallback:
-            islands.append(_island_record(node, "device fallback op (policy.fallback_ops)"))
-        elif node.op_type not in known:
-            islands.append(_island_record(node, "no quantized kernel in the emulator (ONNX Runtime QDQ registry)"))
-    return {"fp32_islands": islands, "weights_requantized_to_bits": requantized,
-            "calibration_cache": cache.name, "float_outputs": float_outputs}
-
-
-def _float_graph_outputs(q: Any) -> list[str]:
-    """Drop the QuantizeLinear→DequantizeLinear pair ORT puts on each graph output (TensorRT-style float outputs).
-
-    ORT renames the producer's output ``<name>_QuantizeLinear_Input``; it gets the graph output's name back.
-    """
-    outputs = {o.name for o in q.graph.output}
-    producers = {o: n for n in q.graph.node for o in n.output}
-    dropped = []
-    for dq in list(q.graph.node):
-        if dq.op_type != "DequantizeLinear" or dq.output[0] not in outputs:
-            continue
-        qn = producers.get(dq.input[0])
-        if qn is None or qn.op_type != "QuantizeLinear":
-            continue
-        src = producers.get(qn.input[0])
-        users = [n for n in q.graph.node if qn.input[0] in n.input and n is not qn]
-        if src is None or users:
-            continue  # the float value feeds something else too: leave the graph as ORT built it
-        for i, name in enumerate(src.output):
-            if name == qn.input[0]:
-                src.output[i] = dq.output[0]
-        q.graph.node.remove(qn)
-        q.graph.node.remove(dq)
-        dropped.append(dq.output[0])
-    return dropped
-
-
-def _requantize_weights(q: Any, fp32: Any, bits: int) -> int:
-    """Move every weight DequantizeLinear of a QDQ graph onto the b-bit grid (INT8 container).
-
-    The bias (int32, scale = input scale × weight scale) is recomputed with the new weight scale.
-    """
-    from onnx import numpy_helper as nh
-
-    inits = _initializers(q)
-    fp_inits = _initializers(fp32)
-    producers = {o: n for n in q.graph.node for o in n.output}
-    cons = _consumers(q)
-
-    def set_init(name: str, arr: np.ndarray) -> None:
-        inits[name].CopyFrom(nh.from_array(arr, name))
-
-    count = 0
-    for node in list(q.graph.node):
-        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
-            continue
-        users = cons.get(node.output[0], [])
-        if not users or not all(u.op_type in WEIGHT_OPS and len(u.input) > 1 and u.input[1] == node.output[0]
-                                for u in users):
-            continue
-        raw = node.input[0]
-        src = raw[:-len("_quantized")] if raw.endswith("_quantized") else raw
-        if src not in fp_inits:
-            continue
-        w = nh.to_array(fp_inits[src]).astype(np.float32)
-        axis_attr = next((a.i for a in node.attribute if a.name == "axis"), None)
-        per_channel = nh.to_array(inits[node.input[1]]).size > 1
-        axis = (axis_attr if axis_attr is not None else 1) if per_channel else None
-        qv, scale = quantize_weight(w, bits, axis)
-        set_init(raw, qv.astype(np.int8))
-        set_init(node.input[1], scale.astype(np.float32).reshape(nh.to_array(inits[node.input[1]]).shape))
-        count += 1
-        for user in users:
-            if len(user.input) < 3 or not user.input[2]:
-                continue
-            bias_dq = producers.get(user.input[2])
-            act_dq = producers.get(user.input[0])
-            if bias_dq is None or act_dq is None or bias_dq.op_type != "DequantizeLinear" or \
-                    act_dq.op_type != "DequantizeLinear" or bias_dq.input[0] not in inits:
-                continue
-            b_name = user.input[2]
-            b = nh.to_array(fp_inits[b_name]).astype(np.float32) if b_name in fp_inits else \
-                nh.to_array(inits[bias_dq.input[0]]).astype(np.float32) * nh.to_array(inits[bias_dq.input[1]])
-            s_in = nh.to_array(inits[act_dq.input[1]]).astype(np.float32)
-            b_scale = (s_in * scale).astype(np.float32)
-            b_scale = np.where(b_scale == 0, np.float32(1.0), b_scale).astype(np.float32)
-            set_init(bias_dq.input[0], np.rint(b / b_scale).astype(np.int32))
-            set_init(bias_dq.input[1], b_scale.reshape(nh.to_array(inits[bias_dq.input[1]]).shape))
-    return count
-
-
-def build_float_graph(pre: Path, dst: Path, policy: "QuantPolicy") -> dict[str, Any]:
-    """Weights fake-quantized/rounded in place and Cast pairs rounding activations to bf16/fp16."""
-    import onnx
-    from onnx import helper as oh
-    from onnx import numpy_helper as nh
-
-    m = onnx.load(str(pre))
-    fallback = set(policy.fallback_ops)
-    inits = _initializers(m)
-    cons = _consumers(m)
-    floats = float_tensor_names(m)
-    islands = [_island_record(n, "device fallback op (policy.fallback_ops)") for n in m.graph.node
-               if n.op_type in fallback]
-    wfloat = float_weights(policy)
-    quantized_weights = 0
-    rounded = 0
-    # Weights: integer grid (weight_bits) on WEIGHT_OPS, or float rounding of every float initializer.
-    if wfloat is None:
-        for node in m.graph.node:
-            if node.op_type not in WEIGHT_OPS or len(node.input) < 2 or node.input[1] not in inits:
-                continue
-            users = cons.get(node.input[1], [])
-            if any(u.op_type in fallback or u.op_type not in WEIGHT_OPS for u in users):
-                continue  # shared with a host island: leave it FP32
-            w = nh.to_array(inits[node.input[1]])
-            if w.dtype != np.float32 or w.ndim < 2:
-                continue
-            axis = weight_axis(node) if policy.weight_granularity == "per_channel" else None
-            inits[node.input[1]].CopyFrom(nh.from_array(fake_quantize_weight(w, int(policy.weight_bits or 8), axis),
-                                                        node.input[1]))
-            quantized_weights += 1
-    elif wfloat != "fp32":
-        for name, init in inits.items():
-            if all(u.op_type not in fallback for u in cons.get(name, [])):
-                arr = nh.to_array(init)
-                if arr.dtype == np.float32:
-                    init.CopyFrom(nh.from_array(round_to_float(arr, wfloat), name))
-                    rounded += 1
-    casts = 0
-    act = policy.activation
-    if act in ("bf16", "fp16"):
-        to = onnx.TensorProto.BFLOAT16 if act == "bf16" else onnx.TensorProto.FLOAT16
-        new_nodes = []
-        for inp in m.graph.input:
-            if inp.name in inits or inp.name not in floats:
-                continue
-            low, out = inp.name + "__emu_low", inp.name + ACT_SUFFIX
-            for user in cons.get(inp.name, []):
-                for i, name in enumerate(user.input):
-                    if name == inp.name:
-                        user.input[i] = out
-            new_nodes += [oh.make_node("Cast", [inp.name], [low], to=to, name=f"{NODE_PREFIX}cast_low_{inp.name}"),
-                          oh.make_node("Cast", [low], [out], to=onnx.TensorProto.FLOAT,
-                                       name=f"{NODE_PREFIX}cast_back_{inp.name}")]
-            casts += 1
-        for node in list(m.graph.node):
-            new_nodes.append(node)
-            if node.op_type in fallback:
-                continue
-            for i, name in enumerate(list(node.output)):
-                if not name or name not in floats:
-                    continue
-                pre_name, low = name + PRE_SUFFIX, name + "__emu_low"
-                node.output[i] = pre_name
-                new_nodes += [oh.make_node("Cast", [pre_name], [low], to=to, name=f"{NODE_PREFIX}cast_low_{name}"),
-                              oh.make_node("Cast", [low], [name], to=onnx.TensorProto.FLOAT,
-                                           name=f"{NODE_PREFIX}cast_back_{name}")]
-                casts += 1
-        del m.graph.node[:]
-        m.graph.node.extend(new_nodes)
-    onnx.save(m, str(dst))
-    return {"fp32_islands": islands, "weights_fake_quantized": quantized_weights,
-            "initializers_rounded": rounded, "activation_cast_pairs": casts}
-
-
-def build_emulated_graph(model: ModelArtifact, policy: "QuantPolicy", calibration: np.ndarray | None,
-                         out_dir: Path, calibration_override: str | None = None) -> tuple[Path, dict[str, Any]]:
-    """Write ``preprocessed.onnx`` (the FP32 reference graph) and ``model.onnx`` (the policy graph)."""
-    import onnx
-
-    from backends.onnxruntime_backend import _preprocess
-
-    method = check_policy(policy, calibration_override)
-    out_dir = Path(out_dir)
-    pre = _preprocess(Path(model.path), out_dir / "preprocessed.onnx")
-    m = onnx.load(str(pre))
-    name_nodes(m)
-    onnx.save(m, str(pre))
-    dst = out_dir / "model.onnx"
-    facts: dict[str, Any] = {"policy": dataclasses.asdict(policy), "fp32_graph": pre.name}
-    if method is not None:
-        if calibration is None or len(calibration) == 0:
-            raise UnsupportedRequest(f"policy {policy.name!r} has integer activations and needs a calibration set; "
-                                     "none was given")
-        facts["calibration_method"] = method
-        facts.update(build_integer_graph(pre, dst, model, policy, method, calibration, out_dir))
-    else:
-        facts.update(build_float_graph(pre, dst, policy))
-    facts["fp32_island_ops"] = sorted({i["op_type"] for i in facts["fp32_islands"]})
-    return dst, facts
-
-
-# ----------------------------------------------------------------------------------------------
-# The adapter
-# ----------------------------------------------------------------------------------------------
 @register_backend("emulated")
 class EmulatedBackend(Backend):
     """A device's quantization policy emulated on the host CPU with ONNX Runtime (fidelity only)."""
 
     install_hint: ClassVar[str] = "pip install onnxruntime"
     display_name: ClassVar[str] = "policy emulation (host CPU)"
+    Options: ClassVar[type[BackendOptions]] = EmulatedOptions
 
     @classmethod
     def availability(cls) -> Availability:
@@ -607,14 +100,15 @@ class EmulatedBackend(Backend):
             simulated=True,
         )
 
-    def check_request(self, config: CompileConfig) -> None:
-        """Any static precision the device has a policy for; dynamic INT8 is not a static policy."""
+    @classmethod
+    def refusal_for(cls, caps: Capabilities, config: CompileConfig) -> str | None:
+        """Any static precision the device has a policy for (checked at compile, against the device's policies);
+        dynamic INT8 is not a static policy."""
         if config.precision == "int8-dynamic":
-            raise UnsupportedRequest("the emulator runs static quantization policies; int8-dynamic computes "
-                                     "activation scales at run time (use the onnxruntime backend)")
-        if config.calibration is not None and config.calibration not in CALIBRATION_ALIASES:
-            raise UnsupportedRequest(f"emulated has no {config.calibration!r} calibration; it has: "
-                                     f"{', '.join(EMULATOR_CALIBRATIONS)}")
+            return ("the emulator runs static quantization policies; int8-dynamic computes activation scales at "
+                    "run time (use the onnxruntime backend)")
+        # Any other precision is a policy name: the device's policies decide at compile, not a fixed list.
+        return super().refusal_for(dataclasses.replace(caps, precisions=(config.precision,)), config)
 
     def compile(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
                 calibration: np.ndarray | None, workdir: Path) -> CompiledModel:
@@ -622,7 +116,7 @@ class EmulatedBackend(Backend):
 
         self.check_request(config)
         policy, policy_from = resolve_policy(device, config.precision)
-        if calibration is not None and config.option("policy_calibration_samples", True):
+        if calibration is not None and self.options(config).policy_calibration_samples:
             # The device calibrates on policy.calibration_samples images: the first ones of the draw.
             calibration = calibration[:policy.calibration_samples]
         meta: dict[str, Any] = {
@@ -630,6 +124,8 @@ class EmulatedBackend(Backend):
             "policy_name": policy.name, "policy_from": policy_from, "policy_source": policy.source,
             "execution_provider": "CPUExecutionProvider",
         }
+        if policy.activation in INT_ACTIVATIONS:
+            meta["activation_signed"] = policy.activation != "uint8"
         if policy.activation in INT_ACTIVATIONS and config.per_channel != policy.per_channel:
             # The device's policy is what is emulated; say so rather than change it quietly either way.
             meta["request_not_applied"] = (f"per_channel={config.per_channel}: the {device.name} policy "
@@ -640,19 +136,15 @@ class EmulatedBackend(Backend):
         if config.precision == "fp32" and policy_from == "emulator default":
             meta.update({"fp32_islands": [], "fp32_island_ops": []})
             return CompiledModel(self.name, "fp32", Path(model.path), meta)
-        key = "|".join([_policy_key(policy), str(config.calibration), f"ort={ort.__version__}",
-                        _array_digest(calibration if policy.activation in INT_ACTIVATIONS else None)])
-        out_dir = artifact_dir(workdir, self.name, model, config, key)
-        dst, facts_path = out_dir / "model.onnx", out_dir / "emulation.json"
-        if dst.exists() and facts_path.exists():
-            meta.update(json.loads(facts_path.read_text()))
-            meta["cached"] = True
-            return CompiledModel(self.name, config.precision, dst, meta)
-        dst, facts = build_emulated_graph(model, policy, calibration, out_dir, config.calibration)
-        facts_path.write_text(json.dumps(facts, indent=1, default=str))
-        meta.update(facts)
-        meta["cached"] = False
-        return CompiledModel(self.name, config.precision, dst, meta)
+        images = calibration if policy.activation in INT_ACTIVATIONS else None
+
+        def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
+            dst, facts = build_emulated_graph(model, policy, images, out_dir, config.calibration)
+            return dst.name, facts
+
+        entry = self.cached_build(workdir, model, config, images, ort.__version__, build, policy=_policy_key(policy))
+        meta.update(entry.metadata())
+        return CompiledModel(self.name, config.precision, entry.path, meta)
 
     def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig):
         from backends.onnxruntime_backend import OrtSession

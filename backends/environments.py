@@ -27,8 +27,36 @@ ENV_ROOT_VARIABLE = "QUANTTRIM_HARNESS_ENV_ROOT"
 MARKER = "quanttrim-env.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-#: What the harness itself imports in a worker (no matplotlib: workers plot nothing).
-HARNESS_LIGHT_DEPS = ("onnxruntime", "pandas", "psutil", "rich", "sympy")
+#: Core dependencies a toolchain environment does not take from the harness: numpy and onnx are pinned by each
+#: toolchain's own requirements, and workers plot nothing (matplotlib).
+_NOT_IN_WORKER_ENVS = frozenset({"numpy", "onnx", "matplotlib"})
+
+
+def harness_worker_requirements() -> tuple[str, ...]:
+    """The harness's core dependencies a worker needs, read from pyproject.toml (one home: a dependency added
+    there reaches every toolchain environment), or from the installed distribution's metadata."""
+    import re
+
+    pyproject = REPO_ROOT / "pyproject.toml"
+    if pyproject.exists():
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    else:
+        from importlib import metadata
+
+        deps = [r for r in (metadata.requires("quanttrim-edge") or []) if "extra ==" not in r]
+    out = []
+    for dep in deps:
+        name = re.split(r"[<>=!~;\[ ]", dep, maxsplit=1)[0].strip().lower()
+        if name and name not in _NOT_IN_WORKER_ENVS and dep not in out:
+            out.append(dep)
+    return tuple(out)
+
+
+HARNESS_LIGHT_DEPS = harness_worker_requirements()
 
 
 @dataclass(frozen=True)
@@ -359,6 +387,10 @@ def create_env(name: str, root: Path | str | None = None, python: str | None = N
         # Setting up twice is a no-op (the README's test command runs it every time); a broken env is rebuilt.
         status = probe_env(name, root)
         if status.ok:
+            # pip is a no-op for what is satisfied; a dependency the harness gained since is installed now
+            t = time.perf_counter()
+            _run([*pip, *spec.requirements], log)
+            steps["requirements_s"] = time.perf_counter() - t
             if spec.with_harness:  # point the env at this checkout of the harness
                 t = time.perf_counter()
                 _run([*pip, "--no-deps", "-e", str(repo or REPO_ROOT)], log)

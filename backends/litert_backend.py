@@ -11,10 +11,10 @@ tensors: inputs are quantized and outputs dequantized with the tensors' own scal
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,9 +29,11 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
-    artifact_dir,
+    granularity_name,
 )
+from backends.litert_inspect import check_artifact_precision, inspect_tflite
 from backends.onnx_graph import static_batch_copy
+from backends.options import BackendOptions
 from backends.registry import register_backend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,11 +60,29 @@ def converter_status(root: Path | str | None = None) -> tuple[Path | None, str, 
                   "not exist"), setup_command(CONVERTER_ENV)
 
 
+@dataclass(frozen=True)
+class LiteRtOptions(BackendOptions):
+    """LiteRT options."""
+
+    #: Run this prebuilt .tflite instead of converting the checkpoint (its real precision must match the request).
+    tflite_model: str | None = None
+
+
+def converter_version(exe: Path) -> str:
+    """onnx2tf's version as its environment's package metadata records it (part of the cache key)."""
+    site = list(Path(exe).parent.parent.glob("lib/python3*/site-packages"))
+    for d in site:
+        for info in d.glob("onnx2tf-*.dist-info"):
+            return info.name[len("onnx2tf-"):-len(".dist-info")]
+    return "unknown"
+
+
 @register_backend("litert")
 class LiteRtBackend(Backend):
     """LiteRT interpreter (XNNPACK CPU delegate) on .tflite models converted by onnx2tf."""
 
     install_hint: ClassVar[str] = 'pip install ".[litert]"  (ai-edge-litert)'
+    Options: ClassVar[type[BackendOptions]] = LiteRtOptions
     display_name: ClassVar[str] = "LiteRT"
 
     @classmethod
@@ -92,43 +112,43 @@ class LiteRtBackend(Backend):
     def compile(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
                 calibration: np.ndarray | None, workdir: Path) -> CompiledModel:
         self.check_request(config)
+        opts = self.options(config)
         meta: dict[str, Any] = {"tflite_layout": "NHWC"}
-        given = config.option("tflite_model")
-        if given:
-            path = Path(given)
+        if opts.tflite_model:
+            path = Path(opts.tflite_model)
             if not path.exists():
                 raise UnsupportedRequest(f"tflite_model {path} does not exist")
-            meta.update(source="prebuilt .tflite", cached=True)
-            return CompiledModel(self.name, config.precision, path, meta | _precision_facts(config))
+            facts = inspect_tflite(path)
+            check_artifact_precision(config.precision, facts, path)
+            meta.update(source="prebuilt .tflite", cached=True, **facts)
+            return CompiledModel(self.name, config.precision, path, meta)
         exe, reason, fix = converter_status()
         if exe is None:
             raise UnsupportedRequest(f"{reason}; fix: {fix}")
-        calib_key = hashlib.sha256(np.ascontiguousarray(calibration).tobytes()).hexdigest()[:16] \
-            if calibration is not None and config.precision == "int8" else ""
-        out_dir = artifact_dir(workdir, self.name, model, config, f"onnx2tf|{calib_key}")
+        if config.precision == "int8" and calibration is None:
+            raise UnsupportedRequest("LiteRT full-INT8 conversion needs a calibration set; none was given")
         stem = "model"
-        target = out_dir / f"{stem}{OUTPUT_SUFFIX[config.precision]}"
-        meta.update(source="onnx2tf", cached=target.exists(), **_precision_facts(config))
-        if not target.exists():
-            if config.precision == "int8" and calibration is None:
-                raise UnsupportedRequest("LiteRT full-INT8 conversion needs a calibration set; none was given")
+
+        def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
             _convert(exe, model, config, calibration, out_dir, stem)
+            target = out_dir / f"{stem}{OUTPUT_SUFFIX[config.precision]}"
             if not target.exists():
                 raise RuntimeError(f"onnx2tf finished but wrote no {target.name} in {out_dir}")
-        return CompiledModel(self.name, config.precision, target, meta)
+            facts = inspect_tflite(target)
+            check_artifact_precision(config.precision, facts, target)
+            return target.name, facts
+
+        entry = self.cached_build(workdir, model, config, calibration if config.precision == "int8" else None,
+                                  converter_version(exe), build)
+        meta.update(source="onnx2tf", **entry.metadata())
+        if config.precision == "int8":
+            meta.update(calibration_method="minmax", weight_granularity=granularity_name(config.per_channel))
+        return CompiledModel(self.name, config.precision, entry.path, meta)
 
     def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> "LiteRtSession":
         return LiteRtSession(Path(compiled.path), runtime.threads)
 
 
-def _precision_facts(config: CompileConfig) -> dict[str, Any]:
-    if config.precision == "int8":
-        return {"int8_numerics": "full INT8 (int8 activations and I/O, int8 weights)",
-                "calibration_method": "minmax", "weight_granularity":
-                    "per_channel" if config.per_channel else "per_tensor"}
-    if config.precision == "fp16":
-        return {"fp16_numerics": "fp16 weights; the CPU kernels dequantize them to fp32 at load"}
-    return {}
 
 
 def _convert(exe: Path, model: ModelArtifact, config: CompileConfig, calibration: np.ndarray | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
@@ -23,8 +24,8 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
-    artifact_dir,
 )
+from backends.options import BackendOptions, at_least
 from backends.registry import register_backend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,6 +70,19 @@ class CalibrationReader:
         return len(self.images)
 
 
+@dataclass(frozen=True)
+class OrtOptions(BackendOptions):
+    """ONNX Runtime compile options."""
+
+    #: Percentile of |activation| kept by percentile calibration (ORT's histogram), in (50, 100].
+    percentile: float = DEFAULT_PERCENTILE
+
+    def __post_init__(self) -> None:
+        at_least("percentile", self.percentile, 50.0)
+        if self.percentile > 100.0:
+            raise ValueError(f"percentile must be <= 100, got {self.percentile}")
+
+
 class OrtSession:
     """A loaded ONNX Runtime session; run() answers, the harness times."""
 
@@ -102,6 +116,7 @@ class OnnxRuntimeBackend(Backend):
 
     install_hint: ClassVar[str] = "pip install onnxruntime"
     provider: ClassVar[str] = "CPUExecutionProvider"
+    Options: ClassVar[type[BackendOptions]] = OrtOptions
 
     @classmethod
     def availability(cls) -> Availability:
@@ -124,46 +139,66 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         self.check_request(config)
+        opts = self.options(config)
         meta: dict[str, Any] = {"execution_provider": self.provider}
         if config.precision == "fp32":
             return CompiledModel(self.name, "fp32", Path(model.path), meta)
         if config.precision == "int8":
             meta["calibration_method"] = config.calibration or "minmax"
-        calib_key = _array_digest(calibration) if calibration is not None and config.precision == "int8" else ""
-        out_dir = artifact_dir(workdir, self.name, model, config, f"ort={ort.__version__}|{calib_key}")
-        dst = out_dir / "model.onnx"
-        meta["cached"] = dst.exists()
-        if dst.exists():
-            return CompiledModel(self.name, config.precision, dst, meta)
-        if config.precision == "fp16":
-            _convert_fp16(model.path, dst)
-        elif config.precision == "int8-dynamic":
-            _quantize_dynamic(model.path, dst, config)
-        elif config.precision == "int8":
+            meta["activation_signed"] = config.activation_signed
             if calibration is None:
                 raise UnsupportedRequest("static INT8 needs a calibration set; none was given")
-            method = meta["calibration_method"]
-            _quantize_static(model, dst, config, calibration, method, out_dir)
-        else:  # check_request already refused anything else
-            raise UnsupportedRequest(f"onnxruntime cannot build {config.precision}")
-        return CompiledModel(self.name, config.precision, dst, meta)
+
+        def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
+            dst = out_dir / "model.onnx"
+            if config.precision == "fp16":
+                return dst.name, _convert_fp16(Path(model.path), dst)
+            src, facts = per_channel_source(Path(model.path), out_dir, config.per_channel)
+            if config.precision == "int8-dynamic":
+                _quantize_dynamic(src, dst, config)
+            elif config.precision == "int8":
+                _quantize_static(model, dst, config, calibration, meta["calibration_method"], out_dir,
+                                 opts.percentile, src)
+            else:  # check_request already refused anything else
+                raise UnsupportedRequest(f"onnxruntime cannot build {config.precision}")
+            return dst.name, facts
+
+        entry = self.cached_build(workdir, model, config, calibration if config.precision == "int8" else None,
+                                  ort.__version__, build)
+        meta.update(entry.metadata())
+        return CompiledModel(self.name, config.precision, entry.path, meta)
 
     def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> OrtSession:
         return OrtSession(compiled.path, self.providers(), runtime.threads)
 
 
-def _array_digest(a: np.ndarray) -> str:
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
-
-
-def _convert_fp16(src: Path, dst: Path) -> None:
+def _convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
+    """An FP16 graph with FP32 inputs/outputs; its facts say when the checkpoint's weights were fp16 already."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    m16 = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    from backends.graphs import float_weight_dtype
+
+    source = onnx.load(str(src))
+    before = float_weight_dtype(source)
+    m16 = convert_float_to_float16(source, keep_io_types=True)
     onnx.save(m16, str(dst))
+    facts: dict[str, Any] = {"source_weight_dtype": before}
+    if before == "fp16":
+        facts["fp16_note"] = ("the checkpoint's weights are already fp16: this fp16 build only moves activations "
+                              "to fp16; it is not an fp32 -> fp16 weight conversion")
+    return facts
+
+
+def per_channel_source(src: Path, out_dir: Path, per_channel: bool) -> tuple[Path, dict[str, Any]]:
+    """The graph to quantize: per-channel weights need per-axis DequantizeLinear (opset 13), so an older
+    graph is converted first (facts say so) or refused with the fix (backends.graphs.upgrade_opset)."""
+    if not per_channel:
+        return src, {}
+    from backends.graphs import PER_AXIS_QDQ_OPSET, upgrade_opset
+
+    return upgrade_opset(src, Path(out_dir) / "opset-upgraded.onnx", PER_AXIS_QDQ_OPSET,
+                         "per-channel INT8 (per-axis DequantizeLinear)")
 
 
 def _quantize_dynamic(src: Path, dst: Path, config: CompileConfig) -> None:
@@ -230,17 +265,18 @@ def apply_learned_ranges(tensors_range, table_path: Path, keep: frozenset[str] =
 
 
 def _quantize_static(model: ModelArtifact, dst: Path, config: CompileConfig, calibration: np.ndarray,
-                     method: str, out_dir: Path) -> None:
+                     method: str, out_dir: Path, percentile: float = DEFAULT_PERCENTILE,
+                     source: Path | None = None) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    pre = _preprocess(Path(model.path), out_dir / "preprocessed.onnx")
+    pre = _preprocess(Path(source or model.path), out_dir / "preprocessed.onnx")
     base_method = "minmax" if method == "learned" else method
     if method == "learned" and model.calibration_table is None:
         raise UnsupportedRequest(f"checkpoint {model.name} has no learned calibration table (*.calib.json)")
     tensors_range, ort_method = compute_ranges(pre, model.input_name, calibration, base_method,
                                                symmetric=config.activation_signed,
-                                               percentile=float(config.option("percentile", DEFAULT_PERCENTILE)))
+                                               percentile=percentile)
     if method == "learned":
         if apply_learned_ranges(tensors_range, model.calibration_table, graph_output_names(pre)) == 0:
             raise UnsupportedRequest(f"no tensor of {model.calibration_table} names a tensor of the graph")

@@ -10,7 +10,8 @@ returns and ``synchronize`` has nothing left to wait for.
 """
 from __future__ import annotations
 
-import dataclasses
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,9 +25,9 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
-    artifact_dir,
 )
-from backends.onnxruntime_backend import OnnxRuntimeBackend, OrtSession
+from backends.onnxruntime_backend import OnnxRuntimeBackend, OrtOptions, OrtSession
+from backends.options import BackendOptions, choice
 from backends.registry import register_backend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,6 +43,17 @@ def check_session_providers(requested: str, used: list[str]) -> None:
         raise UnsupportedRequest(
             f"ONNX Runtime fell back from {requested}: the session uses {', '.join(used) or 'no provider'} "
             "(the GPU provider failed to load; check the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs)")
+
+
+@dataclass(frozen=True)
+class OrtTensorRTOptions(OrtOptions):
+    """onnxruntime-tensorrt options: the ORT ones plus the INT8 route (explicit QDQ only)."""
+
+    int8_mode: str = "explicit"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        choice("int8_mode", self.int8_mode, ("explicit", "implicit"))
 
 
 class _OrtGpuBackend(OnnxRuntimeBackend):
@@ -110,6 +122,7 @@ class OnnxRuntimeTensorRTBackend(_OrtGpuBackend):
 
     provider: ClassVar[str] = "TensorrtExecutionProvider"
     display_name: ClassVar[str] = "ONNX Runtime (TensorRT EP)"
+    Options: ClassVar[type[BackendOptions]] = OrtTensorRTOptions
 
     def capabilities(self) -> Capabilities:
         return Capabilities(precisions=("fp32", "fp16", "int8"),
@@ -134,29 +147,34 @@ class OnnxRuntimeTensorRTBackend(_OrtGpuBackend):
                 calibration: np.ndarray | None, workdir: Path) -> CompiledModel:
         import onnxruntime as ort
 
-        from backends.tensorrt_backend import array_digest, build_qdq_graph, select_int8_route
+        from backends.tensorrt_int8 import build_qdq_graph, select_int8_route
 
         self.check_request(config)
+        opts = self.options(config)
         meta: dict[str, Any] = {"execution_provider": self.provider}
-        calib_key = array_digest(calibration) if calibration is not None else ""
-        out_dir = artifact_dir(workdir, self.name, model, config, f"ort={ort.__version__}|{calib_key}")
-        path = Path(model.path)
+        route = None
         if config.precision == "int8":
-            if config.option("int8_mode", "explicit") != "explicit":
+            if opts.int8_mode != "explicit":
                 raise UnsupportedRequest("onnxruntime-tensorrt takes INT8 as a QDQ graph (int8_mode=explicit); "
                                          "implicit TensorRT calibration is offered by the tensorrt backend")
-            route = select_int8_route(model, dataclasses.replace(
-                config, options=tuple(dict(config.options, int8_mode="explicit").items())))
-            path = build_qdq_graph(model, route, calibration, config.per_channel, out_dir,
-                                   float(config.option("percentile", 99.999)))
-            meta.update(calibration_method=route.method, int8_mode=route.mode, int8_source=route.source)
-        compiled = CompiledModel(self.name, config.precision, path, meta)
-        # A copy in the artifact dir keeps the engine cache beside this artifact, not beside the checkpoint.
-        if path == Path(model.path):
-            local = out_dir / "model.onnx"
-            if not local.exists():
-                local.write_bytes(Path(model.path).read_bytes())
-            compiled = CompiledModel(self.name, config.precision, local, meta)
+            route = select_int8_route(model, config.calibration, config.per_channel, "explicit")
+            meta.update(calibration_method=route.method, int8_mode=route.mode, int8_source=route.source,
+                        activation_signed=True)  # symmetric signed QDQ, the only INT8 TensorRT takes
+
+        def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
+            # The graph lives in the entry so TensorRT's engine cache sits beside this artifact, not the checkpoint.
+            if route is None:
+                shutil.copyfile(model.path, out_dir / "model.onnx")
+                return "model.onnx", {}
+            path, facts = build_qdq_graph(model, route, calibration, config.per_channel, out_dir, opts.percentile)
+            if path.parent != out_dir:
+                shutil.copyfile(path, out_dir / "model.qdq.onnx")
+            return "model.qdq.onnx", facts
+
+        entry = self.cached_build(workdir, model, config, calibration if route is not None else None,
+                                  ort.__version__, build)
+        meta.update(entry.metadata())
+        compiled = CompiledModel(self.name, config.precision, entry.path, meta)
         used = self._probe(compiled.path, compiled)
         check_session_providers(self.provider, used)
         meta["session_providers"] = used

@@ -9,9 +9,8 @@ Facts this adapter is built around (docs/toolchain-notes.md):
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,8 +25,8 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
-    artifact_dir,
 )
+from backends.options import BackendOptions, choice
 from backends.registry import register_backend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,11 +75,30 @@ def _static_batch(model: Any, batch: int) -> Any:
     return model
 
 
+@dataclass(frozen=True)
+class OpenVinoOptions(BackendOptions):
+    """OpenVINO compile options."""
+
+    #: INT8 quantizer: NNCF post-training quantization, or ONNX Runtime's QDQ graph run by OpenVINO.
+    quantizer: str = "nncf"
+    #: NNCF preset: "performance" (symmetric) or "mixed" (asymmetric activations).
+    preset: str = "performance"
+    #: Percentile of the percentile calibration, in (50, 100].
+    percentile: float = DEFAULT_PERCENTILE
+
+    def __post_init__(self) -> None:
+        choice("quantizer", self.quantizer, QUANTIZERS)
+        choice("preset", self.preset, PRESETS)
+        if not 50.0 < self.percentile <= 100.0:
+            raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
+
+
 @register_backend("openvino")
 class OpenVinoBackend(Backend):
     """Intel OpenVINO runtime (CPU plugin by default; GPU/NPU when config.target names a present plugin)."""
 
     install_hint: ClassVar[str] = 'pip install ".[openvino]"  (openvino + nncf)'
+    Options: ClassVar[type[BackendOptions]] = OpenVinoOptions
     display_name: ClassVar[str] = "OpenVINO"
 
     @classmethod
@@ -137,53 +155,43 @@ class OpenVinoBackend(Backend):
         import openvino as ov
 
         self.check_request(config)
+        opts = self.options(config)
         target = self._target(config)
-        quantizer = str(config.option("quantizer", "nncf"))
-        preset = str(config.option("preset", "performance"))
-        if quantizer not in QUANTIZERS:
-            raise UnsupportedRequest(f"unknown OpenVINO quantizer {quantizer!r}; valid: {', '.join(QUANTIZERS)}")
-        if preset not in PRESETS:
-            raise UnsupportedRequest(f"unknown NNCF preset {preset!r}; valid: {', '.join(PRESETS)}")
-        calib_key = hashlib.sha256(np.ascontiguousarray(calibration).tobytes()).hexdigest()[:16] \
-            if calibration is not None and config.precision == "int8" else ""
-        out_dir = artifact_dir(workdir, self.name, model, config, f"ov={ov.get_version()}|{target}|{calib_key}")
-        xml = out_dir / "model.xml"
         hint = PRECISION_HINTS[config.precision]
         meta: dict[str, Any] = {"device_plugin": target, "inference_precision_hint": hint,
                                 "performance_hint": "LATENCY", "num_streams": 1}
-        meta["cached"] = xml.exists()
         core = self._core()
-        if not xml.exists():
+
+        def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
+            xml = out_dir / "model.xml"
+            facts: dict[str, Any] = {}
             if config.precision == "int8":
-                meta.update(self._quantize(core, model, device, config, calibration, quantizer, preset, xml,
-                                           workdir))
+                facts.update(self._quantize(core, model, device, config, calibration, opts, xml, workdir))
             else:
                 ov.save_model(_read_model(core, Path(model.path)), str(xml), compress_to_fp16=False)
-        elif config.precision == "int8":
-            meta.update(_int8_facts(config, quantizer, preset, model))
-        # Compile once to learn which precision the plugin really runs (and to fail at compile, not load); the
-        # answer is kept beside the artifact so a cached compile does not pay for it again.
-        facts_path = xml.with_name(f"precision-{target}-{hint}.json")
-        if facts_path.exists():
-            ran = json.loads(facts_path.read_text())["inference_precision_ran"]
-        else:
-            ran = _compiled_precision(core, xml, target, hint)
-            facts_path.write_text(json.dumps({"inference_precision_ran": ran}))
-        meta["inference_precision_ran"] = ran
+            # Compile once to learn which precision the plugin really runs (and to fail at compile, not load).
+            facts["inference_precision_ran"] = _compiled_precision(core, xml, target, hint)
+            return xml.name, facts
+
+        entry = self.cached_build(workdir, model, config, calibration if config.precision == "int8" else None,
+                                  ov.get_version(), build, device_plugin=target)
+        meta.update(entry.metadata())
+        ran = meta["inference_precision_ran"]
         if config.precision != "int8" and ran != hint:
             raise UnsupportedRequest(f"OpenVINO {target} asked for {hint} runs {ran} on this host; "
                                      f"{config.precision} is not available as asked")
-        return CompiledModel(self.name, config.precision, xml, meta)
+        return CompiledModel(self.name, config.precision, entry.path, meta)
 
     def _quantize(self, core: Any, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
-                  calibration: np.ndarray | None, quantizer: str, preset: str, xml: Path,
+                  calibration: np.ndarray | None, opts: "OpenVinoOptions", xml: Path,
                   workdir: Path) -> dict[str, Any]:
         import openvino as ov
 
+        quantizer, preset = opts.quantizer, opts.preset
         method = config.calibration or "minmax"
         facts = _int8_facts(config, quantizer, preset, model)
         if method == "learned" or quantizer == "ort_qdq":
-            qdq = self._ort_qdq_graph(model, device, config, calibration, workdir)
+            qdq = self._ort_qdq_graph(model, device, config, calibration, workdir, opts.percentile)
             ov.save_model(_read_model(core, qdq), str(xml), compress_to_fp16=False)
             return facts
         if method not in NNCF_RANGE_ESTIMATORS:
@@ -200,9 +208,7 @@ class OpenVinoBackend(Backend):
         if method == "percentile":
             import dataclasses
 
-            pct = float(config.option("percentile", DEFAULT_PERCENTILE))
-            if not 50.0 < pct <= 100.0:
-                raise UnsupportedRequest(f"percentile must be in (50, 100], got {pct}")
+            pct = opts.percentile
             prob = 1.0 - pct / 100.0
             estimator = dataclasses.replace(
                 estimator, min=dataclasses.replace(estimator.min, quantile_outlier_prob=prob),
@@ -226,7 +232,7 @@ class OpenVinoBackend(Backend):
         return facts
 
     def _ort_qdq_graph(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
-                       calibration: np.ndarray | None, workdir: Path) -> Path:
+                       calibration: np.ndarray | None, workdir: Path, percentile: float) -> Path:
         """The trainer's learned QDQ export when present, else ONNX Runtime's QDQ quantizer output."""
         if config.calibration == "learned" and model.qdq_path is not None:
             return Path(model.qdq_path)
@@ -235,7 +241,7 @@ class OpenVinoBackend(Backend):
         ort_config = CompileConfig(precision="int8", calibration=config.calibration, per_channel=config.per_channel,
                                    activation_signed=config.activation_signed,
                                    calibration_samples=config.calibration_samples,
-                                   options=tuple((k, v) for k, v in config.options if k == "percentile"))
+                                   options=(("percentile", percentile),))
         return OnnxRuntimeBackend().compile(model, device, ort_config, calibration, workdir).path
 
     # -- load --------------------------------------------------------------------------------
@@ -253,11 +259,14 @@ def _int8_facts(config: CompileConfig, quantizer: str, preset: str, model: Model
                 "int8_numerics": "real INT8 (OpenVINO runs the QDQ graph with integer kernels)"}
     if quantizer == "ort_qdq":
         return {"quantizer": "ort_qdq", "calibration_method": method, "qdq_source": "ONNX Runtime quantize_static",
+                "activation_signed": config.activation_signed,
                 "int8_numerics": "real INT8 (OpenVINO runs the QDQ graph with integer kernels)"}
     return {"quantizer": "nncf", "calibration_method": method, "nncf_preset": preset,
             "nncf_range_estimator": NNCF_RANGE_ESTIMATORS.get(method),
             "weight_granularity": "per_channel" if config.per_channel else "per_tensor",
             "activation_signedness": "signed (forced)" if config.activation_signed else "NNCF automatic",
+            # NNCF's automatic choice is per tensor (unsigned after ReLU): only the forced case is one convention.
+            **({"activation_signed": True} if config.activation_signed else {}),
             "int8_numerics": "real INT8"}
 
 

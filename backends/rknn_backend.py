@@ -13,12 +13,12 @@ Where it runs:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,8 +34,9 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
-    artifact_dir,
 )
+from backends.cache import data_digest, write_bytes_atomic
+from backends.options import BackendOptions, choice
 from backends.registry import register_backend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,11 +93,25 @@ def ops_named_in(message: str, model_path: Path | str) -> list[str]:
     return sorted(op for op in ops if re.search(rf"\b{re.escape(op)}\b", message))
 
 
+@dataclass(frozen=True)
+class RknnOptions(BackendOptions):
+    """RKNN options."""
+
+    #: On the board (rknn-toolkit-lite2): the prebuilt .rknn to run.
+    rknn_model: str | None = None
+    #: On the board: which NPU cores run the model.
+    core_mask: str = "auto"
+
+    def __post_init__(self) -> None:
+        choice("core_mask", self.core_mask, tuple(CORE_MASKS))
+
+
 @register_backend("rknn")
 class RknnBackend(Backend):
     """RKNPU2 through rknn-toolkit2 (build + x86 simulator) or rknn-toolkit-lite2 (on the board)."""
 
     install_hint: ClassVar[str] = "python -m harness env setup rknn"
+    Options: ClassVar[type[BackendOptions]] = RknnOptions
     display_name: ClassVar[str] = "RKNN"
 
     @classmethod
@@ -151,36 +166,41 @@ class RknnBackend(Backend):
                      if env_py else f"create its environment: {setup_command(ENV_NAME)}")
             raise BackendUnavailable(f"rknn-toolkit2 does not import in {sys.executable}; {where}")
         settings = build_settings(model, config, target_platform)
-        calib_key = hashlib.sha256(np.ascontiguousarray(calibration).tobytes()).hexdigest()[:16] \
-            if calibration is not None and config.precision == "int8" else ""
-        out_dir = artifact_dir(workdir, self.name, model, config, f"rknn={toolkit}|{target_platform}|{calib_key}")
-        rknn_path = out_dir / "model.rknn"
         meta: dict[str, Any] = {"rknn_toolkit": toolkit, "rknn_platform": target_platform,
                                 "rknn_settings": settings, "onnx_path": str(model.path),
-                                "input_name": model.input_name,
-                                "input_shape": [1, *model.input_shape], "cached": rknn_path.exists()}
+                                "input_name": model.input_name, "input_shape": [1, *model.input_shape]}
+        images = None
         if config.precision == "int8":
             if calibration is None:
                 raise UnsupportedRequest("RKNN INT8 needs a calibration set; none was given")
-            meta["dataset"] = str(write_dataset(calibration[:config.calibration_samples], out_dir / "calib"))
+            images = calibration[:config.calibration_samples]
+            # Outside the cache entry: rknn's dataset.txt lists absolute paths, so its folder must not move.
+            meta["dataset"] = str(write_dataset(images, Path(workdir) / self.name / "calibration" / data_digest(images)))
             meta["calibration_method"] = config.calibration or "minmax"
             meta["int8_numerics"] = "RKNN w8a8 (asymmetric int8 activations)"
+            meta["activation_signed"] = True
         target = config.target or "simulator"
         meta["runtime_target"] = target
         if target == "simulator":
             meta["timing_note"] = SIMULATOR_TIMING_NOTE
             meta["simulated"] = True
-        if not rknn_path.exists():
+
+        def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
             rk = _build(meta)
             try:
-                _check(rk.export_rknn(str(rknn_path)), "export_rknn")
+                _check(rk.export_rknn(str(out_dir / "model.rknn")), "export_rknn")
             finally:
                 rk.release()
-        return CompiledModel(self.name, config.precision, rknn_path, meta)
+            return "model.rknn", {}
+
+        entry = self.cached_build(workdir, model, config, images, toolkit, build, platform=target_platform)
+        meta.update(entry.metadata())
+        return CompiledModel(self.name, config.precision, entry.path, meta)
 
     def _prebuilt(self, model: ModelArtifact, config: CompileConfig, target_platform: str) -> CompiledModel:
         """On the board: the lite runtime cannot build, so use a .rknn built on the host."""
-        given = config.option("rknn_model")
+        opts = self.options(config)
+        given = opts.rknn_model
         candidate = Path(given) if given else Path(model.path).with_name(
             f"{Path(model.path).stem}.{target_platform}.{config.precision}.rknn")
         if not candidate.exists():
@@ -189,7 +209,7 @@ class RknnBackend(Backend):
                 "host (an rknn job writes model.rknn under its artifact dir), copy it here and pass options "
                 "rknn_model=PATH")
         meta = {"rknn_platform": target_platform, "runtime_target": "npu", "rknn_runtime": "rknn-toolkit-lite2",
-                "core_mask": str(config.option("core_mask", "auto")), "simulated": False}
+                "core_mask": opts.core_mask, "simulated": False}
         return CompiledModel(self.name, config.precision, candidate, meta)
 
     # -- load --------------------------------------------------------------------------------
@@ -228,15 +248,19 @@ def build_settings(model: ModelArtifact, config: CompileConfig, target_platform:
 
 
 def write_dataset(images: np.ndarray, folder: Path) -> Path:
-    """One NCHW .npy per image plus the list file rknn's build(dataset=...) reads."""
+    """One NCHW .npy per image plus the list file rknn's build(dataset=...) reads (kept when already complete:
+    the folder is named by the images' digest; the listing is written last, atomically)."""
+    folder = Path(folder)
+    listing = folder / "dataset.txt"
+    if listing.exists():
+        return listing
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, img in enumerate(np.ascontiguousarray(images, dtype=np.float32)):
         p = folder / f"{i:05d}.npy"
         np.save(p, img[None])
         paths.append(str(p.resolve()))
-    listing = folder / "dataset.txt"
-    listing.write_text("\n".join(paths) + "\n")
+    write_bytes_atomic(listing, ("\n".join(paths) + "\n").encode())
     return listing
 
 

@@ -1,19 +1,7 @@
 """TensorRT through its Python API: FP32, FP16 and INT8 (implicit calibrators or explicit QDQ graphs).
 
-Supported TensorRT lines: 8.x (JetPack 5) and 10.x (JetPack 6, desktop); anything else is refused.
-
-INT8 has two routes, both chosen explicitly and recorded in the artifact's metadata:
-
-* implicit (``int8_mode="implicit"``, the default for entropy/minmax/percentile): TensorRT calibrates with
-  ``IInt8EntropyCalibrator2`` / ``IInt8MinMaxCalibrator`` / ``IInt8LegacyCalibrator`` (quantile, the
-  percentile method) fed from the calibration array in batches. The calibration cache is written to
-  ``<workdir>/tensorrt/calibration/`` keyed by model hash + method + calibration-data digest + TensorRT
-  version and reused on the next build (TensorRT then skips ``get_batch`` altogether).
-* explicit (``int8_mode="explicit"``, and always for ``calibration="learned"``): TensorRT parses a QDQ graph.
-  For ``learned`` that is the checkpoint's own QDQ export (``ModelArtifact.qdq_path``) or, failing that, an
-  ONNX Runtime QDQ graph whose ranges are replaced by the learned table (``*.calib.json``); for the other
-  methods an ONNX Runtime QDQ graph calibrated on the same images. TensorRT needs symmetric INT8 QDQ
-  (zero point 0), so these graphs use signed symmetric activations.
+The CUDA runtime and TensorRT's version checks live in :mod:`backends.tensorrt_runtime`, the INT8 routes and
+calibrators in :mod:`backends.tensorrt_int8`; this module is the adapter and its session.
 
 Inference contract (the harness calls ``run`` then ``synchronize`` before each timestamp): ``run`` copies the
 batch into pinned host memory, enqueues H2D, the engine and D2H on one CUDA stream, waits on that stream and
@@ -23,9 +11,6 @@ that only rely on it.
 """
 from __future__ import annotations
 
-import ctypes
-import hashlib
-import importlib
 import json
 import re
 from dataclasses import dataclass
@@ -44,24 +29,38 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
-    artifact_dir,
 )
+from backends.options import BackendOptions, at_least, choice
 from backends.registry import register_backend
+from backends.tensorrt_int8 import (  # noqa: F401  (re-exported for the trtexec adapter and tests)
+    DEFAULT_CALIB_BATCH,
+    DEFAULT_QUANTILE,
+    IMPLICIT_METHODS,
+    Int8Route,
+    build_qdq_graph,
+    calibration_cache_path,
+    make_calibrator,
+    select_int8_route,
+)
+from backends.tensorrt_runtime import (  # noqa: F401  (re-exported)
+    SUPPORTED_MAJORS,
+    TENSORRT_INSTALL_HINT,
+    CudaRuntime,
+    check_supported_version,
+    import_tensorrt,
+    parse_version,
+    tensorrt_availability,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from devices.profile import DeviceProfile
 
-SUPPORTED_MAJORS = (8, 10)
-TENSORRT_INSTALL_HINT = ('Jetson: sudo apt install python3-libnvinfer, pip install cuda-python; '
-                         'desktop: pip install ".[tensorrt]" (docs/nvidia.md)')
-IMPLICIT_METHODS = ("entropy", "minmax", "percentile")
 DEFAULT_WORKSPACE_MIB = 1024
 DEFAULT_MAX_BATCH = 32
-DEFAULT_CALIB_BATCH = 32
-#: TensorRT's legacy calibrator takes a quantile in [0, 1]; 99.99 % matches the percentile used elsewhere.
-DEFAULT_QUANTILE = 0.9999
+DEFAULT_PERCENTILE = 99.999
 ENGINE_FILE = "model.engine"
 SIDECAR_FILE = "engine.json"
+
 _OOM_PATTERN = re.compile(
     r"out of memory|cudaErrorMemoryAllocation|OutOfMemory|insufficient (gpu )?memory|"
     r"requested amount of gpu memory|failed to allocate", re.IGNORECASE)
@@ -71,214 +70,49 @@ class EngineBuildError(RuntimeError):
     """TensorRT could not build an engine (a failure of the run, not a refused request)."""
 
 
-# -- versions ------------------------------------------------------------------------------------
-def parse_version(version: str) -> tuple[int, ...]:
-    """'10.3.0.26' -> (10, 3, 0, 26); non-numeric parts end the tuple."""
-    out: list[int] = []
-    for part in str(version).split("."):
-        m = re.match(r"\d+", part)
-        if not m:
-            break
-        out.append(int(m.group()))
-    return tuple(out)
+
+@dataclass(frozen=True)
+class TrtBuildOptions(BackendOptions):
+    """Engine-build options both TensorRT adapters (Python API and trtexec) take."""
+
+    #: "implicit" (TensorRT calibrator) or "explicit" (QDQ graph); None: explicit for learned, else implicit.
+    int8_mode: str | None = None
+    #: Percentile of |activation| kept when the explicit route's QDQ graph is calibrated by percentile.
+    percentile: float = DEFAULT_PERCENTILE
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB
+    #: Let FP32 layers run as TF32 on Ampere+ (off: FP32 fidelity means real FP32).
+    allow_tf32: bool = False
+    #: Allow FP16 for layers INT8 cannot take (default: on for DLA, off on the GPU).
+    int8_fp16_fallback: bool | None = None
+    max_batch: int = DEFAULT_MAX_BATCH
+    #: DLA only: run layers DLA cannot take on the GPU.
+    gpu_fallback: bool = True
+
+    def __post_init__(self) -> None:
+        if self.int8_mode is not None:
+            choice("int8_mode", self.int8_mode, ("implicit", "explicit"))
+        at_least("workspace_mib", self.workspace_mib, 1)
+        at_least("max_batch", self.max_batch, 1)
+        at_least("percentile", self.percentile, 50.0)
 
 
-def check_supported_version(version: str) -> int:
-    """Return the major version if this adapter supports it, else refuse naming the supported lines."""
-    parsed = parse_version(version)
-    major = parsed[0] if parsed else -1
-    if major not in SUPPORTED_MAJORS:
-        raise UnsupportedRequest(
-            f"TensorRT {version} is not supported by this adapter (supported: "
-            f"{', '.join(f'{m}.x' for m in SUPPORTED_MAJORS)}); install TensorRT 8.x (JetPack 5) or 10.x")
-    return major
+@dataclass(frozen=True)
+class TensorRTOptions(TrtBuildOptions):
+    """Options of the TensorRT Python-API adapter."""
 
+    #: Batch the dynamic-shape profile is tuned for.
+    opt_batch: int = 1
+    #: Images per calibrator batch (implicit INT8).
+    calib_batch: int = DEFAULT_CALIB_BATCH
+    #: Quantile of TensorRT's legacy calibrator (the percentile method), in (0, 1].
+    quantile: float = DEFAULT_QUANTILE
 
-def import_tensorrt():
-    """The tensorrt module (a test may place a fake in sys.modules)."""
-    return importlib.import_module("tensorrt")
-
-
-# -- CUDA runtime (cuda-python or pycuda) --------------------------------------------------------
-def _host_view(ptr: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A numpy view of host memory at ``ptr`` (pinned memory from cudaMallocHost)."""
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buf = (ctypes.c_byte * nbytes).from_address(int(ptr))
-    return np.frombuffer(buf, dtype=dtype).reshape(shape)
-
-
-class CudaRuntime:
-    """The few CUDA runtime calls the adapter needs, over cuda-python (``cudart``) or pycuda."""
-
-    def __init__(self, flavour: str, module: Any) -> None:
-        self.flavour = flavour
-        self._m = module
-        self._ctx = None
-        self._host: dict[int, Any] = {}  # id(array) -> handle to free
-
-    @classmethod
-    def load(cls) -> "CudaRuntime":
-        """cuda-python (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.6) else pycuda; ImportError if none."""
-        errors = []
-        for name in ("cuda.bindings.runtime", "cuda.cudart"):
-            try:
-                return cls("cuda-python", importlib.import_module(name))
-            except (ImportError, OSError) as exc:  # OSError: a CUDA library the bindings need is missing
-                errors.append(f"{name}: {exc}")
-        try:
-            return cls("pycuda", importlib.import_module("pycuda.driver"))
-        except (ImportError, OSError) as exc:
-            errors.append(f"pycuda.driver: {exc}")
-        raise ImportError("no CUDA Python bindings (cuda-python or pycuda): " + "; ".join(errors))
-
-    # cuda-python returns (err, *values); anything but cudaSuccess is an error.
-    def _call(self, fn: str, *args: Any) -> Any:
-        res = getattr(self._m, fn)(*args)
-        err, values = res[0], res[1:]
-        if err != self._m.cudaError_t.cudaSuccess:
-            raise RuntimeError(f"CUDA {fn} failed: {err}")
-        return values[0] if len(values) == 1 else (values or None)
-
-    def device_count(self) -> int:
-        if self.flavour == "pycuda":
-            self._m.init()
-            return int(self._m.Device.count())
-        return int(self._call("cudaGetDeviceCount"))
-
-    def device_info(self, index: int = 0) -> dict[str, Any]:
-        """GPU name, compute capability and memory of one device."""
-        if self.flavour == "pycuda":
-            self._m.init()
-            dev = self._m.Device(index)
-            major, minor = dev.compute_capability()
-            return {"name": dev.name(), "compute_capability": f"{major}.{minor}", "memory_bytes": dev.total_memory()}
-        prop = self._call("cudaGetDeviceProperties", index)
-        name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
-        return {"name": name.rstrip("\x00"), "compute_capability": f"{prop.major}.{prop.minor}",
-                "memory_bytes": int(prop.totalGlobalMem)}
-
-    def activate(self, index: int = 0) -> None:
-        """pycuda needs a current context; cuda-python uses the primary context implicitly."""
-        if self.flavour == "pycuda" and self._ctx is None:
-            self._m.init()
-            self._ctx = self._m.Device(index).make_context()
-
-    def deactivate(self) -> None:
-        if self._ctx is not None:
-            self._ctx.pop()
-            self._ctx = None
-
-    def malloc(self, nbytes: int) -> Any:
-        if self.flavour == "pycuda":
-            return self._m.mem_alloc(max(int(nbytes), 1))
-        return self._call("cudaMalloc", max(int(nbytes), 1))
-
-    def free(self, dptr: Any) -> None:
-        if self.flavour == "pycuda":
-            dptr.free()
-        else:
-            self._call("cudaFree", dptr)
-
-    @staticmethod
-    def address(dptr: Any) -> int:
-        return int(dptr)
-
-    def host_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        """Page-locked host memory as a numpy array (DMA-able, so H2D/D2H copies are truly async)."""
-        dtype = np.dtype(dtype)
-        if self.flavour == "pycuda":
-            return self._m.pagelocked_empty(shape, dtype)
-        nbytes = max(int(np.prod(shape)) * dtype.itemsize, 1)
-        ptr = self._call("cudaMallocHost", nbytes)
-        arr = _host_view(ptr, shape, dtype)
-        self._host[id(arr)] = ptr
-        return arr
-
-    def host_free(self, arr: np.ndarray) -> None:
-        ptr = self._host.pop(id(arr), None)
-        if ptr is not None:
-            self._call("cudaFreeHost", ptr)
-
-    def stream_create(self) -> Any:
-        if self.flavour == "pycuda":
-            return self._m.Stream()
-        return self._call("cudaStreamCreate")
-
-    def stream_handle(self, stream: Any) -> int:
-        return int(stream.handle) if self.flavour == "pycuda" else int(stream)
-
-    def stream_sync(self, stream: Any) -> None:
-        if self.flavour == "pycuda":
-            stream.synchronize()
-        else:
-            self._call("cudaStreamSynchronize", stream)
-
-    def stream_destroy(self, stream: Any) -> None:
-        if self.flavour != "pycuda":
-            self._call("cudaStreamDestroy", stream)
-
-    def htod_async(self, dptr: Any, host: np.ndarray, stream: Any) -> None:
-        if self.flavour == "pycuda":
-            self._m.memcpy_htod_async(dptr, host, stream)
-        else:
-            self._call("cudaMemcpyAsync", dptr, host.ctypes.data, host.nbytes,
-                       self._m.cudaMemcpyKind.cudaMemcpyHostToDevice, stream)
-
-    def dtoh_async(self, host: np.ndarray, dptr: Any, stream: Any) -> None:
-        if self.flavour == "pycuda":
-            self._m.memcpy_dtoh_async(host, dptr, stream)
-        else:
-            self._call("cudaMemcpyAsync", host.ctypes.data, dptr, host.nbytes,
-                       self._m.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream)
-
-    def htod(self, dptr: Any, host: np.ndarray) -> None:
-        if self.flavour == "pycuda":
-            self._m.memcpy_htod(dptr, host)
-        else:
-            self._call("cudaMemcpy", dptr, host.ctypes.data, host.nbytes,
-                       self._m.cudaMemcpyKind.cudaMemcpyHostToDevice)
-
-
-def tensorrt_availability() -> Availability:
-    """TensorRT importable, a supported version, CUDA Python bindings and at least one CUDA device."""
-    try:
-        trt = import_tensorrt()
-    except Exception as exc:  # ImportError, or a broken install raising OSError on a missing .so
-        return Availability(False, f"TensorRT Python bindings are not importable ({exc})", TENSORRT_INSTALL_HINT)
-    version = str(getattr(trt, "__version__", "unknown"))
-    try:
-        check_supported_version(version)
-    except UnsupportedRequest as exc:
-        return Availability(False, str(exc), TENSORRT_INSTALL_HINT, version)
-    try:
-        cuda = CudaRuntime.load()
-    except ImportError as exc:
-        return Availability(False, str(exc), "pip install cuda-python (matching the CUDA major version)", version)
-    try:
-        count = cuda.device_count()
-    except Exception as exc:
-        return Availability(False, f"no usable CUDA device ({exc})",
-                            "needs an NVIDIA GPU with its driver loaded (nvidia-smi / JetPack)", version)
-    if count < 1:
-        return Availability(False, "no CUDA device found", "needs an NVIDIA GPU with its driver loaded", version)
-    return Availability(True, version=version)
-
-
-# -- keys, caches, sidecars --------------------------------------------------------------------------
-def array_digest(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()[:16]
-
-
-def calibration_cache_path(workdir: Path, model: ModelArtifact, method: str, calib_digest: str,
-                           trt_version: str) -> Path:
-    """Where TensorRT's calibration cache for (model, method, data, TensorRT version) lives.
-
-    Shared by every engine of the same model and data (GPU, DLA, trtexec), which is what makes reuse pay.
-    The TensorRT version is part of the key because the cache's header names it and TensorRT rejects others.
-    """
-    d = Path(workdir) / "tensorrt" / "calibration"
-    d.mkdir(parents=True, exist_ok=True)
-    return d / f"{model.sha256[:16]}-{method}-{calib_digest}-trt{trt_version}.cache"
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least("opt_batch", self.opt_batch, 1)
+        at_least("calib_batch", self.calib_batch, 1)
+        if not 0.0 < self.quantile <= 1.0:
+            raise ValueError(f"quantile must be in (0, 1], got {self.quantile}")
 
 
 def read_sidecar(engine_dir: Path) -> dict[str, Any] | None:
@@ -300,75 +134,6 @@ def stale_reason(sidecar: dict[str, Any] | None, trt_version: str, gpu: dict[str
                 f"this is {gpu.get('name')} (sm {gpu.get('compute_capability')})")
     return None
 
-
-# -- INT8 route selection ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Int8Route:
-    """How an INT8 engine gets its scales."""
-
-    mode: str              # "implicit" | "explicit"
-    source: str            # "calibrator" | "qdq-checkpoint" | "qdq-learned-table" | "qdq-ort"
-    method: str            # calibration method
-
-
-def select_int8_route(model: ModelArtifact, config: CompileConfig) -> Int8Route:
-    """Choose the INT8 route for a request, or refuse saying what is missing."""
-    method = config.calibration or "entropy"
-    mode = str(config.option("int8_mode", "explicit" if method == "learned" else "implicit"))
-    if mode not in ("implicit", "explicit"):
-        raise UnsupportedRequest(f"unknown int8_mode {mode!r}; valid: implicit, explicit")
-    if method == "learned":
-        if mode == "implicit":
-            raise UnsupportedRequest("learned scales reach TensorRT only through a QDQ graph; use int8_mode=explicit")
-        if model.qdq_path is not None and Path(model.qdq_path).exists():
-            return Int8Route("explicit", "qdq-checkpoint", method)
-        if model.calibration_table is not None and Path(model.calibration_table).exists():
-            return Int8Route("explicit", "qdq-learned-table", method)
-        raise UnsupportedRequest(
-            f"checkpoint {model.name} has neither a QDQ export (qdq_path) nor a learned calibration table "
-            "(*.calib.json); calibration='learned' needs one of them")
-    if method not in IMPLICIT_METHODS:
-        raise UnsupportedRequest(f"TensorRT has no {method!r} calibration; it has: {', '.join(IMPLICIT_METHODS)}, learned")
-    if mode == "implicit":
-        if not config.per_channel:
-            raise UnsupportedRequest("TensorRT's implicit INT8 always quantizes weights per channel; "
-                                     "use int8_mode=explicit for per-tensor weights")
-        return Int8Route("implicit", "calibrator", method)
-    return Int8Route("explicit", "qdq-ort", method)
-
-
-def build_qdq_graph(model: ModelArtifact, route: Int8Route, calibration: np.ndarray | None, per_channel: bool,
-                    out_dir: Path, percentile: float = 99.999) -> Path:
-    """The QDQ ONNX graph an explicit-INT8 route parses (built once per artifact directory)."""
-    if route.source == "qdq-checkpoint":
-        return Path(model.qdq_path)  # type: ignore[arg-type]
-    dst = Path(out_dir) / "model.qdq.onnx"
-    if dst.exists():
-        return dst
-    if calibration is None:
-        raise UnsupportedRequest(
-            "explicit INT8 builds its QDQ graph from calibration images (learned tables replace their ranges); "
-            "none were given")
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import save_tensors_data
-
-    from backends.onnxruntime_backend import _preprocess, apply_learned_ranges, compute_ranges
-
-    pre = _preprocess(Path(model.path), Path(out_dir) / "preprocessed.onnx")
-    base = "minmax" if route.method == "learned" else route.method
-    # TensorRT accepts only symmetric INT8 QDQ (zero point 0): signed activations, symmetric ranges.
-    ranges, ort_method = compute_ranges(pre, model.input_name, calibration, base, symmetric=True,
-                                        percentile=percentile)
-    if route.source == "qdq-learned-table":
-        if apply_learned_ranges(ranges, Path(model.calibration_table)) == 0:  # type: ignore[arg-type]
-            raise UnsupportedRequest(f"no tensor of {model.calibration_table} names a tensor of the graph")
-    cache = Path(out_dir) / f"qdq-ranges-{route.method}.json"
-    save_tensors_data(ranges, cache)
-    quantize_static(str(pre), str(dst), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-                    per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=ort_method, calibration_cache_path=str(cache),
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
-    return dst
 
 
 def onnx_batch_dim(path: Path, input_name: str) -> int | None:
@@ -421,72 +186,6 @@ def make_logger(trt: Any) -> Any:
     return _Logger()
 
 
-def make_calibrator(trt: Any, method: str, images: np.ndarray, batch: int, cache_path: Path,
-                    cuda: CudaRuntime, input_name: str, quantile: float = DEFAULT_QUANTILE) -> Any:
-    """A TensorRT INT8 calibrator over ``images`` (NCHW float32) in batches of ``batch``.
-
-    Only whole batches are fed (TensorRT requires the declared batch size); a cache at ``cache_path``
-    short-circuits calibration, and the cache TensorRT writes is stored there.
-    """
-    bases = {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibrator",
-             "percentile": "IInt8LegacyCalibrator"}
-    base = getattr(trt, bases[method], None)
-    if base is None:
-        raise UnsupportedRequest(f"TensorRT {trt.__version__} has no {bases[method]} ({method} calibration)")
-
-    class _Calibrator(base):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            base.__init__(self)
-            self.images = np.ascontiguousarray(images, dtype=np.float32)
-            self.batch = int(batch)
-            self.n_batches = len(self.images) // self.batch
-            self.cursor = 0
-            self.cache_path = Path(cache_path)
-            self.cache_hit = False
-            self.batches_fed = 0
-            self._dev = cuda.malloc(self.batch * self.images[0].nbytes)
-
-        def get_batch_size(self) -> int:
-            return self.batch
-
-        def get_batch(self, names: list[str], *unused: Any) -> list[int] | None:
-            if self.cursor >= self.n_batches:
-                return None
-            chunk = self.images[self.cursor * self.batch:(self.cursor + 1) * self.batch]
-            cuda.htod(self._dev, np.ascontiguousarray(chunk))
-            self.cursor += 1
-            self.batches_fed += 1
-            return [CudaRuntime.address(self._dev) for _ in names]
-
-        def read_calibration_cache(self, *unused: Any) -> bytes | None:
-            if self.cache_path.exists():
-                self.cache_hit = True
-                return self.cache_path.read_bytes()
-            return None
-
-        def write_calibration_cache(self, cache: Any, *unused: Any) -> None:
-            self.cache_path.write_bytes(bytes(memoryview(cache)) if not isinstance(cache, bytes) else cache)
-
-        # IInt8LegacyCalibrator (the quantile/percentile method) also asks for these.
-        def get_quantile(self) -> float:
-            return float(quantile)
-
-        def get_regression_cutoff(self) -> float:
-            return 1.0
-
-        def read_histogram_cache(self, *unused: Any) -> None:
-            return None
-
-        def write_histogram_cache(self, *unused: Any) -> None:
-            return None
-
-        def release(self) -> None:
-            if self._dev is not None:
-                cuda.free(self._dev)
-                self._dev = None
-
-    return _Calibrator()
-
 
 @register_backend("tensorrt")
 class TensorRTBackend(Backend):
@@ -494,6 +193,7 @@ class TensorRTBackend(Backend):
 
     install_hint: ClassVar[str] = TENSORRT_INSTALL_HINT
     display_name: ClassVar[str] = "TensorRT"
+    Options: ClassVar[type[BackendOptions]] = TensorRTOptions
 
     @classmethod
     def availability(cls) -> Availability:
@@ -520,58 +220,47 @@ class TensorRTBackend(Backend):
         cuda = CudaRuntime.load()
         gpu = cuda.device_info(0)
         dla_core = parse_target(config.target)
-        route = select_int8_route(model, config) if config.precision == "int8" else None
+        opts = self.options(config)
+        route = select_int8_route(model, config.calibration, config.per_channel, opts.int8_mode) \
+            if config.precision == "int8" else None
         if route is not None and route.mode == "implicit" and calibration is None:
             raise UnsupportedRequest(
                 "TensorRT implicit INT8 needs a calibration set and none was given; pass calibration images, "
                 "or use calibration='learned' (QDQ) / int8_mode=explicit with a QDQ checkpoint")
-        calib_digest = array_digest(calibration) if calibration is not None else "none"
-        src_sha = ""
-        if route is not None and route.source == "qdq-checkpoint":
-            from backends.base import file_sha256
-
-            src_sha = file_sha256(model.qdq_path)  # type: ignore[arg-type]
-        extra = (f"trt={version}|gpu={gpu['name']}|sm={gpu['compute_capability']}|dla={dla_core}|"
-                 f"route={route}|calib={calib_digest}|qdq={src_sha}")
-        out_dir = artifact_dir(workdir, self.name, model, config, extra)
-        engine_path = out_dir / ENGINE_FILE
         meta: dict[str, Any] = {
             "tensorrt_version": version, "gpu_name": gpu["name"], "compute_capability": gpu["compute_capability"],
             "cuda_bindings": cuda.flavour, "target": "gpu" if dla_core is None else f"dla{dla_core}",
-            "engine_dir": str(out_dir),
         }
         if route is not None:
             meta.update(int8_mode=route.mode, int8_source=route.source, calibration_method=route.method,
-                        activation_numerics="int8 symmetric (TensorRT)")
-        if engine_path.exists():
-            reason = stale_reason(read_sidecar(out_dir), version, gpu)
-            if reason is None:
-                sidecar = read_sidecar(out_dir) or {}
-                meta.update({k: v for k, v in sidecar.items() if k not in meta})
-                meta["cached"] = True
-                return CompiledModel(self.name, config.precision, engine_path, meta)
-            meta["rebuilt_reason"] = reason
-            engine_path.unlink()
-        meta["cached"] = False
+                        activation_numerics="int8 symmetric (TensorRT)", activation_signed=True)
 
-        onnx_path = Path(model.path)
-        if route is not None and route.mode == "explicit":
-            onnx_path = build_qdq_graph(model, route, calibration, config.per_channel, out_dir,
-                                        float(config.option("percentile", 99.999)))
-        try:
-            build_facts = self._build(trt, major, cuda, model, onnx_path, config, route, calibration, calib_digest,
-                                      dla_core, engine_path, workdir, version)
-        finally:
-            cuda.deactivate()  # pycuda: pop the build's context (cuda-python uses the primary one)
-        meta.update(build_facts)
-        sidecar = {k: meta[k] for k in ("tensorrt_version", "gpu_name", "compute_capability", "target")}
-        sidecar.update(build_facts, precision=config.precision, model_sha256=model.sha256)
-        (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2, sort_keys=True))
-        return CompiledModel(self.name, config.precision, engine_path, meta)
+        def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
+            onnx_path, facts = Path(model.path), {}
+            if route is not None and route.mode == "explicit":
+                onnx_path, facts = build_qdq_graph(model, route, calibration, config.per_channel, out_dir,
+                                                   opts.percentile)
+            try:
+                facts.update(self._build(trt, major, cuda, model, onnx_path, config, opts, route, calibration,
+                                         dla_core, out_dir / ENGINE_FILE, workdir, version))
+            finally:
+                cuda.deactivate()  # pycuda: pop the build's context (cuda-python uses the primary one)
+            sidecar = {k: meta[k] for k in ("tensorrt_version", "gpu_name", "compute_capability", "target")}
+            sidecar.update(facts, precision=config.precision, model_sha256=model.sha256)
+            (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2, sort_keys=True))
+            return ENGINE_FILE, facts
+
+        uses_images = route is not None and route.source != "qdq-checkpoint"
+        entry = self.cached_build(workdir, model, config, calibration if uses_images else None, version, build,
+                                  gpu=gpu["name"], compute_capability=gpu["compute_capability"], dla_core=dla_core,
+                                  route=None if route is None else [route.mode, route.source, route.method])
+        meta.update(entry.metadata(), engine_dir=str(entry.directory))
+        return CompiledModel(self.name, config.precision, entry.path, meta)
 
     def _build(self, trt: Any, major: int, cuda: CudaRuntime, model: ModelArtifact, onnx_path: Path,
-               config: CompileConfig, route: Int8Route | None, calibration: np.ndarray | None, calib_digest: str,
-               dla_core: int | None, engine_path: Path, workdir: Path, version: str) -> dict[str, Any]:
+               config: CompileConfig, opts: TensorRTOptions, route: Int8Route | None,
+               calibration: np.ndarray | None, dla_core: int | None, engine_path: Path, workdir: Path,
+               version: str) -> dict[str, Any]:
         """Parse, configure and build; returns the facts worth recording."""
         facts: dict[str, Any] = {}
         logger = make_logger(trt)
@@ -586,7 +275,7 @@ class TensorRTBackend(Backend):
                 or "; ".join(logger.errors())
             raise UnsupportedRequest(f"TensorRT {version}'s ONNX parser rejected {onnx_path.name}: {errs}")
         bconf = builder.create_builder_config()
-        workspace_mib = int(config.option("workspace_mib", DEFAULT_WORKSPACE_MIB))
+        workspace_mib = opts.workspace_mib
         if hasattr(bconf, "set_memory_pool_limit"):  # 8.4+
             bconf.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
         else:  # 8.0-8.3
@@ -595,9 +284,9 @@ class TensorRTBackend(Backend):
 
         if config.precision == "fp32":
             # TensorRT runs FP32 layers as TF32 on Ampere+ by default; FP32 fidelity means real FP32.
-            if not bool(config.option("allow_tf32", False)):
+            if not opts.allow_tf32:
                 bconf.clear_flag(trt.BuilderFlag.TF32)
-            facts["tf32"] = bool(config.option("allow_tf32", False))
+            facts["tf32"] = opts.allow_tf32
         elif config.precision == "fp16":
             # platform_has_fast_* are deprecated in 10.x (absent = assume yes; the build then decides).
             if getattr(builder, "platform_has_fast_fp16", True) is False:
@@ -608,7 +297,7 @@ class TensorRTBackend(Backend):
                 raise UnsupportedRequest("this GPU has no INT8 support in TensorRT (e.g. Maxwell on Jetson Nano)")
             bconf.set_flag(trt.BuilderFlag.INT8)
             # Layers TensorRT cannot run in INT8 stay FP32 unless FP16 is allowed too (trtexec --best style).
-            fp16_fallback = bool(config.option("int8_fp16_fallback", dla_core is not None))
+            fp16_fallback = opts.int8_fp16_fallback if opts.int8_fp16_fallback is not None else dla_core is not None
             if fp16_fallback:
                 bconf.set_flag(trt.BuilderFlag.FP16)
             facts["int8_fp16_fallback"] = fp16_fallback
@@ -618,9 +307,9 @@ class TensorRTBackend(Backend):
         name = inp.name
         sample_shape = tuple(int(d) for d in tuple(inp.shape)[1:])
         fixed = onnx_batch_dim(onnx_path, name)
-        max_batch = fixed or max(1, int(config.option("max_batch", DEFAULT_MAX_BATCH)))
+        max_batch = fixed or opts.max_batch
         if fixed is None:
-            opt_batch = min(max_batch, max(1, int(config.option("opt_batch", 1))))
+            opt_batch = min(max_batch, opts.opt_batch)
             profile = builder.create_optimization_profile()
             profile.set_shape(name, (1,) + sample_shape, (opt_batch,) + sample_shape, (max_batch,) + sample_shape)
             bconf.add_optimization_profile(profile)
@@ -630,13 +319,13 @@ class TensorRTBackend(Backend):
         calibrator = None
         if route is not None and route.mode == "implicit":
             images = np.asarray(calibration, dtype=np.float32)
-            calib_batch = fixed or min(len(images), max(1, int(config.option("calib_batch", DEFAULT_CALIB_BATCH))))
+            calib_batch = fixed or min(len(images), opts.calib_batch)
             if len(images) < calib_batch:
                 raise UnsupportedRequest(f"the engine's fixed batch is {calib_batch} but only "
                                          f"{len(images)} calibration images were given")
-            cache = calibration_cache_path(workdir, model, route.method, calib_digest, version)
+            cache = calibration_cache_path(workdir, model, route.method, images, version)
             calibrator = make_calibrator(trt, route.method, images, calib_batch, cache, cuda, name,
-                                         float(config.option("quantile", DEFAULT_QUANTILE)))
+                                         opts.quantile)
             bconf.int8_calibrator = calibrator
             if fixed is None:
                 # Calibration runs at the calibration profile's OPT shape: pin it to the calibration batch.
@@ -655,7 +344,7 @@ class TensorRTBackend(Backend):
                 raise UnsupportedRequest("DLA runs FP16 or INT8 only; ask for fp16 or int8 with target=dla")
             bconf.default_device_type = trt.DeviceType.DLA
             bconf.DLA_core = dla_core
-            gpu_fallback = bool(config.option("gpu_fallback", True))
+            gpu_fallback = opts.gpu_fallback
             if gpu_fallback:
                 bconf.set_flag(trt.BuilderFlag.GPU_FALLBACK)
             facts.update(dla_core=dla_core, gpu_fallback=gpu_fallback)

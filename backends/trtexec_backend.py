@@ -21,7 +21,9 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
@@ -37,28 +39,22 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
-    artifact_dir,
 )
+from backends.options import BackendOptions, at_least
 from backends.registry import register_backend
 from backends.tensorrt_backend import (
     _OOM_PATTERN,
     DEFAULT_MAX_BATCH,
-    DEFAULT_WORKSPACE_MIB,
     ENGINE_FILE,
-    IMPLICIT_METHODS,
     SIDECAR_FILE,
     EngineBuildError,
-    array_digest,
-    build_qdq_graph,
-    calibration_cache_path,
-    check_supported_version,
+    TrtBuildOptions,
     onnx_batch_dim,
     parse_target,
     read_sidecar,
-    select_int8_route,
-    stale_reason,
-    tensorrt_availability,
 )
+from backends.tensorrt_int8 import IMPLICIT_METHODS, build_qdq_graph, calibration_cache_path, select_int8_route
+from backends.tensorrt_runtime import check_supported_version, tensorrt_availability
 
 if TYPE_CHECKING:  # pragma: no cover
     from devices.profile import DeviceProfile
@@ -184,6 +180,45 @@ def parse_export_output(path: Path, name: str) -> np.ndarray:
     raise ValueError(f"{path} has no output named {name!r}")
 
 
+def _build_flags(precision: str, opts: "TrtexecOptions", dla_core: int | None, calib_cache: Path | None) -> list[str]:
+    """trtexec's precision, calibration and DLA flags for one build."""
+    flags = []
+    if precision == "fp32" and not opts.allow_tf32:
+        flags.append("--noTF32")
+    if precision == "fp16":
+        flags.append("--fp16")
+    if precision == "int8":
+        flags.append("--int8")
+        if opts.int8_fp16_fallback if opts.int8_fp16_fallback is not None else dla_core is not None:
+            flags.append("--fp16")
+        if calib_cache is not None:
+            flags.append(f"--calib={calib_cache}")
+    if dla_core is not None:
+        flags.append(f"--useDLACore={dla_core}")
+        if opts.gpu_fallback:
+            flags.append("--allowGPUFallback")
+    return flags
+
+
+@dataclass(frozen=True)
+class TrtexecOptions(TrtBuildOptions):
+    """Options of the trtexec adapter: the engine build's plus trtexec's own timing protocol."""
+
+    #: Batch trtexec times (and the dynamic profile's optimum).
+    batch: int = 1
+    iterations: int = DEFAULT_ITERATIONS
+    warmup_ms: int = DEFAULT_WARMUP_MS
+    avg_runs: int = DEFAULT_AVG_RUNS
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("batch", "iterations", "avg_runs"):
+            at_least(name, getattr(self, name), 1)
+        at_least("warmup_ms", self.warmup_ms, 0)
+        at_least("timeout_s", self.timeout_s, 1.0)
+
+
 def _shape_arg(name: str, shape: Sequence[int]) -> str:
     return f"{name}:{'x'.join(str(int(d)) for d in shape)}"
 
@@ -197,6 +232,7 @@ class TrtexecBackend(Backend):
     #: Tests swap these; production uses PATH/TensorRT dirs and subprocess.
     search_dirs: ClassVar[tuple[str, ...]] = TRTEXEC_DIRS
     runner: ClassVar[CommandRunner] = staticmethod(default_command_runner)  # type: ignore[assignment]
+    Options: ClassVar[type[BackendOptions]] = TrtexecOptions
 
     @classmethod
     def availability(cls) -> Availability:
@@ -230,88 +266,83 @@ class TrtexecBackend(Backend):
         avail = self.availability()
         if not avail.available:
             raise BackendUnavailable(avail.explain())
+        opts = self.options(config)
         exe = find_trtexec(self.search_dirs)
         version = avail.version or "unknown"
         dla_core = parse_target(config.target)
-        route = select_int8_route(model, config) if config.precision == "int8" else None
+        if dla_core is not None and config.precision == "fp32":
+            raise UnsupportedRequest("DLA runs FP16 or INT8 only; ask for fp16 or int8 with target=dla")
+        route = select_int8_route(model, config.calibration, config.per_channel, opts.int8_mode) \
+            if config.precision == "int8" else None
         calib_cache = None
         if route is not None and route.mode == "implicit":
             if calibration is None:
                 raise UnsupportedRequest("TensorRT implicit INT8 needs a calibration set and none was given")
-            calib_cache = calibration_cache_path(workdir, model, route.method, array_digest(calibration), version)
+            calib_cache = calibration_cache_path(workdir, model, route.method, calibration, version)
             if not calib_cache.exists():
                 raise UnsupportedRequest(
                     "trtexec cannot calibrate (--int8 without --calib uses placeholder scales); run the tensorrt "
                     f"backend once to write {calib_cache.name}, or use int8_mode=explicit / calibration=learned")
         gpu = gpu_identity()
-        calib_key = array_digest(calibration) if calibration is not None else "none"
-        out_dir = artifact_dir(workdir, self.name, model, config,
-                               f"trtexec={version}|gpu={gpu}|dla={dla_core}|route={route}|calib={calib_key}")
-        engine = out_dir / ENGINE_FILE
+        fixed = onnx_batch_dim(Path(model.path), model.input_name)
+        batch = max(1, opts.batch)
+        max_batch = max(batch, opts.max_batch)
         meta: dict[str, Any] = {"tensorrt_version": version, "gpu_name": gpu, "compute_capability": None,
-                                "target": "gpu" if dla_core is None else f"dla{dla_core}", "engine_dir": str(out_dir),
+                                "target": "gpu" if dla_core is None else f"dla{dla_core}",
                                 "timing": "none", "timing_note": TIMING_NOTE, "timing_source": "trtexec",
                                 "input_name": model.input_name, "output_name": model.output_name}
         if route is not None:
-            meta.update(int8_mode=route.mode, int8_source=route.source, calibration_method=route.method)
-        side = read_sidecar(out_dir)
-        cached = engine.exists() and side is not None and side.get("tensorrt_version") == version and \
-            side.get("gpu_name") == gpu
-        if engine.exists() and not cached:
-            meta["rebuilt_reason"] = stale_reason(side, version, None) or f"engine built for {side.get('gpu_name')}"
-            engine.unlink()
-        meta["cached"] = cached
+            meta.update(int8_mode=route.mode, int8_source=route.source, calibration_method=route.method,
+                        activation_signed=True)  # TensorRT's INT8 is signed symmetric
 
-        onnx_path = Path(model.path)
-        if route is not None and route.mode == "explicit" and not cached:
-            onnx_path = build_qdq_graph(model, route, calibration, config.per_channel, out_dir,
-                                        float(config.option("percentile", 99.999)))
-        batch = max(1, int(config.option("batch", 1)))
-        max_batch = max(batch, int(config.option("max_batch", DEFAULT_MAX_BATCH)))
-        fixed = onnx_batch_dim(Path(model.path), model.input_name)
-        argv = [exe]
-        if cached:
-            argv.append(f"--loadEngine={engine}")
-        else:
-            argv += [f"--onnx={onnx_path}", f"--saveEngine={engine}",
-                     f"--memPoolSize=workspace:{int(config.option('workspace_mib', DEFAULT_WORKSPACE_MIB))}"]
-            if config.precision == "fp32" and not bool(config.option("allow_tf32", False)):
-                argv.append("--noTF32")
-            if config.precision == "fp16":
-                argv.append("--fp16")
-            if config.precision == "int8":
-                argv.append("--int8")
-                if bool(config.option("int8_fp16_fallback", dla_core is not None)):
-                    argv.append("--fp16")
-                if calib_cache is not None:
-                    argv.append(f"--calib={calib_cache}")
-            if dla_core is not None:
-                if config.precision == "fp32":
-                    raise UnsupportedRequest("DLA runs FP16 or INT8 only; ask for fp16 or int8 with target=dla")
-                argv.append(f"--useDLACore={dla_core}")
-                if bool(config.option("gpu_fallback", True)):
-                    argv.append("--allowGPUFallback")
+        def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
+            onnx_path, facts = Path(model.path), {}
+            if route is not None and route.mode == "explicit":
+                onnx_path, facts = build_qdq_graph(model, route, calibration, config.per_channel, out_dir,
+                                                   opts.percentile)
+            engine = out_dir / ENGINE_FILE
+            argv = [exe, f"--onnx={onnx_path}", f"--saveEngine={engine}", f"--memPoolSize=workspace:{opts.workspace_mib}"]
+            argv += _build_flags(config.precision, opts, dla_core, calib_cache)
             if fixed is None:
                 sample = tuple(model.input_shape)
                 argv += [f"--minShapes={_shape_arg(model.input_name, (1,) + sample)}",
                          f"--optShapes={_shape_arg(model.input_name, (batch,) + sample)}",
                          f"--maxShapes={_shape_arg(model.input_name, (max_batch,) + sample)}"]
+            facts.update(self._time(argv, out_dir, model, opts, fixed, batch, version))
+            (out_dir / SIDECAR_FILE).write_text(json.dumps(
+                {"tensorrt_version": version, "gpu_name": gpu, "compute_capability": None,
+                 "target": meta["target"], "precision": config.precision, "model_sha256": model.sha256,
+                 "max_batch": fixed or max_batch, "fixed_batch": fixed, "built_by": "trtexec"}, indent=2, sort_keys=True))
+            return ENGINE_FILE, facts
+
+        uses_images = route is not None and route.source != "qdq-checkpoint"
+        entry = self.cached_build(workdir, model, config, calibration if uses_images else None, version, build,
+                                  gpu=gpu, dla_core=dla_core,
+                                  route=None if route is None else [route.mode, route.source, route.method])
+        meta.update(entry.metadata(), engine_dir=str(entry.directory))
+        if entry.cached:  # the engine is reused; the timing is this run's own
+            (entry.directory / "runs").mkdir(exist_ok=True)
+            runs = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%dT%H%M%S-"), dir=entry.directory / "runs"))
+            meta.update(self._time([exe, f"--loadEngine={entry.path}"], runs, model, opts, fixed, batch, version))
+        return CompiledModel(self.name, config.precision, entry.path, meta)
+
+    def _time(self, argv: list[str], out_dir: Path, model: ModelArtifact, opts: "TrtexecOptions",
+              fixed: int | None, batch: int, version: str) -> dict[str, Any]:
+        """Run trtexec (build + time, or time a loaded engine); its parsed figures as record facts."""
         if fixed is None:
-            argv.append(f"--shapes={_shape_arg(model.input_name, (batch,) + tuple(model.input_shape))}")
+            argv = argv + [f"--shapes={_shape_arg(model.input_name, (batch,) + tuple(model.input_shape))}"]
         times_path = out_dir / "times.json"
-        argv += [f"--iterations={int(config.option('iterations', DEFAULT_ITERATIONS))}", "--duration=0",
-                 f"--warmUp={int(config.option('warmup_ms', DEFAULT_WARMUP_MS))}",
-                 f"--avgRuns={int(config.option('avg_runs', DEFAULT_AVG_RUNS))}", f"--exportTimes={times_path}"]
+        argv = argv + [f"--iterations={opts.iterations}", "--duration=0", f"--warmUp={opts.warmup_ms}",
+                       f"--avgRuns={opts.avg_runs}", f"--exportTimes={times_path}"]
         major = int(version.split(".")[0]) if version[0].isdigit() else None
         # 10.x takes a list of percentiles; 8.x takes one value (the median is always reported).
         argv.append("--percentile=90,95,99" if major == 10 else "--percentile=99")
-
         t0 = time.perf_counter()
-        rc, text = self._run(argv, float(config.option("timeout_s", DEFAULT_TIMEOUT_S)))
+        rc, text = self._run(argv, opts.timeout_s)
         log = out_dir / "trtexec.log"
         log.write_text(" ".join(argv) + "\n" + text)
-        meta.update(trtexec_command=" ".join(argv), trtexec_log=str(log),
-                    trtexec_wall_s=round(time.perf_counter() - t0, 3))
+        facts: dict[str, Any] = {"trtexec_command": " ".join(argv), "trtexec_log": str(log),
+                                 "trtexec_wall_s": round(time.perf_counter() - t0, 3)}
         if rc != 0 or "&&&& FAILED" in text:
             tail = " | ".join(ln.strip() for ln in text.strip().splitlines()[-4:])
             if _OOM_PATTERN.search(text):
@@ -319,26 +350,22 @@ class TrtexecBackend(Backend):
                                        "workspace_mib / max_batch")
             raise EngineBuildError(f"trtexec exited with {rc}: {tail} (full log: {log})")
         summary = parse_summary(text)
-        meta["trtexec_version"] = parse_trtexec_version(text) or version
-        meta["trtexec_summary"] = summary
-        meta["external_timing"] = summary_to_record(summary, batch)
+        facts["trtexec_version"] = parse_trtexec_version(text) or version
+        facts["trtexec_summary"] = summary
+        facts["external_timing"] = summary_to_record(summary, batch)
         # Without the Python runtime, outputs come from one trtexec process per call: validate in engine batches.
-        meta["validate_batch"] = fixed or max_batch
+        facts["validate_batch"] = fixed or max(batch, opts.max_batch)
         if times_path.exists():
             lat = parse_export_times(times_path)
             np.save(out_dir / "latencies_ms.npy", lat)
-            meta.update(trtexec_iterations=int(lat.size), trtexec_latencies_file=str(out_dir / "latencies_ms.npy"))
-        if not cached:
-            (out_dir / SIDECAR_FILE).write_text(json.dumps(
-                {"tensorrt_version": version, "gpu_name": gpu, "compute_capability": None,
-                 "target": meta["target"], "precision": config.precision, "model_sha256": model.sha256,
-                 "max_batch": fixed or max_batch, "fixed_batch": fixed, "built_by": "trtexec"}, indent=2, sort_keys=True))
-        return CompiledModel(self.name, config.precision, engine, meta)
+            facts.update(trtexec_iterations=int(lat.size), trtexec_latencies_file=str(out_dir / "latencies_ms.npy"))
+        return facts
 
     # -- load: fidelity path ------------------------------------------------------------------------
     def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> Any:
         if tensorrt_availability().available:
-            from backends.tensorrt_backend import CudaRuntime, TensorRTSession, import_tensorrt
+            from backends.tensorrt_backend import TensorRTSession
+            from backends.tensorrt_runtime import CudaRuntime, import_tensorrt
 
             trt = import_tensorrt()
             side = read_sidecar(Path(compiled.path).parent) or {}
@@ -399,7 +426,7 @@ class TrtexecSession:
 def gpu_identity() -> str:
     """A name for the GPU engines are built for: CUDA device name, else nvidia-smi, else the Jetson model."""
     try:
-        from backends.tensorrt_backend import CudaRuntime
+        from backends.tensorrt_runtime import CudaRuntime
 
         info = CudaRuntime.load().device_info(0)
         return f"{info['name']} sm{info['compute_capability']}"

@@ -17,8 +17,9 @@ import os
 import platform
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -31,8 +32,9 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
-    artifact_dir,
 )
+from backends.cache import file_sha256
+from backends.options import BackendOptions, at_least
 from backends.registry import register_backend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,6 +46,7 @@ RUNNER_TIMEOUT_S = 60.0
 #: Tasks worth a trial budget by default: the compute-bound ones (reshapes and element-wise ops gain little and
 #: each builder round costs ~15 s of worker start-up). Option tuning_ops="all" tunes every task.
 DEFAULT_TUNING_OPS = ("conv2d", "matmul", "dense")
+UNTUNED_NOTE = "untuned: TVM compiled without MetaSchedule tuning, far slower than tuned code"
 INT8_NUMERICS = "simulated (QDQ in float)"
 INT8_TIMING_NOTE = "TVM runs the QDQ graph's quantize/dequantize in float: INT8 numerics at FP32 speed"
 _ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
@@ -105,11 +108,33 @@ def _target_arch(target: dict[str, Any]) -> str | None:
     return _ARCH_ALIASES.get(str(triple).split("-")[0], str(triple).split("-")[0])
 
 
+@dataclass(frozen=True)
+class TvmOptions(BackendOptions):
+    """TVM compile options."""
+
+    #: MetaSchedule trial budget (0: untuned, labelled so in the record).
+    tuning_trials: int = 0
+    #: Static batch the library is built for.
+    batch: int = 1
+    #: Comma-separated task-name fragments worth tuning, or "all".
+    tuning_ops: str = ",".join(DEFAULT_TUNING_OPS)
+    #: Trials per MetaSchedule round (None: derived from the budget and the task count).
+    tuning_trials_per_round: int | None = None
+    #: Percentile for INT8's ONNX Runtime QDQ graph under percentile calibration.
+    percentile: float = 99.999
+
+    def __post_init__(self) -> None:
+        at_least("tuning_trials", self.tuning_trials, 0)
+        at_least("batch", self.batch, 1)
+        at_least("tuning_trials_per_round", self.tuning_trials_per_round, 1)
+
+
 @register_backend("tvm")
 class TvmBackend(Backend):
     """Apache TVM relax on an LLVM CPU target (or CUDA where a GPU is present)."""
 
     install_hint: ClassVar[str] = 'pip install ".[tvm]"  (apache-tvm 0.27, apache-tvm-ffi==0.1.14.post1, xgboost-cpu)'
+    Options: ClassVar[type[BackendOptions]] = TvmOptions
     display_name: ClassVar[str] = "Apache TVM"
 
     @classmethod
@@ -136,46 +161,40 @@ class TvmBackend(Backend):
         import tvm
 
         self.check_request(config)
+        opts = self.options(config)
         target_dict = target_for(device, config)
         self._check_runnable(target_dict)
-        trials = int(config.option("tuning_trials", 0))
-        if trials < 0:
-            raise UnsupportedRequest(f"tuning_trials must be >= 0, got {trials}")
-        batch = int(config.option("batch", 1))
+        trials, batch = opts.tuning_trials, opts.batch
         target_key = json.dumps(target_dict, sort_keys=True)
         meta: dict[str, Any] = {"tvm_target": target_dict, "tuning_trials": trials, "static_batch": batch}
         source = Path(model.path)
-        calib_key = ""
         if config.precision == "int8":
-            source = self._qdq_graph(model, device, config, calibration, workdir)
-            calib_key = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+            source = self._qdq_graph(model, device, config, calibration, workdir, opts.percentile)
             meta.update(int8_numerics=INT8_NUMERICS, timing_note=INT8_TIMING_NOTE, quantizer="onnxruntime QDQ",
-                        calibration_method=config.calibration or "minmax")
-        out_dir = artifact_dir(workdir, self.name, model, config, f"tvm={tvm.__version__}|{target_key}|{calib_key}")
-        lib = out_dir / "model.so"
-        meta["cached"] = lib.exists()
-        if lib.exists():
-            meta.update(_read_facts(out_dir))
-            return CompiledModel(self.name, config.precision, lib, meta)
-        mod = self._import(source, model, batch)
-        target = tvm.target.Target(target_dict)
-        facts: dict[str, Any] = {}
-        if trials > 0:
-            model_key = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-            db_dir = Path(workdir) / self.name / "tuning" / \
-                f"{model_key}-{hashlib.sha256(target_key.encode()).hexdigest()[:12]}-b{batch}"
-            ops_opt = str(config.option("tuning_ops", ",".join(DEFAULT_TUNING_OPS)))
-            ops = None if ops_opt == "all" else [o.strip() for o in ops_opt.split(",") if o.strip()]
-            per_round = config.option("tuning_trials_per_round")
-            facts.update(_tune(mod, target, db_dir, trials, ops, int(per_round) if per_round else None))
-            executable = _compile_with_database(mod, target, db_dir) if facts["tuning_database"] else \
-                tvm.compile(mod, target=target)
-        else:
-            executable = tvm.compile(mod, target=target)
-        executable.export_library(str(lib))
-        (out_dir / "facts.json").write_text(json.dumps(facts))
-        meta.update(facts)
-        return CompiledModel(self.name, config.precision, lib, meta)
+                        calibration_method=config.calibration or "minmax", activation_signed=config.activation_signed)
+        ops = None if opts.tuning_ops == "all" else [o.strip() for o in opts.tuning_ops.split(",") if o.strip()]
+
+        def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
+            mod = self._import(source, model, batch)
+            target = tvm.target.Target(target_dict)
+            facts: dict[str, Any] = {}
+            if trials > 0:
+                model_key = file_sha256(source)[:16]
+                db_dir = Path(workdir) / self.name / "tuning" / \
+                    f"{model_key}-{hashlib.sha256(target_key.encode()).hexdigest()[:12]}-b{batch}"
+                facts.update(_tune(mod, target, db_dir, trials, ops, opts.tuning_trials_per_round))
+                executable = _compile_with_database(mod, target, db_dir) if facts["tuning_database"] else \
+                    tvm.compile(mod, target=target)
+            else:
+                executable = tvm.compile(mod, target=target)
+            executable.export_library(str(out_dir / "model.so"))
+            return "model.so", facts
+
+        entry = self.cached_build(workdir, model, config, calibration if config.precision == "int8" else None,
+                                  str(tvm.__version__), build, target=target_dict, source_sha256=file_sha256(source))
+        meta.update(entry.metadata())
+        meta.update(tuning_facts(trials, entry.facts, meta.get("timing_note")))
+        return CompiledModel(self.name, config.precision, entry.path, meta)
 
     def _check_runnable(self, target: dict[str, Any]) -> None:
         """Refuse targets this host cannot run (a cross-compiled .so would not load here)."""
@@ -192,7 +211,7 @@ class TvmBackend(Backend):
             raise UnsupportedRequest(f"TVM target kind {target['kind']!r} is not handled; valid: llvm, cuda")
 
     def _qdq_graph(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
-                   calibration: np.ndarray | None, workdir: Path) -> Path:
+                   calibration: np.ndarray | None, workdir: Path, percentile: float) -> Path:
         if config.calibration == "learned" and model.qdq_path is not None:
             return Path(model.qdq_path)
         from backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -200,7 +219,7 @@ class TvmBackend(Backend):
         ort_config = CompileConfig(precision="int8", calibration=config.calibration, per_channel=config.per_channel,
                                    activation_signed=config.activation_signed,
                                    calibration_samples=config.calibration_samples,
-                                   options=tuple((k, v) for k, v in config.options if k == "percentile"))
+                                   options=(("percentile", percentile),))
         return Path(OnnxRuntimeBackend().compile(model, device, ort_config, calibration, workdir).path)
 
     @staticmethod
@@ -225,11 +244,14 @@ class TvmBackend(Backend):
                           int(meta.get("static_batch", 1)), runtime.threads)
 
 
-def _read_facts(out_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((out_dir / "facts.json").read_text())
-    except (OSError, ValueError):
-        return {}
+def tuning_facts(trials: int, facts: Mapping[str, Any], timing_note: str | None) -> dict[str, Any]:
+    """``tuned`` for the record, and an "untuned" timing note when no MetaSchedule database shaped the code
+    (untuned TVM code runs ~100x slower than ONNX Runtime: its timing says nothing about tuned TVM)."""
+    if trials > 0 and facts.get("tuning_database"):
+        return {"tuned": True}
+    why = "tuning_trials=0" if trials <= 0 else str(facts.get("tuning_note") or "no tuning database")
+    note = f"{UNTUNED_NOTE} ({why})"
+    return {"tuned": False, "timing_note": f"{note}; {timing_note}" if timing_note else note}
 
 
 def _tune(mod: Any, target: Any, db_dir: Path, trials: int, ops: list[str] | None,

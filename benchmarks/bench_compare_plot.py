@@ -82,7 +82,7 @@ def write_store(root: Path, runs: dict[str, list[dict]]) -> None:
 
 def workload(root: Path, out_dir: Path) -> dict[str, float]:
     from harness.analysis.compare import build_tables, render
-    from harness.analysis.plots import make_plots
+    from harness.analysis.figures import make_plots
     from harness.store.reader import load_store
 
     t = {}

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backends.onnxruntime_backend import OrtSession  # noqa: E402
-from harness import loadgen  # noqa: E402
+from harness.bench import loadgen  # noqa: E402
 from harness.model.checkpoint import default_checkpoint_paths  # noqa: E402
 from harness.data.datasets import load_bundled_sample  # noqa: E402
 

@@ -29,7 +29,7 @@ from bench_models import artifact, bench_model, calib_images, eval_images  # noq
 from backends.base import CompileConfig, RuntimeConfig  # noqa: E402
 from backends.openvino_backend import OpenVinoBackend  # noqa: E402
 from devices import load_device  # noqa: E402
-from harness import loadgen  # noqa: E402
+from harness.bench import loadgen  # noqa: E402
 _MEDIAN = re.compile(r"Median:\s+([\d.]+)\s*(ms|us)")
 
 

@@ -22,7 +22,7 @@ from bench_models import artifact, bench_model, eval_images  # noqa: E402
 from backends.base import CompileConfig, RuntimeConfig  # noqa: E402
 from backends.tvm_backend import TvmBackend  # noqa: E402
 from devices import load_device  # noqa: E402
-from harness import loadgen  # noqa: E402
+from harness.bench import loadgen  # noqa: E402
 def timed_compile(backend, model, device, config, workdir):
     t0 = time.perf_counter()
     compiled = backend.compile(model, device, config, None, workdir)

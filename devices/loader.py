@@ -14,6 +14,7 @@ else:  # pragma: no cover - Python 3.10 on JetPack 6 / RK3588 images
     import tomli as tomllib
 
 from devices.profile import DeviceProfile, ProfileError, QuantPolicy, field_names
+from devices.schema import check_types
 
 PROFILE_DIR = Path(__file__).resolve().parent
 _TUPLE_FIELDS = {"backends", "precisions", "wa_paths", "power_sources", "sources", "fallback_ops"}
@@ -35,12 +36,21 @@ def _check_keys(where: str, data: dict[str, Any], cls: type) -> None:
 
 
 def profile_from_dict(data: dict[str, Any], where: str) -> DeviceProfile:
-    """Validate a parsed profile dict into a DeviceProfile; unknown keys fail naming the valid ones."""
+    """Validate a parsed profile dict into a DeviceProfile.
+
+    Raises ProfileError naming ``where`` and the field: unknown keys (with the valid ones), wrong types (checked
+    by devices.schema: a string for a list, a word for a number), duplicate entries, invalid choices.
+    """
     data = dict(data)
     _check_keys(where, data, DeviceProfile)
+    for i, pol in enumerate(data.get("quant_policies") or []):
+        if isinstance(pol, dict):
+            _check_keys(f"{where}, quant_policies[{i}]", pol, QuantPolicy)
+    problems = check_types(data, where)
+    if problems:
+        raise ProfileError("; ".join(problems))
     policies = []
-    for i, pol in enumerate(data.pop("quant_policies", [])):
-        _check_keys(f"{where}, quant_policies[{i}]", pol, QuantPolicy)
+    for pol in data.pop("quant_policies", []):
         policies.append(QuantPolicy(**{k: _freeze(k, v) for k, v in pol.items()}))
     kwargs = {k: _freeze(k, v) for k, v in data.items()}
     try:

@@ -6,8 +6,6 @@ cell, never as 0.
 """
 from __future__ import annotations
 
-import io
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -15,6 +13,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+
+from harness.analysis.formats import (  # noqa: F401  (re-exported: one import for callers of compare)
+    FORMATS, TABLE_TITLES, format_value, render, to_csv, to_jsonable, to_markdown, to_text)
 
 IDENTITY_COLUMNS = ("model", "recipe", "checkpoint_name", "device", "backend", "precision", "calibration_method",
                     "precision_label")
@@ -30,15 +31,7 @@ FIDELITY_COLUMNS = ("top1", "top5", "top1_agreement", "logit_mse", "snr_db", "ec
 DELTA_METRICS = FIDELITY_COLUMNS + ("latency_ms_p50", "fps", "power_avg_w", "energy_per_inference_mj")
 DELTA_KEYS = ("model", "device", "backend", "precision", "calibration_method")
 COST_KEYS = ("device", "backend", "precision", "model")
-FORMATS = ("table", "csv", "md", "json")
 TABLES = ("main", "deltas", "cost")
-TABLE_TITLES = {
-    "main": "Comparison: checkpoint x device x backend x precision",
-    "deltas": "Quant-Trim minus MAP (same model, device, backend, precision, calibration)",
-    "cost": "Cost and efficiency (paper Table 10 columns)",
-    "outputs": "Every output, scored by its role against the FP32 reference",
-    "worst_channels": "Worst output channels (per-channel SNR against the FP32 reference)",
-}
 #: Left out of the terminal view unless --wide (CSV, JSON and Markdown always carry every column).
 SECONDARY_COLUMNS = ("checkpoint_name", "latency_ms_mean", "latency_ms_min", "latency_ms_max", "power_p5_w",
                      "power_p95_w", "power_source", "device_display_name", "device_form_factor")
@@ -165,6 +158,8 @@ def compare_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: 
     return sort_frame(out, sort)
 
 
+#: Between the parts of a note; reasons themselves often contain "; ", so the report splits on this instead.
+NOTE_SEPARATOR = " | "
 _NOTE_FIELDS = ("status", "failed_stage", "error_message", "power_estimated", "power_low_fidelity", "simulated",
                 "latency_kind", "quick", "measured_on", "device", "untuned", "power_avg_w", "power_peak_w",
                 "power_unavailable_reason")
@@ -176,7 +171,7 @@ def _note(rec: dict[str, Any]) -> str | None:
         stage = rec.get("failed_stage")
         msg = rec.get("error_message") or ""
         msg = msg.splitlines()[0] if msg else ""
-        parts.append(f"{rec.get('status')}{' at ' + stage if stage else ''}{': ' + msg[:120] if msg else ''}")
+        parts.append(f"{rec.get('status')}{' at ' + stage if stage else ''}{': ' + msg if msg else ''}")
     if rec.get("power_estimated") is True:
         parts.append("power estimated")
     if rec.get("power_low_fidelity") is True:
@@ -194,8 +189,8 @@ def _note(rec: dict[str, Any]) -> str | None:
         parts.append("quick run")
     if (rec.get("status") == "ok" and _missing(rec.get("power_avg_w")) and _missing(rec.get("power_peak_w"))
             and rec.get("power_unavailable_reason")):
-        parts.append("no power: " + str(rec["power_unavailable_reason"])[:80])
-    return "; ".join(parts) or None
+        parts.append("no power: " + str(rec["power_unavailable_reason"]))
+    return NOTE_SEPARATOR.join(parts) or None
 
 
 def _missing(v: Any) -> bool:
@@ -353,108 +348,8 @@ def _sort_if_valid(sort: str | None, keys: Sequence[str]) -> str | None:
     return ",".join(kept) or None
 
 
-# --- rendering ---------------------------------------------------------------------------------------
-
-def format_value(value: Any, column: str = "") -> str:
-    """One cell as text: missing -> '', booleans -> yes/no, floats to 4 significant digits."""
-    if value is None:
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if math.isnan(v):
-            return ""
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        if column.startswith("n_") and v.is_integer():
-            return str(int(v))
-        if abs(v) >= 1e4:
-            return f"{v:,.0f}"
-        return f"{v:.4g}"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    return str(value)
-
-
-def _text_frame(df: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({c: [format_value(v, str(c)) for v in df[c].tolist()] for c in df.columns},
-                        columns=df.columns, index=range(len(df)))
-
-
-def to_text(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "(no rows)"
-    return _text_frame(df).to_string(index=False)
-
-
-def to_markdown(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "_(no rows)_"
-    text = _text_frame(df)
-    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731 - tiny local helper
-    lines = ["| " + " | ".join(esc(c) for c in text.columns) + " |",
-             "|" + "|".join("---:" if _is_numeric(df[c]) else "---" for c in df.columns) + "|"]
-    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in text.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-def _is_numeric(col: pd.Series) -> bool:
-    return col.dtype.kind in "fiu"
-
-
-def to_csv(df: pd.DataFrame) -> str:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, na_rep="", lineterminator="\n")
-    return buf.getvalue()
-
-
-def to_jsonable(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as dicts; NaN -> None (JSON null), ±inf -> "inf"/"-inf" as the record store writes them."""
-    rows = []
-    for rec in df.to_dict("records"):
-        rows.append({str(k): _json_value(v) for k, v in rec.items()})
-    return rows
-
-
-def _json_value(v: Any) -> Any:
-    if isinstance(v, (np.floating, float)):
-        v = float(v)
-        if math.isnan(v):
-            return None
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    if isinstance(v, (list, tuple)):
-        return [_json_value(x) for x in v]
-    return v
-
-
-def render(tables: dict[str, pd.DataFrame], fmt: str) -> str:
-    """All tables in one text: titled sections for table/md/csv, one JSON object keyed by table name."""
-    if fmt not in FORMATS:
-        raise CompareError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
-    if fmt == "json":
-        return json.dumps({name: to_jsonable(df) for name, df in tables.items()}, indent=1, allow_nan=False) + "\n"
-    parts = []
-    single = len(tables) == 1
-    for name, df in tables.items():
-        title = TABLE_TITLES.get(name, name)
-        if fmt == "csv":
-            parts.append(to_csv(df) if single else f"# {title}\n{to_csv(df)}")
-        elif fmt == "md":
-            parts.append(f"### {title}\n\n{to_markdown(df)}\n")
-        else:
-            parts.append(f"{title}\n{'=' * len(title)}\n{to_text(df)}\n")
-    return "\n".join(parts)
-
-
 __all__ = [
-    "CompareError", "DELTA_METRICS", "FIDELITY_COLUMNS", "FORMATS", "Filter", "TABLES", "apply_filters",
+    "CompareError", "DELTA_METRICS", "FIDELITY_COLUMNS", "FORMATS", "Filter", "TABLES", "TABLE_TITLES", "apply_filters",
     "build_tables", "compare_table", "cost_table", "format_value", "recipe_deltas", "render", "sort_frame",
     "to_csv", "to_jsonable", "to_markdown", "to_text",
 ]

@@ -26,6 +26,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from harness.store.layout import RECORDS_FILE
+
 METRICS = ("top1", "top5", "top1_agreement", "logit_mse", "snr_db", "ece", "brier")
 #: Lower is better for these (the comparison's "better" column uses it).
 LOWER_IS_BETTER = ("logit_mse", "ece", "brier")
@@ -48,9 +50,15 @@ class FidelityOptions:
     calib_seed: int = 0
     #: Weight granularity for integer precisions (None = each device policy's own).
     per_channel: bool | None = None
+    #: Only these real backends (None = every available one); emulated policies always run.
+    backends: tuple[str, ...] | None = None
     timeout_s: float = 900.0
     threads: int | None = None
     run_id: str | None = None
+    #: The user's data and model card (absolute paths; None: the Fashion-MNIST demo / card beside or inferred).
+    data_path: Path | None = None
+    calib_data_path: Path | None = None
+    model_card_path: Path | None = None
 
     def __post_init__(self) -> None:
         if self.eval_samples is not None and self.eval_samples < 1:
@@ -94,8 +102,8 @@ def _available(name: str) -> tuple[bool, str]:
     return avail.available, avail.explain()
 
 
-def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: Path
-                ) -> tuple[list[DeviceGroup], list[str]]:
+def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: Path,
+                only_backends: Sequence[str] | None = None) -> tuple[list[DeviceGroup], list[str]]:
     """Which backends run for which device; returns (groups, notes on what is skipped and why)."""
     from devices.loader import load_device
     from harness.bench.runner import HOST_CPU_BACKENDS
@@ -107,7 +115,7 @@ def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: 
         host = device.form_factor == "host_cpu"
         real: list[str] = []
         for b in device.backends:
-            if b == "emulated":
+            if b == "emulated" or (only_backends is not None and b not in only_backends):
                 continue
             if not host and b in HOST_CPU_BACKENDS:
                 continue  # it would run on this host's CPU in the device's place: that is the `cpu` row
@@ -166,7 +174,7 @@ def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityRepo
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     device_names = list(options.devices) if options.devices else list(available_device_names())
-    groups, notes = plan_groups(device_names, options.always_emulate, out / "profiles")
+    groups, notes = plan_groups(device_names, options.always_emulate, out / "profiles", options.backends)
     policy_samples = [p.calibration_samples for n in device_names for p in load_device(n).quant_policies]
     calib_samples = max([256] + policy_samples)
     run_id = options.run_id or _dt.datetime.now().strftime("fidelity-%Y%m%d-%H%M%S")
@@ -178,7 +186,9 @@ def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityRepo
             calib_seed=options.calib_seed, per_channel=options.per_channel, quick=options.quick, fidelity_only=True,
             results_dir=out / "runs",
             run_id=f"{run_id}-{i:02d}-{group.device}-{group.kind}", timeout_s=options.timeout_s,
-            threads=options.threads, command=f"harness fidelity ({group.device}, {group.kind})")
+            threads=options.threads, command=f"harness fidelity ({group.device}, {group.kind})",
+            data_path=options.data_path, calib_data_path=options.calib_data_path,
+            model_card_path=options.model_card_path)
         result = run_benchmark(opts, progress=progress)
         records.extend((group.kind, r) for r in result.records)
     report = build_report(records, list(options.checkpoints))
@@ -195,7 +205,7 @@ def report_from_runs(run_dirs: Sequence[Path], out: Path | None = None) -> Fidel
 
     records = []
     for d in run_dirs:
-        path = Path(d) / "records.jsonl"
+        path = Path(d) / RECORDS_FILE
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: pass run directories written by `harness fidelity`")
         for line in path.read_text().splitlines():

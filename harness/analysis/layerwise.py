@@ -16,11 +16,13 @@ For RKNN the toolkit's own ``accuracy_analysis`` table is used (``backends.rknn_
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -465,7 +467,8 @@ def analyze_layers(checkpoint: Path | str, device: Any, precision: str, backend:
     with tempfile.TemporaryDirectory(prefix="qt-layers-") as tmp:
         work = Path(workdir) if workdir else Path(tmp)
         be = create_backend(backend)
-        compiled = be.compile(artifact, dev, config, calibration, work)
+        with quiet_onnxruntime():
+            compiled = be.compile(artifact, dev, config, calibration, work)
         fp32_path = compiled.path.parent / "preprocessed.onnx"
         if Path(compiled.path).resolve() == Path(ckpt.path).resolve() or not fp32_path.exists():
             fp32_path = Path(ckpt.path)
@@ -475,6 +478,31 @@ def analyze_layers(checkpoint: Path | str, device: Any, precision: str, backend:
     report.rows, report.batch_size, report.notes = rows, batch, notes
     report.seconds = time.perf_counter() - t0
     return report
+
+
+@contextlib.contextmanager
+def quiet_onnxruntime() -> Iterator[None]:
+    """Silence ONNX Runtime's calibration chatter for the duration: its calibrators print progress to stdout
+    ("Collecting tensor data and making histogram ...") and its logger warns per node, which would bury the
+    per-layer table. Errors still raise."""
+    import logging
+
+    try:
+        import onnxruntime as ort
+    except ImportError:  # no ONNX Runtime: nothing to silence
+        ort = None
+    root = logging.getLogger()
+    level = root.level
+    if ort is not None:
+        ort.set_default_logger_severity(3)
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+        if ort is not None:
+            ort.set_default_logger_severity(2)
 
 
 def _rknn_rows(ckpt: Any, dev: Any, precision: str, calibration: np.ndarray | None, images: np.ndarray,

@@ -11,8 +11,21 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from harness.analysis.compare import TABLE_TITLES, build_tables, format_value
+from harness.analysis.compare import NOTE_SEPARATOR, TABLE_TITLES, build_tables, format_value
+from harness.analysis.headline import Headline, build_headline
+from harness.store.labels import ORIGIN_LABELS
 from harness.store.reader import ResultStore
+
+#: The report's main table leads with what a reader decides on (throughput and fidelity), so both are on the
+#: first screen at 1400 px; every other column follows (`compare --format csv` has them all).
+LEAD_COLUMNS = ("checkpoint_name", "device", "backend", "precision_label", "status", "timing_origin", "fps",
+                "top1", "top1_agreement", "logit_mse", "snr_db", "ece", "latency_ms_p50", "latency_ms_p99",
+                "power_avg_w", "energy_per_inference_mj", "note")
+#: Shorter headers with units for the report's tables.
+HEADERS = {"checkpoint_name": "checkpoint", "precision_label": "precision", "timing_origin": "timed on",
+           "fps": "FPS", "top1": "top-1", "top1_agreement": "agreement", "logit_mse": "logit MSE",
+           "snr_db": "SNR dB", "ece": "ECE", "latency_ms_p50": "p50 ms", "latency_ms_p99": "p99 ms",
+           "power_avg_w": "power W", "energy_per_inference_mj": "mJ/inf"}
 
 PLOT_TITLES = {
     "power-throughput": "Power vs throughput (paper Fig. 3 encoding)",
@@ -25,9 +38,14 @@ PLOT_CAPTIONS = {
     "power-throughput": "x: median FPS; y: average peak power; whiskers: 5th-95th percentile power. Colour = device, "
                         "marker = precision, filled = the device's default runtime, unfilled = another runtime. "
                         "Estimated power is faded with dashed whiskers; jobs without power are named, not drawn.",
-    "accuracy-throughput": "Arrows go from the MAP checkpoint to the Quant-Trim checkpoint of the same job.",
-    "latency": "Boxes from the raw per-iteration timings (p25-p75, median, whiskers p1-p99); jobs without a raw "
-               "file show their recorded percentiles.",
+    "accuracy-throughput": "Arrows go from the MAP checkpoint to the Quant-Trim checkpoint of the same job, labelled "
+                           "with the difference and its 95% bootstrap CI over evaluation images where per-image data "
+                           "exists. Error bars: 95% Wilson interval of each point over its evaluation images. A "
+                           "fraction axis never spans less than 5 points, so differences within noise look small. "
+                           "Rings mark timings not taken on the device (stand-in host, simulator) or by untuned code.",
+    "latency": "Boxes from the raw per-iteration timings (p25-p75, median, whiskers p1-p99), one per checkpoint "
+               "(MAP and Quant-Trim never pooled); jobs without a raw file show their recorded percentiles. Hatched: "
+               "timed on a stand-in host, in a simulator, or by untuned code.",
     "training": "Mean over seeds with a min-max band; dashed grey: the fake-quantization blend factor \u03bb.",
     "distributions": "Log-scale histograms per layer group; the legend of each panel gives max|x| / p99|x|.",
 }
@@ -52,6 +70,14 @@ figcaption{color:#555;font-size:.9em;margin-top:.3em}
 dl.kv{display:grid;grid-template-columns:max-content auto;gap:2px 16px;font-size:13px}
 dl.kv dt{color:#666}dl.kv dd{margin:0;font-family:ui-monospace,monospace;word-break:break-all}
 .warn{color:#8a5a00}
+#headline{border:1px solid #cfd8e3;background:#f7fafd;border-radius:6px;padding:10px 16px;margin:.6em 0 1em}
+#headline h2{margin:.1em 0 .4em;border:0;font-size:1.15em}
+#headline table{font-size:13px;white-space:normal}
+#headline ul{margin:.3em 0;padding-left:1.2em;font-size:13px}
+td.note{white-space:nowrap;font-size:11px;color:#555}
+ol.notes{font-size:12px;color:#555;margin:.2em 0 1em;padding-left:2.2em}
+ol.notes li::marker{content:"[" counter(list-item) "] "}
+tr.origin-stand-in td,tr.origin-simulated td{background:#fff8e6}
 """
 
 
@@ -59,24 +85,28 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def html_table(df: pd.DataFrame, table_id: str, max_rows: int = 2000) -> str:
-    """A DataFrame as an HTML table: missing cells empty (class na), numbers right-aligned, status rows coloured."""
+def html_table(df: pd.DataFrame, table_id: str, max_rows: int = 2000, headers: dict[str, str] | None = None) -> str:
+    """A DataFrame as an HTML table: missing cells empty (class na), numbers right-aligned, status rows coloured,
+    stand-in / simulated timings shaded."""
     if df.empty:
         return f'<p class="skipped" id="{_e(table_id)}-empty">(no rows)</p>'
     shown = df.head(max_rows)
     numeric = {c for c in df.columns if df[c].dtype.kind in "fiu"}
-    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
+    headers = headers or {}
+    head = "".join(f'<th data-col="{_e(c)}">{_e(headers.get(str(c), c))}</th>' for c in df.columns)
     body = []
     for rec in shown.to_dict("records"):
         cells = []
         for c in df.columns:
             text = format_value(rec[c], str(c))
-            cls = "num" if c in numeric else ""
+            cls = "num" if c in numeric else "note" if c == "note" else ""
             if text == "":
                 cls = (cls + " na").strip()
             cells.append(f'<td class="{cls}">{_e(text)}</td>' if cls else f"<td>{_e(text)}</td>")
-        status = rec.get("status")
-        row_cls = f' class="status-{_e(status)}"' if isinstance(status, str) else ""
+        status, origin = rec.get("status"), rec.get("timing_origin")
+        classes = ([f"status-{status}"] if isinstance(status, str) else []) + \
+            ([f"origin-{origin}"] if origin in ("stand-in", "simulated") else [])
+        row_cls = f' class="{_e(" ".join(classes))}"' if classes else ""
         body.append(f"<tr{row_cls}>" + "".join(cells) + "</tr>")
     more = (f'<p class="meta">{len(df) - max_rows} more rows not shown; use `python -m harness compare` for all.</p>'
             if len(df) > max_rows else "")
@@ -157,6 +187,92 @@ def status_summary(df: pd.DataFrame) -> str:
     return f'<p id="status-summary">{len(df)} jobs: {_e(text)}.</p>'
 
 
+def _pct(v: float) -> str:
+    return f"{100 * v:+.2f} pt"
+
+
+def headline_html(h: Headline) -> str:
+    """The headline block: best configuration per device, Quant-Trim vs MAP, where timings came from, power."""
+    rows = []
+    for d in h.devices:
+        if d.backend is None:
+            rows.append(f"<tr><td>{_e(d.device)}</td><td colspan=4 class=\"skipped\">{_e(d.note)}</td></tr>")
+            continue
+        why = (f"stand-in: timed on {d.measured_on}, not on {d.device}" if d.origin == "stand-in" and d.measured_on
+               else ORIGIN_LABELS.get(str(d.origin), str(d.origin)))
+        origin = "" if d.origin == "device" else f' <span class="warn">({_e(why)})</span>'
+        rows.append(f"<tr><td>{_e(d.device)}</td><td><b>{_e(d.backend)} {_e(d.precision_label)}</b>{origin}</td>"
+                    f'<td class="num">{_e(format_value(d.fps))} FPS</td><td>{_e(d.fidelity or "")}</td>'
+                    f'<td class="num">{d.candidates} within budget</td></tr>')
+    best = ("<table><thead><tr><th>device</th><th>fastest within budget</th><th>throughput</th><th>fidelity</th>"
+            f"<th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>") if rows else ""
+    items = []
+    for r in h.recipes:
+        name = {"top1_agreement": "top-1 agreement", "top1": "top-1", "logit_mse": "logit MSE",
+                "snr_db": "output SNR"}.get(r.metric, r.metric)
+        if r.metric == "logit_mse":
+            span = f"median {r.median:+.0f} % (range {r.low:+.0f} to {r.high:+.0f} %)"
+        elif r.metric == "snr_db":
+            span = f"median {r.median:+.1f} dB (range {r.low:+.1f} to {r.high:+.1f} dB)"
+        else:
+            span = f"median {_pct(r.median)} (range {_pct(r.low)} to {_pct(r.high)})"
+        ci = (f"; {r.ci_pairs} with a bootstrap CI in the table below" if r.ci_pairs else
+              "; no per-image data for a CI" if r.metric in ("top1", "top1_agreement") else "")
+        items.append(f"<li>Quant-Trim − MAP, {_e(name)}: {_e(span)} over {r.n_pairs} pair(s); Quant-Trim "
+                     f"better in {r.n_wins} of {r.n_pairs} ({_e(r.better)} is better){_e(ci)}</li>")
+    if not items:
+        items.append("<li>Quant-Trim vs MAP: no pair of ok MAP and Quant-Trim jobs on the same configuration.</li>")
+    o = h.origins
+    timed = sum(o.values())
+    items.append(f"<li>Timings: {o.get('device', 0)} of {timed} measured on the device, {o.get('stand-in', 0)} "
+                 f"stood in for by another machine, {o.get('simulated', 0)} simulated"
+                 + (f"; {h.untuned} untuned" if h.untuned else "") + " (stand-ins are shaded in the tables, ringed "
+                 "in the figures and left out of the cost table).</li>")
+    p = h.power
+    power = (f"{p.get('measured', 0)} measured, {p.get('estimated', 0)} estimated, {p.get('none', 0)} without power"
+             + (f" — {h.power_reason}" if h.power_reason and p.get("none") else ""))
+    items.append(f"<li>Power: {_e(power)}.</li>")
+    budget = f'<p class="meta">Fidelity budget: {_e(h.budget)}.</p>' if h.budget else ""
+    return f'<section id="headline"><h2>Headline</h2>{best}{budget}<ul>{"".join(items)}</ul></section>'
+
+
+def main_table_for_report(main: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The main table with throughput and fidelity first, ok rows before the others, and each long note replaced
+    by its number in a list under the table (a note repeated on every row would make every row tall).
+
+    Returns the table and the numbered notes (note i is "[i]" in the table).
+    """
+    if "untuned" in main.columns and "timing_origin" in main.columns:  # one column says where and how it was timed
+        untuned = main["untuned"].map(lambda v: v is True)
+        main = main.assign(timing_origin=[f"{o}, untuned" if u and isinstance(o, str) else o
+                                          for o, u in zip(main["timing_origin"], untuned)]).drop(columns="untuned")
+    lead = [c for c in LEAD_COLUMNS if c in main.columns]
+    rest = [c for c in main.columns if c not in lead and c not in ("precision", "calibration_method", "model")]
+    out = main[lead + rest]
+    if "status" in out:
+        out = out.assign(_o=out["status"].map(lambda s: 0 if s == "ok" else 1)).sort_values(
+            "_o", kind="mergesort").drop(columns="_o")
+    notes: list[str] = []
+    if "note" in out:
+        refs = []
+        for text in out["note"]:
+            parts = [p for p in str(text).split(NOTE_SEPARATOR) if p] if isinstance(text, str) else []
+            nums = []
+            for part in parts:
+                if part not in notes:
+                    notes.append(part)
+                nums.append(notes.index(part) + 1)
+            refs.append(" ".join(f"[{n}]" for n in nums) or None)
+        out = out.assign(note=refs)
+    return out.reset_index(drop=True), notes
+
+
+def notes_html(notes: Sequence[str], list_id: str) -> str:
+    if not notes:
+        return ""
+    return (f'<ol class="notes" id="{_e(list_id)}">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ol>")
+
+
 def figure_png_base64(fig: Any, dpi: int = 110) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
@@ -165,7 +281,7 @@ def figure_png_base64(fig: Any, dpi: int = 110) -> str:
 
 def plots_section(store: ResultStore, kinds: Sequence[str], **plot_kwargs: Any) -> tuple[str, dict[str, str]]:
     """Every figure embedded as a base64 PNG; kinds with nothing to draw say why. Returns (html, skipped)."""
-    from harness.analysis.plots import NoPlotData, build_figure
+    from harness.analysis.figures import NoPlotData, build_figure
 
     parts, skipped = [], {}
     for kind in kinds:
@@ -203,11 +319,13 @@ def build_report(store: ResultStore, *, filters: Sequence[str] = (), sort: str |
                  **plot_kwargs: Any) -> tuple[str, dict[str, str]]:
     """The report as one HTML string, plus the plots that were skipped and why."""
     from harness.analysis.compare import apply_filters
-    from harness.analysis.plots import KINDS
+    from harness.analysis.figures import KINDS
 
     df = apply_filters(store.records, filters)
     view = ResultStore(records=df, manifests=store.manifests, problems=store.problems)
     tables = build_tables(df, (), sort)
+    head = headline_html(build_headline(df, tables["deltas"]))
+    main_view, main_notes = main_table_for_report(tables["main"])
     plots_html, skipped = plots_section(view, list(kinds or KINDS), **plot_kwargs)
     runs = sorted({str(r) for r in df["run_id"].dropna()}) if not df.empty else []
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -215,8 +333,9 @@ def build_report(store: ResultStore, *, filters: Sequence[str] = (), sort: str |
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">Generated {_e(now)} from {len(store.manifests)} run(s): {_e(", ".join(runs) or "none")}'
         + (f"; filters: {_e(' '.join(filters))}" if filters else "") + ". Empty cells: not measured.</p>",
-        "<h2>Summary</h2>", status_summary(df),
-        f'<h2 id="tables">{_e(TABLE_TITLES["main"])}</h2>', html_table(tables["main"], "table-main"),
+        head, status_summary(df),
+        f'<h2 id="tables">{_e(TABLE_TITLES["main"])}</h2>',
+        html_table(main_view, "table-main", headers=HEADERS), notes_html(main_notes, "notes-main"),
         f"<h2>{_e(TABLE_TITLES['deltas'])}</h2>", html_table(tables["deltas"], "table-deltas"),
         f"<h2>{_e(TABLE_TITLES['cost'])}</h2>",
         '<p class="meta">fps_per_w = FPS / average power (inferences per joule at batch 1); price_eur_per_w = '

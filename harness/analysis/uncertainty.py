@@ -103,6 +103,21 @@ def recipe_delta_ci(map_files: Sequence[str | None], qt_files: Sequence[str | No
     return paired_bootstrap_ci(a, b)
 
 
+def proportion_ci(value: float, n: float, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """Wilson interval of a proportion measured on ``n`` images (top-1 of one job), or None without scipy / n.
+
+    For one job's accuracy the per-image bootstrap and the Wilson interval agree; Wilson needs only the count.
+    """
+    if not (math.isfinite(value) and math.isfinite(n)) or n < 1 or not 0.0 <= value <= 1.0:
+        return None
+    try:
+        from scipy import stats
+    except ImportError:
+        return None
+    ci = stats.binomtest(int(round(value * n)), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def format_delta_ci(ci: DeltaCI, scale: float = 100.0, unit: str = " pt") -> str:
     """e.g. "+0.40 pt [-0.20, +1.00]" (percentage points for fractions), or the delta and the reason."""
     if not math.isfinite(ci.delta):
@@ -114,4 +129,4 @@ def format_delta_ci(ci: DeltaCI, scale: float = 100.0, unit: str = " pt") -> str
 
 
 __all__ = ["CONFIDENCE", "DeltaCI", "NO_SAMPLES", "NO_SCIPY", "SAMPLE_KEYS", "format_delta_ci",
-           "paired_bootstrap_ci", "per_image_mean", "recipe_delta_ci"]
+           "paired_bootstrap_ci", "per_image_mean", "proportion_ci", "recipe_delta_ci"]

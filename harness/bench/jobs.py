@@ -8,6 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: Environment variables the runner sets for the worker (harness.bench.launch -> harness.bench.worker).
+WATCHDOG_FD_ENV = "QUANTTRIM_WATCHDOG_FD"     # read end of the pipe whose EOF means "the runner is gone"
+RUNNER_PID_ENV = "QUANTTRIM_RUNNER_PID"
+#: The last argument of the watchdog process, so its memory is not counted as the job's.
+WATCHDOG_NAME = "qt-watchdog"
+
 
 @dataclass(frozen=True)
 class JobSpec:

@@ -69,11 +69,13 @@ def prepare_batches(images: np.ndarray, batch: int, count: int) -> list[np.ndarr
 
 
 def measure(session: Session, images: np.ndarray, cfg: LoopConfig, power: Any = None,
-            on_iteration: Callable[[int, int], None] | None = None) -> LoopResult:
+            on_iteration: Callable[[int, int], None] | None = None,
+            clock: Callable[[], int] = time.perf_counter_ns) -> LoopResult:
     """Warm up, then time `cfg.runs` × `cfg.iters` iterations of run + synchronize.
 
     `power` (a harness.power monitor) is started after the warmup's final sync and stopped right after
-    the last timed iteration of each run, so its window is exactly the timed loop.
+    the last timed iteration of each run, so its window is exactly the timed loop. `clock` returns integer
+    nanoseconds (``time.perf_counter_ns``; tests pass a fake one to check the statistics exactly).
     """
     warm = prepare_batches(images, cfg.batch, max(cfg.warmup, 1))
     timed = prepare_batches(images, cfg.batch, cfg.iters)
@@ -82,7 +84,6 @@ def measure(session: Session, images: np.ndarray, cfg: LoopConfig, power: Any = 
         run(x)
     sync()
     samples = np.empty((cfg.runs, cfg.iters), dtype=np.int64)
-    clock = time.perf_counter_ns
     for r in range(cfg.runs):
         row = samples[r]
         if power is not None:

@@ -52,9 +52,18 @@ class BenchmarkOptions:
     backend_options: tuple[tuple[str, Any], ...] = ()
     #: Backend target, e.g. an OpenVINO plugin ("GPU", "NPU"), "dla0" for TensorRT, an adb device id for RKNN.
     target: str | None = None
+    #: Kill a job whose resident memory (worker and its helpers) exceeds this many MB (None: no limit).
+    memory_limit_mb: float | None = None
     command: str = ""
 
     def __post_init__(self) -> None:
+        from harness.store.layout import validate_run_id
+
+        if self.run_id is not None:
+            validate_run_id(self.run_id)
+        # paths are absolute from here on: workers run in another folder (frozen, hence object.__setattr__)
+        object.__setattr__(self, "results_dir", Path(self.results_dir).expanduser().absolute())
+        object.__setattr__(self, "checkpoints", tuple(str(Path(c).expanduser().absolute()) for c in self.checkpoints))
         if not self.devices:
             raise ValueError("at least one device is needed")
         for p in self.precisions or ():
@@ -67,6 +76,8 @@ class BenchmarkOptions:
             raise ValueError("--eval-samples must be >= 1")
         if self.timeout_s <= 0:
             raise ValueError("--timeout must be > 0")
+        if self.memory_limit_mb is not None and self.memory_limit_mb <= 0:
+            raise ValueError("--memory-limit must be > 0 (MB)")
         if self.calib_data_path is not None and self.data_path is None:
             raise ValueError("--calib-data needs --data (the demo calibrates on Fashion-MNIST's training split)")
         for flag, path in (("--data", self.data_path), ("--calib-data", self.calib_data_path),
@@ -86,3 +97,23 @@ class BenchmarkOptions:
         if self.quick:
             return {"warmup": QUICK["warmup"], "iters": QUICK["iters"], "runs": QUICK["runs"]}
         return {"warmup": self.warmup, "iters": self.iters, "runs": self.runs}
+
+
+#: Options that define what a record means (protocol and data): a resumed run must keep them.
+RESUME_KEYS = ("quick", "warmup", "iters", "runs", "batch", "fidelity_only", "eval_samples", "calib_samples",
+               "calib_seed", "prefer_full_dataset", "data_path", "calib_data_path", "model_card_path")
+
+
+def resume_differences(manifest_options: dict[str, Any], options: BenchmarkOptions) -> list[str]:
+    """``"name: X then, Y now"`` for each protocol/data option that differs from the run's manifest."""
+    import json
+
+    diffs = []
+    for key in RESUME_KEYS:
+        if key not in manifest_options:
+            continue
+        then = json.loads(json.dumps(manifest_options[key], default=str))
+        now = json.loads(json.dumps(getattr(options, key), default=str))
+        if then != now:
+            diffs.append(f"{key}: {then!r} then, {now!r} now")
+    return diffs

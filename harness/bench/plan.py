@@ -6,10 +6,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import backends
+from backends.base import CompileConfig
+from backends.options import check_option_keys, options_for
 from devices import DeviceProfile, load_device
 from devices.numerics import is_integer_precision
 from harness.bench.jobs import make_job_id
 from harness.bench.options import BenchmarkOptions
+from harness.bench.probe import probe_backends
 from harness.host.presence import device_present
 from harness.model.checkpoint import Checkpoint, default_checkpoint_paths, load_checkpoint
 
@@ -28,29 +31,67 @@ class PlannedJob:
     host_substitute: bool = False
 
 
+class PluginError(ValueError):
+    """A --plugin module could not be imported; the message names it and why."""
+
+
 def validate_names(options: BenchmarkOptions) -> list[DeviceProfile]:
     """Load the devices and check backend names before anything runs (errors list the valid choices)."""
     from harness.bench.worker import import_plugins
 
-    import_plugins(options.plugin_modules)
+    for module in options.plugin_modules:
+        try:
+            import_plugins((module,))
+        except ImportError as exc:
+            raise PluginError(f"--plugin {module}: cannot import it ({exc}); give an importable module name "
+                              "(package.module, found on PYTHONPATH or in the current folder)") from None
     devices = [load_device(d) for d in options.devices]
     known = sorted(set(backends.backend_names()).union(*(d.backends for d in devices)))
     for b in options.backends or ():
         if b not in known:
             raise KeyError(f"unknown backend {b!r}; valid: {', '.join(known)}")
+    check_backend_options(options, devices)
     return devices
+
+
+def check_backend_options(options: BenchmarkOptions, devices: Sequence[DeviceProfile]) -> None:
+    """Refuse, before anything runs, a --backend-option no planned backend knows (naming each one's options)
+    or a value a backend that knows it refuses (OptionError, a ValueError)."""
+    if not options.backend_options:
+        return
+    names = set(options.backends or ()) | {b for d in devices for b in d.backends if options.backends is None}
+    classes = {}
+    for name in sorted(names):
+        try:
+            classes[name] = backends.get_backend(name)
+        except KeyError:
+            continue  # planned as an unsupported row with its own reason
+    check_option_keys(classes, options.backend_options)
 
 
 def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint]
               ) -> list[PlannedJob]:
+    """Every job of the run, refusals included: a backend or precision asked for that the device does not offer
+    becomes refused jobs with the reason (never silently dropped); probes run in child processes."""
+    wanted = set()
+    for device in devices:
+        wanted.update(b for b in device.backends if options.backends is None or b in options.backends)
+    probes = probe_backends(sorted(wanted), options.plugin_modules)
     jobs: list[PlannedJob] = []
     for device in devices:
         present = device_present(device)
         names = [b for b in device.backends if options.backends is None or b in options.backends]
+        names += [b for b in options.backends or () if b not in device.backends]
+        precisions = [p for p in device.precisions if options.precisions is None or p in options.precisions]
+        precisions += [p for p in options.precisions or () if p not in device.precisions]
         for ckpt in checkpoints:
             for backend_name in names:
-                precisions = [p for p in device.precisions if options.precisions is None or p in options.precisions]
-                refusal, caps = _backend_refusal(backend_name)
+                if backend_name in device.backends:
+                    probe = probes[backend_name]
+                    refusal, caps = probe.refusal, probe.capabilities
+                else:
+                    refusal, caps = (f"device {device.name} does not offer backend {backend_name} (its backends: "
+                                     f"{', '.join(device.backends)})"), None
                 for precision in precisions:
                     policy = next((q for q in device.quant_policies if q.name == precision), None)
                     per_channel = options.per_channel if options.per_channel is not None else (
@@ -61,32 +102,21 @@ def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], check
                         calibs = list(options.calibrations)
                     for calib in calibs:
                         job_refusal = refusal
-                        if job_refusal is None and caps is not None and precision not in caps.precisions:
-                            job_refusal = (f"{backend_name} does not support {precision} "
-                                           f"(it supports: {', '.join(caps.precisions)})")
-                        if job_refusal is None and calib and caps is not None and caps.calibration_methods \
-                                and calib not in caps.calibration_methods:
-                            job_refusal = (f"{backend_name} has no {calib!r} calibration "
-                                           f"(it has: {', '.join(caps.calibration_methods)})")
+                        if job_refusal is None and precision not in device.precisions:
+                            job_refusal = (f"device {device.name} does not offer {precision} (its precisions: "
+                                           f"{', '.join(device.precisions)})")
+                        if job_refusal is None and caps is not None:
+                            # The one refusal rule: the same function check_request applies at compile time.
+                            cls = backends.get_backend(backend_name)
+                            job_refusal = cls.refusal_for(caps, CompileConfig(
+                                precision=precision, calibration=calib, per_channel=per_channel,
+                                activation_signed=signed, target=options.target,
+                                options=options_for(cls, options.backend_options)))
                         jobs.append(PlannedJob(
                             device, ckpt, backend_name, precision, calib, per_channel, signed,
                             make_job_id(ckpt.name, device.name, backend_name, precision, calib, per_channel),
                             job_refusal, host_substitute=not present))
     return jobs
-
-
-def _backend_refusal(name: str) -> tuple[str | None, Any]:
-    try:
-        cls = backends.get_backend(name)
-    except KeyError:
-        return f"backend {name!r} is not registered in this installation (valid: {', '.join(backends.backend_names())})", None
-    avail = cls.availability()
-    if not avail.available:
-        return f"{name} is unavailable: {avail.explain()}", None
-    try:
-        return None, cls().capabilities()
-    except Exception as exc:  # a broken SDK must not stop planning
-        return f"{name} capabilities probe failed: {type(exc).__name__}: {exc}", None
 
 
 def resolve_checkpoints(paths: Sequence[str]) -> list[Checkpoint]:

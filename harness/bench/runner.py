@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import os
 import sys
 import time
@@ -16,6 +17,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+import backends
+from backends.options import options_for
 from devices import DeviceProfile
 from devices.numerics import is_integer_precision, takes_calibration
 from harness.data.loaders import Dataset, save_job_data
@@ -23,16 +26,28 @@ from harness.data.prepare import describe as describe_data, prepare_datasets
 from harness.host import hostinfo
 from harness.bench.jobs import JobSpec
 from harness.bench.launch import execute_spec
-from harness.bench.options import BenchmarkOptions
+from harness.bench.options import BenchmarkOptions, resume_differences
 from harness.bench.plan import PlannedJob, plan_jobs, resolve_checkpoints, validate_names
 from harness.host.presence import device_present
 from harness.model.card import effective_card
 from harness.model.checkpoint import Checkpoint, check_feedable
 from harness.store.records import JobRecord
-from harness.store.writer import RunStore, new_run_id
+from harness.store.writer import RunStore, StoreError, new_run_id
 
 #: Backends that execute on the host CPU when the profiled device is absent.
 HOST_CPU_BACKENDS = ("onnxruntime", "openvino", "tvm", "litert")
+
+
+class PlanError(ValueError):
+    """The request plans no job at all; the message says why and what would plan one."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run; the records written so far are kept and the run can be resumed."""
+
+    def __init__(self, run_id: str, run_dir: Path, records_written: int) -> None:
+        super().__init__(run_id)
+        self.run_id, self.run_dir, self.records_written = run_id, run_dir, records_written
 
 
 @dataclass
@@ -41,6 +56,8 @@ class RunResult:
     run_dir: Path
     records: list[JobRecord] = field(default_factory=list)
     eval_source: str = ""
+    #: Jobs in the plan (records written by earlier attempts of a resumed run included).
+    planned: int = 0
 
 
 def prepare_data(options: BenchmarkOptions, store: RunStore, checkpoint: Checkpoint, needs_calibration: bool = True
@@ -50,7 +67,7 @@ def prepare_data(options: BenchmarkOptions, store: RunStore, checkpoint: Checkpo
     Returns (data file, the eval_source line of the records, the evaluation set).
     """
     evaluation, calib = prepare_datasets(options.data_request(), checkpoint, checkpoint.card, needs_calibration)
-    path = store.work_dir / f"data__{checkpoint.name}.npz"
+    path = store.layout.data_file(checkpoint.name)
     save_job_data(path, evaluation, calib)
     return path, describe_data(evaluation, calib), evaluation
 
@@ -60,11 +77,24 @@ def attach_card(checkpoint: Checkpoint, options: BenchmarkOptions) -> Checkpoint
     return dataclasses.replace(checkpoint, card=effective_card(checkpoint, options.model_card_path))
 
 
+def data_digest(data_path: Path) -> str:
+    """sha256 over every array of a job data file, in key order (what a resumed run must share)."""
+    h = hashlib.sha256()
+    with np.load(data_path, allow_pickle=False) as data:
+        for key in sorted(data.files):
+            arr = np.ascontiguousarray(data[key])
+            h.update(f"{key}{arr.dtype}{arr.shape}".encode())
+            h.update(arr.tobytes())
+    return h.hexdigest()
+
+
 def _base_fields(run_id: str, job: PlannedJob, options: BenchmarkOptions, loop: dict[str, int]) -> dict[str, Any]:
     return {
         "run_id": run_id, "job_id": job.job_id, "device": job.device.name, "backend": job.backend,
         "precision": job.precision, "checkpoint": job.checkpoint.name, "checkpoint_sha256": job.checkpoint.sha256,
         "calibration_method": job.calibration, "per_channel": job.per_channel if is_integer_precision(job.precision) else None,
+        # What was asked; the worker replaces it with what the backend built when the adapter says.
+        "activation_signed": job.activation_signed if is_integer_precision(job.precision) else None,
         "batch_size": options.batch, "warmup_iters": loop["warmup"], "timed_iters": loop["iters"], "runs": loop["runs"],
         "quick": options.quick,
     }
@@ -75,23 +105,33 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
     tag = job.job_id if mode == "measure" else f"reference__{job.checkpoint.name}"
     device_ref = next((d for d in options.devices if d == job.device.name or Path(d).stem == job.device.name),
                       job.device.name)
-    work = store.work_dir
     return JobSpec(
         run_id=run_id, job_id=job.job_id, mode=mode, device=device_ref, backend=job.backend,
         precision=job.precision, checkpoint=job.checkpoint.name, checkpoint_path=str(job.checkpoint.path),
         calibration=job.calibration, per_channel=job.per_channel, activation_signed=job.activation_signed,
-        data_path=str(data_paths[job.checkpoint.name]), reference_path=str(reference_path), result_path=str(work / f"{tag}.result.json"),
-        stage_path=str(work / f"{tag}.stage"), latency_path=str(store.run_dir / "latencies" / f"{job.job_id}.npy"),
-        workdir=str(store.results_dir / ".cache" / "artifacts"), warmup=loop["warmup"], iters=loop["iters"],
+        data_path=str(data_paths[job.checkpoint.name]), reference_path=str(reference_path),
+        # per-attempt names: a file left by a killed attempt is never read as this attempt's
+        result_path=str(store.attempt_file(tag, "result.json")), stage_path=str(store.attempt_file(tag, "stage")),
+        latency_path=str(store.attempt_file(tag, "latency.npy")),
+        workdir=str(store.layout.artifact_cache), warmup=loop["warmup"], iters=loop["iters"],
         runs=loop["runs"], batch=options.batch, validate_batch=1,
         validate_budget_s=options.validate_budget_s if mode == "measure" else None, fidelity_only=options.fidelity_only,
         threads=options.threads, cpu_affinity=options.cpu_affinity, power_period_ms=options.power_period_ms, power_estimate=options.power_estimate,
         power_source_options=_source_options(options.power_source_options), host_substitute=job.host_substitute,
         calibration_table=str(job.checkpoint.calibration_table) if job.checkpoint.calibration_table else None,
         qdq_path=str(job.checkpoint.qdq_path) if job.checkpoint.qdq_path else None,
-        plugin_modules=options.plugin_modules, options=tuple(options.backend_options),
+        plugin_modules=options.plugin_modules, options=_options_for(job.backend, options.backend_options),
         target=options.target,
     )
+
+
+def _options_for(backend: str, pairs: Sequence[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    """The run's --backend-option pairs this backend knows, typed (planning refused keys nobody knows)."""
+    try:
+        cls = backends.get_backend(backend)
+    except KeyError:
+        return tuple(pairs)  # an unregistered backend's job is an unsupported row; nothing reads its options
+    return options_for(cls, pairs)
 
 
 def _source_options(triples: Sequence[tuple[str, str, Any]]) -> dict[str, dict[str, Any]] | None:
@@ -136,6 +176,7 @@ def build_manifest(options: BenchmarkOptions, devices: Sequence[DeviceProfile], 
         "data": {"path": str(options.data_path) if options.data_path else None,
                  "calib_path": str(options.calib_data_path) if options.calib_data_path else None,
                  "notes": data_notes or {}},
+        "data_sha256": None,   # per checkpoint, set by run_benchmark: a resumed run must use the same data
         "warnings": warnings,
     }
     return manifest, warnings
@@ -146,36 +187,90 @@ ProgressFn = Callable[[str, int, int], None]
 
 def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
                   warn: Callable[[str], None] | None = None, info: Callable[[str], None] | None = None) -> RunResult:
-    """Run every planned job; records are written as they finish, so an interruption loses nothing."""
+    """Run every planned job; records are written as they finish, so an interruption loses nothing.
+
+    Raises PlanError when nothing is planned, StoreError when the run folder cannot be used (exists, locked,
+    resumed with different options or data), RunInterrupted on Ctrl-C/SIGTERM (records kept).
+    """
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
-    devices = validate_names(options)
-    checkpoints = resolve_checkpoints(options.checkpoints)
-    run_id = options.run_id or new_run_id()
-    store = RunStore(options.results_dir, run_id, resume=options.resume)
-    checkpoints = [attach_card(c, options) for c in checkpoints]
     info = info or (lambda msg: print(msg, file=sys.stderr))
-    for ckpt in checkpoints:
-        if ckpt.card.inferred:
-            info(f"model card of {ckpt.name} ({ckpt.card.source}), assumed:\n  " + "\n  ".join(ckpt.card.inferred))
+    devices = validate_names(options)
+    checkpoints = [attach_card(c, options) for c in resolve_checkpoints(options.checkpoints)]
     jobs = plan_jobs(options, devices, checkpoints)
-    data_paths: dict[str, Path] = {}
+    if not jobs:
+        raise PlanError(_why_no_jobs(options, devices, checkpoints))
+    run_id = options.run_id or new_run_id()
+    with RunStore(options.results_dir, run_id, resume=options.resume) as store:
+        old_manifest = store.read_manifest() if options.resume else None
+        if old_manifest is not None:
+            _check_resume(old_manifest, options, checkpoints, store)
+        for ckpt in checkpoints:
+            if ckpt.card.inferred:
+                info(f"model card of {ckpt.name} ({ckpt.card.source}), assumed:\n  " + "\n  ".join(ckpt.card.inferred))
+        data = _prepare_all_data(options, store, checkpoints, jobs, old_manifest)
+        eval_source = "; ".join(dict.fromkeys(data.sources.values()))
+        manifest, warnings = build_manifest(options, devices, checkpoints, eval_source, run_id, data.notes)
+        manifest["data_sha256"] = data.digests
+        store.write_manifest(manifest)
+        _write_cards(store.run_dir, checkpoints)
+        for w in warnings:
+            warn(w)
+        result = RunResult(run_id, store.run_dir, eval_source=eval_source, planned=len(jobs))
+        try:
+            _run_jobs(jobs, options, store, data, result, progress, warn)
+        except KeyboardInterrupt:
+            raise RunInterrupted(run_id, store.run_dir, len(result.records)) from None
+        if {j.job_id for j in jobs} <= store.finished_job_ids():
+            store.remove_work()   # the run is complete; on failure work/ stays for inspection
+    return result
+
+
+def _write_cards(run_dir: Path, checkpoints: Sequence[Checkpoint]) -> None:
+    """<run>/cards/<checkpoint>.card.toml: the effective cards, to repeat the run with --model-card."""
+    folder = run_dir / "cards"
+    folder.mkdir(exist_ok=True)
+    for ckpt in checkpoints:
+        (folder / f"{ckpt.name}.card.toml").write_text(ckpt.card.to_toml())
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Per checkpoint: the worker's data file, the records' eval_source line, the data's sha256, notes."""
+
+    paths: dict[str, Path]
+    sources: dict[str, str]
+    digests: dict[str, str]
+    notes: dict[str, list[str]]
+
+
+def _prepare_all_data(options: BenchmarkOptions, store: RunStore, checkpoints: Sequence[Checkpoint],
+                      jobs: Sequence[PlannedJob], old_manifest: dict[str, Any] | None) -> RunData:
+    paths: dict[str, Path] = {}
     sources: dict[str, str] = {}
-    data_notes: dict[str, list[str]] = {}
+    digests: dict[str, str] = {}
+    notes: dict[str, list[str]] = {}
+    old_digests = (old_manifest or {}).get("data_sha256") or {}
     for ckpt in checkpoints:
         needs = any(j.checkpoint.name == ckpt.name and j.refusal is None and takes_calibration(j.precision)
                     for j in jobs) or not options.data_path
-        data_paths[ckpt.name], sources[ckpt.name], evaluation = prepare_data(options, store, ckpt, needs)
-        data_notes[ckpt.name] = list(evaluation.notes)
+        paths[ckpt.name], sources[ckpt.name], evaluation = prepare_data(options, store, ckpt, needs)
+        notes[ckpt.name] = list(evaluation.notes)
+        digests[ckpt.name] = data_digest(paths[ckpt.name])
+        old = old_digests.get(ckpt.name) if isinstance(old_digests, dict) else None
+        if old is not None and old != digests[ckpt.name]:
+            raise StoreError(f"cannot resume run {store.run_id!r}: the data of {ckpt.name} differ from the run's "
+                             f"first attempt (first: {(old_manifest or {}).get('eval_source')}; now: "
+                             f"{sources[ckpt.name]}); resume with the same data options, or start a new run")
         if len(evaluation.inputs) == 1:
             check_feedable(ckpt, tuple(evaluation.first.shape[1:]), sources[ckpt.name])
-    eval_source = "; ".join(dict.fromkeys(sources.values()))
-    manifest, warnings = build_manifest(options, devices, checkpoints, eval_source, run_id, data_notes)
-    store.write_manifest(manifest)
-    for w in warnings:
-        warn(w)
+    return RunData(paths, sources, digests, notes)
+
+
+def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunStore, data: RunData,
+              result: RunResult, progress: ProgressFn | None, warn: Callable[[str], None]) -> None:
+    run_id = store.run_id
     loop = options.loop()
     done = store.finished_job_ids()
-    result = RunResult(run_id, store.run_dir, eval_source=eval_source)
     references: dict[str, Path | str] = {}
     for index, job in enumerate(jobs):
         if job.job_id in done:
@@ -190,7 +285,7 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
         else:
             ref = references.get(job.checkpoint.name)
             if ref is None:
-                ref = _make_reference(job, run_id, options, store, data_paths, loop)
+                ref = _make_reference(job, run_id, options, store, data, loop)
                 references[job.checkpoint.name] = ref
             if isinstance(ref, str):
                 outcome = {"status": "failed", "failed_stage": "validate",
@@ -200,25 +295,66 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
                 if busy and not options.fidelity_only:  # no timing to inflate otherwise
                     warn(f"other processes are using the CPUs (1-min load {load:.1f} on {os.cpu_count()} CPUs): "
                          f"latency of {job.job_id} may be inflated")
-                spec = _spec_for(job, "measure", run_id, options, store, data_paths, ref, loop)
-                outcome = execute_spec(spec, options.timeout_s, store.work_dir / f"{job.job_id}.log")
+                spec = _spec_for(job, "measure", run_id, options, store, data.paths, ref, loop)
+                outcome = execute_spec(spec, options.timeout_s, store.attempt_file(job.job_id, "log"),
+                                       memory_limit_mb=options.memory_limit_mb)
                 outcome.update(host_busy=busy, load_avg_1m=load)
-        record = _to_record(base, outcome, job, sources[job.checkpoint.name], started, time.perf_counter() - t0)
+                _keep_latencies(spec, store, job, outcome)
+        if data.notes.get(job.checkpoint.name):   # resizing, label mapping, the calibration split: in the record
+            outcome["extra"] = {**(outcome.get("extra") or {}), "data_notes": data.notes[job.checkpoint.name]}
+        record = _to_record(base, outcome, job, data.sources[job.checkpoint.name], started, time.perf_counter() - t0)
         store.append(record)
         result.records.append(record)
     if progress:
         progress("done", len(jobs), len(jobs))
-    return result
 
 
-def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, store: RunStore,
-                    data_paths: dict[str, Path], loop: dict[str, int]) -> Path | str:
-    ref_path = store.work_dir / f"reference__{job.checkpoint.name}.npy"
+def _keep_latencies(spec: JobSpec, store: RunStore, job: PlannedJob, outcome: dict[str, Any]) -> None:
+    """Move this attempt's raw latencies to latencies/<job_id>.npy (only a finished attempt's file is kept)."""
+    attempt_file = Path(spec.latency_path)
+    if outcome.get("status") == "ok" and attempt_file.exists():
+        final = store.layout.latency_file(job.job_id)
+        os.replace(attempt_file, final)
+        outcome["raw_latency_file"] = final.name
+    else:
+        outcome.pop("raw_latency_file", None)
+
+
+def _check_resume(manifest: dict[str, Any], options: BenchmarkOptions, checkpoints: Sequence[Checkpoint],
+                  store: RunStore) -> None:
+    diffs = resume_differences(manifest.get("options") or {}, options)
+    old_ckpts = manifest.get("checkpoints") or {}
+    for c in checkpoints:
+        old = (old_ckpts.get(c.name) or {}).get("sha256")
+        if old is not None and old != c.sha256:
+            diffs.append(f"checkpoint {c.name}: sha256 {old[:12]} then, {c.sha256[:12]} now")
+    if diffs:
+        raise StoreError(f"cannot resume run {store.run_id!r} with different options: " + "; ".join(diffs)
+                         + f" (the run's command: {manifest.get('command')}); resume with the run's options, "
+                           "or start a new run")
+
+
+def _why_no_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint]
+                 ) -> str:
+    if not checkpoints:
+        return "no jobs to run: no checkpoint was found; pass --checkpoint PATH"
+    offered = "; ".join(f"{d.name}: backends {', '.join(d.backends) or '(none)'}, precisions "
+                        f"{', '.join(d.precisions) or '(none)'}" for d in devices)
+    return (f"no jobs to run: the request (backends {', '.join(options.backends or ('all',))}, precisions "
+            f"{', '.join(options.precisions or ('all',))}) selects nothing the device offers ({offered})")
+
+
+def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, store: RunStore, data: RunData,
+                    loop: dict[str, int]) -> Path | str:
+    # named by checkpoint and data hashes: a reference is reused only for the same model on the same data
+    ref_path = store.layout.reference_file(job.checkpoint.name, job.checkpoint.sha256,
+                                           data.digests[job.checkpoint.name])
     if ref_path.exists():
         return ref_path
     ref_job = PlannedJob(job.device, job.checkpoint, "onnxruntime", "fp32", None, True, False, job.job_id)
-    spec = _spec_for(ref_job, "reference", run_id, options, store, data_paths, ref_path, loop)
-    outcome = execute_spec(spec, options.timeout_s, store.work_dir / f"reference__{job.checkpoint.name}.log")
+    spec = _spec_for(ref_job, "reference", run_id, options, store, data.paths, ref_path, loop)
+    outcome = execute_spec(spec, options.timeout_s, store.attempt_file(f"reference__{job.checkpoint.name}", "log"),
+                           memory_limit_mb=options.memory_limit_mb)
     if outcome.get("status") != "ok" or not ref_path.exists():
         return outcome.get("error_message") or "unknown error"
     return ref_path

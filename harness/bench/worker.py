@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 import backends
+from backends.cache import invalidate_path
 from backends.base import CompileConfig, ModelArtifact, RuntimeConfig, UnsupportedRequest, file_sha256
 from devices import load_device
 from devices.numerics import takes_calibration
@@ -63,7 +64,10 @@ def run_reference(spec) -> dict[str, Any]:
         outputs = loadgen.run_outputs(session, images, spec.validate_batch)
     finally:
         session.close()
-    np.save(spec.reference_path, outputs)
+    tmp = Path(spec.reference_path + ".tmp")
+    with open(tmp, "wb") as f:   # atomic: a killed worker never leaves a half reference for the next attempt
+        np.save(f, outputs)
+    tmp.replace(spec.reference_path)
     return {"status": "ok", "reference_shape": list(outputs.shape)}
 
 
@@ -75,8 +79,20 @@ def run_measure(spec) -> dict[str, Any]:
     try:
         backend, device, data = _prepare(spec, out)
         compiled = _compile(spec, backend, device, data, out)
+        _model_facts(spec, data, compiled, out)
         stage.enter("load")
-        session = backend.load(compiled, device, RuntimeConfig(threads))
+        try:
+            session = backend.load(compiled, device, RuntimeConfig(threads))
+        except Exception as exc:
+            # A cached artifact that verifies but does not load (a toolchain quirk, a stale format) is rebuilt
+            # once; a fresh one that fails is the job's failure.
+            if not compiled.metadata.get("cached") or not invalidate_path(compiled.path, f"failed to load: {exc}"):
+                raise
+            stage.enter("compile")
+            compiled = _compile(spec, backend, device, data, out)
+            out["extra"]["cache_rebuilt_reason"] = f"the cached artifact failed to load: {type(exc).__name__}: {exc}"[:500]
+            stage.enter("load")
+            session = backend.load(compiled, device, RuntimeConfig(threads))
         try:
             _time(spec, session, compiled, device, data, out, stage)
             stage.enter("validate")
@@ -161,11 +177,35 @@ def _compile(spec, backend, device, data: JobData, out: dict[str, Any]):
     out["compile_s"] = time.perf_counter() - t0
     out["compile_cached"] = compiled.metadata.get("cached")
     out["calibration_method"] = compiled.metadata.get("calibration_method", spec.calibration)
+    if compiled.metadata.get("activation_signed") is not None:  # the backend's own convention wins the label
+        out["activation_signed"] = bool(compiled.metadata["activation_signed"])
     if compiled.metadata.get("timing_note"):
         out["timing_note"] = compiled.metadata["timing_note"]
     out["extra"] = {k: v for k, v in compiled.metadata.items() if _is_json(v)}
     out["extra"]["artifact"] = str(compiled.path)
     return compiled
+
+
+def _model_facts(spec, data: JobData, compiled, out: dict[str, Any]) -> None:
+    """Parameter count, MACs per batch-1 inference, model and compiled-artifact size on disk (issue 18)."""
+    from harness.model.stats import model_stats, size_mb
+
+    if hasattr(data, "inputs"):
+        shapes = {name: (1, *arr.shape[1:]) for name, arr in data.inputs.items()}
+    else:
+        import onnx
+
+        graph = onnx.load(spec.checkpoint_path, load_external_data=False).graph
+        weights = {i.name for i in graph.initializer}
+        name = next(i.name for i in graph.input if i.name not in weights)
+        shapes = {name: (1, *data.eval_images.shape[1:])}
+    stats = model_stats(spec.checkpoint_path, shapes)
+    out["params"], out["macs_per_inference"] = stats.params, stats.macs_per_inference
+    if stats.note:
+        out.setdefault("extra", {})["model_stats_note"] = stats.note
+    out["model_size_mb"] = size_mb(spec.checkpoint_path)
+    if Path(compiled.path).exists():
+        out["artifact_size_mb"] = size_mb(compiled.path)
 
 
 def _time(spec, session, compiled, device, data: JobData, out: dict[str, Any], stage: StageTracker) -> None:
@@ -231,9 +271,38 @@ def _is_json(v: Any) -> bool:
         return False
 
 
+#: The watchdog: blocks on the runner's pipe; EOF (the runner finished the job, or died) kills the job's group.
+_WATCHDOG_CODE = "import os,sys\nfd=int(sys.argv[1])\nwhile os.read(fd,1):\n    pass\nos.killpg(0,9)\n"
+
+
+def guard_process() -> None:
+    """Die with the runner: a parent-death signal for this process, a watchdog for the helpers it may spawn.
+
+    Linux only (prctl); elsewhere the runner still kills the job's process group after every job.
+    """
+    import signal
+    import subprocess
+
+    from harness.bench.jobs import RUNNER_PID_ENV, WATCHDOG_FD_ENV, WATCHDOG_NAME
+
+    fd, runner = os.environ.pop(WATCHDOG_FD_ENV, None), os.environ.pop(RUNNER_PID_ENV, None)
+    if runner and sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if runner and os.getppid() != int(runner):
+        os._exit(1)  # the runner died before the parent-death signal was armed
+    if fd is not None:
+        subprocess.Popen([sys.executable, "-S", "-c", _WATCHDOG_CODE, fd, WATCHDOG_NAME], pass_fds=(int(fd),),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(int(fd))
+
+
 def main(argv: list[str] | None = None) -> int:
     from harness.bench.jobs import JobSpec
 
+    guard_process()
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m harness.bench.worker JOB.json", file=sys.stderr)

@@ -15,8 +15,9 @@ import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 
-from harness.analysis.compare import TABLE_TITLES
+from harness.analysis.compare import NOTE_SEPARATOR, TABLE_TITLES
 from harness.cli.textview import Column, Footnotes, fit_table, pct, sig
+from harness.store.labels import short_label
 
 #: Metrics that are fractions: shown in percent (deltas in percentage points).
 FRACTIONS = frozenset({"top1", "top5", "top1_agreement", "miou"})
@@ -50,22 +51,24 @@ def main_table(console: Console, df: pd.DataFrame, show_all: bool) -> None:
         Column("ck", lambda r: letters.get(str(r.get("checkpoint_name") or ""), ""), 9, numeric=False),
         Column("device", lambda r: str(r.get("device") or ""), 8 if len(devices) > 1 else 1, numeric=False),
         Column("backend", lambda r: str(r.get("backend") or ""), 9, numeric=False),
-        Column("precision", lambda r: str(_get(r, "precision_label") or r.get("precision") or ""), 9,
+        Column("precision", lambda r: short_label(str(_get(r, "precision_label") or r.get("precision") or "")), 9,
                numeric=False, min_width=13),
         Column("status", lambda r: str(r.get("status")), 9 if show_all else 0, numeric=False),
-        Column("timing", _origin, 9, numeric=False),
+        # only when something is to be marked: an empty column would push the labels onto more lines
+        Column("timing", _origin, 9 if any(_origin(r) for r in rows) else 0, numeric=False),
         Column("p50 ms", lambda r: sig(_get(r, "latency_ms_p50")), 7),
         Column("p99 ms", lambda r: sig(_get(r, "latency_ms_p99")), 3),
         Column("FPS", lambda r: sig(_get(r, "fps")), 9),
-        Column("W", lambda r: sig(_get(r, "power_avg_w")) or ("n/a" if r.get("status") == "ok" else ""), 5),
+        Column("W", lambda r: sig(_get(r, "power_avg_w")) or ("n/a" if r.get("status") == "ok" else ""),
+               5 if any(_get(r, "power_avg_w") is not None for r in rows) else 4),  # all n/a: a note says why
         Column("mJ/inf", lambda r: sig(_get(r, "energy_per_inference_mj")), 2),
         Column("top-1 %", lambda r: pct(_get(r, "top1")), 8),
         Column("agree %", lambda r: pct(_get(r, "top1_agreement")), 6),
-        Column("MSE", lambda r: sig(_get(r, "logit_mse"), 2), 5),
+        Column("MSE", lambda r: sig(_get(r, "logit_mse"), 2), 4),
         Column("SNR dB", lambda r: sig(_get(r, "snr_db")), 2),
         Column("ECE", lambda r: sig(_get(r, "ece"), 2), 1),
         Column("mIoU %", lambda r: pct(_get(r, "miou")), 4),
-        Column("notes", lambda r: notes.refs([_get(r, "note")]), 9, numeric=False),
+        Column("notes", lambda r: notes.refs(str(_get(r, "note") or "").split(NOTE_SEPARATOR)), 9, numeric=False),
     ]
     # leave out metric columns nothing measured (a classification run has no mIoU)
     measured = {c: df[c].notna().any() if c in df.columns else False for c in

@@ -24,8 +24,8 @@ def add_subparser(subparsers: Any) -> None:
                "  python -m harness env setup litert-converter      # onnx2tf, needs Python >= 3.12\n"
                "  python -m harness env list")
     sub = p.add_subparsers(dest="env_command", metavar="ACTION")
-    s = sub.add_parser("setup", help="create an environment with the pinned toolchain and the harness")
-    s.add_argument("name", choices=names, help="which environment")
+    s = sub.add_parser("setup", help="create environments with the pinned toolchain and the harness")
+    s.add_argument("name", nargs="+", choices=names, help="which environment(s), e.g. rknn litert-converter")
     s.add_argument("--root", default=None, help=f"parent folder of the environments (default {env_root()})")
     s.add_argument("--python", default=None, help="interpreter to build the venv from (default: a fitting one "
                                                     "found on PATH or under ~/.pyenv/versions)")
@@ -41,13 +41,21 @@ def add_subparser(subparsers: Any) -> None:
 
 
 def _setup(args: argparse.Namespace) -> int:
+    """Create each named environment in turn; stop at the first that fails (exit 1, naming it)."""
+    for name in dict.fromkeys(args.name):
+        if _setup_one(name, args) != EXIT_OK:
+            return EXIT_ERROR
+    return EXIT_OK
+
+
+def _setup_one(name: str, args: argparse.Namespace) -> int:
     from backends.environments import create_env
 
     try:
-        report = create_env(args.name, root=args.root, python=args.python, force=args.force,
+        report = create_env(name, root=args.root, python=args.python, force=args.force,
                             pip_args=tuple(args.pip_arg), log=lambda line: print(line, flush=True))
     except (RuntimeError, KeyError) as exc:
-        print(f"env setup {args.name} failed: {exc}", file=sys.stderr)
+        print(f"env setup {name} failed: {exc}", file=sys.stderr)
         return EXIT_ERROR
     total = sum(report.steps_s.values())
     steps = ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in report.steps_s.items())

@@ -26,14 +26,22 @@ def _console() -> Any:
     return console if console.is_terminal else Console(width=200)
 
 
+def _abs(text: str) -> str:
+    """Checkpoint paths are made absolute here, so every later stage (and child process) finds the same file."""
+    return str(Path(text).expanduser().resolve())
+
+
 def add_subparser(subparsers: Any) -> None:
+    from harness.cli.data_args import add_data_arguments
+
     p = subparsers.add_parser(
         "fidelity", help="cross-backend fidelity report (real backends where available, policy emulation otherwise)",
         description="Top-1/top-5, agreement, logit MSE, SNR, ECE and Brier of each checkpoint on every device's "
                     "backends or emulated quantization policies, the spread across backends, and the checkpoints "
                     "side by side. Writes fidelity.csv, spread.csv, comparison.csv and fidelity.md to --out.")
-    p.add_argument("--checkpoint", action="append", default=[], metavar="ONNX",
+    p.add_argument("--checkpoint", action="append", default=[], metavar="ONNX", type=_abs,
                    help="checkpoint to evaluate (repeat; default: the bundled MAP and Quant-Trim checkpoints)")
+    add_data_arguments(p)
     p.add_argument("--devices", type=_csv, default=None, help="comma-separated device profiles (default: all)")
     p.add_argument("--quick", action="store_true", help="a few hundred evaluation images (smoke run)")
     p.add_argument("--eval-samples", type=int, default=None, help="evaluation images (default: the whole test set)")
@@ -53,7 +61,8 @@ def add_subparser(subparsers: Any) -> None:
         "layers", help="per-layer SNR/cosine of a backend/policy against FP32 (which layer breaks)",
         description="Every intermediate tensor of the compiled graph against the FP32 graph on the same inputs, "
                     "streamed batch by batch; sorted worst single-layer SNR first.")
-    q.add_argument("--checkpoint", required=True, metavar="ONNX")
+    q.add_argument("--checkpoint", required=True, metavar="ONNX", type=_abs)
+    add_data_arguments(q)
     q.add_argument("--device", required=True, help="device profile whose policy/backend to analyse")
     q.add_argument("--precision", default="int8", help="precision (= the device's policy name), default int8")
     q.add_argument("--backend", default="emulated", help="emulated (default), onnxruntime or rknn")
@@ -70,7 +79,8 @@ def add_subparser(subparsers: Any) -> None:
         "calib-sensitivity", help="how much a checkpoint depends on its calibration set (sizes and sources)",
         description="One device policy built from calibration sets of several sizes, sources and seeds; the spread "
                     "of logit MSE and top-1 across them per checkpoint.")
-    c.add_argument("--checkpoint", action="append", default=[], metavar="ONNX")
+    c.add_argument("--checkpoint", action="append", default=[], metavar="ONNX", type=_abs)
+    add_data_arguments(c)
     c.add_argument("--device", default="hardware_a")
     c.add_argument("--precision", default="int8")
     c.add_argument("--sizes", type=_ints, default=(32, 1024), help="calibration set sizes (default 32,1024)")
@@ -93,7 +103,8 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     opts = FidelityOptions(checkpoints=tuple(args.checkpoint), devices=args.devices, quick=args.quick,
                            eval_samples=args.eval_samples, out=args.out, always_emulate=args.always_emulate,
                            calibrations=args.calibrations,
-                           timeout_s=args.timeout, threads=args.threads)
+                           timeout_s=args.timeout, threads=args.threads, data_path=args.data,
+                           calib_data_path=args.calib_data, model_card_path=args.model_card)
 
     def progress(job: str, index: int, total: int) -> None:
         if job != "done":
@@ -122,9 +133,18 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from harness.analysis.layerwise import analyze_layers, render_table
 
     console = _console()
+    images = calibration = None
     try:
+        if args.data is not None:
+            from harness.cli.data_args import prepare_analysis_data
+
+            _, evaluation, calib = prepare_analysis_data(args, args.checkpoint, args.inputs, 256,
+                                                         needs_calibration=args.precision != "fp32")
+            images, calibration = evaluation.first, None if calib is None else calib.first
+            for note in evaluation.notes:
+                console.print(f"[dim]data: {escape(note)}[/dim]")
         report = analyze_layers(args.checkpoint, args.device, args.precision, backend=args.backend,
-                                n_inputs=args.inputs, batch_size=args.batch,
+                                images=images, calibration=calibration, n_inputs=args.inputs, batch_size=args.batch,
                                 max_batch_bytes=int(args.max_batch_mb * 1024 * 1024), sort_by=args.sort,
                                 calibration_method=args.calibration)
     except (UnsupportedRequest, KeyError, ValueError) as exc:
@@ -154,7 +174,10 @@ def cmd_calib(args: argparse.Namespace) -> int:
                                  seeds=args.seeds[:1] if args.quick else args.seeds,
                                  eval_samples=500 if args.quick else args.eval_samples,
                                  calibration_method=args.calibration)
-        study = run_study(opts, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+        eval_split = calib_split = None
+        if args.data is not None:
+            eval_split, calib_split = _study_splits(args, opts)
+        study = run_study(opts, eval_split, calib_split, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -163,3 +186,19 @@ def cmd_calib(args: argparse.Namespace) -> int:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
     console.print("written: " + ", ".join(str(f) for f in write_outputs(study, args.out)))
     return 0
+
+
+def _study_splits(args: argparse.Namespace, opts: Any) -> tuple[Any, Any]:
+    """--data/--calib-data as the study's (evaluation, calibration pool) splits. The study scores top-1 against
+    labels, so unlabelled data is refused rather than scored against invented labels."""
+    from harness.cli.data_args import prepare_analysis_data
+    from harness.data.datasets import Split
+
+    if len(opts.checkpoints) != 1:
+        raise ValueError("calib-sensitivity --data needs exactly one --checkpoint (the data is fed through its card)")
+    _, evaluation, calib = prepare_analysis_data(args, opts.checkpoints[0], opts.eval_samples, max(opts.sizes),
+                                                 needs_calibration=True)
+    if evaluation.labels is None:
+        raise ValueError(f"calib-sensitivity scores top-1 against labels and {evaluation.source} has none; use "
+                         f"class sub-folders or an .npz with `labels` (or `run --data` for label-free fidelity)")
+    return (Split(evaluation.first, evaluation.labels, evaluation.source), Split(calib.first, None, calib.source))

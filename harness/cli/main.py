@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +21,7 @@ SUBCOMMAND_MODULES = (
     "quanttrim.mixed_precision.cli",   # torch is imported only when the subcommand runs
 )
 
-EXIT_OK, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 1, 130
+EXIT_OK, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 1, 130, 143
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -44,6 +47,8 @@ def _key_value(text: str) -> tuple[str, object]:
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
+    from harness.cli.data_args import add_data_arguments
+
     p = sub.add_parser(
         "run", help="benchmark checkpoints on a device's backends and precisions",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -99,38 +104,19 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-id", help="name of the run directory (default: timestamp)")
     p.add_argument("--resume", metavar="RUN_ID", help="continue RUN_ID, skipping jobs that already have a record")
     p.add_argument("--backend-option", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                   help="compile option passed to every backend of the run, e.g. target=dla0 (TensorRT), "
-                        "tuning_trials=64 (TVM), int8_mode=explicit; backends ignore keys they do not know")
+                   help="compile option for the backends of the run that know it, e.g. tuning_trials=64 (TVM), "
+                        "int8_mode=explicit (TensorRT); a key no backend of the run knows is an error listing the "
+                        "valid ones (`python -m harness backends` lists them)")
     p.add_argument("--target", help="backend target: an OpenVINO plugin (CPU, GPU, NPU), TensorRT dla0/dla1, "
                    "an RKNN board (adb id); default: the backend's own")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE first, to register a backend adapter that is not installed as an entry point")
+    p.add_argument("--memory-limit", type=float, default=None, metavar="MB",
+                   help="kill a job whose resident memory (worker and helpers) exceeds MB; it is recorded as failed, "
+                        "'out of memory at N MB' (default: no limit)")
     p.add_argument("--bundled-data", action="store_true", help="use the bundled 1,000-image sample even when the "
                    "full Fashion-MNIST is installed")
     p.set_defaults(func=cmd_run)
-
-
-def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    """--data, --calib-data, --model-card: the user's data and how to feed/read the model (shared by the
-    run, fidelity, layers and calib-sensitivity subcommands)."""
-    p.add_argument("--data", type=_existing_path, metavar="PATH",
-                   help="evaluation data: a folder of images (jpg/png/bmp/webp, recursive; first-level sub-folders "
-                        "= class labels), an .npz (one array per model input, or `images` [+ `labels`]) or an .npy. "
-                        "Default: the Fashion-MNIST demo")
-    p.add_argument("--calib-data", type=_existing_path, metavar="PATH",
-                   help="calibration data, same forms (default: a seeded random split of --data, disjoint from the "
-                        "evaluated samples)")
-    p.add_argument("--model-card", type=_existing_path, metavar="CARD.toml",
-                   help="how to feed and read the model (layout, size, colour, scale, mean/std, resize; output "
-                        "roles). Default: <model stem>.card.toml beside the model, else inferred and printed")
-
-
-def _existing_path(text: str) -> Path:
-    """An absolute path (resolved here, so a run from another working directory finds the same files)."""
-    path = Path(text).expanduser().resolve()
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text} does not exist")
-    return path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -138,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.bench.runner import BenchmarkOptions
 
     options = BenchmarkOptions(
-        devices=_csv(args.device), checkpoints=tuple(str(Path(c).expanduser().resolve()) for c in args.checkpoint), backends=args.backends,
+        devices=tuple(_absolute_if_path(d) for d in _csv(args.device)), checkpoints=tuple(args.checkpoint), backends=args.backends,
         precisions=args.precisions, calibrations=args.calibrations, per_channel=args.per_channel,
         warmup=args.warmup, iters=args.iters, runs=args.runs, batch=args.batch, calib_samples=args.calib_samples,
         eval_samples=args.eval_samples, calib_seed=args.calib_seed, quick=args.quick,
@@ -146,7 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         resume=bool(args.resume), timeout_s=args.timeout, validate_budget_s=args.validate_budget or None,
         threads=args.threads, cpu_affinity=args.cpus,
         power_period_ms=args.power_period_ms, power_estimate=args.power_estimate,
-        power_source_options=tuple(args.power_option), prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), backend_options=tuple(args.backend_option), target=args.target, command="python -m harness " + " ".join(sys.argv[1:]),
+        power_source_options=tuple(args.power_option), prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), backend_options=tuple(args.backend_option), target=args.target, memory_limit_mb=args.memory_limit,
+        command="python -m harness " + shlex.join(getattr(args, "argv", sys.argv[1:])),
         data_path=args.data, calib_data_path=args.calib_data, model_card_path=args.model_card,
     )
     return run_with_progress(options)
@@ -197,19 +184,18 @@ def cmd_backends(args: argparse.Namespace) -> int:
     from harness.cli.console import make_console
 
     table = Table(title="Backends on this host")
-    for col in ("backend", "available", "version", "precisions", "why not / how to fix"):
+    for col in ("backend", "available", "version", "precisions", "--backend-option keys", "why not / how to fix"):
         table.add_column(col)
-    for name in backends.backend_names():
-        cls = backends.get_backend(name)
-        avail = cls.availability()
-        precisions = ""
-        if avail.available:
-            try:
-                precisions = ", ".join(cls().capabilities().precisions)
-            except Exception as exc:
-                precisions = f"(capabilities failed: {exc})"
-        table.add_row(name, "yes" if avail.available else "no", avail.version or "", precisions,
-                      "" if avail.available else escape(avail.explain()))
+    from harness.bench.probe import probe_backends
+
+    # each probe imports an SDK in a child process: a crashing or hanging SDK is a row, not a dead command
+    for name, probe in probe_backends(backends.backend_names()).items():
+        avail = probe.availability
+        ok = probe.refusal is None
+        precisions = ", ".join(probe.capabilities.precisions) if probe.capabilities else ""
+        table.add_row(name, "yes" if ok else "no", (avail.version if avail else None) or "", precisions,
+                      ", ".join(backends.get_backend(name).Options.keys()),
+                      "" if ok else escape(avail.explain() if avail and not avail.available else probe.refusal))
     make_console().print(table)
     return EXIT_OK
 
@@ -236,22 +222,91 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _absolute_if_path(text: str) -> str:
+    """A device given as a .toml path becomes absolute; a profile name stays a name."""
+    return os.path.abspath(text) if text.endswith(".toml") or os.sep in text else text
+
+
+def resolve_paths(args: argparse.Namespace) -> None:
+    """Make every path argument absolute, once, here: nothing below depends on the working directory."""
+    for key, value in vars(args).items():
+        if isinstance(value, Path):
+            setattr(args, key, value.expanduser().resolve())
+        elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+            setattr(args, key, [v.expanduser().resolve() for v in value])
+        elif key in ("checkpoint", "paths") and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            setattr(args, key, [os.path.abspath(os.path.expanduser(v)) for v in value])
+        elif key == "checkpoint" and isinstance(value, str):
+            setattr(args, key, os.path.abspath(os.path.expanduser(value)))
+
+
+def resume_command(argv: Sequence[str], run_id: str, results_dir: Path) -> str:
+    """The command that finishes an interrupted run: the same options, with --resume RUN_ID --results DIR."""
+    drop = {"--run-id", "--resume", "--results"}
+    kept: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        if token in drop:
+            skip = True
+            continue
+        if token.split("=", 1)[0] in drop:
+            continue
+        kept.append(token)
+    return "python -m harness " + shlex.join(kept + ["--resume", run_id, "--results", str(results_dir)])
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
+
+
+def _report_interrupt(exc: KeyboardInterrupt, args: argparse.Namespace) -> int:
+    from harness.bench.runner import RunInterrupted
+
+    how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) or isinstance(exc.__context__, _Terminated) \
+        else "interrupted"
+    code = EXIT_TERMINATED if how.startswith("terminated") else EXIT_INTERRUPTED
+    if isinstance(exc, RunInterrupted):
+        print(f"\n{how}: run {exc.run_id}: {exc.records_written} new record(s) written this attempt; every record "
+              f"so far is kept in {exc.run_dir}\nresume with: "
+              f"{resume_command(getattr(args, 'argv', []), exc.run_id, exc.run_dir.parent)}", file=sys.stderr)
+    else:
+        print(f"\n{how}: records written so far are kept", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    args.argv = argv
+    resolve_paths(args)
     from harness.cli.errors import user_error_message
 
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (an embedding caller): leave SIGTERM alone
+        pass
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("\ninterrupted: records written so far are kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        return _report_interrupt(exc, args)
     except Exception as exc:
         message = user_error_message(exc)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

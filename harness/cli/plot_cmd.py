@@ -8,7 +8,7 @@ from typing import Any
 
 
 def add_subparser(subparsers: Any) -> None:
-    from harness.analysis.plots import KINDS
+    from harness.analysis.figures import KINDS
 
     p = subparsers.add_parser(
         "plot", help="power-throughput, accuracy-throughput, latency, training and distribution figures",
@@ -44,12 +44,17 @@ def add_subparser(subparsers: Any) -> None:
 def run_plot(args: argparse.Namespace) -> int:
     from harness.analysis.compare import CompareError, apply_filters
     from harness.cli.compare_cmd import load_with_warnings
-    from harness.analysis.plots import KINDS, checkpoint_spec, make_plots
+    from harness.analysis.figures import KINDS, checkpoint_spec, make_plots, store_kinds
     from harness.store.reader import NoRunsError
 
     kinds = list(KINDS) if not args.kind or "all" in args.kind else list(dict.fromkeys(args.kind))
+    problem = missing_paths_error(args.train_logs, "--train-logs") or missing_paths_error(args.checkpoints,
+                                                                                         "--checkpoints")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     store = None
-    needs_store = any(k in ("power-throughput", "accuracy-throughput", "latency") for k in kinds)
+    needs_store = any(k in store_kinds() for k in kinds)
     if args.paths or needs_store:
         try:
             store = load_with_warnings(args.paths)
@@ -67,3 +72,13 @@ def run_plot(args: argparse.Namespace) -> int:
     for kind, why in skipped.items():
         print(f"{kind}: skipped: {why}", file=sys.stderr)
     return 0 if written else 1
+
+
+def missing_paths_error(paths: list[Path], flag: str) -> str | None:
+    """'FLAG PATH does not exist ...' for the first given path that is not there, else None."""
+    for path in paths:
+        if not Path(path).exists():
+            hint = ("pass the trainer's per-epoch log files (OUT/log.jsonl of `python -m quanttrim.train`) or the "
+                    "folder holding them" if flag == "--train-logs" else "pass existing .onnx files")
+            return f"{flag} {path} does not exist (looked in {Path.cwd()}); {hint}"
+    return None

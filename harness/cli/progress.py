@@ -21,6 +21,7 @@ from harness.cli.console import make_console
 from harness.cli.textview import Column, Footnotes, fit_table, pct, sig
 from harness.store.labels import precision_label, timing_label, timing_origin
 from harness.store.reader import checkpoint_name
+from harness.store.layout import RECORDS_FILE
 from harness.store.records import JobRecord
 
 #: The runner's per-job busy-host warning starts with this; the summary says it once per run instead.
@@ -78,13 +79,20 @@ def summary_columns(letters: dict[str, str], labels: dict[str, str], notes: Foot
         Column("W", power, 6 if any_power else 4),  # all "n/a": the footnote says why
         Column("top-1 %", lambda r: pct(r.top1), 8),
         Column("agree %", lambda r: pct(r.top1_agreement), 6),
-        Column("MSE", lambda r: sig(r.logit_mse, 2), 5),
+        Column("MSE", lambda r: sig(r.logit_mse, 2), 4),
         Column("SNR dB", lambda r: sig(r.snr_db), 2),
         Column("ECE", lambda r: sig(r.ece, 2), 1),
         Column("timing", lambda r: timing_label(r.to_dict()), 9, numeric=False),
         Column("notes", lambda r: notes.refs(_notes(r)), 9, numeric=False),
     ]
     return cols
+
+
+def _drop_empty_timing(cols: list[Column], rows: Sequence[JobRecord]) -> list[Column]:
+    """The timing column only when a row has something to mark (an empty column would fold the labels)."""
+    if any(timing_label(r.to_dict()) for r in rows):
+        return cols
+    return [c for c in cols if c.header != "timing"]
 
 
 def _legend(letters: dict[str, str]) -> list[str]:
@@ -111,7 +119,7 @@ def not_run_lines(records: Sequence[JobRecord], letters: dict[str, str]) -> list
 
 
 def render_summary(records: Sequence[JobRecord], run_id: str, run_dir: Path, console: Console,
-                   eval_source: str = "", busy_jobs: int = 0) -> None:
+                   eval_source: str = "", busy_jobs: int = 0, planned: int = 0) -> None:
     """Print the end-of-run summary on ``console`` (fits ``console.width``; see the module docstring)."""
     letters = checkpoint_letters(records)
     profiles = _profiles(records)
@@ -123,9 +131,8 @@ def render_summary(records: Sequence[JobRecord], run_id: str, run_dir: Path, con
     if eval_source:
         console.print(f"evaluation data: {escape(eval_source)}")
     if ok:
-        table, _kept = fit_table(ok, summary_columns(letters, labels, notes, len(devices) > 1,
-                                                 any(r.power_avg_w is not None for r in ok)), console.width,
-                                 title=title)
+        cols = summary_columns(letters, labels, notes, len(devices) > 1, any(r.power_avg_w is not None for r in ok))
+        table, _kept = fit_table(ok, _drop_empty_timing(cols, ok), console.width, title=title)
         console.print(table)
     else:
         console.print(f"[bold]{escape(title)}[/]: no job finished ok")
@@ -140,8 +147,8 @@ def render_summary(records: Sequence[JobRecord], run_id: str, run_dir: Path, con
                       f"{len(records)} job(s): their latencies may be inflated; rerun on a quiet host to confirm")
     counts = Counter(r.status for r in records)
     console.print("jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) if counts else
-                  "jobs: none new (all finished already)")
-    console.print(f"results: {escape(str(run_dir / 'records.jsonl'))}")
+                  f"jobs: all {planned} planned job(s) already had records; none ran")
+    console.print(f"results: {escape(str(run_dir / RECORDS_FILE))}")
     console.print(f"next: python -m harness compare {escape(str(run_dir))}   (also: plot, report)")
 
 
@@ -163,7 +170,11 @@ def run_with_progress(options: BenchmarkOptions, console: Console | None = None)
                 message = message.split(": latency of")[0] + ": latencies may be inflated (said once per run)"
             bar.console.print(f"[yellow]warning:[/] {escape(message)}")
 
-        result: RunResult = run_benchmark(options, progress=progress, warn=warn)
+        def info(message: str) -> None:
+            bar.console.print(f"[cyan]note:[/] {escape(message)}")
+
+        result: RunResult = run_benchmark(options, progress=progress, warn=warn, info=info)
     busy_jobs = sum(1 for r in result.records if r.host_busy) or len(busy)
-    render_summary(result.records, result.run_id, result.run_dir, console, result.eval_source, busy_jobs)
+    render_summary(result.records, result.run_id, result.run_dir, console, result.eval_source, busy_jobs,
+                   result.planned)
     return 0

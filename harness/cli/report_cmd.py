@@ -8,7 +8,7 @@ from typing import Any
 
 
 def add_subparser(subparsers: Any) -> None:
-    from harness.analysis.plots import KINDS
+    from harness.analysis.figures import KINDS
 
     p = subparsers.add_parser(
         "report", help="write one self-contained HTML report (tables, figures, environment) that opens offline",
@@ -40,10 +40,16 @@ def add_subparser(subparsers: Any) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from harness.analysis.compare import CompareError
     from harness.cli.compare_cmd import load_with_warnings
-    from harness.analysis.plots import checkpoint_spec
+    from harness.analysis.figures import checkpoint_spec
     from harness.analysis.report import write_report
+    from harness.cli.plot_cmd import missing_paths_error
     from harness.store.reader import NoRunsError
 
+    problem = missing_paths_error(args.train_logs, "--train-logs") or missing_paths_error(args.checkpoints,
+                                                                                         "--checkpoints")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     try:
         store = load_with_warnings(args.paths)
         out, skipped = write_report(

@@ -18,7 +18,7 @@ from rich.table import Table
 def sig(value: Any, digits: int = 3) -> str:
     """A number with ``digits`` significant digits and no exponent for everyday magnitudes; '' when missing.
 
-    Integers parts are never cut (12345.6 -> "12346"); below 1e-3 an exponent is used (0.000123 -> "1.23e-04").
+    Integer parts are never cut (12345.6 -> "12346"); below 1e-3 an exponent is used (0.000123 -> "1.23e-04").
     """
     if value is None:
         return ""
@@ -141,8 +141,4 @@ def fit_table(rows: Sequence[Any], columns: Sequence[Column], width: int, title:
         kept.remove(min(reversed(droppable), key=lambda c: c.priority))
 
 
-def console_width(console: Console | None = None) -> int:
-    return (console or Console()).width
-
-
-__all__ = ["Column", "Footnotes", "console_width", "fit_table", "natural_width", "pct", "sig"]
+__all__ = ["Column", "Footnotes", "fit_table", "natural_width", "pct", "sig"]

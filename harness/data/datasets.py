@@ -25,19 +25,19 @@ class DatasetNotFound(FileNotFoundError):
 
 @dataclass(frozen=True)
 class Split:
-    """Images (N, C, H, W) float32 in [0, 1] and integer labels (N,)."""
+    """Images (N, C, H, W) float32 in [0, 1] and integer labels (N,), or None for an unlabelled pool."""
 
     images: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | None
     source: str
 
     def __len__(self) -> int:
-        return int(self.labels.shape[0])
+        return int(self.images.shape[0])
 
     def head(self, n: int | None) -> "Split":
         if n is None or n >= len(self):
             return self
-        return Split(self.images[:n], self.labels[:n], self.source)
+        return Split(self.images[:n], None if self.labels is None else self.labels[:n], self.source)
 
 
 def read_idx(path: Path) -> np.ndarray:

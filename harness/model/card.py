@@ -103,6 +103,16 @@ class ModelCard:
                 "outputs": [_clean(asdict(o)) for o in self.outputs],
                 "inferred": list(self.inferred), "source": self.source}
 
+    def to_toml(self) -> str:
+        """The card as a card file: pass it back with --model-card to feed and read the model exactly so again."""
+        import tomli_w
+
+        def entries(items: Sequence[Any]) -> list[dict[str, Any]]:
+            return [{k: v for k, v in _clean(asdict(i)).items() if v is not None} for i in items]
+
+        header = "".join(f"# assumed: {n}\n" for n in self.inferred)
+        return header + tomli_w.dumps({"inputs": entries(self.inputs), "outputs": entries(self.outputs)})
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], origin: str = "card") -> "ModelCard":
         inputs = tuple(_input_from(d, origin, i) for i, d in enumerate(data.get("inputs", ())))

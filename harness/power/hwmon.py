@@ -1,5 +1,10 @@
 """hwmon power sensors: ``power*_input`` (µW) and INA3221-style rails (``in*_input`` mV × ``curr*_input`` mA).
 
+The INA3221 hwmon driver (Documentation/hwmon/ina3221.rst) names its rails ``in[123]_*``/``curr[123]_*`` (with
+``in[123]_label`` and ``in[123]_enable``); ``in[456]_input`` are the rails' shunt voltages in µV and
+``in7_input``/``curr4_input`` the summation channel. Only labelled, enabled, connected rails 1..3 are summed,
+or the module's total-input rail alone where one exists.
+
 Jetson modules (driver ``ina3221``, under ``/sys/bus/i2c/drivers/ina3221/*/hwmon/``, which
 ``/sys/class/hwmon`` links to) and several RK3588 boards expose their rails this way. The first
 Jetson Nano images (L4T 32) use the older IIO driver ``ina3221x`` (``in_power<N>_input`` in mW with
@@ -19,6 +24,8 @@ DEFAULT_IIO_ROOT = "/sys/bus/i2c/drivers/ina3221x"
 #: Rails that measure a module's whole input; where one exists it is the total and the others (its
 #: sub-rails: CPU, GPU, SoC) are not added to it.
 TOTAL_RAIL_LABELS = ("VDD_IN", "POM_5V_IN")
+#: The INA3221's three rails (the hwmon driver numbers its other files 4..7: shunt voltages and their sum).
+INA3221_RAILS = (1, 2, 3)
 _POWER = re.compile(r"^power(\d+)_(input|average)$")
 _IN = re.compile(r"^in(\d+)_input$")
 _IIO_POWER = re.compile(r"^in_power(\d+)_input$")
@@ -79,17 +86,26 @@ def _device_channels(hw: Path) -> tuple[str, list[Channel], float | None]:
         channels.append(Channel(label=f"{name}/{label}", power_file=base / f))
     if channels:
         return name, channels, period_s
-    for f in sorted(files):
+    ina3221 = name.startswith("ina3221")
+    labelled = any(f"in{i}_label" in files for i in INA3221_RAILS)
+    for f in sorted(files, key=lambda n: (len(n), n)):
         m = _IN.match(f)
         if not m:
             continue
-        idx = m.group(1)
+        idx = int(m.group(1))
         if f"curr{idx}_input" not in files:
+            continue
+        if ina3221 and idx not in INA3221_RAILS:
+            # in4..in6 are shunt voltages (µV) and in7/curr4 the summation channel: pairing in4_input with
+            # curr4_input would add a phantom "rail4" (+up to 49 % under load on an AGX Orin).
             continue
         if _optional(base / f"in{idx}_enable") == "0":
             continue
-        label = _optional(base / f"in{idx}_label") or _optional(base / f"curr{idx}_label") or f"rail{idx}"
-        if label.upper() == "NC":  # not connected
+        label = _optional(base / f"in{idx}_label") or _optional(base / f"curr{idx}_label")
+        if label is None and ina3221 and labelled:
+            continue  # the driver labels every rail the board wires up: an unlabelled channel is not one
+        label = label or f"rail{idx}"
+        if label.upper() == "NC" or "SUM OF SHUNT" in label.upper():  # not connected / the summation channel
             continue
         channels.append(Channel(label=f"{name}/{label}", volt_file=base / f, curr_file=base / f"curr{idx}_input"))
     return name, channels, period_s

@@ -77,6 +77,11 @@ def precision_label(rec: Mapping[str, Any], profile: Mapping[str, Any] | None = 
     return " ".join(parts)
 
 
+def short_label(label: str) -> str:
+    """A precision label for narrow terminals: the granularity abbreviated ("per-channel" -> "per-ch")."""
+    return label.replace("per-channel", "per-ch").replace("per-tensor", "per-t")
+
+
 def timing_origin(rec: Mapping[str, Any]) -> str | None:
     """"device", "stand-in", "simulated" or "estimated" for a job with a timing; None when nothing was timed."""
     if rec.get("latency_kind") == "estimated":
@@ -115,5 +120,5 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and value != value)
 
 
-__all__ = ["ORIGIN_LABELS", "TIMING_ORIGINS", "activation_signed", "is_untuned", "precision_label",
+__all__ = ["ORIGIN_LABELS", "TIMING_ORIGINS", "activation_signed", "is_untuned", "precision_label", "short_label",
            "timing_label", "timing_origin"]

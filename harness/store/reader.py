@@ -49,14 +49,14 @@ DERIVED_COLUMNS = (
 NUMERIC_FIELDS = (
     "calibration_samples", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
     "latency_ms_mean", "latency_ms_min", "latency_ms_max", "fps", "batch_size", "warmup_iters",
-    "timed_iters", "runs", "compile_s", "threads", "load_avg_1m", "eval_samples", "top1", "top5",
+    "timed_iters", "runs", "compile_s", "params", "macs_per_inference", "model_size_mb", "artifact_size_mb", "threads", "load_avg_1m", "eval_samples", "top1", "top5",
     "top1_agreement", "logit_mse", "snr_db", "ece", "brier", "miou", "output_mse", "output_cosine",
     "output_max_abs_error", "probability_mse", "miou_vs_reference", "pixel_agreement", "map50", "map50_95",
     "map50_labels", "map50_95_labels", "detections_per_image", "reference_detections_per_image",
     "position_agreement", "sequence_agreement", "embedding_cosine", "embedding_cosine_min",
     "worst_channel_snr_db", "power_avg_w", "power_peak_w",
     "power_peak_w_mean", "power_p5_w", "power_p95_w", "power_idle_w", "energy_per_inference_mj",
-    "energy_per_inference_net_mj", "power_sample_period_ms", "power_samples", "duration_s",
+    "energy_per_inference_net_mj", "power_sample_period_ms", "power_samples", "duration_s", "peak_rss_mb",
     "device_price_eur", "device_typical_power_w",
 )
 
@@ -213,7 +213,12 @@ def load_store(paths: Iterable[str | Path] | str | Path) -> ResultStore:
     df = pd.DataFrame.from_records(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
     for col in NUMERIC_FIELDS:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    # snr_db may be ±inf (written by JSON as a string or a bare Infinity): keep it as a float.
+    # snr_db may be ±inf (written by JSON as a string or a bare Infinity): keep it as a float. Strict-JSON
+    # records write it as null and name it in extra["non_finite_fields"]; outputs identical to the reference
+    # (logit MSE 0) have an infinite SNR, which is a result, not a missing value.
+    if len(df):
+        flagged = df["extra"].map(lambda e: isinstance(e, dict) and "snr_db" in (e.get("non_finite_fields") or ()))
+        df.loc[flagged & df["snr_db"].isna() & (df["logit_mse"] == 0.0), "snr_db"] = math.inf
     return ResultStore(records=df, manifests=manifests, problems=problems)
 
 

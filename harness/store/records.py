@@ -33,6 +33,9 @@ class JobRecord:
     calibration_method: str | None = None
     calibration_samples: int | None = None
     per_channel: bool | None = None
+    #: Integer precisions: activations signed (S8S8-style, e.g. TensorRT) or unsigned (U8S8, ONNX Runtime's CPU
+    #: default) as the backend built them; None for float precisions or when the backend does not say.
+    activation_signed: bool | None = None
     checkpoint_sha256: str | None = None
     failed_stage: str | None = None
     error_message: str | None = None
@@ -61,6 +64,11 @@ class JobRecord:
     #: timing, e.g. trtexec); None when nothing was timed.
     latency_kind: str | None = None
     compile_s: float | None = None
+    # Size and compute (issue 18): what decides whether a model fits a board at all
+    params: int | None = None
+    macs_per_inference: float | None = None
+    model_size_mb: float | None = None
+    artifact_size_mb: float | None = None
     compile_cached: bool | None = None
     threads: int | None = None
     cpu_affinity: tuple[int, ...] | None = None
@@ -123,6 +131,8 @@ class JobRecord:
     power_low_fidelity: bool | None = None
     started_at: str | None = None
     duration_s: float | None = None
+    #: Peak resident memory of the job's worker process (MB, from wait4's rusage; None when not reaped).
+    peak_rss_mb: float | None = None
     raw_latency_file: str | None = None
     #: Backend facts (execution provider, artifact path, tuning trials, ...).
     extra: dict[str, Any] = field(default_factory=dict)
@@ -136,8 +146,16 @@ class JobRecord:
             raise ValueError(f"unknown failed_stage {self.failed_stage!r}; valid: {', '.join(STAGES)}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as strict JSON types (RFC 8259): every non-finite float (NaN, ±inf), at any depth,
+        becomes null, and the names of those fields are listed in ``extra["non_finite_fields"]``."""
         d = dataclasses.asdict(self)
-        return {k: _jsonable(v) for k, v in d.items()}
+        non_finite: list[str] = []
+        out = {k: _jsonable(v, k, non_finite) for k, v in d.items()}
+        if non_finite:
+            extra = dict(out.get("extra") or {})
+            extra["non_finite_fields"] = sorted(set(extra.get("non_finite_fields") or ()) | set(non_finite))
+            out["extra"] = extra
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JobRecord":
@@ -152,12 +170,15 @@ class JobRecord:
         return cls(**known)
 
 
-def _jsonable(v: Any) -> Any:
-    """NaN becomes None (JSON null); +inf (SNR of identical outputs) stays and is written as Infinity."""
-    if isinstance(v, float) and math.isnan(v):
+def _jsonable(v: Any, name: str, non_finite: list[str]) -> Any:
+    """Tuples become lists; NaN and ±inf become None (JSON has no such numbers) and are named in non_finite."""
+    if isinstance(v, float) and not math.isfinite(v):
+        non_finite.append(name)
         return None
-    if isinstance(v, tuple):
-        return list(v)
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x, name, non_finite) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x, f"{name}.{k}" if name != "extra" else str(k), non_finite) for k, x in v.items()}
     return v
 
 

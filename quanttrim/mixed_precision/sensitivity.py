@@ -164,16 +164,15 @@ def gradient_sensitivity(
 
 
 def quantize_weight(w: "torch.Tensor", bits: int, per_channel: bool = True) -> "torch.Tensor":
-    """Symmetric signed fake quantization (z = 0, grid [-(2^(b-1)-1), 2^(b-1)-1]), round half to even."""
-    import torch
+    """Symmetric signed fake quantization (z = 0, scale = max|w| / (2^(b-1) − 1), round half to even), per output
+    channel (axis 0) or per tensor: the trainer's own weight quantizer (:mod:`quanttrim.quantizers`)."""
+    from quanttrim.quantizers import fake_quantize, symmetric_qparams
 
-    qmax = 2 ** (bits - 1) - 1
-    if per_channel and w.dim() > 1:
-        amax = w.detach().abs().reshape(w.shape[0], -1).amax(dim=1).reshape(-1, *([1] * (w.dim() - 1)))
-    else:
-        amax = w.detach().abs().max()
-    scale = torch.clamp(amax / qmax, min=1e-12)
-    return torch.clamp(torch.round(w / scale), -qmax, qmax) * scale  # torch.round is half-to-even
+    w_ = w.detach()
+    axis = 0 if per_channel and w.dim() > 1 else None
+    amax = w_.abs().reshape(w.shape[0], -1).amax(dim=1) if axis == 0 else w_.abs().max()
+    scale, zero, qmin, qmax = symmetric_qparams(amax, bits)
+    return fake_quantize(w, scale, zero, qmin, qmax, axis)
 
 
 def snr_sensitivity(

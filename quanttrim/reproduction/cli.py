@@ -25,6 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", type=Path, default=Path("results/reproduction"), help="output folder (resumable)")
     r.add_argument("--seeds", type=lambda t: tuple(int(s) for s in t.split(",")), help="override the seeds, e.g. 0,1,2")
     r.add_argument("--devices", type=lambda t: tuple(t.split(",")), help="override the device profiles")
+    r.add_argument("--backends", type=lambda t: tuple(t.split(",")),
+                   help="only these real backends (default: every one available); emulated policies always run")
+    r.add_argument("--models", type=lambda t: tuple(t.split(",")), help="only these preset models, e.g. resnet20")
     r.add_argument("--data-dir", help="dataset folder (e.g. CIFAR-10 with --dataset cifar10)")
     r.add_argument("--dataset", help="override the dataset (default fashion-mnist)")
     r.add_argument("--threads", type=int, help="torch/runtime threads (default 1: the cores are shared)")
@@ -36,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
     from quanttrim.reproduction.tables import write_report
 
     cfg = get_preset("full" if args.full else args.preset).with_overrides(
-        seeds=args.seeds, devices=args.devices, data_dir=args.data_dir, dataset=args.dataset, threads=args.threads)
+        seeds=args.seeds, devices=args.devices, data_dir=args.data_dir, dataset=args.dataset, threads=args.threads,
+        backends=args.backends)
+    if args.models:
+        cfg = cfg.with_overrides(models=tuple(m for m in cfg.models if m.name in args.models) or None)
     out = args.out.resolve()
     rows = run_study(cfg, out, log=lambda m: print(m, file=sys.stderr))
     command = "python -m quanttrim " + shlex.join(sys.argv[1:]) if sys.argv[1:] else f"reproduce --preset {cfg.name}"

@@ -33,6 +33,8 @@ class ReproductionConfig:
     lr: float = 1e-3
     #: Device profiles whose real backends (cpu) or emulated policies (the others) measure the checkpoints.
     devices: tuple[str, ...] = ("cpu", "hardware_a", "hardware_b", "hardware_d", "jetson_orin", "rk3588")
+    #: Real backends measured (None = every one available here); the devices' emulated policies always run.
+    backends: tuple[str, ...] | None = None
     eval_samples: int = 1000
     threads: int = 1
     quick_loop: bool = True         # fidelity only: no timing, but the quick protocol bounds validation

@@ -45,6 +45,7 @@ def measure_pair(cfg: ReproductionConfig, baseline: Path, quanttrim: Path, draw:
     opts = FidelityOptions(checkpoints=(str(baseline), str(quanttrim)), devices=cfg.devices,
                            quick=cfg.quick_loop, eval_samples=cfg.eval_samples, out=out / "fidelity" / tag,
                            calib_seed=draw, threads=cfg.threads, per_channel=granularity == "per_channel",
+                           backends=cfg.backends,
                            run_id=tag)
     return run_fidelity(opts).rows
 

@@ -115,7 +115,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def test_cli_setup_parses_root_and_force(tmp_path):
     args = _parse(["env", "setup", "rknn", "--root", str(tmp_path), "--force"])
-    assert (args.name, args.root, args.force, args.func) == ("rknn", str(tmp_path), True, env_cli._setup)
+    assert (args.name, args.root, args.force, args.func) == (["rknn"], str(tmp_path), True, env_cli._setup)
 
 
 def test_cli_list_shows_every_env(tmp_path, capsys):

@@ -11,13 +11,8 @@ import pytest
 from tests.backends import nvidia_fakes as nf  # noqa: E402
 
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest  # noqa: E402
-from backends.tensorrt_backend import (  # noqa: E402
-    SIDECAR_FILE,
-    EngineBuildError,
-    TensorRTBackend,
-    calibration_cache_path,
-    select_int8_route,
-)
+from backends.tensorrt_backend import SIDECAR_FILE, EngineBuildError, TensorRTBackend  # noqa: E402
+from backends.tensorrt_int8 import calibration_cache_path, select_int8_route  # noqa: E402
 from devices.loader import load_device  # noqa: E402
 
 
@@ -154,10 +149,11 @@ def test_calibration_cache_written_then_reused(monkeypatch, model, orin, tmp_pat
 
 
 def test_calibration_cache_key_depends_on_data_method_and_version(model, tmp_path):
-    a = calibration_cache_path(tmp_path, model, "entropy", "d1", "10.3.0")
-    assert a != calibration_cache_path(tmp_path, model, "entropy", "d2", "10.3.0")
-    assert a != calibration_cache_path(tmp_path, model, "minmax", "d1", "10.3.0")
-    assert a != calibration_cache_path(tmp_path, model, "entropy", "d1", "8.6.1")
+    d1, d2 = np.zeros((2, 1, 4, 4), np.float32), np.ones((2, 1, 4, 4), np.float32)
+    a = calibration_cache_path(tmp_path, model, "entropy", d1, "10.3.0")
+    assert a != calibration_cache_path(tmp_path, model, "entropy", d2, "10.3.0")
+    assert a != calibration_cache_path(tmp_path, model, "minmax", d1, "10.3.0")
+    assert a != calibration_cache_path(tmp_path, model, "entropy", d1, "8.6.1")
 
 
 def test_implicit_int8_without_calibration_is_refused(monkeypatch, model, orin, tmp_path):
@@ -179,24 +175,23 @@ def test_route_learned_prefers_checkpoint_qdq(tmp_path, model):
     table = tmp_path / "m.calib.json"
     table.write_text("{}")
     m = nf.make_artifact(model.path, qdq_path=qdq, calibration_table=table)
-    assert select_int8_route(m, CompileConfig(precision="int8", calibration="learned")).source == "qdq-checkpoint"
+    assert select_int8_route(m, "learned", True).source == "qdq-checkpoint"
     m2 = nf.make_artifact(model.path, calibration_table=table)
-    assert select_int8_route(m2, CompileConfig(precision="int8", calibration="learned")).source == "qdq-learned-table"
+    assert select_int8_route(m2, "learned", True).source == "qdq-learned-table"
 
 
 def test_route_learned_without_export_is_refused(model):
     with pytest.raises(UnsupportedRequest, match="neither a QDQ export"):
-        select_int8_route(model, CompileConfig(precision="int8", calibration="learned"))
+        select_int8_route(model, "learned", True)
 
 
 def test_route_learned_implicit_is_refused(model):
-    cfg = CompileConfig(precision="int8", calibration="learned", options=(("int8_mode", "implicit"),))
     with pytest.raises(UnsupportedRequest, match="QDQ graph"):
-        select_int8_route(model, cfg)
+        select_int8_route(model, "learned", True, "implicit")
 
 
 def test_route_default_is_implicit_entropy(model):
-    r = select_int8_route(model, CompileConfig(precision="int8"))
+    r = select_int8_route(model, None, True)
     assert (r.mode, r.source, r.method) == ("implicit", "calibrator", "entropy")
 
 
@@ -210,7 +205,7 @@ def test_explicit_route_parses_symmetric_ort_qdq_graph(monkeypatch, model, orin,
     build = trt._state.builds[0]
     assert build["qdq"] and build["calibrator"] is None and "INT8" in build["flags"]
     assert trt._state.parsed[-1].endswith("model.qdq.onnx") and c.metadata["int8_source"] == "qdq-ort"
-    g = onnx.load(trt._state.parsed[-1]).graph
+    g = onnx.load(str(c.path.parent / "model.qdq.onnx")).graph  # the build's staging dir is now the entry
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     zps = [inits[n.input[2]] for n in g.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
     assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)  # TensorRT needs zero points of 0
@@ -244,14 +239,14 @@ def test_engine_key_includes_version_and_gpu(monkeypatch, model, orin, tmp_path)
     assert len({a.path.parent, b.path.parent, c.path.parent}) == 3
 
 
-def test_engine_from_other_version_is_rebuilt(monkeypatch, model, orin, tmp_path):
+def test_tampered_engine_entry_is_rebuilt(monkeypatch, model, orin, tmp_path):
     trt, _ = fakes(monkeypatch)
     a = compile_(model, orin, tmp_path, precision="fp16")
     side = a.path.parent / SIDECAR_FILE
     side.write_text(json.dumps({**json.loads(side.read_text()), "tensorrt_version": "8.5.2"}))
     b = compile_(model, orin, tmp_path, precision="fp16")
     assert len(trt._state.builds) == 2 and b.metadata["cached"] is False
-    assert "TensorRT 8.5.2, this is TensorRT 10.3.0" in b.metadata["rebuilt_reason"]
+    assert b.metadata["cache_rebuilt_reason"] == f"{SIDECAR_FILE} does not match its checksum"
 
 
 def test_load_refuses_engine_of_other_version(monkeypatch, model, orin, tmp_path):

@@ -11,7 +11,8 @@ from tests.backends import nvidia_fakes as nf  # noqa: E402
 from tests.backends import trtexec_fake as tf  # noqa: E402
 
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest  # noqa: E402
-from backends.tensorrt_backend import EngineBuildError, TensorRTSession, array_digest, calibration_cache_path  # noqa: E402
+from backends.tensorrt_backend import EngineBuildError, TensorRTSession  # noqa: E402
+from backends.tensorrt_int8 import calibration_cache_path  # noqa: E402
 from backends.trtexec_backend import (  # noqa: E402
     TrtexecBackend,
     TrtexecSession,
@@ -138,7 +139,7 @@ def test_implicit_int8_without_cache_is_refused(bin_dir, model, orin, tmp_path):
 
 def test_implicit_int8_uses_tensorrt_calibration_cache(bin_dir, model, orin, tmp_path):
     calib = np.zeros((8, 1, 28, 28), np.float32)
-    cache = calibration_cache_path(tmp_path / "work", model, "entropy", array_digest(calib), "10.3.0")
+    cache = calibration_cache_path(tmp_path / "work", model, "entropy", calib, "10.3.0")
     cache.write_bytes(b"TRT-100300-EntropyCalibration2\n")
     compile_(model, orin, tmp_path, calib, precision="int8", calibration="entropy")
     argv = tf.trtexec_calls(bin_dir)[-1]

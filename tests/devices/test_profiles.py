@@ -63,3 +63,34 @@ def test_paper_table_4_paths_are_recorded():
     assert load_device("hardware_b").wa_paths == ("w8abf16",)
     assert load_device("hardware_a").int_ptq_needs_calibration == "yes"
     assert load_device("rk3588").int_ptq_needs_calibration == "conditional"
+
+
+def _profile_file(tmp_path, extra: str, backends: str = '["onnxruntime"]'):
+    path = tmp_path / "typed.toml"
+    path.write_text('name = "typed"\ndisplay_name = "x"\nform_factor = "host_cpu"\nprecisions = ["fp32"]\n'
+                    f"backends = {backends}\n{extra}")
+    return path
+
+
+def test_a_string_where_a_list_belongs_is_an_error_not_a_list_of_letters(tmp_path):
+    path = _profile_file(tmp_path, "", backends='"onnxruntime"')
+    with pytest.raises(ProfileError, match=r"typed.toml: backends: Input should be a valid list \(got 'onnxruntime'\)"):
+        load_profile_file(path)
+
+
+def test_duplicate_backends_are_refused(tmp_path):
+    path = _profile_file(tmp_path, "", backends='["onnxruntime", "openvino", "onnxruntime"]')
+    with pytest.raises(ProfileError, match="backends: .*duplicate entries: onnxruntime"):
+        load_profile_file(path)
+
+
+def test_a_non_numeric_power_figure_names_the_file_and_field(tmp_path):
+    path = _profile_file(tmp_path, 'typical_power_w = "five"\n')
+    with pytest.raises(ProfileError, match=r"typed.toml: typical_power_w: Input should be a valid number \(got 'five'\)"):
+        load_profile_file(path)
+
+
+def test_a_wrong_type_inside_a_policy_names_its_index(tmp_path):
+    path = _profile_file(tmp_path, '[[quant_policies]]\nname = "int8"\nweight_bits = "8"\n')
+    with pytest.raises(ProfileError, match=r"quant_policies.0.weight_bits: Input should be a valid integer"):
+        load_profile_file(path)

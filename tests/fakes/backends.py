@@ -58,6 +58,26 @@ class UnavailableBackend(_FakeBase):
         return Availability(False, "the fake SDK is not installed", "pip install fake-sdk")
 
 
+class StaleCacheBackend(_FakeBase):
+    """Builds through the real compile cache; an entry holding a ``poison`` file verifies but fails to load
+    (a cached artifact of a format the runtime no longer reads)."""
+
+    def compile(self, model, device, config, calibration, workdir):
+        import shutil
+
+        def build(out_dir):
+            shutil.copyfile(model.path, out_dir / "model.onnx")
+            return "model.onnx", {}
+
+        entry = self.cached_build(workdir, model, config, None, "0-test", build)
+        return CompiledModel(self.name, config.precision, entry.path, entry.metadata())
+
+    def load(self, compiled, device, runtime):
+        if (Path(compiled.path).parent / "poison").exists():
+            raise RuntimeError("artifact format 3 is not readable by this runtime")
+        return super().load(compiled, device, runtime)
+
+
 class SleepSession:
     """A session whose run() takes a known time: for the loop's statistics."""
 
@@ -81,6 +101,7 @@ class SleepSession:
 
 
 for _name, _cls in [("fake-crash", CrashingBackend), ("fake-hang", HangingBackend), ("fake-raise", RaisingBackend),
-                    ("fake-refuse", RefusingBackend), ("fake-unavailable", UnavailableBackend)]:
+                    ("fake-refuse", RefusingBackend), ("fake-unavailable", UnavailableBackend),
+                    ("fake-stale-cache", StaleCacheBackend)]:
     if _name not in REGISTRY:
         REGISTRY.register(_name)(_cls)

@@ -154,3 +154,15 @@ def test_rknn_rows_come_from_its_accuracy_analysis_table(tmp_path, x, monkeypatc
     assert report.rows[-1].note.startswith("fused")
     assert calls == {"platform": "rk3588", "precision": "int8", "sample": (1, 1, 8, 8)}
     assert report.n_inputs == 1
+
+
+def test_percentile_calibration_chatter_does_not_leak(tmp_path, x, capfd):
+    """ONNX Runtime's histogram calibrators print progress to stdout; `layers` shows only its table."""
+    policy = QuantPolicy(name="int8", weight_granularity="per_tensor", activation="uint8",
+                         calibration_method="percentile", percentile=99.99, calibration_samples=16)
+    device = dataclasses.replace(load_device("hardware_a"), quant_policies=(policy,))
+    capfd.readouterr()
+    analyze_layers(conv_chain(tmp_path / "p.onnx"), device, "int8", images=x, calibration=x[:16],
+                   workdir=tmp_path / "w")
+    out = capfd.readouterr().out
+    assert "Collecting tensor data" not in out and "histogram" not in out

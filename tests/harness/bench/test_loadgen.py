@@ -7,15 +7,47 @@ from harness.bench import loadgen
 from tests.fakes.backends import SleepSession
 
 
+class FakeClock:
+    """Nanoseconds that advance only when the fake session runs: the statistics never depend on the machine."""
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+
+class ClockedSession:
+    """Each run() takes the next latency of a known sequence on the fake clock."""
+
+    def __init__(self, clock: FakeClock, latencies_ns: list[int]) -> None:
+        self.clock, self.latencies_ns, self.calls = clock, latencies_ns, 0
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self.clock.now_ns += self.latencies_ns[self.calls % len(self.latencies_ns)]
+        self.calls += 1
+        return np.zeros((batch.shape[0], 10), dtype=np.float32)
+
+    def synchronize(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def test_loop_statistics_reflect_known_latency():
-    session = SleepSession(0.002)
+    clock = FakeClock()
+    # warmup 2 (2 ms each), then per run 20 iterations: 1, 2, ..., 20 ms
+    session = ClockedSession(clock, [2_000_000] * 2 + [i * 1_000_000 for i in range(1, 21)] * 3)
     cfg = loadgen.LoopConfig(warmup=2, iters=20, runs=3)
-    result = loadgen.measure(session, np.zeros((4, 1, 2, 2), np.float32), cfg)
+    result = loadgen.measure(session, np.zeros((4, 1, 2, 2), np.float32), cfg, clock=clock)
     summary = result.summary()
     assert result.samples_ns.shape == (3, 20)
-    assert 2.0 <= summary["latency_ms_p50"] < 3.0
-    assert summary["latency_ms_min"] >= 2.0
-    assert summary["fps"] == pytest.approx(1000.0 / summary["latency_ms_p50"])
+    assert result.samples_ns[0].tolist() == [i * 1_000_000 for i in range(1, 21)]
+    assert summary["latency_ms_p50"] == pytest.approx(10.5)
+    assert summary["latency_ms_min"] == pytest.approx(1.0) and summary["latency_ms_max"] == pytest.approx(20.0)
+    assert summary["latency_ms_mean"] == pytest.approx(10.5)
+    assert summary["fps"] == pytest.approx(1000.0 / 10.5)
 
 
 def test_loop_runs_warmup_plus_timed_iterations_and_syncs_each():

@@ -116,3 +116,13 @@ def test_no_power_source_gives_empty_fields_with_reason(tmp_path, tiny_model):
     record = run_benchmark(_options(tmp_path, tiny_model, precisions=("fp32",))).records[0]
     assert record.power_avg_w is None and record.energy_per_inference_mj is None
     assert record.power_unavailable_reason
+
+
+def test_a_cached_artifact_that_fails_to_load_is_rebuilt_once(tmp_path, tiny_model):
+    device = _device(tmp_path, ["fake-stale-cache"])
+    first = run_benchmark(_options(tmp_path, tiny_model, devices=(device,), backends=None, run_id="a")).records[0]
+    assert first.status == "ok"
+    (Path(first.extra["artifact"]).parent / "poison").write_text("")
+    second = run_benchmark(_options(tmp_path, tiny_model, devices=(device,), backends=None, run_id="b")).records[0]
+    assert second.status == "ok" and second.compile_cached is False
+    assert "artifact format 3 is not readable" in second.extra["cache_rebuilt_reason"]

@@ -81,3 +81,24 @@ def test_errors_leave_written_records_intact(tmp_path, tiny_model):
     before = records.read_text()
     assert _run(["--checkpoint", str(tmp_path / "gone.onnx"), "--resume", "r1"], tmp_path) == 1
     assert records.read_text() == before
+
+
+def test_a_missing_plugin_module_is_one_clear_line(tmp_path, tiny_model, capsys):
+    assert _run(["--checkpoint", str(tiny_model), "--plugin", "no_such_vendor.adapter"], tmp_path) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --plugin no_such_vendor.adapter: cannot import it (No module named 'no_such_vendor')")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_run_id_with_a_path_in_it_is_one_clear_line(tmp_path, tiny_model, capsys):
+    assert _run(["--checkpoint", str(tiny_model), "--run-id", "../outside"], tmp_path) == 1
+    assert "run id '../outside' is not valid" in capsys.readouterr().err
+    assert not (tmp_path / "outside").exists()
+
+
+def test_the_resume_command_repeats_the_options_with_resume_and_an_absolute_results(tmp_path):
+    from harness.cli.main import resume_command
+
+    argv = ["run", "--quick", "--run-id", "r7", "--results=rel", "--backends", "onnxruntime"]
+    assert resume_command(argv, "r7", tmp_path) == (
+        f"python -m harness run --quick --backends onnxruntime --resume r7 --results {tmp_path}")

@@ -97,3 +97,11 @@ def test_card_round_trips_through_a_dict(tmp_path):
     card = effective_card(_Model(make_tiny_cnn(tmp_path / "m.onnx")))
     again = ModelCard.from_dict(card.to_dict())
     assert again == card
+
+
+def test_effective_card_written_as_toml_reads_back_the_same(tmp_path):
+    model = _Model(_graph(tmp_path / "m.onnx", [("p", ["N", 5], "Softmax")], ["N", 3, 8, 8]))
+    card = effective_card(model)
+    (tmp_path / "again.toml").write_text(card.to_toml())
+    again = effective_card(model, tmp_path / "again.toml")
+    assert again.inputs == card.inputs and again.outputs == card.outputs and again.inferred == ()

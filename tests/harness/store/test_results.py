@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.store.records import record_field_names
+from harness.store.records import JobRecord, record_field_names
 from harness.store.reader import (CorruptRecordWarning, NoRunsError, checkpoint_name, load, load_store, model_from_name,
                              read_latencies_ms, recipe_from_name)
 from tests.harness.result_store_factory import GPU, NPU, RUN_A, RUN_B, make_store, manifest, rec, write_run
@@ -117,3 +117,25 @@ def test_recipe_and_model_from_checkpoint_name(name, recipe, model):
 def test_checkpoint_name_strips_folders_and_suffix():
     assert checkpoint_name("a/b/resnet20-fmnist-map.onnx") == "resnet20-fmnist-map"
     assert checkpoint_name("resnet20-fmnist-map") == "resnet20-fmnist-map"
+
+
+def test_infinite_snr_of_identical_outputs_survives_strict_json(tmp_path):
+    from harness.store.writer import RunStore
+
+    store = RunStore(tmp_path, "r")
+    store.append(JobRecord(run_id="r", job_id="j", device="cpu", backend="onnxruntime", precision="fp32",
+                           checkpoint="m.onnx", status="ok", logit_mse=0.0, snr_db=float("inf")))
+    df = load(tmp_path / "r")
+    assert df["snr_db"].iloc[0] == float("inf")
+
+
+def test_derived_labels_say_what_the_numbers_are(tmp_path):
+    from harness.store.writer import RunStore
+
+    store = RunStore(tmp_path, "r")
+    store.append(JobRecord(run_id="r", job_id="j", device="jetson_orin", backend="onnxruntime", precision="int8",
+                           checkpoint="m.onnx", status="ok", per_channel=True, calibration_method="entropy",
+                           measured_on="host cpu (x)", fps=10.0))
+    row = load(tmp_path / "r").iloc[0]
+    assert row["precision_label"] == "int8 S8S8 per-channel entropy"  # jetson_orin's policy: signed activations
+    assert row["timing_origin"] == "stand-in" and not row["untuned"]
