@@ -20,8 +20,10 @@ Facts this adapter relies on (docs/toolchain-notes.md, "Vendor NPU toolchains"):
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
@@ -37,10 +39,10 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
-    artifact_dir,
     file_sha256,
 )
 from backends.onnx_graph import op_coverage, static_batch_copy
+from backends.options import BackendOptions
 from backends.registry import register_backend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,6 +104,14 @@ def provider_options(soc_model: str, fp16: bool, profile_csv: Path | None = None
     return opts
 
 
+@dataclass(frozen=True)
+class QnnOptions(BackendOptions):
+    """QNN HTP options."""
+
+    #: Let operators the HTP cannot run fall back to the CPU EP (default: refuse, naming them).
+    cpu_fallback: bool = False
+
+
 @register_backend("qnn")
 class QnnBackend(Backend):
     """Qualcomm HTP (Hexagon NPU) via onnxruntime-qnn; on x86 the HTP emulator gives the numerics."""
@@ -109,6 +119,7 @@ class QnnBackend(Backend):
     install_hint: ClassVar[str] = ('pip install ".[qnn]"  (onnxruntime-qnn; Python >= 3.11, onnxruntime >= 1.24.2), '
                                    "or python -m harness env setup qnn")
     display_name: ClassVar[str] = "QNN HTP"
+    Options: ClassVar[type[BackendOptions]] = QnnOptions
 
     @classmethod
     def availability(cls) -> Availability:
@@ -135,6 +146,7 @@ class QnnBackend(Backend):
     def compile(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
                 calibration: np.ndarray | None, workdir: Path) -> CompiledModel:
         self.check_request(config)
+        opts = self.options(config)
         soc = device.qnn_soc_model
         if not soc:
             raise UnsupportedRequest(f"device profile {device.name!r} has no qnn_soc_model; use a Snapdragon "
@@ -142,52 +154,30 @@ class QnnBackend(Backend):
         version, reason = plugin_status()
         if version is None:
             raise BackendUnavailable(f"{reason} in {sys.executable}; fix: {self.install_hint}")
-        allow_fallback = bool(config.option("cpu_fallback", False))
-        calib_key = _array_digest(calibration) if calibration is not None and config.precision == "int8" else ""
-        out_dir = artifact_dir(workdir, self.name, model, config, f"qnn={version}|{soc}|{calib_key}")
-        ctx_path = out_dir / "model_ctx.onnx"
+        integer = config.precision == "int8"
+        if integer and calibration is None:
+            raise UnsupportedRequest("QNN INT8 needs a calibration set; none was given")
+
+        def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
+            facts: dict[str, Any] = {}
+            source = _source_graph(model, device, config, calibration, out_dir, facts)
+            placement = build_context(source, out_dir / "model_ctx.onnx", soc, out_dir, _probe_input(calibration, model))
+            facts.update(op_coverage(placement["npu"], placement["cpu"]))
+            facts.update(cycles_summary(out_dir / CYCLES_CSV))
+            return "model_ctx.onnx", facts
+
+        entry = self.cached_build(workdir, model, config, calibration if integer else None, version, build,
+                                  soc_model=soc)
         meta: dict[str, Any] = {"qnn_version": version, "qnn_soc_model": soc, "qnn_backend_type": "htp",
                                 "runtime_target": "htp-emulator", "simulated": True, "timing_note": TIMING_NOTE,
-                                "cpu_fallback": allow_fallback, "cached": ctx_path.exists(),
-                                "float_ops_precision": "fp16"}
-        source = self._source_graph(model, device, config, calibration, workdir, out_dir, meta)
-        if not ctx_path.exists() or not (out_dir / "placement.json").exists():
-            probe = _probe_input(calibration, model)
-            placement = build_context(source, ctx_path, soc, out_dir, probe)
-            (out_dir / "placement.json").write_text(_json(placement))
-        placement = _read_json(out_dir / "placement.json")
-        meta.update(op_coverage(placement["npu"], placement["cpu"]))
-        if meta["fallback_ops"] and not allow_fallback:
+                                "cpu_fallback": opts.cpu_fallback, "float_ops_precision": "fp16",
+                                **entry.metadata()}
+        if meta["fallback_ops"] and not opts.cpu_fallback:
             raise UnsupportedRequest(
                 f"QNN HTP cannot run operator(s) {', '.join(meta['fallback_ops'])} of {model.name} (they would fall "
-                "back to the CPU, which session.disable_cpu_ep_fallback forbids); options cpu_fallback=true runs "
-                "them on the CPU")
-        meta.update(cycles_summary(out_dir / CYCLES_CSV))
-        return CompiledModel(self.name, config.precision, ctx_path, meta)
-
-    def _source_graph(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
-                      calibration: np.ndarray | None, workdir: Path, out_dir: Path, meta: dict[str, Any]) -> Path:
-        """The batch-1 FP32 graph (fp16 path) or the ORT quantizer's INT8 QDQ graph of it."""
-        static = out_dir / "model_b1.onnx"
-        if not static.exists():
-            static_batch_copy(model.path, static)
-        if config.precision == "fp16":
-            meta["fp16_numerics"] = "FP32 graph compiled with enable_htp_fp16_precision: FP16 on the HTP"
-            return static
-        if calibration is None:
-            raise UnsupportedRequest("QNN INT8 needs a calibration set; none was given")
-        from backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        static_model = ModelArtifact(path=static, name=f"{model.name}-b1", sha256=file_sha256(static),
-                                     input_name=model.input_name, input_shape=model.input_shape,
-                                     output_name=model.output_name, calibration_table=model.calibration_table,
-                                     task=model.task)
-        qdq = OnnxRuntimeBackend().compile(static_model, device, config, calibration, workdir)
-        meta.update(calibration_method=qdq.metadata.get("calibration_method"), qdq_graph=str(qdq.path),
-                    int8_numerics=("ORT QDQ: uint8 asymmetric activations" if not config.activation_signed else
-                                   "ORT QDQ: int8 symmetric activations") +
-                    (", int8 per-channel weights" if config.per_channel else ", int8 per-tensor weights"))
-        return Path(qdq.path)
+                "back to the CPU, which session.disable_cpu_ep_fallback forbids); --backend-option "
+                "cpu_fallback=true runs them on the CPU")
+        return CompiledModel(self.name, config.precision, entry.path, meta)
 
     def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> "QnnSession":
         version, reason = plugin_status()
@@ -196,6 +186,26 @@ class QnnBackend(Backend):
         meta = dict(compiled.metadata)
         return QnnSession(Path(compiled.path), str(meta["qnn_soc_model"]), runtime.threads,
                           allow_fallback=bool(meta.get("cpu_fallback")))
+
+
+def _source_graph(model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
+                  calibration: np.ndarray | None, out_dir: Path, facts: dict[str, Any]) -> Path:
+    """The batch-1 FP32 graph (fp16 path) or this harness's ORT INT8 QDQ graph of it, written under ``out_dir``."""
+    static = static_batch_copy(model.path, out_dir / "model_b1.onnx")
+    if config.precision == "fp16":
+        facts["fp16_numerics"] = "FP32 graph compiled with enable_htp_fp16_precision: FP16 on the HTP"
+        return static
+    from backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    static_model = dataclasses.replace(model, path=static, name=f"{model.name}-b1", sha256=file_sha256(static))
+    # The ORT quantizer is this harness's INT8 path: the same calibration methods and QDQ rules as `onnxruntime`.
+    qdq = OnnxRuntimeBackend().compile(static_model, device, dataclasses.replace(config, options=()), calibration,
+                                       out_dir / "ort")
+    facts.update(calibration_method=qdq.metadata.get("calibration_method"), qdq_graph=str(qdq.path),
+                 int8_numerics=("ORT QDQ: int8 symmetric activations" if config.activation_signed else
+                                "ORT QDQ: uint8 asymmetric activations") +
+                 (", int8 per-channel weights" if config.per_channel else ", int8 per-tensor weights"))
+    return Path(qdq.path)
 
 
 def build_context(source: Path, ctx_path: Path, soc_model: str, out_dir: Path, probe: np.ndarray
@@ -213,7 +223,7 @@ def build_context(source: Path, ctx_path: Path, soc_model: str, out_dir: Path, p
     so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     so.add_session_config_entry("ep.context_enable", "1")
     so.add_session_config_entry("ep.context_file_path", str(ctx_path))
-    so.add_session_config_entry("ep.context_embed_mode", "0")
+    so.add_session_config_entry("ep.context_embed_mode", "1")  # one file: the cache checksums it
     so.add_provider_for_devices(qnn_ep_devices(), provider_options(soc_model, True, raw_csv))
     sess = ort.InferenceSession(str(source), sess_options=so)
     placement: dict[str, dict[str, int]] = {"npu": {}, "cpu": {}}
@@ -304,21 +314,3 @@ def _probe_input(calibration: np.ndarray | None, model: ModelArtifact) -> np.nda
     if calibration is not None and len(calibration):
         return np.asarray(calibration[:1], dtype=np.float32)
     return np.full((1, *model.input_shape), 0.5, np.float32)
-
-
-def _array_digest(a: np.ndarray) -> str:
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
-
-
-def _json(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=1, sort_keys=True)
-
-
-def _read_json(path: Path) -> Any:
-    import json
-
-    return json.loads(path.read_text())

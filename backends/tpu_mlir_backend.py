@@ -16,7 +16,6 @@ the prefix its time budget allows, as the record says.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -37,7 +36,6 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
-    artifact_dir,
 )
 from backends.onnx_graph import op_coverage, static_batch_copy
 from backends.registry import register_backend
@@ -124,30 +122,32 @@ class TpuMlirBackend(Backend):
         if integer and calibration is None:
             raise UnsupportedRequest("tpu-mlir INT8 needs a calibration set; none was given")
         method = (config.calibration or "kl") if integer else None
-        calib_key = hashlib.sha256(np.ascontiguousarray(calibration).tobytes()).hexdigest()[:16] if integer else ""
-        out_dir = artifact_dir(workdir, self.name, model, config, f"tpu-mlir={version}|{processor}|{calib_key}")
-        bmodel = out_dir / "model.bmodel"
         argv = deploy_commands(model, config, processor, method, len(calibration) if integer else 0)
-        meta: dict[str, Any] = {
-            "tpu_mlir_version": version, "tpu_processor": processor, "tpu_quantize": QUANTIZE[config.precision],
-            "runtime_target": "cmodel", "simulated": True, "cached": bmodel.exists(), "timing": "none",
-            "latency_kind": None, "timing_note": TIMING_NOTE, "external_timing": {},
-            "tpu_mlir_commands": [" ".join(a) for a in argv]}
-        if integer:
-            meta.update(calibration_method=method, tpu_cali_method=CALI_METHODS[method],
-                        int8_numerics=("INT8 symmetric activations" if config.activation_signed else
-                                       "INT8 asymmetric activations") + ", per-channel weights")
-        if not bmodel.exists():
+
+        def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
             static_batch_copy(model.path, out_dir / "model_b1.onnx")
             if integer:
                 write_npz_dataset(model.input_name, calibration[:config.calibration_samples], out_dir / "calib")
             for step in argv:
                 _run_step(step, out_dir)
-        meta.update(op_coverage(*parse_placement(out_dir)))
-        profile = next(out_dir.glob("compiler_profile_*.txt"), None)
-        if profile is not None:  # the compiler's own schedule (cycles per engine command), kept, not interpreted
-            meta["tpu_compiler_profile"] = str(profile)
-        return CompiledModel(self.name, config.precision, bmodel, meta)
+            facts: dict[str, Any] = op_coverage(*parse_placement(out_dir))
+            profile = next(out_dir.glob("compiler_profile_*.txt"), None)
+            if profile is not None:  # the compiler's own schedule (cycles per engine command): kept, not read
+                facts["tpu_compiler_profile"] = str(profile)
+            return "model.bmodel", facts
+
+        entry = self.cached_build(workdir, model, config, calibration if integer else None, version, build,
+                                  processor=processor)
+        meta: dict[str, Any] = {
+            "tpu_mlir_version": version, "tpu_processor": processor, "tpu_quantize": QUANTIZE[config.precision],
+            "runtime_target": "cmodel", "simulated": True, "timing": "none", "latency_kind": None,
+            "timing_note": TIMING_NOTE, "external_timing": {}, "tpu_mlir_commands": [" ".join(a) for a in argv],
+            **entry.metadata()}
+        if integer:
+            meta.update(calibration_method=method, tpu_cali_method=CALI_METHODS[method],
+                        int8_numerics=("INT8 symmetric activations" if config.activation_signed else
+                                       "INT8 asymmetric activations") + ", per-channel weights")
+        return CompiledModel(self.name, config.precision, entry.path, meta)
 
     def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> "TpuMlirSession":
         if toolchain_version() is None:
@@ -223,11 +223,14 @@ class TpuMlirSession:
     def __init__(self, bmodel: Path) -> None:
         import tpu_mlir  # noqa: F401  (puts its library folders on LD_LIBRARY_PATH in os.environ)
 
-        self._log = open(bmodel.with_name("cmodel_server.log"), "ab")
+        import tempfile
+
+        # The helper's log stays out of the cache entry (whose files are checksummed).
+        self._log = tempfile.NamedTemporaryFile(prefix="tpu-mlir-cmodel-", suffix=".log", delete=False)
         code = "import sys; from backends.tpu_mlir_backend import serve; serve(sys.argv[1])"
         self._proc = subprocess.Popen([sys.executable, "-c", code, str(bmodel)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                      env=dict(os.environ), cwd=str(bmodel.parent))
+                                      env=dict(os.environ), cwd=tempfile.gettempdir())
         self._names = [str(n) for n in self._read()]
 
     def _read(self) -> np.ndarray:

@@ -35,7 +35,6 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
-    artifact_dir,
     file_sha256,
 )
 from backends.onnx_graph import op_coverage
@@ -124,28 +123,33 @@ class VelaBackend(Backend):
 
         tflite = LiteRtBackend().compile(model, device, config, calibration, workdir)
         system, memory = device.ethosu_system_config, device.ethosu_memory_mode
-        out_dir = artifact_dir(workdir, self.name, model, config,
-                               f"vela={version}|{accel}|{system}|{memory}|{file_sha256(tflite.path)}")
+
+        def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
+            argv = vela_command(exe, Path(tflite.path), accel, system, memory, out_dir)
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=VELA_TIMEOUT_S)
+            text = proc.stdout + proc.stderr
+            (out_dir / "vela.log").write_text(" ".join(argv) + "\n" + text)
+            if proc.returncode != 0:
+                tail = " | ".join(text.strip().splitlines()[-4:])
+                raise RuntimeError(f"vela exited with {proc.returncode}: {tail}")
+            stream = next(out_dir.glob("*_vela.tflite"), None)
+            summary_csv = next(out_dir.glob("*_summary_*.csv"), None)
+            if stream is None or summary_csv is None:
+                raise RuntimeError(f"vela wrote no command stream or summary CSV in {out_dir}")
+            summary = read_summary(summary_csv)
+            facts = {"vela_log": str(out_dir / "vela.log"), "vela_summary_csv": str(summary_csv),
+                     "ethosu_command_stream": str(stream),
+                     "vela_summary": {k: summary[k] for k in SUMMARY_FIELDS if k in summary},
+                     **op_coverage(*parse_placement(text)), **estimate_fields(summary, accel)}
+            return stream.name, facts
+
+        entry = self.cached_build(workdir, model, config, calibration, version, build, accelerator=accel,
+                                  system_config=system, memory_mode=memory, tflite_sha256=file_sha256(tflite.path))
         meta: dict[str, Any] = {k: v for k, v in tflite.metadata.items() if k != "cached"}
         meta.update(vela_version=version, ethosu_accelerator=accel, ethosu_system_config=system or "Vela default",
                     ethosu_memory_mode=memory or "Vela default", int8_tflite=str(tflite.path),
-                    numerics_source="TFLite INT8 reference kernels (LiteRT BUILTIN_REF)")
-        log = out_dir / "vela.log"
-        meta["cached"] = log.exists() and any(out_dir.glob("*_summary_*.csv"))
-        if not meta["cached"]:
-            argv = vela_command(exe, Path(tflite.path), accel, system, memory, out_dir)
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=VELA_TIMEOUT_S)
-            log.write_text(" ".join(argv) + "\n" + proc.stdout + proc.stderr)
-            if proc.returncode != 0:
-                tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-4:])
-                raise RuntimeError(f"vela exited with {proc.returncode}: {tail} (log: {log})")
-        text = log.read_text()
-        summary_csv = next(out_dir.glob("*_summary_*.csv"))
-        summary = read_summary(summary_csv)
-        meta.update(vela_log=str(log), vela_summary_csv=str(summary_csv),
-                    vela_summary={k: summary[k] for k in SUMMARY_FIELDS if k in summary},
-                    **op_coverage(*parse_placement(text)))
-        meta.update(estimate_fields(summary, accel))
+                    numerics_source="TFLite INT8 reference kernels (LiteRT BUILTIN_REF)", **entry.metadata())
+        # The session runs the INT8 .tflite (reference kernels); the Ethos-U command stream is kept beside it.
         return CompiledModel(self.name, config.precision, Path(tflite.path), meta)
 
     def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> Any:
