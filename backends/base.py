@@ -1,6 +1,7 @@
 """The backend adapter contract: what every compiler/runtime adapter provides to the harness.
 
-A backend only compiles, loads and answers ``run(batch) -> outputs``; the measurement loop in
+A backend only compiles, loads and answers ``run(feeds) -> outputs`` (feeds keyed by graph input name, every
+output returned in the graph's output order); the measurement loop in
 ``harness.bench.loadgen`` owns every timestamp (MLPerf LoadGen's separation rule). Vendor SDKs are
 imported inside the adapter's methods, never at module import time.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, NamedTuple, Protocol
 
 import numpy as np
 
@@ -98,9 +99,27 @@ class CompileConfig:
 
 
 
+class TensorIO(NamedTuple):
+    """One graph input or output as adapters see it: name, full shape (batch first), numpy dtype name.
+
+    Dimensions are ints; a dimension the graph leaves symbolic is -1 (or, when the harness fixed it from the
+    data, the concrete size it fixed).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
 @dataclass(frozen=True)
 class ModelArtifact:
-    """An FP32 ONNX checkpoint as handed to every backend (NCHW input in [0, 1])."""
+    """An FP32 model as handed to every backend.
+
+    ``inputs``/``outputs`` list every graph input (initializers excluded) and output in graph order;
+    ``input_name``/``input_shape``/``output_name`` repeat the first of each for adapters that take one.
+    ``input_shape`` is without the batch axis, e.g. (1, 28, 28). When ``inputs`` is empty (older callers)
+    it is derived from the single-input fields.
+    """
 
     path: Path
     name: str
@@ -113,6 +132,50 @@ class ModelArtifact:
     #: QDQ graph carrying the trainer's learned scales, if exported.
     qdq_path: Path | None = None
     task: str = "classification"
+    inputs: tuple[TensorIO, ...] = ()
+    outputs: tuple[TensorIO, ...] = ()
+    #: "onnx" or "tflite" (a TFLite checkpoint runs directly on LiteRT).
+    format: str = "onnx"
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            object.__setattr__(self, "inputs", (TensorIO(self.input_name, (-1,) + tuple(self.input_shape)),))
+        if not self.outputs:
+            object.__setattr__(self, "outputs", (TensorIO(self.output_name, ()),))
+        object.__setattr__(self, "inputs", tuple(TensorIO(*t) for t in self.inputs))
+        object.__setattr__(self, "outputs", tuple(TensorIO(*t) for t in self.outputs))
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.outputs)
+
+    def static_input_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        """Every input's full shape with this batch size, for backends that need static shapes.
+
+        Raises UnsupportedRequest naming the input when a non-batch dimension is still unknown (the harness
+        fixes symbolic dimensions from the evaluation data before compiling; a 0 or -1 never reaches a backend).
+        """
+        shapes = {}
+        for t in self.inputs:
+            dims = (int(batch),) + tuple(int(d) for d in t.shape[1:])
+            if any(d < 1 for d in dims[1:]):
+                raise UnsupportedRequest(
+                    f"input {t.name} of {self.name} has unknown dimensions {list(t.shape)}; this backend needs "
+                    "static shapes: feed data so the harness can fix them, or export the model with a static size")
+            shapes[t.name] = dims
+        return shapes
+
+    def require_single_io(self, backend: str) -> None:
+        """Refuse a model with several inputs or outputs for an adapter that binds exactly one of each."""
+        if len(self.inputs) != 1 or len(self.outputs) != 1:
+            raise UnsupportedRequest(
+                f"{backend} binds one input and one output; {self.name} has {len(self.inputs)} input(s) "
+                f"({', '.join(self.input_names)}) and {len(self.outputs)} output(s) "
+                f"({', '.join(self.output_names)}); run it on onnxruntime, openvino or tvm")
 
 
 @dataclass(frozen=True)
@@ -138,9 +201,13 @@ class CompiledModel:
 
 
 class Session(Protocol):
-    """A loaded model. The loop times ``run`` + ``synchronize``; nothing else."""
+    """A loaded model. The loop times ``run`` + ``synchronize``; nothing else.
 
-    def run(self, batch: np.ndarray) -> np.ndarray: ...
+    ``run`` takes one N-first array per graph input, keyed by input name, and returns every graph output
+    (host numpy arrays, N-first unless the output's batch axis is elsewhere) in the graph's output order.
+    """
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
 
     def synchronize(self) -> None: ...
 
@@ -233,3 +300,14 @@ class Backend(abc.ABC):
         reason = self.refusal(config)
         if reason is not None:
             raise UnsupportedRequest(reason)
+
+
+def single_feed(feeds: Mapping[str, np.ndarray], name: str | None) -> np.ndarray:
+    """The one array of a single-input session's feeds; a wrong or extra key raises ValueError naming both.
+
+    ``name`` None (a session that cannot tell its input's name) accepts any single key.
+    """
+    if len(feeds) == 1 and (name is None or name in feeds):
+        return next(iter(feeds.values()))
+    want = repr(name) if name is not None else "exactly one input"
+    raise ValueError(f"this session takes one input {want}; it was fed {sorted(feeds)}")

@@ -16,7 +16,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from backends.base import (
     granularity_name,
 )
 from backends.litert_inspect import check_artifact_precision, inspect_tflite
-from backends.onnx_graph import static_batch_copy
+from backends.onnx_graph import static_shape_copy
 from backends.options import BackendOptions
 from backends.registry import register_backend
 
@@ -113,7 +113,11 @@ class LiteRtBackend(Backend):
                 calibration: np.ndarray | None, workdir: Path) -> CompiledModel:
         self.check_request(config)
         opts = self.options(config)
-        meta: dict[str, Any] = {"tflite_layout": "NHWC"}
+        if model.format == "tflite":
+            return _native_tflite(model, config)
+        model.static_input_shapes(1)  # refuse unknown non-batch dimensions before converting
+        meta: dict[str, Any] = {"tflite_layout": "NHWC", "onnx_input_names": list(model.input_names),
+                                "onnx_output_names": list(model.output_names)}
         if opts.tflite_model:
             path = Path(opts.tflite_model)
             if not path.exists():
@@ -125,6 +129,9 @@ class LiteRtBackend(Backend):
         exe, reason, fix = converter_status()
         if exe is None:
             raise UnsupportedRequest(f"{reason}; fix: {fix}")
+        if config.precision == "int8" and len(model.inputs) != 1:
+            raise UnsupportedRequest(f"LiteRT full-INT8 conversion here calibrates one input; {model.name} has "
+                                     f"{len(model.inputs)} ({', '.join(model.input_names)})")
         if config.precision == "int8" and calibration is None:
             raise UnsupportedRequest("LiteRT full-INT8 conversion needs a calibration set; none was given")
         stem = "model"
@@ -146,15 +153,24 @@ class LiteRtBackend(Backend):
         return CompiledModel(self.name, config.precision, entry.path, meta)
 
     def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> "LiteRtSession":
-        return LiteRtSession(Path(compiled.path), runtime.threads)
+        meta = dict(compiled.metadata)
+        return LiteRtSession(Path(compiled.path), runtime.threads, nchw=meta.get("tflite_layout") == "NHWC",
+                             input_names=meta.get("onnx_input_names"), output_names=meta.get("onnx_output_names"))
 
 
+def _native_tflite(model: ModelArtifact, config: CompileConfig) -> CompiledModel:
+    """A .tflite checkpoint runs as it is: only as FP32 (its own precision), fed in its own layout."""
+    if config.precision != "fp32":
+        raise UnsupportedRequest(f"{model.name} is a .tflite checkpoint: LiteRT runs it as it is (fp32 here); "
+                                 f"{config.precision} would need a conversion the harness does not do")
+    return CompiledModel("litert", "fp32", Path(model.path),
+                         {"tflite_layout": "native", "source": "tflite checkpoint", "cached": True})
 
 
 def _convert(exe: Path, model: ModelArtifact, config: CompileConfig, calibration: np.ndarray | None,
              out_dir: Path, stem: str) -> None:
     src = out_dir / f"{stem}.onnx"
-    static_batch_copy(Path(model.path), src)
+    static_shape_copy(Path(model.path), src, model.static_input_shapes(1))
     cmd = [str(exe), "-i", str(src), "-o", str(out_dir)]  # default verbosity: it prints the custom-op report
     if config.precision == "int8":
         calib = np.ascontiguousarray(
@@ -193,9 +209,16 @@ def _strip_ansi(text: str) -> str:
 
 
 class LiteRtSession:
-    """A LiteRT interpreter; NCHW batches in, NCHW/2-D outputs out, int8 I/O (de)quantized here."""
+    """A LiteRT interpreter; int8 I/O is (de)quantized here.
 
-    def __init__(self, path: Path, threads: int | None, reference_kernels: bool = False) -> None:
+    ``nchw`` (models onnx2tf converted from NCHW ONNX): 4-D inputs are transposed to NHWC and 4-D outputs back.
+    Feeds are matched to the interpreter's tensors by name, else by position; outputs come back in the ONNX
+    graph's order when ``output_names`` is given, else in the interpreter's order.
+    """
+
+    def __init__(self, path: Path, threads: int | None, nchw: bool = True,
+                 input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
+                 reference_kernels: bool = False) -> None:
         """``reference_kernels``: TFLite's reference kernels (BUILTIN_REF) instead of the optimised/XNNPACK ones,
         the numerics Ethos-U and other TFLite-Micro targets are built to match."""
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -204,37 +227,66 @@ class LiteRtSession:
         self._interp = Interpreter(model_path=str(path), num_threads=threads,
                                    experimental_op_resolver_type=resolver)
         self._interp.allocate_tensors()
-        self._in = self._interp.get_input_details()[0]
-        self._out = self._interp.get_output_details()[0]
-        self._batch = int(self._in["shape"][0])
+        self._nchw = nchw
+        ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
+        self._ins = _ordered(ins, input_names)
+        self._outs = _ordered(outs, output_names)
+        self.input_names = tuple(input_names) if input_names else tuple(d["name"] for d in ins)
+        self._batch = int(self._ins[0]["shape"][0]) if len(self._ins[0]["shape"]) else 1
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = np.asarray(batch, dtype=np.float32)
-        if x.ndim == 4:
-            x = x.transpose(0, 2, 3, 1)
-        if len(x) % self._batch:
-            raise UnsupportedRequest(f"the .tflite model has a static batch of {self._batch}; got {len(x)} images")
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if set(feeds) != set(self.input_names):
+            raise ValueError(f"the .tflite model takes inputs {list(self.input_names)}; it was fed {sorted(feeds)}")
+        xs = []
+        for name in self.input_names:
+            x = np.asarray(feeds[name])
+            xs.append(x.transpose(0, 2, 3, 1) if self._nchw and x.ndim == 4 else x)
+        n = len(xs[0])
+        if n % self._batch:
+            raise UnsupportedRequest(f"the .tflite model has a static batch of {self._batch}; got {n} samples")
         # onnx2tf bakes the batch into reshapes, so other batch sizes run as consecutive invocations.
-        outs = [self._invoke(x[i:i + self._batch]) for i in range(0, len(x), self._batch)]
-        y = outs[0] if len(outs) == 1 else np.concatenate(outs)
-        return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
+        chunks = [self._invoke([x[i:i + self._batch] for x in xs]) for i in range(0, n, self._batch)]
+        ys = [np.concatenate([c[k] for c in chunks]) if len(chunks) > 1 else chunks[0][k]
+              for k in range(len(self._outs))]
+        return [y.transpose(0, 3, 1, 2) if self._nchw and y.ndim == 4 else y for y in ys]
 
-    def _invoke(self, x: np.ndarray) -> np.ndarray:
-        dtype = self._in["dtype"]
-        if np.issubdtype(dtype, np.integer):
-            scale, zero = self._in["quantization"]
-            info = np.iinfo(dtype)
-            x = np.clip(np.round(x / scale) + zero, info.min, info.max)
-        self._interp.set_tensor(self._in["index"], np.ascontiguousarray(x, dtype=dtype))
+    def _invoke(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        for detail, x in zip(self._ins, xs):
+            dtype = detail["dtype"]
+            scale, zero = detail["quantization"]
+            if np.issubdtype(dtype, np.integer) and scale and np.issubdtype(x.dtype, np.floating):
+                info = np.iinfo(dtype)
+                x = np.clip(np.round(x / scale) + zero, info.min, info.max)
+            self._interp.set_tensor(detail["index"], np.ascontiguousarray(x, dtype=dtype))
         self._interp.invoke()
-        y = self._interp.get_tensor(self._out["index"])
-        if np.issubdtype(y.dtype, np.integer):
-            scale, zero = self._out["quantization"]
-            return (y.astype(np.float32) - zero) * np.float32(scale)
-        return np.array(y, dtype=np.float32, copy=True)
+        outs = []
+        for detail in self._outs:
+            y = self._interp.get_tensor(detail["index"])
+            scale, zero = detail["quantization"]
+            if np.issubdtype(y.dtype, np.integer) and scale:
+                outs.append((y.astype(np.float32) - zero) * np.float32(scale))
+            else:
+                outs.append(np.array(y, copy=True))
+        return outs
 
     def synchronize(self) -> None:
         """invoke() is synchronous on the CPU."""
 
     def close(self) -> None:
         self._interp = None
+
+
+def _ordered(details: list[dict[str, Any]], names: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The interpreter's tensor details in the order of ``names`` (matched by name, else by position)."""
+    if not names:
+        return list(details)
+    if len(names) != len(details):
+        raise UnsupportedRequest(f"the .tflite model has {len(details)} tensors where the ONNX graph has "
+                                 f"{len(names)} ({', '.join(names)})")
+    by_name = {}
+    for d in details:
+        short = str(d["name"]).split(":")[0].removeprefix("serving_default_")
+        by_name.setdefault(short, d)
+    if all(n in by_name for n in names):
+        return [by_name[n] for n in names]
+    return list(details)

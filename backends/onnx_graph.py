@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 
-def static_batch_copy(src: Path | str, dst: Path | str, batch: int = 1) -> Path:
-    """Write ``src`` with a symbolic leading (batch) dimension of every graph input/output fixed to ``batch``.
+def static_shape_copy(src: Path | str, dst: Path | str, shapes: Mapping[str, Sequence[int]] | None = None,
+                      batch: int = 1) -> Path:
+    """Write ``src`` with static shapes: inputs named in ``shapes`` get those shapes, every other graph input's
+    and output's symbolic leading (batch) dimension becomes ``batch``.
 
     Raises:
         ValueError: ``batch`` < 1.
@@ -21,10 +23,14 @@ def static_batch_copy(src: Path | str, dst: Path | str, batch: int = 1) -> Path:
 
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    shapes = dict(shapes or {})
     m = onnx.load(str(src))
     for value in list(m.graph.input) + list(m.graph.output):
         dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].dim_value:
+        if value.name in shapes:
+            for d, size in zip(dims, shapes[value.name]):
+                d.dim_value = int(size)
+        elif dims and not dims[0].dim_value:
             dims[0].dim_value = batch
     onnx.save(m, str(dst))
     return Path(dst)

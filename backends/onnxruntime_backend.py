@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 
@@ -96,12 +96,13 @@ class OrtSession:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self._sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
-        self._input = self._sess.get_inputs()[0].name
-        self._output = self._sess.get_outputs()[0].name
+        self.input_names = tuple(i.name for i in self._sess.get_inputs())
+        self.output_names = tuple(o.name for o in self._sess.get_outputs())
         self.providers = self._sess.get_providers()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self._sess.run([self._output], {self._input: batch})[0]
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Every output, in graph order; ORT itself names a missing or unknown input."""
+        return self._sess.run(None, feeds if isinstance(feeds, dict) else dict(feeds))
 
     def synchronize(self) -> None:
         """ORT's run() returns host arrays, so the work is already done."""

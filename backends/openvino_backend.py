@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -63,15 +63,25 @@ def _read_model(core: Any, path: Path) -> Any:
         raise
 
 
-def _static_batch(model: Any, batch: int) -> Any:
-    """Give the model a static input shape with this batch size (the LATENCY path wants static shapes)."""
-    inp = model.inputs[0]
-    shape = list(inp.get_partial_shape())
-    dims = [batch] + [int(d.get_length()) if d.is_static else d for d in shape[1:]]
-    if any(not isinstance(d, int) for d in dims):
-        raise UnsupportedRequest(f"input {inp.get_any_name()} has non-batch dynamic dimensions {shape}; "
-                                 "export the checkpoint with a static image size")
-    model.reshape({inp.get_any_name(): dims})
+def _static_shapes(model: Any, shapes: Mapping[str, Sequence[int]]) -> Any:
+    """Reshape the model's inputs to these full static shapes (the LATENCY path wants static shapes).
+
+    ``shapes`` is keyed by tensor name (any of a port's names); every input must be named, and no dimension
+    may be unknown: OpenVINO would otherwise compile a dynamic model (or get a 0 dimension).
+    """
+    new: dict[Any, list[int]] = {}
+    for port in model.inputs:
+        names = port.get_names()
+        key = next((n for n in shapes if n in names), None)
+        if key is None:
+            raise UnsupportedRequest(f"no static shape given for OpenVINO input {port.get_any_name()} "
+                                     f"(shapes given for {sorted(shapes)})")
+        dims = [int(d) for d in shapes[key]]
+        if any(d < 1 for d in dims):
+            raise UnsupportedRequest(f"input {key} would get shape {dims}; a static shape needs every dimension "
+                                     "fixed: feed data of that size or export the model with a static size")
+        new[port] = dims
+    model.reshape(new)
     return model
 
 
@@ -170,7 +180,8 @@ class OpenVinoBackend(Backend):
             else:
                 ov.save_model(_read_model(core, Path(model.path)), str(xml), compress_to_fp16=False)
             # Compile once to learn which precision the plugin really runs (and to fail at compile, not load).
-            facts["inference_precision_ran"] = _compiled_precision(core, xml, target, hint)
+            facts["inference_precision_ran"] = _compiled_precision(core, xml, target, hint,
+                                                                   model.static_input_shapes(1))
             return xml.name, facts
 
         entry = self.cached_build(workdir, model, config, calibration if config.precision == "int8" else None,
@@ -277,8 +288,9 @@ def _compile_properties(hint: str, threads: int | None) -> dict[str, Any]:
     return props
 
 
-def _compiled_precision(core: Any, xml: Path, target: str, hint: str) -> str:
-    model = _static_batch(core.read_model(str(xml)), 1)
+def _compiled_precision(core: Any, xml: Path, target: str, hint: str,
+                        shapes: Mapping[str, Sequence[int]]) -> str:
+    model = _static_shapes(core.read_model(str(xml)), shapes)
     compiled = core.compile_model(model, target, _compile_properties(hint, None))
     return _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
 
@@ -290,7 +302,10 @@ def _type_name(t: Any) -> str:
 
 
 class OpenVinoSession:
-    """A compiled OpenVINO model with one infer request per batch size (static shapes, LATENCY hint)."""
+    """A compiled OpenVINO model with one infer request per set of input shapes (static shapes, LATENCY hint).
+
+    The shapes come from the feeds themselves, so symbolic batch/height/width are fixed from the data.
+    """
 
     def __init__(self, xml: Path, target: str, hint: str, threads: int | None) -> None:
         import openvino as ov
@@ -299,28 +314,33 @@ class OpenVinoSession:
         self._xml = xml
         self._target = target
         self._props = _compile_properties(hint, threads)
-        self._requests: dict[int, tuple[Any, np.ndarray]] = {}
+        self._requests: dict[tuple, tuple[Any, list[tuple[str, np.ndarray]], int]] = {}
         self.compiled_precision: str | None = None
-        self._request(1)
 
-    def _request(self, batch: int) -> tuple[Any, np.ndarray]:
-        entry = self._requests.get(batch)
+    def _request(self, feeds: Mapping[str, np.ndarray]) -> tuple[Any, list[tuple[str, np.ndarray]], int]:
+        key = tuple((name, tuple(a.shape)) for name, a in feeds.items())
+        entry = self._requests.get(key)
         if entry is None:
-            model = _static_batch(self._core.read_model(str(self._xml)), batch)
+            model = _static_shapes(self._core.read_model(str(self._xml)), {n: a.shape for n, a in feeds.items()})
             compiled = self._core.compile_model(model, self._target, self._props)
             self.compiled_precision = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
             req = compiled.create_infer_request()
-            # The request's own input buffer: run() copies into it, no per-call tensor or dict wrapping.
-            entry = (req, req.get_input_tensor(0).data)
-            self._requests[batch] = entry
+            # The request's own input buffers: run() copies into them, no per-call tensor or dict wrapping.
+            buffers = []
+            for i, port in enumerate(compiled.inputs):
+                name = next(n for n in feeds if n in port.get_names())
+                buffers.append((name, req.get_input_tensor(i).data))
+            entry = (req, buffers, len(compiled.outputs))
+            self._requests[key] = entry
         return entry
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        req, inp = self._request(int(batch.shape[0]))
-        np.copyto(inp, batch, casting="same_kind")
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        req, buffers, n_out = self._request(feeds)
+        for name, buf in buffers:
+            np.copyto(buf, feeds[name], casting="same_kind")
         req.infer()  # synchronous, in this thread: no hand-off to the stream's worker thread
-        # The output tensor's memory is reused by the next inference: copy it out.
-        return req.get_output_tensor(0).data.copy()
+        # Output tensors' memory is reused by the next inference: copy them out.
+        return [req.get_output_tensor(i).data.copy() for i in range(n_out)]
 
     def synchronize(self) -> None:
         """infer() is synchronous: the result is on the host when it returns."""

@@ -41,7 +41,7 @@ from backends.base import (
     UnsupportedRequest,
     file_sha256,
 )
-from backends.onnx_graph import op_coverage, static_batch_copy
+from backends.onnx_graph import op_coverage, static_shape_copy
 from backends.options import BackendOptions
 from backends.registry import register_backend
 
@@ -191,7 +191,7 @@ class QnnBackend(Backend):
 def _source_graph(model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
                   calibration: np.ndarray | None, out_dir: Path, facts: dict[str, Any]) -> Path:
     """The batch-1 FP32 graph (fp16 path) or this harness's ORT INT8 QDQ graph of it, written under ``out_dir``."""
-    static = static_batch_copy(model.path, out_dir / "model_b1.onnx")
+    static = static_shape_copy(model.path, out_dir / "model_b1.onnx", model.static_input_shapes(1))
     if config.precision == "fp16":
         facts["fp16_numerics"] = "FP32 graph compiled with enable_htp_fp16_precision: FP16 on the HTP"
         return static

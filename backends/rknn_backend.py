@@ -20,9 +20,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
+from filelock import FileLock
 
 from backends.base import (
     Availability,
@@ -34,8 +35,9 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
+    single_feed,
 )
-from backends.cache import data_digest, write_bytes_atomic
+from backends.cache import LOCK_TIMEOUT_S, data_digest, write_bytes_atomic
 from backends.options import BackendOptions, choice
 from backends.registry import register_backend
 
@@ -165,10 +167,14 @@ class RknnBackend(Backend):
             where = (f"rknn jobs run with {env_py} (the runner picks it via backends.environments.interpreter_for)"
                      if env_py else f"create its environment: {setup_command(ENV_NAME)}")
             raise BackendUnavailable(f"rknn-toolkit2 does not import in {sys.executable}; {where}")
+        if len(model.inputs) != 1:
+            raise UnsupportedRequest(f"the rknn adapter feeds one input; {model.name} has {len(model.inputs)} "
+                                     f"({', '.join(model.input_names)})")
+        input_shape = model.static_input_shapes(1)[model.input_name]  # the NPU wants every dimension fixed
         settings = build_settings(model, config, target_platform)
         meta: dict[str, Any] = {"rknn_toolkit": toolkit, "rknn_platform": target_platform,
                                 "rknn_settings": settings, "onnx_path": str(model.path),
-                                "input_name": model.input_name, "input_shape": [1, *model.input_shape]}
+                                "input_name": model.input_name, "input_shape": list(input_shape)}
         images = None
         if config.precision == "int8":
             if calibration is None:
@@ -252,16 +258,20 @@ def write_dataset(images: np.ndarray, folder: Path) -> Path:
     the folder is named by the images' digest; the listing is written last, atomically)."""
     folder = Path(folder)
     listing = folder / "dataset.txt"
-    if listing.exists():
-        return listing
     folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock", timeout=LOCK_TIMEOUT_S):  # concurrent runs share the folder
+        if not listing.exists():
+            _write_dataset_files(images, folder, listing)
+    return listing
+
+
+def _write_dataset_files(images: np.ndarray, folder: Path, listing: Path) -> None:
     paths = []
     for i, img in enumerate(np.ascontiguousarray(images, dtype=np.float32)):
         p = folder / f"{i:05d}.npy"
         np.save(p, img[None])
         paths.append(str(p.resolve()))
     write_bytes_atomic(listing, ("\n".join(paths) + "\n").encode())
-    return listing
 
 
 def _check(ret: int, what: str) -> None:
@@ -302,11 +312,12 @@ class RknnSession:
         self._rk = rk
         self._batch = batch
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
-        outs = [self._rk.inference(inputs=[x[i:i + self._batch]], data_format="nchw")[0]
-                for i in range(0, len(x), self._batch)]
-        return np.concatenate([np.asarray(o, dtype=np.float32) for o in outs])
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Every output of the built model, batches looped at the model's batch size."""
+        x = np.ascontiguousarray(single_feed(feeds, None), dtype=np.float32)
+        chunks = [self._rk.inference(inputs=[x[i:i + self._batch]], data_format="nchw")
+                  for i in range(0, len(x), self._batch)]
+        return [np.concatenate([np.asarray(c[k], dtype=np.float32) for c in chunks]) for k in range(len(chunks[0]))]
 
     def synchronize(self) -> None:
         """inference() returns host arrays."""
@@ -385,10 +396,11 @@ def accuracy_analysis_table(model: ModelArtifact | Path | str, sample: np.ndarra
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    channels = graph.input[0].type.tensor_type.shape.dim[1].dim_value or 1
-    shape = tuple(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:])
-    art = ModelArtifact(path=path, name=path.stem, sha256="", input_name=graph.input[0].name,
-                        input_shape=shape or (channels,), output_name=graph.output[0].name)
+    weights = {i.name for i in graph.initializer}  # old exporters list weights as graph inputs too
+    image_input = next(i for i in graph.input if i.name not in weights)
+    # The sample fixes every dimension (symbolic height/width included): never a 0 in the NPU's input size.
+    art = ModelArtifact(path=path, name=path.stem, sha256="", input_name=image_input.name,
+                        input_shape=tuple(int(d) for d in x.shape[1:]), output_name=graph.output[0].name)
     meta: dict[str, Any] = {"onnx_path": str(path), "rknn_settings": build_settings(art, config, target_platform),
                             "input_name": art.input_name, "input_shape": [1, *art.input_shape]}
     if config.precision == "int8":

@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
+    single_feed,
 )
 from backends.options import BackendOptions, at_least, choice
 from backends.registry import register_backend
@@ -211,6 +212,7 @@ class TensorRTBackend(Backend):
     def compile(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
                 calibration: np.ndarray | None, workdir: Path) -> CompiledModel:
         self.check_request(config)
+        model.require_single_io(self.name)
         avail = self.availability()
         if not avail.available:
             raise BackendUnavailable(avail.explain())
@@ -306,6 +308,8 @@ class TensorRTBackend(Backend):
         inp = network.get_input(0)
         name = inp.name
         sample_shape = tuple(int(d) for d in tuple(inp.shape)[1:])
+        if any(d < 1 for d in sample_shape):  # symbolic height/width: the sizes the harness fixed from the data
+            sample_shape = tuple(model.static_input_shapes(1)[name][1:])
         fixed = onnx_batch_dim(onnx_path, name)
         max_batch = fixed or opts.max_batch
         if fixed is None:
@@ -509,14 +513,14 @@ class TensorRTSession:
         self._cuda.stream_sync(self._stream)
         return h_out[:n].copy()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=self.in_dtype)
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        x = np.ascontiguousarray(single_feed(feeds, self.in_name), dtype=self.in_dtype)
         if tuple(x.shape[1:]) != self.sample_shape:
             raise ValueError(f"input shape {x.shape} does not match the engine's (N,) + {self.sample_shape}")
         if x.shape[0] <= self.max_batch:
-            return self._run_chunk(x)
-        return np.concatenate([self._run_chunk(x[i:i + self.max_batch])
-                               for i in range(0, x.shape[0], self.max_batch)])
+            return [self._run_chunk(x)]
+        return [np.concatenate([self._run_chunk(x[i:i + self.max_batch])
+                                for i in range(0, x.shape[0], self.max_batch)])]
 
     def synchronize(self) -> None:
         if self._stream is not None:

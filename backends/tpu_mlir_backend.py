@@ -37,7 +37,7 @@ from backends.base import (
     RuntimeConfig,
     UnsupportedRequest,
 )
-from backends.onnx_graph import op_coverage, static_batch_copy
+from backends.onnx_graph import op_coverage, static_shape_copy
 from backends.registry import register_backend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,7 +125,7 @@ class TpuMlirBackend(Backend):
         argv = deploy_commands(model, config, processor, method, len(calibration) if integer else 0)
 
         def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
-            static_batch_copy(model.path, out_dir / "model_b1.onnx")
+            static_shape_copy(model.path, out_dir / "model_b1.onnx", model.static_input_shapes(1))
             if integer:
                 write_npz_dataset(model.input_name, calibration[:config.calibration_samples], out_dir / "calib")
             for step in argv:
@@ -159,10 +159,11 @@ class TpuMlirBackend(Backend):
 def deploy_commands(model: ModelArtifact, config: CompileConfig, processor: str, method: str | None,
                     calib_n: int) -> list[list[str]]:
     """The tpu-mlir steps (argv lists, run in the artifact folder) for this request."""
-    channels = int(model.input_shape[0]) if model.input_shape else 1
-    shape = ",".join(str(d) for d in (1, *model.input_shape))
+    shapes = list(model.static_input_shapes(1).values())
+    channels = int(shapes[0][1]) if len(shapes[0]) > 1 else 1
+    listed = ",".join("[" + ",".join(str(d) for d in s) + "]" for s in shapes)
     transform = ["model_transform", "--model_name", "model", "--model_def", "model_b1.onnx",
-                 "--input_shapes", f"[[{shape}]]", "--mean", ",".join(["0.0"] * channels),
+                 "--input_shapes", f"[{listed}]", "--mean", ",".join(["0.0"] * channels),
                  "--scale", ",".join(["1.0"] * channels), "--mlir", "model.mlir"]
     if channels in (1, 3):  # the checkpoints normalise themselves: identity mean/scale, no channel swap
         transform += ["--pixel_format", "gray" if channels == 1 else "rgb"]

@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
+    single_feed,
 )
 from backends.options import BackendOptions, at_least
 from backends.registry import register_backend
@@ -263,10 +264,13 @@ class TrtexecBackend(Backend):
     def compile(self, model: ModelArtifact, device: "DeviceProfile", config: CompileConfig,
                 calibration: np.ndarray | None, workdir: Path) -> CompiledModel:
         self.check_request(config)
+        model.require_single_io(self.name)
         avail = self.availability()
         if not avail.available:
             raise BackendUnavailable(avail.explain())
         opts = self.options(config)
+        # Every non-batch dimension fixed (symbolic height/width come from the data): never a 0 or -1 shape.
+        sample = model.static_input_shapes(1)[model.input_name][1:]
         exe = find_trtexec(self.search_dirs)
         version = avail.version or "unknown"
         dla_core = parse_target(config.target)
@@ -304,7 +308,6 @@ class TrtexecBackend(Backend):
             argv = [exe, f"--onnx={onnx_path}", f"--saveEngine={engine}", f"--memPoolSize=workspace:{opts.workspace_mib}"]
             argv += _build_flags(config.precision, opts, dla_core, calib_cache)
             if fixed is None:
-                sample = tuple(model.input_shape)
                 argv += [f"--minShapes={_shape_arg(model.input_name, (1,) + sample)}",
                          f"--optShapes={_shape_arg(model.input_name, (batch,) + sample)}",
                          f"--maxShapes={_shape_arg(model.input_name, (max_batch,) + sample)}"]
@@ -330,7 +333,8 @@ class TrtexecBackend(Backend):
               fixed: int | None, batch: int, version: str) -> dict[str, Any]:
         """Run trtexec (build + time, or time a loaded engine); its parsed figures as record facts."""
         if fixed is None:
-            argv = argv + [f"--shapes={_shape_arg(model.input_name, (batch,) + tuple(model.input_shape))}"]
+            sample = model.static_input_shapes(1)[model.input_name][1:]  # symbolic H/W fixed from the data
+            argv = argv + [f"--shapes={_shape_arg(model.input_name, (batch,) + sample)}"]
         times_path = out_dir / "times.json"
         argv = argv + [f"--iterations={opts.iterations}", "--duration=0", f"--warmUp={opts.warmup_ms}",
                        f"--avgRuns={opts.avg_runs}", f"--exportTimes={times_path}"]
@@ -412,9 +416,10 @@ class TrtexecSession:
             raise RuntimeError(f"trtexec could not produce outputs ({rc}): {text.strip().splitlines()[-1:]}")
         return parse_export_output(outp, self._output)[:n]
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
-        return np.concatenate([self._run_chunk(x[i:i + self._max_batch]) for i in range(0, len(x), self._max_batch)])
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        x = np.ascontiguousarray(single_feed(feeds, self._input), dtype=np.float32)
+        return [np.concatenate([self._run_chunk(x[i:i + self._max_batch])
+                                for i in range(0, len(x), self._max_batch)])]
 
     def synchronize(self) -> None:
         """trtexec has exited (and written its outputs) when ``run`` returns."""

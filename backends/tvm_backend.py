@@ -19,9 +19,10 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
+from filelock import FileLock
 
 from backends.base import (
     Availability,
@@ -33,7 +34,7 @@ from backends.base import (
     RuntimeConfig,
     UnsupportedRequest,
 )
-from backends.cache import file_sha256
+from backends.cache import LOCK_TIMEOUT_S, file_sha256
 from backends.options import BackendOptions, at_least
 from backends.registry import register_backend
 
@@ -166,7 +167,10 @@ class TvmBackend(Backend):
         self._check_runnable(target_dict)
         trials, batch = opts.tuning_trials, opts.batch
         target_key = json.dumps(target_dict, sort_keys=True)
-        meta: dict[str, Any] = {"tvm_target": target_dict, "tuning_trials": trials, "static_batch": batch}
+        # Every input's shape fixed (symbolic height/width from the data): never a 0 dimension in the shape dict.
+        meta: dict[str, Any] = {"tvm_target": target_dict, "tuning_trials": trials, "static_batch": batch,
+                                "input_names": list(model.input_names),
+                                "input_shapes": {k: list(v) for k, v in model.static_input_shapes(batch).items()}}
         source = Path(model.path)
         if config.precision == "int8":
             source = self._qdq_graph(model, device, config, calibration, workdir, opts.percentile)
@@ -182,7 +186,10 @@ class TvmBackend(Backend):
                 model_key = file_sha256(source)[:16]
                 db_dir = Path(workdir) / self.name / "tuning" / \
                     f"{model_key}-{hashlib.sha256(target_key.encode()).hexdigest()[:12]}-b{batch}"
-                facts.update(_tune(mod, target, db_dir, trials, ops, opts.tuning_trials_per_round))
+                db_dir.parent.mkdir(parents=True, exist_ok=True)
+                # The database is shared by every entry of this model and target: one tuner at a time.
+                with FileLock(str(db_dir) + ".lock", timeout=LOCK_TIMEOUT_S):
+                    facts.update(_tune(mod, target, db_dir, trials, ops, opts.tuning_trials_per_round))
                 executable = _compile_with_database(mod, target, db_dir) if facts["tuning_database"] else \
                     tvm.compile(mod, target=target)
             else:
@@ -230,7 +237,8 @@ class TvmBackend(Backend):
         from tvm.relax.frontend.onnx import from_onnx
 
         try:
-            mod = from_onnx(onnx.load(str(path)), shape_dict={model.input_name: [batch, *model.input_shape]})
+            shapes = {name: list(dims) for name, dims in model.static_input_shapes(batch).items()}
+            mod = from_onnx(onnx.load(str(path)), shape_dict=shapes)
         except tvm.error.OpNotImplemented as exc:
             ops = unsupported_ops_from_error(str(exc))
             raise UnsupportedRequest(f"TVM's ONNX frontend does not support operator(s) "
@@ -241,7 +249,7 @@ class TvmBackend(Backend):
     def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> "TvmSession":
         meta = dict(compiled.metadata)
         return TvmSession(Path(compiled.path), meta.get("tvm_target", {}).get("kind", "llvm"),
-                          int(meta.get("static_batch", 1)), runtime.threads)
+                          int(meta.get("static_batch", 1)), runtime.threads, meta.get("input_names"))
 
 
 def tuning_facts(trials: int, facts: Mapping[str, Any], timing_note: str | None) -> dict[str, Any]:
@@ -314,9 +322,14 @@ def _compile_with_database(mod: Any, target: Any, db_dir: Path) -> Any:
 
 
 class TvmSession:
-    """A relax VirtualMachine on the exported library; the library is built for a static batch."""
+    """A relax VirtualMachine on the exported library; the library is built for a static batch.
 
-    def __init__(self, lib: Path, kind: str, batch: int, threads: int | None) -> None:
+    ``main`` takes the graph inputs positionally in graph order and returns one tensor or a (nested) tuple of
+    them for a multi-output graph; ``run`` flattens that into the graph's output order.
+    """
+
+    def __init__(self, lib: Path, kind: str, batch: int, threads: int | None,
+                 input_names: Sequence[str] | None = None) -> None:
         import tvm
         from tvm import relax
 
@@ -328,14 +341,23 @@ class TvmSession:
         self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), self._dev)
         self._main = self._vm["main"]
         self._batch = batch
+        self._names = tuple(input_names) if input_names else None
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
-        if len(x) % self._batch:
-            raise UnsupportedRequest(f"TVM library is built for batch {self._batch}; got {len(x)} images")
-        outs = [self._main(self._tvm.runtime.tensor(x[i:i + self._batch], self._dev)).numpy()
-                for i in range(0, len(x), self._batch)]
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        names = self._names or tuple(feeds)
+        if set(names) != set(feeds):
+            raise ValueError(f"TVM library takes inputs {list(names)}; it was fed {sorted(feeds)}")
+        xs = [np.ascontiguousarray(feeds[n]) for n in names]
+        n = len(xs[0])
+        if n % self._batch:
+            raise UnsupportedRequest(f"TVM library is built for batch {self._batch}; got {n} samples")
+        chunks = []
+        for i in range(0, n, self._batch):
+            args = [self._tvm.runtime.tensor(x[i:i + self._batch], self._dev) for x in xs]
+            chunks.append(_flatten(self._main(*args)))
+        if len(chunks) == 1:
+            return chunks[0]
+        return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
     def synchronize(self) -> None:
         self._dev.sync()
@@ -343,3 +365,13 @@ class TvmSession:
     def close(self) -> None:
         self._vm = None
         self._main = None
+
+
+def _flatten(result: Any) -> list[np.ndarray]:
+    """A VM result (a tensor, or a possibly nested tuple/Array of tensors) as host arrays in order."""
+    if hasattr(result, "numpy"):
+        return [result.numpy()]
+    out: list[np.ndarray] = []
+    for item in result:
+        out.extend(_flatten(item))
+    return out

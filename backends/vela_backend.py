@@ -155,7 +155,10 @@ class VelaBackend(Backend):
     def load(self, compiled: CompiledModel, device: "DeviceProfile", runtime: RuntimeConfig) -> Any:
         from backends.litert_backend import LiteRtSession
 
-        return LiteRtSession(Path(compiled.path), runtime.threads, reference_kernels=True)
+        meta = dict(compiled.metadata)
+        return LiteRtSession(Path(compiled.path), runtime.threads, nchw=meta.get("tflite_layout") == "NHWC",
+                             input_names=meta.get("onnx_input_names"), output_names=meta.get("onnx_output_names"),
+                             reference_kernels=True)
 
 
 def vela_command(exe: Path, tflite: Path, accel: str, system: str | None, memory: str | None, out_dir: Path

@@ -60,12 +60,14 @@ def quantize_minmax(src: Path, dst: Path, calib: np.ndarray, per_channel: bool =
 
 
 def run_logits(path: Path, images: np.ndarray, batch: int = 250) -> np.ndarray:
-    import onnxruntime as ort
+    from backends.onnxruntime_backend import OrtSession
+    from harness.bench.loadgen import run_outputs
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return np.concatenate([sess.run(["logits"], {"input": images[i:i + batch]})[0] for i in range(0, len(images), batch)])
+    sess = OrtSession(Path(path), ["CPUExecutionProvider"], 2)
+    try:
+        return run_outputs(sess, {"input": images}, batch)[0]
+    finally:
+        sess.close()
 
 
 def logit_mse(a: np.ndarray, b: np.ndarray) -> float:

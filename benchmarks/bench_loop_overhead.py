@@ -27,7 +27,7 @@ from harness.model.checkpoint import default_checkpoint_paths  # noqa: E402
 from harness.data.datasets import load_bundled_sample  # noqa: E402
 
 
-def bare_loop(session: OrtSession, batches: list[np.ndarray]) -> np.ndarray:
+def bare_loop(session: OrtSession, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
     samples = np.empty(len(batches), dtype=np.int64)
     run, clock = session.run, time.perf_counter_ns
     for i, x in enumerate(batches):
@@ -48,13 +48,14 @@ def main() -> int:
     model = args.model or default_checkpoint_paths()[0]
     images = load_bundled_sample("test").images
     session = OrtSession(model, ["CPUExecutionProvider"], args.threads)
-    batches = loadgen.prepare_batches(images, 1, args.iters)
+    inputs = {session.input_names[0]: images}
+    batches = loadgen.prepare_batches(inputs, 1, args.iters)
     cfg = loadgen.LoopConfig(warmup=20, iters=args.iters, runs=1)
     bare_medians, harness_medians = [], []
     bare_loop(session, batches[:50])
     for _ in range(args.rounds):
         bare_medians.append(float(np.median(bare_loop(session, batches))))
-        harness_medians.append(float(np.median(loadgen.measure(session, images, cfg).samples_ns)))
+        harness_medians.append(float(np.median(loadgen.measure(session, inputs, cfg).samples_ns)))
     bare, harn = float(np.median(bare_medians)), float(np.median(harness_medians))
     print(f"model: {model.name}, threads {args.threads}, {args.rounds} interleaved rounds × {args.iters} iterations")
     print(f"bare session.run median:   {bare / 1e3:8.1f} µs")

@@ -33,14 +33,9 @@ def bench_model(given: str | None, workdir: Path) -> Path:
 
 
 def artifact(path: Path):
-    import onnx
+    from harness.model.checkpoint import load_checkpoint
 
-    from backends.base import ModelArtifact, file_sha256
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    shape = tuple(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:])
-    return ModelArtifact(path=Path(path), name=Path(path).stem, sha256=file_sha256(path),
-                         input_name=graph.input[0].name, input_shape=shape, output_name=graph.output[0].name)
+    return load_checkpoint(path).artifact()
 
 
 def eval_images(n: int):

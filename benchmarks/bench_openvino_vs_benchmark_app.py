@@ -76,7 +76,7 @@ def main() -> int:
         loop = loadgen.LoopConfig(warmup=50, iters=args.iters, runs=1, batch=1)
         harness_ms, app_ms = [], []
         for r in range(args.rounds):
-            harness_ms.append(loadgen.measure(session, images, loop).summary()["latency_ms_p50"])
+            harness_ms.append(loadgen.measure(session, {"input": images}, loop).summary()["latency_ms_p50"])
             app_ms.append(benchmark_app_median_ms(exe, Path(compiled.path), (1, *model.input_shape), args.threads,
                                                   args.iters, tmp))
             print(f"round {r + 1}: harness p50 {harness_ms[-1]:.4f} ms, benchmark_app median {app_ms[-1]:.4f} ms")

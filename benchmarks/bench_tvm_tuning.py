@@ -32,7 +32,7 @@ def timed_compile(backend, model, device, config, workdir):
 def p50_ms(backend, compiled, device, threads, iters):
     session = backend.load(compiled, device, RuntimeConfig(threads=threads))
     try:
-        return loadgen.measure(session, eval_images(64), loadgen.LoopConfig(20, iters, 3, 1)).summary()["latency_ms_p50"]
+        return loadgen.measure(session, {"input": eval_images(64)}, loadgen.LoopConfig(20, iters, 3, 1)).summary()["latency_ms_p50"]
     finally:
         session.close()
 

@@ -86,10 +86,19 @@ class DeviceProfileSchema(_Strict):
         return policies
 
 
+def _lists(value: Any) -> Any:
+    """Tuples as lists: a profile re-built from ``DeviceProfile.to_dict()`` holds tuples where TOML gives lists."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
+
+
 def check_types(data: dict[str, Any], where: str) -> list[str]:
     """Problems with the types in ``data`` as ``"<where>: <field>: <what is wrong> (got <value>)"``; [] when none."""
     try:
-        DeviceProfileSchema.model_validate(data)
+        DeviceProfileSchema.model_validate(_lists(data))
     except pydantic.ValidationError as exc:
         problems = []
         for err in exc.errors():

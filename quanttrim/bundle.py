@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 #: Per-recipe settings of the bundle. lr 1e-3: a short run (Table 8: "higher LR" for CNNs); p_clip 0.95:
 #: §3.2's example value, inside Table 8's CNN range 0.90–0.95.
@@ -47,23 +46,11 @@ def train_command(recipe: str, epochs: int, seed: int, out: str, train_limit: in
     return shlex.join(parts)
 
 
-def onnx_accuracy(path: str | Path, images: np.ndarray, labels: np.ndarray, batch: int = 500) -> float:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    correct = 0
-    for i in range(0, len(images), batch):
-        logits = sess.run(["logits"], {"input": images[i:i + batch]})[0]
-        correct += int((logits.argmax(1) == labels[i:i + batch]).sum())
-    return correct / len(images)
-
-
 def run_bundle(epochs: int = 4, seed: int = 0, work_dir: str = "runs/bundle", assets: str = "harness/assets",
                recipes: list[str] | None = None, resume: bool = False, train_limit: int | None = None,
                threads: int = 1, val_limit: int | None = 2000) -> dict[str, Any]:
     from quanttrim.export import export_checkpoint
+    from quanttrim.onnx_eval import onnx_accuracy
     from quanttrim.data import load_dataset
     from quanttrim.recipes import get_recipe
     from quanttrim.train import TrainConfig, train
@@ -121,6 +108,7 @@ def run_bundle(epochs: int = 4, seed: int = 0, work_dir: str = "runs/bundle", as
 def add_qdq(assets_dir: Path, data: Any) -> None:
     """Write ``<stem>-qdq.onnx`` (learned activation ranges) for every manifest entry whose file lacks one."""
     from harness.data.datasets import Split, calibration_subset
+    from quanttrim.onnx_eval import onnx_accuracy
     from quanttrim.qdq import export_qdq
 
     manifest_path = assets_dir / "manifest.json"

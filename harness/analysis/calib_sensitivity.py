@@ -65,7 +65,7 @@ def run_study(options: CalibStudyOptions, eval_split: Any = None, calib_split: A
               workdir: Path | None = None, progress: Callable[[str], None] | None = None) -> CalibStudy:
     """Build and score the policy for every (checkpoint, source, size, seed)."""
     from backends import create_backend
-    from backends.base import CompileConfig, ModelArtifact, RuntimeConfig
+    from backends.base import CompileConfig, RuntimeConfig
     from backends.onnxruntime_backend import OrtSession
     from devices.loader import load_device
     from harness.data import datasets
@@ -94,10 +94,9 @@ def run_study(options: CalibStudyOptions, eval_split: Any = None, calib_split: A
         work = Path(workdir) if workdir else Path(tmp)
         for path in paths:
             ckpt = load_checkpoint(path)
-            art = ModelArtifact(ckpt.path, ckpt.name, ckpt.sha256, ckpt.input_name, ckpt.input_shape, "",
-                                calibration_table=ckpt.calibration_table)
+            art = ckpt.with_data_shapes({ckpt.input_name: eval_split.images.shape[1:]}).artifact()
             ref_sess = OrtSession(ckpt.path, ["CPUExecutionProvider"], options.threads)
-            ref = _run_all(ref_sess, eval_split.images)
+            ref = _run_all(ref_sess, ckpt.input_name, eval_split.images)
             ref_sess.close()
             for source in options.sources:
                 for size in sizes:
@@ -113,7 +112,7 @@ def run_study(options: CalibStudyOptions, eval_split: Any = None, calib_split: A
                         compiled = backend.compile(art, device, config, calib, work)
                         sess = backend.load(compiled, device, runtime)
                         try:
-                            out = _run_all(sess, eval_split.images)
+                            out = _run_all(sess, ckpt.input_name, eval_split.images)
                         finally:
                             sess.close()
                         m = metrics.classification_fidelity(out, ref, eval_split.labels)
@@ -126,9 +125,11 @@ def run_study(options: CalibStudyOptions, eval_split: Any = None, calib_split: A
     return study
 
 
-def _run_all(session: Any, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    return np.concatenate([session.run(np.ascontiguousarray(images[i:i + batch]))
-                           for i in range(0, len(images), batch)])
+def _run_all(session: Any, input_name: str, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The first output (the classifier's logits) over the images, through the one evaluator."""
+    from harness.bench.loadgen import run_outputs
+
+    return run_outputs(session, {input_name: images}, batch)[0]
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

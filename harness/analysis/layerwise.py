@@ -433,7 +433,7 @@ def analyze_layers(checkpoint: Path | str, device: Any, precision: str, backend:
     import tempfile
 
     from backends import create_backend
-    from backends.base import CompileConfig, ModelArtifact, UnsupportedRequest
+    from backends.base import CompileConfig, UnsupportedRequest
     from devices.loader import load_device
     from harness.data import datasets
     from harness.model.checkpoint import load_checkpoint
@@ -462,8 +462,7 @@ def analyze_layers(checkpoint: Path | str, device: Any, precision: str, backend:
                            per_channel=policy.per_channel if policy else True,
                            activation_signed=bool(policy and policy.activation_signed),
                            calibration_samples=max(1, len(calibration) if calibration is not None else 1))
-    artifact = ModelArtifact(ckpt.path, ckpt.name, ckpt.sha256, ckpt.input_name, ckpt.input_shape, "",
-                             calibration_table=ckpt.calibration_table, qdq_path=ckpt.qdq_path)
+    artifact = ckpt.with_data_shapes({ckpt.input_name: images.shape[1:]}).artifact()
     with tempfile.TemporaryDirectory(prefix="qt-layers-") as tmp:
         work = Path(workdir) if workdir else Path(tmp)
         be = create_backend(backend)

@@ -31,7 +31,7 @@ class JobSpec:
     per_channel: bool
     activation_signed: bool
     data_path: str                 # npz with eval_images, eval_labels, calib_images
-    reference_path: str            # npy with the FP32 ORT reference outputs
+    reference_path: str            # npz with the FP32 reference outputs, one array per output (key = name)
     result_path: str               # where the worker writes its JSON result
     stage_path: str                # the worker writes its current stage here (for timeouts)
     latency_path: str              # raw per-iteration latencies (.npy, ns)
@@ -57,6 +57,11 @@ class JobSpec:
     target: str | None = None
     #: Modules to import before the backend is created (adapters outside entry points, test fakes).
     plugin_modules: tuple[str, ...] = ()
+    #: The model object (harness.model.checkpoint.Checkpoint.to_dict()): inputs, outputs, shapes fixed from the
+    #: data, file hashes. The worker builds everything from it and never re-parses the model file.
+    model: dict[str, Any] | None = None
+    #: Where the validation stage writes the per-sample vectors (.npz; None: not kept).
+    samples_path: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)

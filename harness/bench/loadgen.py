@@ -1,13 +1,16 @@
-"""The measurement loop. It owns every timestamp; the session only answers run(batch).
+"""The measurement loop. It owns every timestamp; the session only answers run(feeds) -> outputs.
 
 Protocol (paper A.3): warmup iterations, then `runs` timed runs of `iters` iterations each; the record
-holds the median over runs of each run's statistic. Inputs are prepared before the timed region.
+holds the median over runs of each run's statistic. Inputs are prepared before the timed region: one feeds
+dict (graph input name -> N-first array) per iteration, built outside the clock.
+
+``run_outputs`` is the one "run a model over inputs" evaluator (validation, the FP32 reference, analyses).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -56,29 +59,46 @@ class LoopResult:
         return fields
 
 
-def prepare_batches(images: np.ndarray, batch: int, count: int) -> list[np.ndarray]:
-    """`count` contiguous float32 batches cycling through the evaluation images (outside the timed region)."""
-    if len(images) == 0:
-        raise ValueError("no evaluation images to time with")
-    n = len(images)
-    batches = []
+Feeds = Mapping[str, np.ndarray]
+
+
+def sample_count(inputs: Feeds) -> int:
+    """N, the number of samples in per-input N-first arrays; every input must have the same N."""
+    if not inputs:
+        raise ValueError("no model inputs to feed")
+    counts = {name: len(a) for name, a in inputs.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"model inputs have different sample counts {counts}; every input needs one row per sample")
+    return next(iter(counts.values()))
+
+
+def prepare_batches(inputs: Feeds, batch: int, count: int) -> list[dict[str, np.ndarray]]:
+    """`count` feeds dicts of `batch` contiguous samples, cycling through the inputs (outside the timed region).
+
+    Arrays keep their dtype (the data was prepared in the model's input dtype).
+    """
+    n = sample_count(inputs)
+    if n == 0:
+        raise ValueError("no evaluation samples to time with")
+    feeds = []
     for i in range(count):
         idx = [(i * batch + j) % n for j in range(batch)]
-        batches.append(np.ascontiguousarray(images[idx], dtype=np.float32))
-    return batches
+        feeds.append({name: np.ascontiguousarray(a[idx]) for name, a in inputs.items()})
+    return feeds
 
 
-def measure(session: Session, images: np.ndarray, cfg: LoopConfig, power: Any = None,
+def measure(session: Session, inputs: Feeds, cfg: LoopConfig, power: Any = None,
             on_iteration: Callable[[int, int], None] | None = None,
             clock: Callable[[], int] = time.perf_counter_ns) -> LoopResult:
     """Warm up, then time `cfg.runs` × `cfg.iters` iterations of run + synchronize.
 
-    `power` (a harness.power monitor) is started after the warmup's final sync and stopped right after
-    the last timed iteration of each run, so its window is exactly the timed loop. `clock` returns integer
-    nanoseconds (``time.perf_counter_ns``; tests pass a fake one to check the statistics exactly).
+    `inputs` maps each graph input name to its N-first array. `power` (a harness.power monitor) is started
+    after the warmup's final sync and stopped right after the last timed iteration of each run, so its window
+    is exactly the timed loop. `clock` returns integer nanoseconds (``time.perf_counter_ns``; tests pass a fake
+    one to check the statistics exactly).
     """
-    warm = prepare_batches(images, cfg.batch, max(cfg.warmup, 1))
-    timed = prepare_batches(images, cfg.batch, cfg.iters)
+    warm = prepare_batches(inputs, cfg.batch, max(cfg.warmup, 1))
+    timed = prepare_batches(inputs, cfg.batch, cfg.iters)
     run, sync = session.run, session.synchronize
     for x in warm[:cfg.warmup]:
         run(x)
@@ -100,22 +120,43 @@ def measure(session: Session, images: np.ndarray, cfg: LoopConfig, power: Any = 
     return LoopResult(samples, cfg.batch)
 
 
-def run_outputs(session: Session, images: np.ndarray, batch: int, time_budget_s: float | None = None) -> np.ndarray:
-    """Outputs for the images, in order (the validation pass; not timed).
+def run_outputs(session: Session, inputs: Feeds, batch: int, time_budget_s: float | None = None,
+                batch_axes: Sequence[int] | None = None, pad_last: bool = False) -> list[np.ndarray]:
+    """Every output for the inputs, in graph order (the validation pass and the FP32 reference; not timed).
+
+    `inputs` maps each graph input name to its N-first array. Returns one array per graph output: the
+    per-batch outputs concatenated along that output's batch axis (`batch_axes[k]`, default 0), in the
+    output's own layout (a time-major (T, N, C) output stays time-major; scoring moves the batch axis by the
+    output's card). Dtypes are the session's. `pad_last` (models whose graph fixes the batch): a short final
+    batch is padded with copies of its last sample, whose outputs are dropped.
 
     With a time budget the pass stops at the first batch boundary past it, so a very slow backend (untuned
     TVM at ~50 ms per image) scores a prefix of the evaluation set instead of running for hours.
     """
-    outs = []
+    n = sample_count(inputs)
+    per_batch: list[list[np.ndarray]] = []
+    done = 0
     deadline = None if time_budget_s is None else time.perf_counter() + time_budget_s
-    for start in range(0, len(images), batch):
-        x = np.ascontiguousarray(images[start:start + batch], dtype=np.float32)
-        y = session.run(x)
+    for start in range(0, n, batch):
+        idx = np.arange(start, min(start + batch, n))
+        done += len(idx)
+        if pad_last and len(idx) < batch:
+            idx = np.concatenate([idx, np.full(batch - len(idx), idx[-1])])
+        feeds = {name: np.ascontiguousarray(a[idx]) for name, a in inputs.items()}
+        ys = session.run(feeds)
         session.synchronize()
-        outs.append(np.array(y, dtype=np.float32, copy=True))
+        if per_batch and len(ys) != len(per_batch[0]):
+            raise RuntimeError(f"the session returned {len(ys)} outputs after {len(per_batch[0])} on earlier batches")
+        per_batch.append([np.array(y, copy=True) for y in ys])
         if deadline is not None and time.perf_counter() > deadline:
             break
-    return np.concatenate(outs, axis=0)
+    if not per_batch:
+        raise ValueError("no evaluation samples to run")
+    axes = list(batch_axes) if batch_axes is not None else [0] * len(per_batch[0])
+    if len(axes) != len(per_batch[0]):
+        raise ValueError(f"{len(axes)} batch axes given for {len(per_batch[0])} outputs")
+    return [np.take(np.concatenate([b[k] for b in per_batch], axis=ax), np.arange(done), axis=ax)
+            for k, ax in enumerate(axes)]
 
 
 def durations_s(result: LoopResult) -> Sequence[float]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import backends
 from backends.base import CompileConfig
@@ -101,7 +101,7 @@ def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], check
                     if is_integer_precision(precision) and precision != "int8-dynamic" and options.calibrations:
                         calibs = list(options.calibrations)
                     for calib in calibs:
-                        job_refusal = refusal
+                        job_refusal = refusal or model_refusal(ckpt, options, backend_name, precision)
                         if job_refusal is None and precision not in device.precisions:
                             job_refusal = (f"device {device.name} does not offer {precision} (its precisions: "
                                            f"{', '.join(device.precisions)})")
@@ -117,6 +117,23 @@ def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], check
                             make_job_id(ckpt.name, device.name, backend_name, precision, calib, per_channel),
                             job_refusal, host_substitute=not present))
     return jobs
+
+
+def model_refusal(ckpt: Checkpoint, options: BenchmarkOptions, backend: str | None = None,
+                  precision: str | None = None) -> str | None:
+    """Why this checkpoint cannot be benchmarked as asked, or None.
+
+    - a .tflite checkpoint anywhere but LiteRT FP32 (it runs as it is; the harness converts ONNX only);
+    - a timing batch larger than the batch the graph fixes.
+    """
+    if ckpt.format == "tflite" and backend is not None and (backend != "litert" or precision != "fp32"):
+        return (f"{ckpt.name} is a .tflite checkpoint: it runs as it is on litert fp32 only "
+                f"(not {backend} {precision}); pass an ONNX export for other backends and precisions")
+    fixed = ckpt.fixed_batch
+    if fixed is not None and options.batch > fixed:
+        return (f"{ckpt.name} fixes its batch at {fixed} in the graph; --batch {options.batch} cannot be fed "
+                f"(use --batch {fixed} or less, or export the model with a dynamic batch axis)")
+    return None
 
 
 def resolve_checkpoints(paths: Sequence[str]) -> list[Checkpoint]:

@@ -113,15 +113,16 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
         # per-attempt names: a file left by a killed attempt is never read as this attempt's
         result_path=str(store.attempt_file(tag, "result.json")), stage_path=str(store.attempt_file(tag, "stage")),
         latency_path=str(store.attempt_file(tag, "latency.npy")),
+        samples_path=str(store.attempt_file(tag, "samples.npz")) if mode == "measure" else None,
         workdir=str(store.layout.artifact_cache), warmup=loop["warmup"], iters=loop["iters"],
-        runs=loop["runs"], batch=options.batch, validate_batch=1,
+        runs=loop["runs"], batch=options.batch, validate_batch=job.checkpoint.fixed_batch or 1,
         validate_budget_s=options.validate_budget_s if mode == "measure" else None, fidelity_only=options.fidelity_only,
         threads=options.threads, cpu_affinity=options.cpu_affinity, power_period_ms=options.power_period_ms, power_estimate=options.power_estimate,
         power_source_options=_source_options(options.power_source_options), host_substitute=job.host_substitute,
         calibration_table=str(job.checkpoint.calibration_table) if job.checkpoint.calibration_table else None,
         qdq_path=str(job.checkpoint.qdq_path) if job.checkpoint.qdq_path else None,
         plugin_modules=options.plugin_modules, options=_options_for(job.backend, options.backend_options),
-        target=options.target,
+        target=options.target, model=job.checkpoint.to_dict(),
     )
 
 
@@ -167,9 +168,9 @@ def build_manifest(options: BenchmarkOptions, devices: Sequence[DeviceProfile], 
         "devices": {d.name: d.to_dict() for d in devices},
         "device_present": {d.name: device_present(d) for d in devices},
         "platform": platform,
-        "checkpoints": {c.name: {"path": str(c.path), "sha256": c.sha256,
-                                 "calibration_table": str(c.calibration_table) if c.calibration_table else None}
-                        for c in checkpoints},
+        # Every file of every model (the .onnx and its external data) with its hash, inputs/outputs, the shapes
+        # the data fixed: enough to tell two runs of "the same" model apart.
+        "checkpoints": {c.name: c.to_dict() for c in checkpoints},
         # the effective model cards: pass one back with --model-card to repeat the run exactly
         "model_cards": {c.name: c.card.to_dict() for c in checkpoints if c.card is not None},
         "eval_source": eval_source,
@@ -209,6 +210,7 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
                 info(f"model card of {ckpt.name} ({ckpt.card.source}), assumed:\n  " + "\n  ".join(ckpt.card.inferred))
         data = _prepare_all_data(options, store, checkpoints, jobs, old_manifest)
         eval_source = "; ".join(dict.fromkeys(data.sources.values()))
+        checkpoints = [data.models[c.name] for c in checkpoints]   # symbolic dimensions fixed from the data
         manifest, warnings = build_manifest(options, devices, checkpoints, eval_source, run_id, data.notes)
         manifest["data_sha256"] = data.digests
         store.write_manifest(manifest)
@@ -241,6 +243,8 @@ class RunData:
     sources: dict[str, str]
     digests: dict[str, str]
     notes: dict[str, list[str]]
+    #: The checkpoints with their symbolic dimensions fixed from this data (what every job compiles for).
+    models: dict[str, Checkpoint] = field(default_factory=dict)
 
 
 def _prepare_all_data(options: BenchmarkOptions, store: RunStore, checkpoints: Sequence[Checkpoint],
@@ -249,6 +253,7 @@ def _prepare_all_data(options: BenchmarkOptions, store: RunStore, checkpoints: S
     sources: dict[str, str] = {}
     digests: dict[str, str] = {}
     notes: dict[str, list[str]] = {}
+    models: dict[str, Checkpoint] = {}
     old_digests = (old_manifest or {}).get("data_sha256") or {}
     for ckpt in checkpoints:
         needs = any(j.checkpoint.name == ckpt.name and j.refusal is None and takes_calibration(j.precision)
@@ -261,9 +266,14 @@ def _prepare_all_data(options: BenchmarkOptions, store: RunStore, checkpoints: S
             raise StoreError(f"cannot resume run {store.run_id!r}: the data of {ckpt.name} differ from the run's "
                              f"first attempt (first: {(old_manifest or {}).get('eval_source')}; now: "
                              f"{sources[ckpt.name]}); resume with the same data options, or start a new run")
-        if len(evaluation.inputs) == 1:
+        if len(evaluation.inputs) == 1 and len(ckpt.inputs) == 1:
             check_feedable(ckpt, tuple(evaluation.first.shape[1:]), sources[ckpt.name])
-    return RunData(paths, sources, digests, notes)
+            shapes = {ckpt.input_name: tuple(evaluation.first.shape[1:])}
+        else:
+            shapes = {name: tuple(a.shape[1:]) for name, a in evaluation.inputs.items()}
+        # Symbolic dimensions are fixed from the data once, here; every job compiles for these shapes.
+        models[ckpt.name] = ckpt.with_data_shapes(shapes)
+    return RunData(paths, sources, digests, notes, models)
 
 
 def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunStore, data: RunData,
@@ -277,6 +287,7 @@ def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunS
             continue
         if progress:
             progress(job.job_id, index, len(jobs))
+        job = dataclasses.replace(job, checkpoint=data.models.get(job.checkpoint.name, job.checkpoint))
         base = _base_fields(run_id, job, options, loop)
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         t0 = time.perf_counter()
@@ -288,8 +299,9 @@ def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunS
                 ref = _make_reference(job, run_id, options, store, data, loop)
                 references[job.checkpoint.name] = ref
             if isinstance(ref, str):
+                runtime = "LiteRT" if job.checkpoint.format == "tflite" else "ONNX Runtime"
                 outcome = {"status": "failed", "failed_stage": "validate",
-                           "error_message": f"the FP32 ONNX Runtime reference could not be computed: {ref}"}
+                           "error_message": f"the FP32 {runtime} reference could not be computed: {ref}"}
             else:
                 busy, load = hostinfo.host_busy()
                 if busy and not options.fidelity_only:  # no timing to inflate otherwise
@@ -300,6 +312,7 @@ def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunS
                                        memory_limit_mb=options.memory_limit_mb)
                 outcome.update(host_busy=busy, load_avg_1m=load)
                 _keep_latencies(spec, store, job, outcome)
+                _keep_samples(spec, store, job, outcome)
         if data.notes.get(job.checkpoint.name):   # resizing, label mapping, the calibration split: in the record
             outcome["extra"] = {**(outcome.get("extra") or {}), "data_notes": data.notes[job.checkpoint.name]}
         record = _to_record(base, outcome, job, data.sources[job.checkpoint.name], started, time.perf_counter() - t0)
@@ -318,6 +331,13 @@ def _keep_latencies(spec: JobSpec, store: RunStore, job: PlannedJob, outcome: di
         outcome["raw_latency_file"] = final.name
     else:
         outcome.pop("raw_latency_file", None)
+
+
+def _keep_samples(spec: JobSpec, store: RunStore, job: PlannedJob, outcome: dict[str, Any]) -> None:
+    """Move this attempt's per-sample vectors to samples/<job_id>.npz (only an ok attempt's file is kept)."""
+    attempt_file = Path(spec.samples_path) if spec.samples_path else None
+    if attempt_file is not None and outcome.get("status") == "ok" and attempt_file.exists():
+        os.replace(attempt_file, store.layout.samples_file(job.job_id))
 
 
 def _check_resume(manifest: dict[str, Any], options: BenchmarkOptions, checkpoints: Sequence[Checkpoint],
@@ -351,7 +371,8 @@ def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, sto
                                            data.digests[job.checkpoint.name])
     if ref_path.exists():
         return ref_path
-    ref_job = PlannedJob(job.device, job.checkpoint, "onnxruntime", "fp32", None, True, False, job.job_id)
+    ref_backend = "litert" if job.checkpoint.format == "tflite" else "onnxruntime"
+    ref_job = PlannedJob(job.device, job.checkpoint, ref_backend, "fp32", None, True, False, job.job_id)
     spec = _spec_for(ref_job, "reference", run_id, options, store, data.paths, ref_path, loop)
     outcome = execute_spec(spec, options.timeout_s, store.attempt_file(f"reference__{job.checkpoint.name}", "log"),
                            memory_limit_mb=options.memory_limit_mb)
@@ -365,6 +386,9 @@ def _to_record(base: dict[str, Any], outcome: dict[str, Any], job: PlannedJob, e
     fields = dict(base)
     fields.update({k: v for k, v in outcome.items() if v is not None or k in ("failed_stage",)})
     status = fields.get("status", "failed")
+    fields["reference_runtime"] = "LiteRT FP32" if job.checkpoint.format == "tflite" else "ONNX Runtime FP32 (CPU)"
+    if job.checkpoint.data_shapes:
+        fields["input_shapes"] = {n: list(shape) for n, shape in job.checkpoint.data_shapes}
     if status == "ok":
         fields["eval_source"] = eval_source
         if job.host_substitute and job.backend in HOST_CPU_BACKENDS:

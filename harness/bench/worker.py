@@ -19,12 +19,13 @@ import numpy as np
 
 import backends
 from backends.cache import invalidate_path
-from backends.base import CompileConfig, ModelArtifact, RuntimeConfig, UnsupportedRequest, file_sha256
+from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from devices import load_device
 from devices.numerics import takes_calibration
 from harness.bench import loadgen
 from harness.data.loaders import load_job_data
-from harness.scoring import metrics
+from harness.model.checkpoint import Checkpoint
+from harness.scoring import NonFiniteOutputs, score_outputs
 
 
 class StageError(Exception):
@@ -54,21 +55,79 @@ def pin_and_count_threads(spec) -> int:
     return spec.threads or len(_affinity() or ()) or os.cpu_count() or 1
 
 
-def run_reference(spec) -> dict[str, Any]:
-    """FP32 ONNX Runtime outputs on every evaluation image: what every fidelity metric compares against."""
+def job_model(spec) -> Checkpoint:
+    """The model object the runner built (inputs, outputs, data-fixed shapes, card); the file is not re-parsed."""
+    if not spec.model:
+        raise ValueError(f"job {spec.job_id} carries no model description; it was written by an older runner: "
+                         "rerun the benchmark")
+    return Checkpoint.from_dict(spec.model)
+
+
+def output_cards(ckpt: Checkpoint) -> list[Any]:
+    """One OutputCard per graph output, in graph order: the run's effective card, else what can be inferred."""
+    card = ckpt.card
+    if card is None:
+        from harness.model.card import infer_card
+
+        card = infer_card(ckpt)
+    return [card.output(t.name) for t in ckpt.outputs]
+
+
+def batch_axes(ckpt: Checkpoint) -> list[int]:
+    """Each output's batch axis, from its card."""
+    return [int(c.batch_axis) for c in output_cards(ckpt)]
+
+
+def reference_session(ckpt: Checkpoint, threads: int):
+    """The FP32 reference runtime: ONNX Runtime for ONNX checkpoints, LiteRT for .tflite checkpoints."""
+    if ckpt.format == "tflite":
+        from backends.litert_backend import LiteRtSession
+
+        return LiteRtSession(Path(ckpt.path), threads, nchw=False)
     from backends.onnxruntime_backend import OrtSession
 
-    images = load_job_data(spec.data_path)[0].first
-    session = OrtSession(Path(spec.checkpoint_path), ["CPUExecutionProvider"], pin_and_count_threads(spec))
+    return OrtSession(Path(ckpt.path), ["CPUExecutionProvider"], threads)
+
+
+def run_reference(spec) -> dict[str, Any]:
+    """FP32 outputs on every evaluation sample, every output: what every fidelity metric compares against.
+
+    Saved as an .npz with one array per output (key = output name, the output's own layout). Runs through
+    loadgen.run_outputs, the one evaluator.
+    """
+    ckpt = job_model(spec)
+    data = _load_data(spec, ckpt)
+    session = reference_session(ckpt, pin_and_count_threads(spec))
     try:
-        outputs = loadgen.run_outputs(session, images, spec.validate_batch)
+        outputs = loadgen.run_outputs(session, data.eval_inputs, spec.validate_batch, batch_axes=batch_axes(ckpt),
+                                      pad_last=ckpt.fixed_batch is not None)
     finally:
         session.close()
-    tmp = Path(spec.reference_path + ".tmp")
-    with open(tmp, "wb") as f:   # atomic: a killed worker never leaves a half reference for the next attempt
-        np.save(f, outputs)
-    tmp.replace(spec.reference_path)
-    return {"status": "ok", "reference_shape": list(outputs.shape)}
+    save_outputs(spec.reference_path, ckpt, outputs)
+    return {"status": "ok", "reference_shapes": {t.name: list(o.shape) for t, o in zip(ckpt.outputs, outputs)},
+            "reference_runtime": reference_runtime(ckpt)}
+
+
+def reference_runtime(ckpt: Checkpoint) -> str:
+    return "LiteRT FP32" if ckpt.format == "tflite" else "ONNX Runtime FP32 (CPU)"
+
+
+def save_outputs(path: str | Path, ckpt: Checkpoint, outputs: list[np.ndarray]) -> None:
+    """One array per output, keyed by output name; atomic: a killed worker never leaves a half file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **{t.name: o for t, o in zip(ckpt.outputs, outputs)})
+    tmp.replace(path)
+
+
+def load_outputs(path: str | Path, ckpt: Checkpoint) -> list[np.ndarray]:
+    """The saved outputs in the checkpoint's output order."""
+    with np.load(path) as z:
+        missing = [t.name for t in ckpt.outputs if t.name not in z.files]
+        if missing:
+            raise StageError("validate", "failed", f"the FP32 reference {path} lacks outputs {missing}")
+        return [z[t.name] for t in ckpt.outputs]
 
 
 def run_measure(spec) -> dict[str, Any]:
@@ -97,7 +156,8 @@ def run_measure(spec) -> dict[str, Any]:
             _time(spec, session, compiled, device, data, out, stage)
             stage.enter("validate")
             validate_batch = int(compiled.metadata.get("validate_batch", spec.validate_batch))
-            outputs = loadgen.run_outputs(session, data.eval_images, validate_batch, spec.validate_budget_s)
+            outputs = loadgen.run_outputs(session, data.eval_inputs, validate_batch, spec.validate_budget_s,
+                                          batch_axes=batch_axes(data.model), pad_last=data.model.fixed_batch is not None)
         finally:
             session.close()
         _score(spec, outputs, data, out)
@@ -129,15 +189,40 @@ class StageTracker:
 
 @dataclass(frozen=True)
 class JobData:
-    """The arrays a job is fed: evaluation images and labels, the calibration set (None when not used)."""
+    """What a job is fed: the model object, per-input evaluation arrays (N first), labels (None when the data
+    has none), the calibration set for the model's input (None when not used)."""
 
-    eval_images: np.ndarray
-    eval_labels: np.ndarray
+    model: Checkpoint
+    eval_inputs: dict[str, np.ndarray]
+    eval_labels: np.ndarray | None
     calibration: np.ndarray | None
+
+    @property
+    def eval_count(self) -> int:
+        return loadgen.sample_count(self.eval_inputs)
+
+
+def _load_data(spec, ckpt: Checkpoint, precision: str | None = None) -> JobData:
+    """The job's arrays keyed by the model's input names (harness.data's job file)."""
+    evaluation, calibration = load_job_data(spec.data_path)
+    inputs = dict(evaluation.inputs)
+    if list(inputs) == ["input"] and ckpt.input_names != ("input",) and len(ckpt.inputs) == 1:
+        inputs = {ckpt.input_name: inputs["input"]}  # a data file of the earlier layout names its one array "input"
+    missing = [n for n in ckpt.input_names if n not in inputs]
+    if missing:
+        raise StageError("prepare", "failed", f"the job data has no array for model input(s) {missing} "
+                                              f"(it has {sorted(inputs)})")
+    calib = None
+    if calibration is not None and len(calibration) and precision is not None and takes_calibration(precision):
+        if len(ckpt.inputs) != 1:
+            raise UnsupportedRequest(f"calibrating a model with {len(ckpt.inputs)} inputs "
+                                     f"({', '.join(ckpt.input_names)}) is not supported yet; run float precisions")
+        calib = calibration.first
+    return JobData(ckpt, {n: inputs[n] for n in ckpt.input_names}, evaluation.labels, calib)
 
 
 def _prepare(spec, out: dict[str, Any]):
-    """Plugins, device, backend (available or refused) and the job's data."""
+    """Plugins, device, backend (available or refused), the model object and the job's data."""
     import_plugins(spec.plugin_modules)
     device = load_device(spec.device)
     backend = backends.create_backend(spec.backend)
@@ -146,32 +231,20 @@ def _prepare(spec, out: dict[str, Any]):
     if not avail.available:
         raise UnsupportedRequest(avail.explain())
     out["simulated"] = bool(backend.capabilities().simulated)
-    evaluation, calibration = load_job_data(spec.data_path)
-    eval_images, eval_labels = evaluation.first, evaluation.labels
-    calib = calibration.first if calibration is not None and len(calibration) else None
-    if calib is not None and takes_calibration(spec.precision):
-        out["calibration_samples"] = len(calib)
-    else:
-        calib = None  # float and dynamic precisions take no calibration set
-    return backend, device, JobData(eval_images, eval_labels, calib)
+    data = _load_data(spec, job_model(spec), spec.precision)
+    if data.calibration is not None:
+        out["calibration_samples"] = len(data.calibration)
+    out["input_shapes"] = {n: list(a.shape[1:]) for n, a in data.eval_inputs.items()}
+    return backend, device, data
 
 
 def _compile(spec, backend, device, data: JobData, out: dict[str, Any]):
-    import onnx
-
     calib = data.calibration
     config = CompileConfig(precision=spec.precision, calibration=spec.calibration, per_channel=spec.per_channel,
                            activation_signed=spec.activation_signed,
                            calibration_samples=len(calib) if calib is not None and len(calib) else 1,
                            options=spec.options, target=spec.target)
-    graph = onnx.load(spec.checkpoint_path, load_external_data=False).graph
-    in_shape = tuple(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:])
-    model = ModelArtifact(
-        path=Path(spec.checkpoint_path), name=spec.checkpoint, sha256=file_sha256(spec.checkpoint_path),
-        input_name=graph.input[0].name, input_shape=in_shape, output_name=graph.output[0].name,
-        calibration_table=Path(spec.calibration_table) if spec.calibration_table else None,
-        qdq_path=Path(spec.qdq_path) if spec.qdq_path else None,
-    )
+    model = data.model.artifact()
     t0 = time.perf_counter()
     compiled = backend.compile(model, device, config, calib, Path(spec.workdir))
     out["compile_s"] = time.perf_counter() - t0
@@ -190,20 +263,20 @@ def _model_facts(spec, data: JobData, compiled, out: dict[str, Any]) -> None:
     """Parameter count, MACs per batch-1 inference, model and compiled-artifact size on disk (issue 18)."""
     from harness.model.stats import model_stats, size_mb
 
-    if hasattr(data, "inputs"):
-        shapes = {name: (1, *arr.shape[1:]) for name, arr in data.inputs.items()}
+    shapes = {name: (1, *arr.shape[1:]) for name, arr in data.eval_inputs.items()}
+    if data.model.format == "onnx":
+        stats = model_stats(str(data.model.path), shapes, {n: str(a.dtype) for n, a in data.eval_inputs.items()})
     else:
-        import onnx
+        from harness.model.stats import ModelStats
 
-        graph = onnx.load(spec.checkpoint_path, load_external_data=False).graph
-        weights = {i.name for i in graph.initializer}
-        name = next(i.name for i in graph.input if i.name not in weights)
-        shapes = {name: (1, *data.eval_images.shape[1:])}
-    stats = model_stats(spec.checkpoint_path, shapes)
+        stats = ModelStats(None, None, f"parameter and MAC counts are profiled for ONNX models only (this is "
+                                       f"{data.model.format})")
     out["params"], out["macs_per_inference"] = stats.params, stats.macs_per_inference
     if stats.note:
         out.setdefault("extra", {})["model_stats_note"] = stats.note
-    out["model_size_mb"] = size_mb(spec.checkpoint_path)
+    folder = Path(data.model.path).parent  # the model file and every external-data file it references
+    out["model_size_mb"] = sum(size_mb(folder / rel) for rel, _ in data.model.files) if data.model.files \
+        else size_mb(str(data.model.path))
     if Path(compiled.path).exists():
         out["artifact_size_mb"] = size_mb(compiled.path)
 
@@ -228,7 +301,7 @@ def _time(spec, session, compiled, device, data: JobData, out: dict[str, Any], s
         monitor.measure_idle(spec.power_idle_s)
         stage.enter("measure")
         cfg = loadgen.LoopConfig(spec.warmup, spec.iters, spec.runs, spec.batch)
-        result = loadgen.measure(session, data.eval_images, cfg, power=monitor)
+        result = loadgen.measure(session, data.eval_inputs, cfg, power=monitor)
         out.update(result.summary())
         out["latency_kind"] = "simulated" if out.get("simulated") else "measured"
         np.save(spec.latency_path, result.samples_ns)
@@ -238,21 +311,37 @@ def _time(spec, session, compiled, device, data: JobData, out: dict[str, Any], s
         monitor.close()
 
 
-def _score(spec, outputs: np.ndarray, data: JobData, out: dict[str, Any]) -> None:
-    """Fidelity of the outputs against the FP32 reference (and the labels)."""
-    reference = np.load(spec.reference_path)
+def _score(spec, outputs: list[np.ndarray], data: JobData, out: dict[str, Any]) -> None:
+    """Every output scored by its role against the same FP32 reference output (and the labels)."""
+    ckpt = data.model
+    reference = load_outputs(spec.reference_path, ckpt)
+    cards = output_cards(ckpt)
     labels = data.eval_labels
-    n = len(outputs)
-    if n < len(data.eval_images):
+    n = outputs[0].shape[cards[0].batch_axis]
+    total = data.eval_count
+    if n < total:
         out["validation_note"] = (f"validation stopped after {spec.validate_budget_s:.0f} s: scored on the first "
-                                  f"{n} of {len(data.eval_images)} images (raise --validate-budget)")
-        reference, labels = reference[:n], None if labels is None else labels[:n]
-    if outputs.shape != reference.shape:
-        raise StageError("validate", "failed",
-                         f"output shape {outputs.shape} differs from the reference's {reference.shape}")
-    if outputs.ndim == 2:
-        out.update(metrics.classification_fidelity(outputs, reference, labels))
+                                  f"{n} of {total} samples (raise --validate-budget)")
+        reference = [np.take(r, np.arange(n), axis=c.batch_axis) for r, c in zip(reference, cards)]
+        labels = None if labels is None else labels[:n]
+    if len(outputs) != len(reference):
+        raise StageError("validate", "failed", f"the backend returned {len(outputs)} outputs; the FP32 reference has "
+                                               f"{len(reference)} ({', '.join(ckpt.output_names)})")
+    for t, o, r in zip(ckpt.outputs, outputs, reference):
+        if o.shape != r.shape:
+            raise StageError("validate", "failed", f"output {t.name} has shape {o.shape}; the reference's is {r.shape}")
+    try:
+        scores = score_outputs(outputs, reference, cards, labels)
+    except (NonFiniteOutputs, ValueError) as exc:  # NaN/Inf, or a card that does not fit its output
+        raise StageError("validate", "failed", str(exc)) from None
+    out.update(scores.fields)
+    out["outputs"] = scores.per_output
     out["eval_samples"] = int(n)
+    if spec.samples_path and scores.per_sample:
+        # bool vectors over the scored images, for the views' bootstrap confidence intervals
+        tmp = Path(spec.samples_path + ".tmp.npz")
+        np.savez(tmp, **scores.per_sample)
+        os.replace(tmp, spec.samples_path)
 
 
 def import_plugins(modules) -> None:

@@ -240,21 +240,42 @@ def resolve_paths(args: argparse.Namespace) -> None:
             setattr(args, key, os.path.abspath(os.path.expanduser(value)))
 
 
+#: Options of `run` whose values are paths: the resume command gives them absolute, so it works from any folder.
+_PATH_OPTIONS = {"--checkpoint", "--data", "--calib-data", "--model-card"}
+
+
+def _absolute_option(option: str, value: str) -> str:
+    if option in _PATH_OPTIONS:
+        return os.path.abspath(os.path.expanduser(value))
+    if option == "--device":
+        return ",".join(_absolute_if_path(d) for d in _csv(value))
+    return value
+
+
 def resume_command(argv: Sequence[str], run_id: str, results_dir: Path) -> str:
-    """The command that finishes an interrupted run: the same options, with --resume RUN_ID --results DIR."""
+    """The command that finishes an interrupted run: the same options (paths made absolute), with
+    --resume RUN_ID --results DIR in place of --run-id/--resume/--results."""
     drop = {"--run-id", "--resume", "--results"}
     kept: list[str] = []
-    skip = False
-    for token in argv:
-        if skip:
-            skip = False
-            continue
+    tokens = list(argv)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        name, eq, value = token.partition("=")
         if token in drop:
-            skip = True
+            i += 2
             continue
-        if token.split("=", 1)[0] in drop:
+        if eq and name in drop:
+            i += 1
             continue
-        kept.append(token)
+        if eq and name.startswith("--"):
+            kept.append(f"{name}={_absolute_option(name, value)}")
+        elif token in _PATH_OPTIONS | {"--device"} and i + 1 < len(tokens):
+            kept += [token, _absolute_option(token, tokens[i + 1])]
+            i += 1
+        else:
+            kept.append(token)
+        i += 1
     return "python -m harness " + shlex.join(kept + ["--resume", run_id, "--results", str(results_dir)])
 
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.model.card import BOX_FORMATS
 from harness.scoring.roles import RoleResult
 
 DETECTION_LAYOUTS = ("boxes4+scoresK", "boxes4+obj+scoresK", "boxes4+score+class")
-BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 #: Reference detections at or above this score are the pseudo ground truth (the common deployment threshold).
 REFERENCE_SCORE_MIN = 0.25
 #: Candidates below this score are dropped before NMS (COCO evaluation practice: keep low scores for recall).

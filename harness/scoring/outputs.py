@@ -7,7 +7,7 @@ output, else the first detection, mask, sequence, embedding, regression, raw out
 record's top-level fields under today's names, so existing tables keep working; every output is in ``per_output``.
 
 Cards are ``harness.model.card.OutputCard`` (name, role, batch_axis, class_axis, box_format, detection_layout,
-blank_index); any object with those attributes works.
+blank_index).
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from harness.model.card import ROLES
 from harness.scoring import detection, roles
 from harness.scoring.tensors import (DEAD_CHANNEL_SNR_DB, NonFiniteOutputs, accumulate, batch_first, check_finite,
                                      tensor_metrics, worst_channels)
 
-ROLES = ("logits", "probabilities", "detection", "mask", "sequence", "embedding", "regression", "raw")
 #: Which output's metrics become the record's top-level fields: the first of the earliest role here.
 PRIMARY_ORDER = ("logits", "probabilities", "detection", "mask", "sequence", "embedding", "regression", "raw")
 #: Top-level fields taken from the primary output's tensor metrics (record name <- per-output name).
@@ -92,6 +92,8 @@ def score_outputs(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray]
         if n_images is not None and o.shape[0] != n_images:
             raise ValueError(f"output {card.name!r} has {o.shape[0]} samples along batch axis {card.batch_axis}, "
                              f"the outputs before it {n_images}: check batch_axis in the model card")
+        if labels is not None and len(labels) != o.shape[0]:
+            raise ValueError(f"{len(labels)} labels for {o.shape[0]} scored samples of output {card.name!r}")
         n_images = o.shape[0]
         row, result = _score_one(o, r, class_axis, card, labels)
         row["shape"] = list(np.shape(out))

@@ -55,12 +55,6 @@ def batch_first(x: np.ndarray, batch_axis: int, class_axis: int | None, name: st
     return moved, order.index(c)
 
 
-def take_first(x: np.ndarray, n: int, batch_axis: int) -> np.ndarray:
-    """The first ``n`` samples of ``x`` along its batch axis (the validation budget may score a prefix)."""
-    x = np.asarray(x)
-    return np.take(x, np.arange(n), axis=normalise_axis(batch_axis, x.ndim, "batch_axis"))
-
-
 def check_finite(arrays: Sequence[np.ndarray], names: Sequence[str], who: str) -> None:
     """Raise NonFiniteOutputs("k of N outputs non-finite ...") when any array holds NaN or ±Inf.
 

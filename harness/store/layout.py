@@ -119,8 +119,9 @@ class RunLayout:
         return self.work / f"data__{checkpoint}.npz"
 
     def reference_file(self, checkpoint: str, checkpoint_sha256: str, data_sha256: str) -> Path:
-        """work/reference__...npy: FP32 reference outputs, named by model and data hashes (reused only for both)."""
-        return self.work / f"reference__{checkpoint}__{checkpoint_sha256[:12]}__{data_sha256[:12]}.npy"
+        """work/reference__...npz: FP32 reference outputs, one array per output (key = output name), named by
+        model and data hashes (reused only for both)."""
+        return self.work / f"reference__{checkpoint}__{checkpoint_sha256[:12]}__{data_sha256[:12]}.npz"
 
 
 def latency_path(run_dir: Path, job_id: str) -> Path:

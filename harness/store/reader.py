@@ -219,6 +219,9 @@ def load_store(paths: Iterable[str | Path] | str | Path) -> ResultStore:
     if len(df):
         flagged = df["extra"].map(lambda e: isinstance(e, dict) and "snr_db" in (e.get("non_finite_fields") or ()))
         df.loc[flagged & df["snr_db"].isna() & (df["logit_mse"] == 0.0), "snr_db"] = math.inf
+        # scoring writes an exact match as snr_db null + exact_match true (harness.scoring.tensors)
+        exact = df["exact_match"].map(lambda v: v is True).astype(bool)
+        df.loc[exact & df["snr_db"].isna(), "snr_db"] = math.inf
     return ResultStore(records=df, manifests=manifests, problems=problems)
 
 

@@ -32,6 +32,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from quanttrim.onnx_eval import onnx_logits
+
 from quanttrim.mixed_precision.allocation import Allocation, LayerSpec, allocate_bits, validate_bits
 from quanttrim.mixed_precision.bitmap import BitMap, save_bitmap
 from quanttrim.mixed_precision.report import (
@@ -168,32 +170,20 @@ def _accuracy_pct(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(1) == labels).mean() * 100.0)
 
 
-def _ort_logits(path: Path, images: np.ndarray, batch: int = 256, threads: int = 2) -> np.ndarray:
-    from backends.onnxruntime_backend import OrtSession
-
-    sess = OrtSession(path, ["CPUExecutionProvider"], threads)
-    try:
-        return np.concatenate([sess.run(images[i:i + batch]) for i in range(0, len(images), batch)])
-    finally:
-        sess.close()
-
-
 def _ort_latency_ms(path: Path, image: np.ndarray, iters: int) -> float | None:
-    """Median batch-1 latency with one thread (least disturbed by the other jobs sharing the cores)."""
+    """Median batch-1 latency with one thread (least disturbed by the other jobs sharing the cores).
+
+    Timed by the harness's measurement loop, the only code that takes timestamps.
+    """
     if iters <= 0:
         return None
     from backends.onnxruntime_backend import OrtSession
+    from harness.bench.loadgen import LoopConfig, measure
 
     sess = OrtSession(path, ["CPUExecutionProvider"], 1)
     try:
-        for _ in range(max(5, iters // 10)):
-            sess.run(image)
-        samples = []
-        for _ in range(iters):
-            t0 = time.perf_counter_ns()
-            sess.run(image)
-            samples.append(time.perf_counter_ns() - t0)
-        return float(np.median(samples)) / 1e6
+        cfg = LoopConfig(warmup=max(5, iters // 10), iters=iters, runs=1, batch=1)
+        return float(measure(sess, {sess.input_names[0]: image}, cfg).summary()["latency_ms_p50"])
     finally:
         sess.close()
 
@@ -420,7 +410,7 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
     artifact = ModelArtifact(path=fp32_onnx, name=f"{label}-fp32", sha256=file_sha256(fp32_onnx),
                              input_name=graph_in, input_shape=tuple(test_x.shape[1:]), output_name="logits")
     with clock.stage("eval_fp32_ort"):
-        fp32_acc = _accuracy_pct(_ort_logits(fp32_onnx, test_x, threads=cfg.threads), test_y)
+        fp32_acc = _accuracy_pct(onnx_logits(fp32_onnx, test_x, threads=cfg.threads), test_y)
         fp32_lat = _ort_latency_ms(fp32_onnx, test_x[:1], cfg.latency_iters)
     fp32_bytes = onnx_initializer_bytes(fp32_onnx)
     rows.append(ResultRow(label, "FP32", "32", "32", fp32_acc, 0.0, fp32_bytes, "onnx_initializers", 1.0, 1.0,
@@ -432,7 +422,7 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
         with clock.stage(f"ort_{method}"):
             compiled = backend.compile(art, device, config, calib_x if config.precision == "int8" else None,
                                        mdir / "ort-cache")
-            acc = _accuracy_pct(_ort_logits(compiled.path, test_x, threads=cfg.threads), test_y)
+            acc = _accuracy_pct(onnx_logits(compiled.path, test_x, threads=cfg.threads), test_y)
             lat = _ort_latency_ms(compiled.path, test_x[:1], cfg.latency_iters)
         size = onnx_initializer_bytes(compiled.path)
         row = ResultRow(label, method, wbits, abits, acc, fp32_acc - acc, size, "onnx_initializers",
@@ -531,7 +521,7 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
                 with clock.stage("ort_int8_container"):
                     compiled = backend.compile(art, device, CompileConfig(precision="int8", calibration="learned"),
                                                calib_x, mdir / "ort-cache")
-                    ort_acc = _accuracy_pct(_ort_logits(compiled.path, test_x, threads=cfg.threads), test_y)
+                    ort_acc = _accuracy_pct(onnx_logits(compiled.path, test_x, threads=cfg.threads), test_y)
             size = alloc.size_bytes
             rows.append(ResultRow(label, method, ms.name, str(a), acc, fp32_acc - acc, size, "weights_sum_P_b",
                                   fp32_weight_bytes / size, fp32_weight_bytes / size,

@@ -58,7 +58,7 @@ def run_emulated(model: ModelArtifact, policy: QuantPolicy, images: np.ndarray, 
     compiled = backend.compile(model, device, CompileConfig(precision=policy.name, **config), images, workdir)
     session = backend.load(compiled, device, RuntimeConfig(threads=1))
     try:
-        return compiled, session.run(x)
+        return compiled, session.run({"input": x})[0]
     finally:
         session.close()
 

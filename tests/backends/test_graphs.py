@@ -17,10 +17,10 @@ def _compile_and_run(name: str, model, config: CompileConfig, tmp_path):
     compiled = backend.compile(model, load_device("cpu"), config, images(16, split_name="train"), tmp_path / "w")
     session = backend.load(compiled, load_device("cpu"), RuntimeConfig(threads=1))
     try:
-        out = session.run(images(4))
+        out = session.run({"input": images(4)})
     finally:
         session.close()
-    return compiled, np.asarray(out[0] if isinstance(out, list) else out)
+    return compiled, np.asarray(out[0])
 
 
 def test_per_channel_int8_on_an_opset_11_graph_is_converted_and_runs(tmp_path):

@@ -58,7 +58,7 @@ def test_fp32_conversion_matches_ort(setup):
     session = backend.load(compiled, device, RuntimeConfig(threads=1))
     try:
         x = images(4)
-        assert snr_db(session.run(x), ort_reference(model, x)) >= 60.0
+        assert snr_db(session.run({"input": x})[0], ort_reference(model, x)) >= 60.0
     finally:
         session.close()
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import onnx
 
-from backends.onnx_graph import op_coverage, op_type_counts, static_batch_copy
+from backends.onnx_graph import op_coverage, op_type_counts, static_shape_copy
 from tests.backends.tiny_onnx import tiny_cnn
 
 
-def test_static_batch_copy_fixes_the_symbolic_batch(tmp_path):
+def test_static_shape_copy_fixes_the_symbolic_batch(tmp_path):
     model = tiny_cnn(tmp_path / "m.onnx")
-    out = static_batch_copy(model.path, tmp_path / "b1.onnx")
+    out = static_shape_copy(model.path, tmp_path / "b1.onnx")
     graph = onnx.load(str(out)).graph
     assert [v.type.tensor_type.shape.dim[0].dim_value for v in (*graph.input, *graph.output)] == [1, 1]
 

@@ -17,7 +17,7 @@ def _artifact(path, table=None):
 def _outputs(backend, compiled, images):
     session = backend.load(compiled, load_device("cpu"), RuntimeConfig(threads=1))
     try:
-        return np.concatenate([session.run(images[i:i + 1]) for i in range(len(images))])
+        return np.concatenate([session.run({"input": images[i:i + 1]})[0] for i in range(len(images))])
     finally:
         session.close()
 

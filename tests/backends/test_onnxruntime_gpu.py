@@ -76,7 +76,7 @@ def test_cuda_records_session_providers_and_runs(gpu_session, model, device, tmp
     c = b.compile(model, device, CompileConfig(precision="fp32"), None, tmp_path)
     assert c.metadata["session_providers"][0] == "CUDAExecutionProvider"
     sess = b.load(c, device, RuntimeConfig())
-    out = sess.run(np.zeros((2, 1, 28, 28), np.float32))
+    out = sess.run({"input": np.zeros((2, 1, 28, 28), np.float32)})[0]
     sess.synchronize()
     assert out.shape == (2, 10)
     sess.close()

@@ -112,7 +112,7 @@ def test_session_handles_a_new_batch_size(setup):
                            RuntimeConfig())
     try:
         x = images(3)
-        assert np.allclose(session.run(x), ort_reference(model, x), atol=1e-4)
+        assert np.allclose(session.run({"input": x})[0], ort_reference(model, x), atol=1e-4)
     finally:
         session.close()
 

@@ -160,7 +160,7 @@ def test_board_runs_prebuilt_rknn_on_chosen_cores(tmp_path, fake_lite):
     compiled = backend.compile(model, load_device("rk3588"), CompileConfig("int8", options=(("core_mask", "0_1_2"),)),
                                None, tmp_path / "work")
     session = backend.load(compiled, load_device("rk3588"), RuntimeConfig())
-    out = session.run(np.zeros((2, 1, 28, 28), np.float32))
+    out = session.run({"input": np.zeros((2, 1, 28, 28), np.float32)})[0]
     session.close()
     assert out.shape == (2, 10)
     assert ("load_rknn", str(prebuilt)) in fake_lite.calls and ("init_runtime", 7) in fake_lite.calls

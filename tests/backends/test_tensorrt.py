@@ -293,7 +293,7 @@ def test_run_returns_engine_outputs(monkeypatch, model, orin, tmp_path, version)
     compiled = compile_(model, orin, tmp_path, precision="fp16", options={"max_batch": 4})
     sess = TensorRTBackend().load(compiled, orin, RuntimeConfig())
     x = np.random.default_rng(2).random((3, 1, 28, 28), dtype=np.float32)
-    np.testing.assert_allclose(sess.run(x), nf.expected_output(x), rtol=1e-5)
+    np.testing.assert_allclose(sess.run({"input": x})[0], nf.expected_output(x), rtol=1e-5)
     sess.close()
 
 
@@ -301,9 +301,9 @@ def test_run_result_is_owned_and_synchronized(monkeypatch, model, orin, tmp_path
     _, cudart = fakes(monkeypatch)
     sess = TensorRTBackend().load(compile_(model, orin, tmp_path, precision="fp32"), orin, RuntimeConfig())
     x = np.ones((1, 1, 28, 28), np.float32)
-    first = sess.run(x)
+    first = sess.run({"input": x})[0]
     syncs = cudart.calls.count("cudaStreamSynchronize")
-    sess.run(x * 2)
+    sess.run({"input": x * 2})[0]
     np.testing.assert_allclose(first, nf.expected_output(x))  # not overwritten by the next call
     assert cudart.calls.count("cudaStreamSynchronize") == syncs + 1
     sess.synchronize()
@@ -317,7 +317,7 @@ def test_large_batch_split_into_engine_batches(monkeypatch, model, orin, tmp_pat
     sess = TensorRTBackend().load(compile_(model, orin, tmp_path, precision="fp16", options={"max_batch": 4}),
                                   orin, RuntimeConfig())
     x = np.random.default_rng(3).random((10, 1, 28, 28), dtype=np.float32)
-    np.testing.assert_allclose(sess.run(x), nf.expected_output(x), rtol=1e-5)
+    np.testing.assert_allclose(sess.run({"input": x})[0], nf.expected_output(x), rtol=1e-5)
     sess.close()
 
 
@@ -326,7 +326,7 @@ def test_fixed_batch_engine_pads_the_tail(monkeypatch, orin, tmp_path):
     m = nf.make_artifact(nf.make_onnx_model(tmp_path / "fixed.onnx", batch=4))
     sess = TensorRTBackend().load(compile_(m, orin, tmp_path, precision="fp16"), orin, RuntimeConfig())
     x = np.random.default_rng(4).random((6, 1, 28, 28), dtype=np.float32)
-    np.testing.assert_allclose(sess.run(x), nf.expected_output(x), rtol=1e-5)
+    np.testing.assert_allclose(sess.run({"input": x})[0], nf.expected_output(x), rtol=1e-5)
     sess.close()
 
 
@@ -347,6 +347,6 @@ def test_pycuda_flavour_runs_end_to_end(monkeypatch, model, orin, tmp_path, cali
     assert pycuda.events.count("make_context") == pycuda.events.count("pop") == 1  # the build's context is popped
     sess = TensorRTBackend().load(c, orin, RuntimeConfig())
     x = np.random.default_rng(6).random((2, 1, 28, 28), dtype=np.float32)
-    np.testing.assert_allclose(sess.run(x), nf.expected_output(x), rtol=1e-5)
+    np.testing.assert_allclose(sess.run({"input": x})[0], nf.expected_output(x), rtol=1e-5)
     sess.close()
     assert pycuda.events[-1] == "pop" and "synchronize" in pycuda.events

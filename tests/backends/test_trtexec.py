@@ -167,7 +167,7 @@ def test_fidelity_through_trtexec_without_python_bindings(bin_dir, model, orin, 
     sess = TrtexecBackend().load(c, orin, RuntimeConfig())
     assert isinstance(sess, TrtexecSession)
     x = np.random.default_rng(5).random((6, 1, 28, 28), dtype=np.float32)
-    np.testing.assert_allclose(sess.run(x), nf.expected_output(x), rtol=1e-5)
+    np.testing.assert_allclose(sess.run({"input": x})[0], nf.expected_output(x), rtol=1e-5)
     assert sess.calls == 2  # two engine batches of at most 4
     sess.close()
 
@@ -178,5 +178,5 @@ def test_fidelity_through_python_runtime_when_installed(bin_dir, model, orin, tm
     sess = TrtexecBackend().load(c, orin, RuntimeConfig())
     assert isinstance(sess, TensorRTSession)
     x = np.ones((2, 1, 28, 28), np.float32)
-    np.testing.assert_allclose(sess.run(x), nf.expected_output(x), rtol=1e-5)
+    np.testing.assert_allclose(sess.run({"input": x})[0], nf.expected_output(x), rtol=1e-5)
     sess.close()

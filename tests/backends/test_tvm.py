@@ -122,3 +122,33 @@ def test_tuning_database_is_reused_by_the_next_compile(setup):
         assert np.allclose(run_all(session, x), ort_reference(model, x), atol=1e-4)
     finally:
         session.close()
+
+
+@needs_tvm
+def test_symbolic_height_width_compile_at_the_data_size(tmp_path):
+    from harness.model.checkpoint import load_checkpoint
+    from tests.harness.model import onnx_models as m
+
+    ckpt = load_checkpoint(m.dynamic_hw_classifier(tmp_path / "dyn.onnx")).with_data_shapes({"input": (2, 5, 7)})
+    backend, device = TvmBackend(), load_device("cpu")
+    compiled = backend.compile(ckpt.artifact(), device, CompileConfig("fp32"), None, tmp_path / "work")
+    assert compiled.metadata["input_shapes"] == {"input": [1, 2, 5, 7]}  # never a 0 dimension
+    session = backend.load(compiled, device, RuntimeConfig(threads=1))
+    x = np.random.default_rng(0).random((3, 2, 5, 7), dtype=np.float32)
+    (logits,) = session.run({"input": x})
+    np.testing.assert_allclose(logits, m.dynamic_hw_numpy(x), rtol=1e-5)
+
+
+@needs_tvm
+def test_two_outputs_come_back_from_the_vm_tuple_in_graph_order(tmp_path):
+    from harness.model.checkpoint import load_checkpoint
+    from tests.harness.model import onnx_models as m
+
+    ckpt = load_checkpoint(m.one_input_two_outputs(tmp_path / "two.onnx")).with_data_shapes({"input": (4,)})
+    backend, device = TvmBackend(), load_device("cpu")
+    compiled = backend.compile(ckpt.artifact(), device, CompileConfig("fp32"), None, tmp_path / "work")
+    x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+    outs = backend.load(compiled, device, RuntimeConfig(threads=1)).run({"input": x})
+    assert len(outs) == 2
+    for got, want in zip(outs, m.one_input_two_outputs_numpy(x)):
+        np.testing.assert_allclose(got, want, rtol=1e-5)

@@ -102,8 +102,16 @@ def ort_reference(model: ModelArtifact, x: np.ndarray) -> np.ndarray:
     return np.concatenate([sess.run(None, {model.input_name: x[i:i + 1]})[0] for i in range(len(x))])
 
 
-def run_all(session, x: np.ndarray) -> np.ndarray:
-    return np.concatenate([session.run(x[i:i + 1]) for i in range(len(x))])
+def run_all(session, x: np.ndarray, input_name: str = "input") -> np.ndarray:
+    """The first output over the images, one image per run() (the Session contract: feeds dict in, list out)."""
+    return np.concatenate([session.run({input_name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def first_output(session, x: np.ndarray, input_name: str = "input") -> np.ndarray:
+    """run() on one feed, its first output."""
+    outputs = session.run({input_name: x})
+    assert isinstance(outputs, list), "Session.run returns a list of outputs"
+    return outputs[0]
 
 
 def device_for(backend: str) -> str:

@@ -6,14 +6,15 @@ import signal
 
 import pytest
 
+from harness.store.writer import RunStore
 from tests.faults.conftest import (alive, assert_all_gone, cli, pids, run_args, strict_records, wait_for)
 
 SLOW = {"EVIL_SLOW": "1"}
 BACKENDS = ["onnxruntime", "evil-slow"]     # the first job finishes, the second is slow: killed in the middle
 
 
-def _start_slow_run(tmp_path, model, pid_dir, run_id):
-    proc = cli(run_args(tmp_path, model, BACKENDS, run_id), env_extra=SLOW)
+def _start_slow_run(tmp_path, model, pid_dir, run_id, resume=False):
+    proc = cli(run_args(tmp_path, model, BACKENDS, run_id, resume=resume), env_extra=SLOW)
     wait_for(lambda: pids(pid_dir, "helper") or proc.poll() is not None, what="the slow job's helper")
     assert proc.poll() is None, proc.communicate()
     return proc
@@ -60,9 +61,10 @@ def test_a_stop_signal_keeps_records_and_prints_the_exact_resume_command(tmp_pat
     assert sorted(r["backend"] for r in strict_records(run_dir)) == sorted(BACKENDS)
 
 
-def test_a_second_resume_of_a_running_run_is_refused_naming_the_holder(tmp_path, model, pid_dir):
+def test_two_concurrent_resumes_one_is_refused_naming_the_holder(tmp_path, model, pid_dir):
     run_dir = tmp_path / "results" / "c1"
-    first = _start_slow_run(tmp_path, model, pid_dir, "c1")
+    RunStore(tmp_path / "results", "c1").close()       # a run that stopped before its first record
+    first = _start_slow_run(tmp_path, model, pid_dir, "c1", resume=True)
     second = cli(run_args(tmp_path, model, BACKENDS, "c1", resume=True))
     out, err = second.communicate(timeout=120)
     assert second.returncode == 1

@@ -3,8 +3,6 @@ corrupted compile-cache entry."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -14,7 +12,7 @@ import pytest
 from harness.bench.runner import run_benchmark
 from harness.store.records import JobRecord
 from harness.store.writer import RunStore, StoreError
-from tests.faults.conftest import ROOT, cli, options, strict_records
+from tests.faults.conftest import cli, options, strict_records
 
 
 def _record(job_id: str, **kw) -> JobRecord:

@@ -201,12 +201,12 @@ if __name__ == "__main__":   # python -m tests.integration.real_models [KEY ...]
     import tempfile
 
     keys = sys.argv[1:] or list(MODEL_FILES)
-    sizes = {"ppocr-cls": 6, "ppocr-det": 6, "ppocr-rec": 6, "layout-picodet": 5}
+    from tests.integration.test_real_models import CASES
     rows: list[tuple[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for key in keys:
             root = Path(tmp) / key
-            records, _ = run_model(install_model(key, root / "models"), DATA[key](root / "data", sizes[key]),
+            records, _ = run_model(install_model(key, root / "models"), DATA[key](root / "data", CASES[key][0]),
                                    root / "results")
             rows.extend((key, r) for r in records)
     print(table(rows))

@@ -66,7 +66,8 @@ def test_calib_table_names_exist_in_graph(exported) -> None:
     for name, rng in table["tensors"].items():
         assert rng["min"] <= 0.0 <= rng["max"]
         assert rng["max"] > rng["min"]
-    assert "logits" in table["tensors"] and any("Relu" in n for n in table["tensors"])
+    # the network output gets no learned range (a p_hi range clips the logits): backends calibrate it from data
+    assert "logits" not in table["tensors"] and any("Relu" in n for n in table["tensors"])
     assert res.tensors_mapped == len(table["tensors"])
 
 

@@ -10,7 +10,7 @@ from harness.analysis.outputs import outputs_table, worst_channels_table
 from harness.scoring import score_outputs
 from harness.store.reader import load
 from tests.harness.result_store_factory import rec, write_run
-from tests.harness.scoring.cards import OutputCard
+from harness.model.card import OutputCard
 
 
 def _two_output_record(job_id: str, dead_channel: int | None) -> dict:

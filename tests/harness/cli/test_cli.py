@@ -99,6 +99,8 @@ def test_a_run_id_with_a_path_in_it_is_one_clear_line(tmp_path, tiny_model, caps
 def test_the_resume_command_repeats_the_options_with_resume_and_an_absolute_results(tmp_path):
     from harness.cli.main import resume_command
 
-    argv = ["run", "--quick", "--run-id", "r7", "--results=rel", "--backends", "onnxruntime"]
+    argv = ["run", "--quick", "--run-id", "r7", "--results=rel", "--backends", "onnxruntime", "--checkpoint",
+            "m.onnx", "--device=cpu,my/dev.toml"]
     assert resume_command(argv, "r7", tmp_path) == (
-        f"python -m harness run --quick --backends onnxruntime --resume r7 --results {tmp_path}")
+        f"python -m harness run --quick --backends onnxruntime --checkpoint {Path.cwd() / 'm.onnx'} "
+        f"--device=cpu,{Path.cwd() / 'my/dev.toml'} --resume r7 --results {tmp_path}")

@@ -116,11 +116,11 @@ def test_this_host_default_paths_give_empty_fields_with_a_reason_per_source():
 def test_monitor_driven_by_the_timed_loop_measures_each_run(tmp_path):
     from harness.bench import loadgen
     class BusySession:
-        def run(self, x):
+        def run(self, feeds):
             t_end = time.perf_counter() + 0.002  # 2 ms per inference
             while time.perf_counter() < t_end:
                 pass
-            return x
+            return list(feeds.values())
 
         def synchronize(self):
             return None
@@ -129,7 +129,7 @@ def test_monitor_driven_by_the_timed_loop_measures_each_run(tmp_path):
     mon = SampledPowerMonitor(HwmonSource(root=root), period_ms=10)
     images = __import__("numpy").zeros((4, 1, 28, 28), dtype="float32")
     cfg = loadgen.LoopConfig(warmup=1, iters=25, runs=2, batch=1)
-    result = loadgen.measure(BusySession(), images, cfg, power=mon)
+    result = loadgen.measure(BusySession(), {"input": images}, cfg, power=mon)
     out = mon.summarize([cfg.iters] * cfg.runs, loadgen.durations_s(result))
     mon.close()
     per_inf_s = sum(loadgen.durations_s(result)) / (cfg.iters * cfg.runs)

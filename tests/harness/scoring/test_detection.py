@@ -8,7 +8,7 @@ pytest.importorskip("pycocotools")
 
 from harness.scoring import score_outputs  # noqa: E402
 from harness.scoring.detection import Detections, coco_map, nms  # noqa: E402
-from tests.harness.scoring.cards import OutputCard  # noqa: E402
+from harness.model.card import OutputCard  # noqa: E402
 
 K = 3
 CARD = OutputCard("det", "detection", class_axis=1, box_format="cxcywh", detection_layout="boxes4+scoresK")

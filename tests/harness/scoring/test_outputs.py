@@ -8,7 +8,7 @@ import pytest
 
 from harness.scoring import NonFiniteOutputs, score_outputs
 from harness.scoring import metrics
-from tests.harness.scoring.cards import OutputCard
+from harness.model.card import OutputCard
 
 
 def _classifier(n: int = 400, k: int = 10, seed: int = 0):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from harness.scoring import score_outputs
-from tests.harness.scoring.cards import OutputCard
+from harness.model.card import OutputCard
 
 
 def _one_hot_scores(ids: np.ndarray, c: int) -> np.ndarray:

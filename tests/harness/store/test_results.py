@@ -129,6 +129,16 @@ def test_infinite_snr_of_identical_outputs_survives_strict_json(tmp_path):
     assert df["snr_db"].iloc[0] == float("inf")
 
 
+def test_exact_match_record_reads_back_as_infinite_snr_and_keeps_its_outputs(tmp_path):
+    outputs = ({"name": "y", "role": "probabilities", "snr_db": None, "exact_match": True,
+                "worst_channels": []},)
+    write_run(tmp_path, "r", [rec("j", "m.onnx", "cpu", "onnxruntime", "fp32", snr_db=None, exact_match=True,
+                                  probability_mse=0.0, outputs=outputs)], None)
+    df = load(tmp_path / "r")
+    assert df["snr_db"].iloc[0] == float("inf") and df["probability_mse"].iloc[0] == 0.0
+    assert df["outputs"].iloc[0][0]["name"] == "y"
+
+
 def test_derived_labels_say_what_the_numbers_are(tmp_path):
     from harness.store.writer import RunStore
 

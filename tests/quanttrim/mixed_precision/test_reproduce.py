@@ -58,7 +58,8 @@ def test_finished_runs_are_reused_only_with_the_same_settings(run):
 
 
 def test_mixed_run_exports_on_its_trained_grid(run):
-    from quanttrim.mixed_precision.reproduce import _ort_logits, _torch_logits
+    from quanttrim.mixed_precision.reproduce import _torch_logits
+    from quanttrim.onnx_eval import onnx_logits
     from quanttrim.wrap import context, weight_layers
 
     cfg, out, ckpt, data = run
@@ -73,4 +74,4 @@ def test_mixed_run_exports_on_its_trained_grid(run):
     ctx = context(model)
     ctx.cfg = __import__("dataclasses").replace(ctx.cfg, quantize_activations=False)  # weights only, as exported
     x = data.test_x[:16]
-    np.testing.assert_allclose(_ort_logits(out / "mp.onnx", x, threads=1), _torch_logits(model, x), atol=1e-3)
+    np.testing.assert_allclose(onnx_logits(out / "mp.onnx", x, threads=1), _torch_logits(model, x), atol=1e-3)
