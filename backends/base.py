@@ -302,6 +302,23 @@ class Backend(abc.ABC):
             raise UnsupportedRequest(reason)
 
 
+def calibration_inputs(calibration: "np.ndarray | Mapping[str, np.ndarray]", input_name: str) -> dict[str, np.ndarray]:
+    """A calibration set as per-input N-first arrays: a single-input set (one array) is keyed by ``input_name``.
+
+    Multi-input models are calibrated from a mapping input name -> array (same N for every input).
+    """
+    if isinstance(calibration, Mapping):
+        return dict(calibration)
+    return {input_name: calibration}
+
+
+def calibration_head(calibration: "np.ndarray | Mapping[str, np.ndarray]", n: int):
+    """The first ``n`` samples of a calibration set, in the same form (one array or a per-input mapping)."""
+    if isinstance(calibration, Mapping):
+        return {name: a[:n] for name, a in calibration.items()}
+    return calibration[:n]
+
+
 def single_feed(feeds: Mapping[str, np.ndarray], name: str | None) -> np.ndarray:
     """The one array of a single-input session's feeds; a wrong or extra key raises ValueError naming both.
 

@@ -55,13 +55,19 @@ def package_version() -> str:
         return f"{__version__}+source"
 
 
-def data_digest(images: np.ndarray | None) -> str:
+def data_digest(images: "np.ndarray | Mapping[str, np.ndarray] | None") -> str:
     """sha256 (16 hex digits) of an image array as float32 C-order bytes plus its shape; "none" for None.
 
-    The one digest of calibration (or any input) data in the project: caches keyed by it agree with each other.
+    A multi-input calibration set (a mapping input name -> array) digests every array with its name, in name
+    order. The one digest of calibration (or any input) data in the project: caches keyed by it agree.
     """
     if images is None:
         return "none"
+    if isinstance(images, Mapping):
+        h = hashlib.sha256()
+        for name in sorted(images):
+            h.update(f"{name}\0{data_digest(images[name])}\n".encode())
+        return h.hexdigest()[:16]
     a = np.ascontiguousarray(images, dtype=np.float32)
     h = hashlib.sha256(repr(a.shape).encode())
     h.update(a.tobytes())

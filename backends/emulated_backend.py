@@ -37,6 +37,8 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
+    calibration_head,
+    calibration_inputs,
 )
 from backends.emulated_graphs import (  # noqa: F401  (re-exported: the analysis and tests use them here)
     ACT_SUFFIX,
@@ -118,7 +120,7 @@ class EmulatedBackend(Backend):
         policy, policy_from = resolve_policy(device, config.precision)
         if calibration is not None and self.options(config).policy_calibration_samples:
             # The device calibrates on policy.calibration_samples images: the first ones of the draw.
-            calibration = calibration[:policy.calibration_samples]
+            calibration = calibration_head(calibration, policy.calibration_samples)
         meta: dict[str, Any] = {
             "emulated": True, "timing_note": TIMING_NOTE, "target_device": device.name,
             "policy_name": policy.name, "policy_from": policy_from, "policy_source": policy.source,
@@ -131,7 +133,7 @@ class EmulatedBackend(Backend):
             meta["request_not_applied"] = (f"per_channel={config.per_channel}: the {device.name} policy "
                                            f"{policy.name!r} quantizes weights {policy.weight_granularity}")
         if calibration is not None:
-            meta["calibration_samples_used"] = int(len(calibration))
+            meta["calibration_samples_used"] = int(len(next(iter(calibration_inputs(calibration, "").values()))))
             meta["calibration_samples_policy"] = int(policy.calibration_samples)
         if config.precision == "fp32" and policy_from == "emulator default":
             meta.update({"fp32_islands": [], "fp32_island_ops": []})

@@ -172,6 +172,9 @@ def _convert(exe: Path, model: ModelArtifact, config: CompileConfig, calibration
     src = out_dir / f"{stem}.onnx"
     static_shape_copy(Path(model.path), src, model.static_input_shapes(1))
     cmd = [str(exe), "-i", str(src), "-o", str(out_dir)]  # default verbosity: it prints the custom-op report
+    if len(model.inputs) > 1 or len(model.outputs) > 1:
+        # TFLite does not keep ONNX's I/O order: keep the ONNX names so the session can match them by name.
+        cmd.append("-coion")
     if config.precision == "int8":
         calib = np.ascontiguousarray(
             np.asarray(calibration[:config.calibration_samples], dtype=np.float32).transpose(0, 2, 3, 1))
@@ -289,4 +292,7 @@ def _ordered(details: list[dict[str, Any]], names: Sequence[str] | None) -> list
         by_name.setdefault(short, d)
     if all(n in by_name for n in names):
         return [by_name[n] for n in names]
+    if len(names) > 1:  # positions are not reliable across the conversion: never guess which is which
+        raise UnsupportedRequest(f"the .tflite tensors ({', '.join(str(d['name']) for d in details)}) do not carry "
+                                 f"the ONNX names ({', '.join(names)}); cannot tell which is which")
     return list(details)

@@ -7,6 +7,7 @@ calibration cache, and the cache is reused for the same model, data draw and met
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
+    calibration_inputs,
 )
 from backends.options import BackendOptions, at_least
 from backends.registry import register_backend
@@ -52,22 +54,32 @@ def ort_available(provider: str | None = None) -> Availability:
 
 
 class CalibrationReader:
-    """ORT's CalibrationDataReader protocol over an in-memory array, one image per call."""
+    """ORT's CalibrationDataReader protocol over in-memory arrays, one sample per call.
 
-    def __init__(self, input_name: str, images: np.ndarray) -> None:
+    ``images`` is one N-first array fed to ``input_name``, or a mapping input name -> N-first array (multi-input
+    models; every input gets the same sample index).
+    """
+
+    def __init__(self, input_name: str, images: "np.ndarray | Mapping[str, np.ndarray]") -> None:
         self.input_name = input_name
-        self.images = np.ascontiguousarray(images, dtype=np.float32)
-        self._it: Iterator[int] = iter(range(len(self.images)))
+        self.inputs = {name: np.ascontiguousarray(a, dtype=np.float32) if np.issubdtype(np.asarray(a).dtype, np.floating)
+                       else np.ascontiguousarray(a) for name, a in calibration_inputs(images, input_name).items()}
+        counts = {len(a) for a in self.inputs.values()}
+        if len(counts) != 1:
+            raise UnsupportedRequest(f"calibration inputs have different sample counts "
+                                     f"{ {n: len(a) for n, a in self.inputs.items()} }")
+        self._n = counts.pop()
+        self._it: Iterator[int] = iter(range(self._n))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         i = next(self._it, None)
-        return None if i is None else {self.input_name: self.images[i:i + 1]}
+        return None if i is None else {name: a[i:i + 1] for name, a in self.inputs.items()}
 
     def rewind(self) -> None:
-        self._it = iter(range(len(self.images)))
+        self._it = iter(range(self._n))
 
     def __len__(self) -> int:
-        return len(self.images)
+        return self._n
 
 
 @dataclass(frozen=True)
@@ -212,10 +224,16 @@ def _quantize_dynamic(src: Path, dst: Path, config: CompileConfig) -> None:
 def _preprocess(src: Path, dst: Path) -> Path:
     from onnxruntime.quantization import quant_pre_process
 
+    # ORT's symbolic shape inference writes sym_shape_infer_temp.onnx into the working directory when it fails
+    # on a dynamic model: run it from the artifact's folder so nothing lands in the user's checkout.
+    src, dst, cwd = Path(src).resolve(), Path(dst).resolve(), os.getcwd()
     try:
+        os.chdir(dst.parent)
         quant_pre_process(str(src), str(dst))
     except Exception:  # shape inference can fail on exotic graphs; quantize the original then
         shutil.copyfile(src, dst)
+    finally:
+        os.chdir(cwd)
     return dst
 
 

@@ -25,6 +25,7 @@ from backends.base import (
     ModelArtifact,
     RuntimeConfig,
     UnsupportedRequest,
+    calibration_inputs,
 )
 from backends.options import BackendOptions, choice
 from backends.registry import register_backend
@@ -231,11 +232,15 @@ class OpenVinoBackend(Backend):
             activations_quantization_params=QuantizationParameters(
                 signedness_to_force=True if config.activation_signed else None),
         )
-        images = np.ascontiguousarray(calibration, dtype=np.float32)
-        subset = min(len(images), config.calibration_samples)
+        inputs = calibration_inputs(calibration, model.input_name)
+        n = len(next(iter(inputs.values())))
+        # One item per sample: the bare array for one input, a dict by input name for several.
+        items = [inputs[model.input_name][i:i + 1] for i in range(n)] if len(inputs) == 1 else \
+            [{name: a[i:i + 1] for name, a in inputs.items()} for i in range(n)]
+        subset = min(n, config.calibration_samples)
         ov_model = _read_model(core, Path(model.path))
         quantized = nncf.quantize(
-            ov_model, nncf.Dataset([images[i:i + 1] for i in range(len(images))]), subset_size=subset,
+            ov_model, nncf.Dataset(items), subset_size=subset,
             preset=nncf.QuantizationPreset.PERFORMANCE if preset == "performance" else nncf.QuantizationPreset.MIXED,
             advanced_parameters=advanced)
         ov.save_model(quantized, str(xml), compress_to_fp16=False)

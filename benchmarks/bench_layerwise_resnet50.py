@@ -122,9 +122,11 @@ def main() -> int:
     args = ap.parse_args()
 
     from backends import create_backend
-    from backends.base import CompileConfig, ModelArtifact, file_sha256
+    from backends.base import CompileConfig
     from devices.loader import load_device
-    from harness.analysis.layerwise import analyze_onnx_pair, _per_input_elements
+    from harness.analysis.layer_graphs import _per_input_elements
+    from harness.analysis.layerwise import analyze_onnx_pair
+    from harness.model.checkpoint import load_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="bench-layerwise-") as tmp:
         tmp_path = Path(tmp)
@@ -135,7 +137,7 @@ def main() -> int:
         images = smooth_images(args.inputs, seed=1)
         calib = smooth_images(64, seed=2)
         device = load_device(args.device)
-        art = ModelArtifact(onnx_path, "resnet50", file_sha256(onnx_path), "input", (3, 224, 224), "logits")
+        art = load_checkpoint(onnx_path).artifact()
         backend = create_backend("emulated")
         policy = device.policy(args.precision)
         t0 = time.perf_counter()

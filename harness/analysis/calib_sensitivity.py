@@ -69,8 +69,9 @@ def run_study(options: CalibStudyOptions, eval_split: Any = None, calib_split: A
     from backends.onnxruntime_backend import OrtSession
     from devices.loader import load_device
     from harness.data import datasets
-    from harness.scoring import metrics
+    from harness.model.card import effective_card
     from harness.model.checkpoint import default_checkpoint_paths, load_checkpoint
+    from harness.scoring.outputs import score_outputs
 
     t0 = time.perf_counter()
     study = CalibStudy()
@@ -94,6 +95,7 @@ def run_study(options: CalibStudyOptions, eval_split: Any = None, calib_split: A
         work = Path(workdir) if workdir else Path(tmp)
         for path in paths:
             ckpt = load_checkpoint(path)
+            cards = effective_card(ckpt).outputs  # every output scored by its role (no second softmax)
             art = ckpt.with_data_shapes({ckpt.input_name: eval_split.images.shape[1:]}).artifact()
             ref_sess = OrtSession(ckpt.path, ["CPUExecutionProvider"], options.threads)
             ref = _run_all(ref_sess, ckpt.input_name, eval_split.images)
@@ -115,7 +117,8 @@ def run_study(options: CalibStudyOptions, eval_split: Any = None, calib_split: A
                             out = _run_all(sess, ckpt.input_name, eval_split.images)
                         finally:
                             sess.close()
-                        m = metrics.classification_fidelity(out, ref, eval_split.labels)
+                        m = {k: v for k, v in score_outputs(out, ref, cards, eval_split.labels).fields.items()
+                             if not isinstance(v, (list, dict))}
                         study.rows.append({"checkpoint": ckpt.name, "device": device.name,
                                            "precision": options.precision, "source": source,
                                            "calibration_images": int(len(calib)), "seed": seed,
@@ -125,11 +128,11 @@ def run_study(options: CalibStudyOptions, eval_split: Any = None, calib_split: A
     return study
 
 
-def _run_all(session: Any, input_name: str, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """The first output (the classifier's logits) over the images, through the one evaluator."""
+def _run_all(session: Any, input_name: str, images: np.ndarray, batch: int = 256) -> list[np.ndarray]:
+    """Every output over the images, in graph order, through the one evaluator."""
     from harness.bench.loadgen import run_outputs
 
-    return run_outputs(session, {input_name: images}, batch)[0]
+    return run_outputs(session, {input_name: images}, batch)
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -26,7 +26,10 @@ LATENCY_COLUMNS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latenc
                    "latency_ms_min", "latency_ms_max")
 POWER_COLUMNS = ("power_avg_w", "power_peak_w", "power_peak_w_mean", "power_p5_w", "power_p95_w",
                  "energy_per_inference_mj", "power_source")
-FIDELITY_COLUMNS = ("top1", "top5", "top1_agreement", "logit_mse", "snr_db", "ece", "brier", "miou")
+FIDELITY_COLUMNS = ("top1", "top5", "top1_agreement", "logit_mse", "snr_db", "ece", "brier", "miou",
+                    # role metrics of the primary output (a column shows only where some job measured it)
+                    "probability_mse", "map50", "map50_95", "miou_vs_reference", "sequence_agreement",
+                    "embedding_cosine")
 #: Metrics the Quant-Trim − MAP table reports (fidelity first: that is what the recipe changes).
 DELTA_METRICS = FIDELITY_COLUMNS + ("latency_ms_p50", "fps", "power_avg_w", "energy_per_inference_mj")
 DELTA_KEYS = ("model", "device", "backend", "precision", "calibration_method")
@@ -162,7 +165,7 @@ def compare_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: 
 NOTE_SEPARATOR = " | "
 _NOTE_FIELDS = ("status", "failed_stage", "error_message", "power_estimated", "power_low_fidelity", "simulated",
                 "latency_kind", "quick", "measured_on", "device", "untuned", "power_avg_w", "power_peak_w",
-                "power_unavailable_reason")
+                "power_unavailable_reason", "dead_output_channels")
 
 
 def _note(rec: dict[str, Any]) -> str | None:
@@ -187,6 +190,10 @@ def _note(rec: dict[str, Any]) -> str | None:
         parts.append("untuned (no autotuning: not the backend's best speed)")
     if rec.get("quick") is True:
         parts.append("quick run")
+    dead = rec.get("dead_output_channels")
+    if rec.get("status") == "ok" and not _missing(dead) and dead > 0:
+        parts.append(f"{int(dead)} dead output channel(s): constant where the FP32 reference varies "
+                     "(see compare --outputs)")
     if (rec.get("status") == "ok" and _missing(rec.get("power_avg_w")) and _missing(rec.get("power_peak_w"))
             and rec.get("power_unavailable_reason")):
         parts.append("no power: " + str(rec["power_unavailable_reason"]))

@@ -14,13 +14,13 @@ from harness.analysis.compare import Filter, apply_filters
 
 JOB_COLUMNS = ("checkpoint_name", "device", "backend", "precision", "calibration_method")
 OUTPUT_COLUMNS = ("output", "role", "shape", "snr_db", "exact_match", "mse", "cosine", "max_abs_error",
-                  "worst_channel", "channels_snr_le_0db")
+                  "worst_channel", "channels_snr_le_0db", "dead_channel_count")
 #: Role metrics in the order they are shown (a column nothing has is left out).
 ROLE_COLUMNS = ("top1", "top5", "top1_agreement", "logit_mse", "probability_mse", "ece", "brier", "map50", "map50_95",
                 "map50_labels", "map50_95_labels", "detections_per_image", "reference_detections_per_image", "miou",
                 "miou_vs_reference", "pixel_agreement", "position_agreement", "sequence_agreement",
                 "embedding_cosine", "embedding_cosine_min")
-WORST_CHANNEL_COLUMNS = JOB_COLUMNS + ("output", "role", "channel", "snr_db")
+WORST_CHANNEL_COLUMNS = JOB_COLUMNS + ("output", "role", "channel", "snr_db", "signal_share")
 
 
 def _outputs_of(value: Any) -> list[dict[str, Any]]:
@@ -56,7 +56,10 @@ def outputs_table(df: pd.DataFrame, filters: Iterable[str | Filter] = ()) -> pd.
 
 
 def worst_channels_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), limit: int = 20) -> pd.DataFrame:
-    """The ``limit`` worst output channels over the jobs in view, lowest SNR first (−inf: reference all zero)."""
+    """The ``limit`` worst output channels over the jobs in view, lowest SNR first (−inf: reference all zero).
+
+    ``signal_share``: the channel's part of its output's reference energy (tiny: a class no image shows).
+    """
     df = apply_filters(df, filters)
     rows = []
     for rec in df.to_dict("records"):
@@ -64,7 +67,8 @@ def worst_channels_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (),
             for ch in out.get("worst_channels") or ():
                 rows.append({**{c: rec.get(c) for c in JOB_COLUMNS}, "output": out.get("name"),
                              "role": out.get("role"), "channel": ch.get("channel"),
-                             "snr_db": float("-inf") if ch.get("snr_db") is None else ch.get("snr_db")})
+                             "snr_db": float("-inf") if ch.get("snr_db") is None else ch.get("snr_db"),
+                             "signal_share": ch.get("signal_share")})
     table = pd.DataFrame(rows, columns=list(WORST_CHANNEL_COLUMNS))
     if table.empty:
         return table

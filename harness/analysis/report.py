@@ -309,8 +309,9 @@ def outputs_section(df: pd.DataFrame) -> list[str]:
     return [f'<h2 id="outputs">{_e(TABLE_TITLES["outputs"])}</h2>', html_table(per_output, "table-outputs"),
             f'<h2 id="worst-channels">{_e(TABLE_TITLES["worst_channels"])}</h2>',
             '<p class="meta">SNR of each output channel (along the card\'s class axis) against the FP32 reference, '
-            "lowest first; 0 dB means the channel carries as much error as signal (dead or zeroed); "
-            "-inf: the reference channel is all zero.</p>",
+            "lowest first; 0 dB means the channel carries as much error as signal (a zeroed channel reads exactly "
+            "0 dB); -inf: the reference channel is all zero; signal_share: the channel's part of the output's "
+            "reference energy (a tiny share is a class no image shows).</p>",
             html_table(worst_channels_table(df), "table-worst-channels")]
 
 

@@ -1,5 +1,8 @@
 """Launch one job's worker in a child process; a crash, hang or memory blow-up becomes a result dict, never a dead run.
 
+A `Launcher` decides where jobs run: `LocalLauncher` (here, one child process at a time) or
+`harness.fleet.launcher.DaskLauncher` (on the worker of each job's device in a Dask cluster).
+
 Process rules (issue 14):
 - the worker runs in its own process group (a new session), so the whole job — the worker and any helper a
   backend spawned — is killed with one ``killpg`` after every job, normal exit included;
@@ -11,19 +14,28 @@ Process rules (issue 14):
 """
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 import psutil
 
 from backends.environments import interpreter_for
 from harness.bench.jobs import RUNNER_PID_ENV, WATCHDOG_FD_ENV, WATCHDOG_NAME, JobSpec
+from harness.host import hostinfo
+
+if TYPE_CHECKING:  # pragma: no cover
+    from devices import DeviceProfile
+    from harness.bench.options import BenchmarkOptions
+    from harness.bench.plan import PlannedJob
+    from harness.model.checkpoint import Checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _POLL_S = 0.05
@@ -149,3 +161,85 @@ def _reap(proc: subprocess.Popen) -> None:
         proc.returncode = os.waitstatus_to_exitcode(status)
     except ChildProcessError:
         proc.returncode = proc.returncode if proc.returncode is not None else -9
+
+
+# -- launchers: where a job's worker runs (the runner picks one; harness.fleet adds a Dask one) -------------
+@dataclass(frozen=True)
+class Launch:
+    """One job handed to a launcher: the spec its worker runs, its timeout (s) and its log file."""
+
+    job_id: str
+    device: str                 # device profile name (a fleet launcher routes by it)
+    spec: JobSpec
+    timeout_s: float
+    log_path: Path
+    memory_limit_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A finished launch: the worker's outcome dict, when it started (ISO 8601 UTC) and how long it took (s)."""
+
+    job_id: str
+    outcome: dict[str, Any]
+    started_at: str
+    duration_s: float
+    warnings: tuple[str, ...] = ()
+
+
+class Launcher(Protocol):
+    """Runs jobs somewhere and hands back their outcomes; the runner writes the records.
+
+    ``plan`` plans the run's jobs (a launcher may refuse devices it cannot reach), ``manifest_facts`` adds
+    what it knows about where jobs run to the manifest, ``submit`` starts one job, ``results`` yields the
+    finished ones (``block=False``: those finished so far; ``block=True``: until none is pending).
+    """
+
+    def plan(self, options: BenchmarkOptions, devices: Sequence[DeviceProfile],
+             checkpoints: Sequence[Checkpoint]) -> list[PlannedJob]: ...
+
+    def manifest_facts(self) -> dict[str, Any]: ...
+
+    def submit(self, launch: Launch) -> None: ...
+
+    def results(self, block: bool) -> Iterator[Completed]: ...
+
+
+class LocalLauncher:
+    """Each job in a child process on this host, one at a time, in submission order (the default)."""
+
+    def __init__(self, warn: Callable[[str], None] | None = None) -> None:
+        self._warn = warn
+        self._done: list[Completed] = []
+
+    def plan(self, options: BenchmarkOptions, devices: Sequence[DeviceProfile],
+             checkpoints: Sequence[Checkpoint]) -> list[PlannedJob]:
+        from harness.bench.plan import plan_jobs  # plan imports the probe, which imports this module
+
+        return plan_jobs(options, devices, checkpoints)
+
+    def manifest_facts(self) -> dict[str, Any]:
+        return {}
+
+    def run_one(self, launch: Launch) -> Completed:
+        """Run the job now: host load is sampled first (between jobs, so ours does not count), then the child."""
+        started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        t0 = time.perf_counter()
+        warnings: list[str] = []
+        busy, load = hostinfo.host_busy()
+        if busy and not launch.spec.fidelity_only:  # no timing to inflate otherwise
+            warnings.append(f"other processes are using the CPUs (1-min load {load:.1f} on {os.cpu_count()} CPUs): "
+                            f"latency of {launch.job_id} may be inflated")
+        outcome = execute_spec(launch.spec, launch.timeout_s, launch.log_path, memory_limit_mb=launch.memory_limit_mb)
+        outcome.update(host_busy=busy, load_avg_1m=load)
+        for w in warnings:
+            if self._warn:
+                self._warn(w)
+        return Completed(launch.job_id, outcome, started, time.perf_counter() - t0, tuple(warnings))
+
+    def submit(self, launch: Launch) -> None:
+        self._done.append(self.run_one(launch))
+
+    def results(self, block: bool) -> Iterator[Completed]:
+        while self._done:
+            yield self._done.pop(0)

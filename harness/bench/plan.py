@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import backends
 from backends.base import CompileConfig
@@ -12,7 +12,7 @@ from devices import DeviceProfile, load_device
 from devices.numerics import is_integer_precision
 from harness.bench.jobs import make_job_id
 from harness.bench.options import BenchmarkOptions
-from harness.bench.probe import probe_backends
+from harness.bench.probe import ProbeResult, probe_backends
 from harness.host.presence import device_present
 from harness.model.checkpoint import Checkpoint, default_checkpoint_paths, load_checkpoint
 
@@ -69,14 +69,21 @@ def check_backend_options(options: BenchmarkOptions, devices: Sequence[DevicePro
     check_option_keys(classes, options.backend_options)
 
 
-def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint]
-              ) -> list[PlannedJob]:
+#: Probes backends where the jobs will run: (names, plugin modules) -> name -> ProbeResult.
+BackendProbe = Callable[[Sequence[str], Sequence[str]], "dict[str, ProbeResult]"]
+
+
+def plan_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint],
+              probe: BackendProbe | None = None) -> list[PlannedJob]:
     """Every job of the run, refusals included: a backend or precision asked for that the device does not offer
-    becomes refused jobs with the reason (never silently dropped); probes run in child processes."""
+    becomes refused jobs with the reason (never silently dropped); probes run in child processes.
+
+    ``probe`` asks whether backends can run (default: here, ``probe_backends``); a fleet asks the device's worker.
+    """
     wanted = set()
     for device in devices:
         wanted.update(b for b in device.backends if options.backends is None or b in options.backends)
-    probes = probe_backends(sorted(wanted), options.plugin_modules)
+    probes = (probe or probe_backends)(sorted(wanted), options.plugin_modules)
     jobs: list[PlannedJob] = []
     for device in devices:
         present = device_present(device)

@@ -25,9 +25,9 @@ from harness.data.loaders import Dataset, save_job_data
 from harness.data.prepare import describe as describe_data, prepare_datasets
 from harness.host import hostinfo
 from harness.bench.jobs import JobSpec
-from harness.bench.launch import execute_spec
+from harness.bench.launch import Launch, Launcher, LocalLauncher, execute_spec
 from harness.bench.options import BenchmarkOptions, resume_differences
-from harness.bench.plan import PlannedJob, plan_jobs, resolve_checkpoints, validate_names
+from harness.bench.plan import PlannedJob, resolve_checkpoints, validate_names
 from harness.host.presence import device_present
 from harness.model.card import effective_card
 from harness.model.checkpoint import Checkpoint, check_feedable
@@ -187,17 +187,22 @@ ProgressFn = Callable[[str, int, int], None]
 
 
 def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
-                  warn: Callable[[str], None] | None = None, info: Callable[[str], None] | None = None) -> RunResult:
+                  warn: Callable[[str], None] | None = None, info: Callable[[str], None] | None = None,
+                  launcher: Launcher | None = None) -> RunResult:
     """Run every planned job; records are written as they finish, so an interruption loses nothing.
+
+    ``launcher`` decides where jobs run: this host, one child process at a time (default), or a fleet
+    (``harness.fleet.launcher.DaskLauncher``). The FP32 reference is always computed here.
 
     Raises PlanError when nothing is planned, StoreError when the run folder cannot be used (exists, locked,
     resumed with different options or data), RunInterrupted on Ctrl-C/SIGTERM (records kept).
     """
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
     info = info or (lambda msg: print(msg, file=sys.stderr))
+    launcher = launcher or LocalLauncher(warn)
     devices = validate_names(options)
     checkpoints = [attach_card(c, options) for c in resolve_checkpoints(options.checkpoints)]
-    jobs = plan_jobs(options, devices, checkpoints)
+    jobs = launcher.plan(options, devices, checkpoints)
     if not jobs:
         raise PlanError(_why_no_jobs(options, devices, checkpoints))
     run_id = options.run_id or new_run_id()
@@ -213,13 +218,14 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
         checkpoints = [data.models[c.name] for c in checkpoints]   # symbolic dimensions fixed from the data
         manifest, warnings = build_manifest(options, devices, checkpoints, eval_source, run_id, data.notes)
         manifest["data_sha256"] = data.digests
+        manifest.update(launcher.manifest_facts())
         store.write_manifest(manifest)
         _write_cards(store.run_dir, checkpoints)
         for w in warnings:
             warn(w)
         result = RunResult(run_id, store.run_dir, eval_source=eval_source, planned=len(jobs))
         try:
-            _run_jobs(jobs, options, store, data, result, progress, warn)
+            _run_jobs(jobs, options, store, data, result, progress, launcher)
         except KeyboardInterrupt:
             raise RunInterrupted(run_id, store.run_dir, len(result.records)) from None
         if {j.job_id for j in jobs} <= store.finished_job_ids():
@@ -277,11 +283,27 @@ def _prepare_all_data(options: BenchmarkOptions, store: RunStore, checkpoints: S
 
 
 def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunStore, data: RunData,
-              result: RunResult, progress: ProgressFn | None, warn: Callable[[str], None]) -> None:
+              result: RunResult, progress: ProgressFn | None, launcher: Launcher) -> None:
     run_id = store.run_id
     loop = options.loop()
     done = store.finished_job_ids()
     references: dict[str, Path | str] = {}
+    submitted: dict[str, tuple[PlannedJob, dict[str, Any], JobSpec]] = {}
+
+    def finish(job: PlannedJob, base: dict[str, Any], outcome: dict[str, Any], started: str, took_s: float) -> None:
+        if data.notes.get(job.checkpoint.name):   # resizing, label mapping, the calibration split: in the record
+            outcome["extra"] = {**(outcome.get("extra") or {}), "data_notes": data.notes[job.checkpoint.name]}
+        record = _to_record(base, outcome, job, data.sources[job.checkpoint.name], started, took_s)
+        store.append(record)
+        result.records.append(record)
+
+    def collect(block: bool) -> None:
+        for c in launcher.results(block):
+            job, base, spec = submitted.pop(c.job_id)
+            _keep_latencies(spec, store, job, c.outcome)
+            _keep_samples(spec, store, job, c.outcome)
+            finish(job, base, c.outcome, c.started_at, c.duration_s)
+
     for index, job in enumerate(jobs):
         if job.job_id in done:
             continue
@@ -303,21 +325,14 @@ def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunS
                 outcome = {"status": "failed", "failed_stage": "validate",
                            "error_message": f"the FP32 {runtime} reference could not be computed: {ref}"}
             else:
-                busy, load = hostinfo.host_busy()
-                if busy and not options.fidelity_only:  # no timing to inflate otherwise
-                    warn(f"other processes are using the CPUs (1-min load {load:.1f} on {os.cpu_count()} CPUs): "
-                         f"latency of {job.job_id} may be inflated")
                 spec = _spec_for(job, "measure", run_id, options, store, data.paths, ref, loop)
-                outcome = execute_spec(spec, options.timeout_s, store.attempt_file(job.job_id, "log"),
-                                       memory_limit_mb=options.memory_limit_mb)
-                outcome.update(host_busy=busy, load_avg_1m=load)
-                _keep_latencies(spec, store, job, outcome)
-                _keep_samples(spec, store, job, outcome)
-        if data.notes.get(job.checkpoint.name):   # resizing, label mapping, the calibration split: in the record
-            outcome["extra"] = {**(outcome.get("extra") or {}), "data_notes": data.notes[job.checkpoint.name]}
-        record = _to_record(base, outcome, job, data.sources[job.checkpoint.name], started, time.perf_counter() - t0)
-        store.append(record)
-        result.records.append(record)
+                submitted[job.job_id] = (job, base, spec)
+                launcher.submit(Launch(job.job_id, job.device.name, spec, options.timeout_s,
+                                       store.attempt_file(job.job_id, "log"), options.memory_limit_mb))
+                collect(block=False)
+                continue
+        finish(job, base, outcome, started, time.perf_counter() - t0)
+    collect(block=True)
     if progress:
         progress("done", len(jobs), len(jobs))
 
@@ -391,7 +406,9 @@ def _to_record(base: dict[str, Any], outcome: dict[str, Any], job: PlannedJob, e
         fields["input_shapes"] = {n: list(shape) for n, shape in job.checkpoint.data_shapes}
     if status == "ok":
         fields["eval_source"] = eval_source
-        if job.host_substitute and job.backend in HOST_CPU_BACKENDS:
+        if fields.get("measured_on"):
+            pass  # said by the launcher that ran it (a fleet worker names its host)
+        elif job.host_substitute and job.backend in HOST_CPU_BACKENDS:
             fields["measured_on"] = "host cpu (" + hostinfo.host_facts()["cpu_model"] + ")"
             note = f"{job.device.name} is not this host: timed on the host CPU, not on the device"
             fields["timing_note"] = f"{fields['timing_note']}; {note}" if fields.get("timing_note") else note

@@ -195,7 +195,8 @@ class JobData:
     model: Checkpoint
     eval_inputs: dict[str, np.ndarray]
     eval_labels: np.ndarray | None
-    calibration: np.ndarray | None
+    #: One array (single-input models) or a mapping input name -> array (several inputs).
+    calibration: np.ndarray | dict[str, np.ndarray] | None
 
     @property
     def eval_count(self) -> int:
@@ -214,11 +215,20 @@ def _load_data(spec, ckpt: Checkpoint, precision: str | None = None) -> JobData:
                                               f"(it has {sorted(inputs)})")
     calib = None
     if calibration is not None and len(calibration) and precision is not None and takes_calibration(precision):
-        if len(ckpt.inputs) != 1:
-            raise UnsupportedRequest(f"calibrating a model with {len(ckpt.inputs)} inputs "
-                                     f"({', '.join(ckpt.input_names)}) is not supported yet; run float precisions")
-        calib = calibration.first
+        if len(ckpt.inputs) == 1:
+            calib = calibration.first
+        else:  # several inputs: one array per input, keyed by name (backends.base.calibration_inputs)
+            missing = [n for n in ckpt.input_names if n not in calibration.inputs]
+            if missing:
+                raise StageError("prepare", "failed", f"the calibration data has no array for model input(s) "
+                                                      f"{missing} (it has {sorted(calibration.inputs)})")
+            calib = {n: calibration.inputs[n] for n in ckpt.input_names}
     return JobData(ckpt, {n: inputs[n] for n in ckpt.input_names}, evaluation.labels, calib)
+
+
+def calibration_count(calibration: np.ndarray | dict[str, np.ndarray]) -> int:
+    """Samples in a calibration set (one array, or one per input with the same N)."""
+    return loadgen.sample_count(calibration) if isinstance(calibration, dict) else len(calibration)
 
 
 def _prepare(spec, out: dict[str, Any]):
@@ -233,7 +243,7 @@ def _prepare(spec, out: dict[str, Any]):
     out["simulated"] = bool(backend.capabilities().simulated)
     data = _load_data(spec, job_model(spec), spec.precision)
     if data.calibration is not None:
-        out["calibration_samples"] = len(data.calibration)
+        out["calibration_samples"] = calibration_count(data.calibration)
     out["input_shapes"] = {n: list(a.shape[1:]) for n, a in data.eval_inputs.items()}
     return backend, device, data
 
@@ -242,7 +252,7 @@ def _compile(spec, backend, device, data: JobData, out: dict[str, Any]):
     calib = data.calibration
     config = CompileConfig(precision=spec.precision, calibration=spec.calibration, per_channel=spec.per_channel,
                            activation_signed=spec.activation_signed,
-                           calibration_samples=len(calib) if calib is not None and len(calib) else 1,
+                           calibration_samples=calibration_count(calib) if calib is not None else 1,
                            options=spec.options, target=spec.target)
     model = data.model.artifact()
     t0 = time.perf_counter()

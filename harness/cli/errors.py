@@ -9,13 +9,14 @@ def user_error_message(exc: BaseException) -> str | None:
     from devices.profile import ProfileError
     from harness.model.checkpoint import CheckpointError
     from harness.data.datasets import DatasetNotFound
+    from harness.fleet import FleetError
     from harness.store.layout import RunIdError
     from harness.store.writer import StoreError
     from harness.bench.plan import PluginError
     from harness.bench.runner import PlanError
 
     if isinstance(exc, (CheckpointError, ProfileError, DatasetNotFound, StoreError, RunIdError, PluginError,
-                        PlanError)):
+                        PlanError, FleetError)):
         return str(exc)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
         where = os.path.dirname(exc.filename) if exc.filename else "the output folder"

@@ -97,7 +97,8 @@ def add_subparser(subparsers: Any) -> None:
 def cmd_fidelity(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from harness.analysis.fidelity import FidelityOptions, closing_note, rich_tables, run_fidelity  # noqa: F401
+    from harness.analysis.fidelity import FidelityOptions, closing_note, run_fidelity  # noqa: F401
+    from harness.analysis.fidelity_render import rich_tables
 
     console = _console()
     opts = FidelityOptions(checkpoints=tuple(args.checkpoint), devices=args.devices, quick=args.quick,

@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "harness.cli.compare_cmd",
     "harness.cli.plot_cmd",
     "harness.cli.report_cmd",
+    "harness.cli.fleet_cmd",
     "quanttrim.mixed_precision.cli",   # torch is imported only when the subcommand runs
 )
 
@@ -60,7 +61,8 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                "  python -m harness run --device jetson_orin     # TensorRT & co. where present, host reference otherwise\n"
                "  python -m harness run --checkpoint m.onnx --backends onnxruntime --precisions fp32,int8 --quick\n"
                "  python -m harness run --checkpoint m.onnx --data images/ --model-card m.card.toml  # your model\n"
-               "  python -m harness run --resume 20261125-170000-ab12   # finish an interrupted run\n")
+               "  python -m harness run --resume 20261125-170000-ab12   # finish an interrupted run\n"
+               "  python -m harness run --cluster tcp://HOST:8786 --device rk3588,jetson_orin   # on a fleet\n")
     p.add_argument("--device", default="cpu", help="device profile name (see `python -m harness devices`) or a .toml "
                    "path; comma-separate several (default: cpu, this host)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
@@ -116,6 +118,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                         "'out of memory at N MB' (default: no limit)")
     p.add_argument("--bundled-data", action="store_true", help="use the bundled 1,000-image sample even when the "
                    "full Fashion-MNIST is installed")
+    from harness.cli.fleet_cmd import add_cluster_arguments
+
+    add_cluster_arguments(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -136,7 +141,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         command="python -m harness " + shlex.join(getattr(args, "argv", sys.argv[1:])),
         data_path=args.data, calib_data_path=args.calib_data, model_card_path=args.model_card,
     )
-    return run_with_progress(options)
+    from harness.cli.fleet_cmd import fleet_launcher
+
+    launcher = fleet_launcher(args)  # None unless --cluster
+    try:
+        return run_with_progress(options, launcher=launcher)
+    finally:
+        if launcher is not None:
+            launcher.close()
 
 
 def add_devices_parser(sub: argparse._SubParsersAction) -> None:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from harness.bench.launch import Launcher
 from harness.bench.runner import BenchmarkOptions, RunResult, run_benchmark
 from harness.cli.console import make_console
 from harness.cli.textview import Column, Footnotes, fit_table, pct, sig
@@ -152,7 +153,7 @@ def render_summary(records: Sequence[JobRecord], run_id: str, run_dir: Path, con
     console.print(f"next: python -m harness compare {escape(str(run_dir))}   (also: plot, report)")
 
 
-def run_with_progress(options: BenchmarkOptions, console: Console | None = None) -> int:
+def run_with_progress(options: BenchmarkOptions, console: Console | None = None, launcher: Launcher | None = None) -> int:
     console = console or make_console()
     busy: list[str] = []
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -173,7 +174,7 @@ def run_with_progress(options: BenchmarkOptions, console: Console | None = None)
         def info(message: str) -> None:
             bar.console.print(f"[cyan]note:[/] {escape(message)}")
 
-        result: RunResult = run_benchmark(options, progress=progress, warn=warn, info=info)
+        result: RunResult = run_benchmark(options, progress=progress, warn=warn, info=info, launcher=launcher)
     busy_jobs = sum(1 for r in result.records if r.host_busy) or len(busy)
     render_summary(result.records, result.run_id, result.run_dir, console, result.eval_source, busy_jobs,
                    result.planned)

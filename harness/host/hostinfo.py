@@ -52,3 +52,11 @@ def host_facts() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "load_avg_1m": load_average(),
     }
+
+
+def harness_version() -> str:
+    """The installed quanttrim-edge version (a fleet refuses results from a worker whose version differs)."""
+    try:
+        return metadata.version("quanttrim-edge")
+    except metadata.PackageNotFoundError:
+        return "unknown (quanttrim-edge is not installed: pip install -e .)"

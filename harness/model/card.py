@@ -42,6 +42,9 @@ COLOURS = ("rgb", "bgr", "gray")
 RESIZES = ("stretch", "letterbox", "crop")
 DTYPES = ("float32", "float16", "uint8", "int8", "int32", "int64")
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+#: How a detection output's fields are laid out along its class_axis (harness.scoring.detection reads them):
+#: 4 box values + K class scores; + an objectness score before them; rows already past NMS (box, score, class).
+DETECTION_LAYOUTS = ("boxes4+scoresK", "boxes4+obj+scoresK", "boxes4+score+class")
 CARD_SUFFIX = ".card.toml"
 
 
@@ -77,7 +80,7 @@ class OutputCard:
     batch_axis: int = 0
     class_axis: int = -1
     box_format: str | None = None
-    #: Free text saying how detection rows are laid out, e.g. "boxes4+scoresK".
+    #: How detection fields are laid out along class_axis: one of DETECTION_LAYOUTS, e.g. "boxes4+scoresK".
     detection_layout: str | None = None
     #: CTC blank class index of a `sequence` output (greedy decoding drops it).
     blank_index: int | None = None
@@ -209,7 +212,7 @@ def _output_from(d: Mapping[str, Any], origin: str, index: int, base: OutputCard
     if d.get("box_format") is not None:
         values["box_format"] = _choice(d["box_format"], BOX_FORMATS, where, "box_format")
     if d.get("detection_layout") is not None:
-        values["detection_layout"] = str(d["detection_layout"])
+        values["detection_layout"] = _choice(d["detection_layout"], DETECTION_LAYOUTS, where, "detection_layout")
     return replace(card, **values)
 
 

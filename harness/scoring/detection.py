@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.model.card import BOX_FORMATS
+from harness.model.card import BOX_FORMATS, DETECTION_LAYOUTS
 from harness.scoring.roles import RoleResult
 
-DETECTION_LAYOUTS = ("boxes4+scoresK", "boxes4+obj+scoresK", "boxes4+score+class")
 #: Reference detections at or above this score are the pseudo ground truth (the common deployment threshold).
 REFERENCE_SCORE_MIN = 0.25
 #: Candidates below this score are dropped before NMS (COCO evaluation practice: keep low scores for recall).
@@ -109,6 +108,23 @@ def decode(x: np.ndarray, fields_axis: int, layout: str, box_format: str, score_
         keep = (scores >= score_min) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
         dets = Detections(boxes[keep], scores[keep], classes[keep])
         out.append(dets if layout == "boxes4+score+class" else nms(dets))
+    return out
+
+
+def decisive_channels(ref: np.ndarray, fields_axis: int, layout: str | None) -> np.ndarray | None:
+    """Box (and objectness) fields, plus the class-score fields that win a reference candidate scoring at least
+    ``REFERENCE_SCORE_MIN``; None (every field) for rows already past NMS."""
+    layout = layout or "boxes4+scoresK"
+    if layout == "boxes4+score+class":
+        return None
+    first = 5 if layout == "boxes4+obj+scoresK" else 4
+    scores = np.moveaxis(np.take(ref, np.arange(first, ref.shape[fields_axis]), axis=fields_axis), fields_axis, -1)
+    scores = scores.reshape(-1, scores.shape[-1])
+    out = np.zeros(ref.shape[fields_axis], dtype=bool)
+    out[:first] = True
+    if scores.size:
+        strong = scores.max(axis=1) >= REFERENCE_SCORE_MIN
+        out[first + np.unique(scores[strong].argmax(axis=1))] = True
     return out
 
 

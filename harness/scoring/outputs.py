@@ -18,7 +18,7 @@ import numpy as np
 
 from harness.model.card import ROLES
 from harness.scoring import detection, roles
-from harness.scoring.tensors import (DEAD_CHANNEL_SNR_DB, NonFiniteOutputs, accumulate, batch_first, check_finite,
+from harness.scoring.tensors import (LOW_CHANNEL_SNR_DB, NonFiniteOutputs, accumulate, batch_first, check_finite,
                                      tensor_metrics, worst_channels)
 
 #: Which output's metrics become the record's top-level fields: the first of the earliest role here.
@@ -110,15 +110,23 @@ def _score_one(o: np.ndarray, r: np.ndarray, class_axis: int | None, card: Any,
     row: dict[str, Any] = {"name": card.name, "role": card.role, "batch_axis": card.batch_axis,
                            "class_axis": card.class_axis, "samples": int(o.shape[0])}
     row.update(tensor_metrics(stats))
-    row.update(worst_channels(stats))
+    if card.role == "detection" and class_axis is not None:
+        decisive = detection.decisive_channels(r, class_axis, getattr(card, "detection_layout", None))
+    else:
+        decisive = roles.decisive_channels(r, class_axis, card.role)
+    row.update(worst_channels(stats, decisive))
     result = _role_metrics(o, r, class_axis, card, labels)
     row.update(result.fields)
     notes = list(result.notes)
     if row.get("snr_note"):
         notes.append(f"{card.name!r}: {row.pop('snr_note')}")
+    if row["dead_channel_count"]:
+        notes.append(f"{card.name!r}: {row['dead_channel_count']} of {row['channels']} channels dead (constant where "
+                     f"the reference varies and decides: zeroed or saturated): {row['dead_channels']}")
     if row["channels_snr_le_0db"]:
         notes.append(f"{card.name!r}: {row['channels_snr_le_0db']} of {row['channels']} channels at ≤ "
-                     f"{DEAD_CHANNEL_SNR_DB:g} dB SNR (dead, zeroed or sign-flipped; see worst_channels)")
+                     f"{LOW_CHANNEL_SNR_DB:g} dB SNR (error at least as large as the signal; see worst_channels "
+                     "and their signal_share)")
     row["notes"] = notes
     return row, result
 
@@ -160,6 +168,8 @@ def _top_level(per_output: list[dict[str, Any]], results: list[roles.RoleResult]
     finite = [ch["snr_db"] for ch in worst if ch["snr_db"] is not None]
     # A channel whose reference is all zero has no finite SNR; it is listed (first) and counted as ≤ 0 dB.
     fields["worst_channel_snr_db"] = min(finite) if finite else None
+    counts = [row["dead_channel_count"] for row in per_output if row["dead_channel_count"] is not None]
+    fields["dead_output_channels"] = sum(counts) if counts else None
     notes = [n for row in per_output for n in row["notes"]]
     fields["scoring_notes"] = list(dict.fromkeys(notes))  # one "no labels" note, not one per output
     return fields

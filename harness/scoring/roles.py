@@ -184,5 +184,19 @@ def embedding(out: np.ndarray, ref: np.ndarray) -> RoleResult:
     return result
 
 
+def decisive_channels(ref: np.ndarray, class_axis: int | None, role: str) -> np.ndarray | None:
+    """Channels that decide something in the reference (bool per channel), or None when every channel counts.
+
+    Scores (logits, probabilities, sequence, multi-channel masks): the channels that are the reference's argmax
+    somewhere. Detection is decided in ``detection.decisive_channels``; other roles: every channel.
+    """
+    if class_axis is None or role not in ("logits", "probabilities", "sequence", "mask") or (
+            role == "mask" and ref.shape[class_axis] == 1):
+        return None
+    out = np.zeros(ref.shape[class_axis], dtype=bool)
+    out[np.unique(np.argmax(ref, axis=class_axis))] = True
+    return out
+
+
 def _finite(v: float) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)

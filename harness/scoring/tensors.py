@@ -18,8 +18,11 @@ import numpy as np
 
 #: How many of the worst channels each output lists (the full count at ≤ 0 dB is given beside it).
 WORST_CHANNELS = 8
-#: A channel at or below this SNR carries no more signal than error: dead, zeroed or sign-flipped.
-DEAD_CHANNEL_SNR_DB = 0.0
+#: A channel at or below this SNR carries no more signal than error (zeroed, sign-flipped, or under the
+#: precision's resolution); a zeroed channel reads exactly 0 dB.
+LOW_CHANNEL_SNR_DB = 0.0
+#: Dead channels listed by index per output (the count covers all of them).
+MAX_DEAD_LISTED = 32
 #: Elements per accumulation chunk (≈ 32 MiB of float64 per temporary).
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -89,6 +92,7 @@ class TensorStats:
     size: int
     channel_signal: np.ndarray | None   # Σ ref² per channel
     channel_noise: np.ndarray | None    # Σ (out − ref)² per channel
+    channel_dead: np.ndarray | None     # bool per channel: the output is constant where the reference varies
 
 
 def accumulate(out: np.ndarray, ref: np.ndarray, channel_axis: int | None) -> TensorStats:
@@ -103,8 +107,9 @@ def accumulate(out: np.ndarray, ref: np.ndarray, channel_axis: int | None) -> Te
     ch_sig = ch_noise = None
     if channel_axis is not None:
         reduce = tuple(i for i in range(out.ndim) if i != channel_axis)
-        ch_sig = np.zeros(out.shape[channel_axis])
-        ch_noise = np.zeros(out.shape[channel_axis])
+        c = out.shape[channel_axis]
+        ch_sig, ch_noise = np.zeros(c), np.zeros(c)
+        o_lo, o_hi, r_lo, r_hi = np.full(c, np.inf), np.full(c, -np.inf), np.full(c, np.inf), np.full(c, -np.inf)
     for start in range(0, n, step):
         o = np.asarray(out[start:start + step], dtype=np.float64)
         r = np.asarray(ref[start:start + step], dtype=np.float64)
@@ -120,7 +125,11 @@ def accumulate(out: np.ndarray, ref: np.ndarray, channel_axis: int | None) -> Te
         if channel_axis is not None:
             ch_sig += r2.sum(axis=reduce)
             ch_noise += d2.sum(axis=reduce)
-    return TensorStats(signal, noise, dot, out_sq, max_abs, int(out.size), ch_sig, ch_noise)
+            if o.size:
+                o_lo, o_hi = np.minimum(o_lo, o.min(axis=reduce)), np.maximum(o_hi, o.max(axis=reduce))
+                r_lo, r_hi = np.minimum(r_lo, r.min(axis=reduce)), np.maximum(r_hi, r.max(axis=reduce))
+    dead = None if channel_axis is None else (o_hi - o_lo == 0) & (r_hi - r_lo > 0)
+    return TensorStats(signal, noise, dot, out_sq, max_abs, int(out.size), ch_sig, ch_noise, dead)
 
 
 def snr_from_sums(signal: float, noise: float) -> tuple[float | None, bool, str | None]:
@@ -147,20 +156,32 @@ def tensor_metrics(stats: TensorStats) -> dict[str, Any]:
     return out
 
 
-def worst_channels(stats: TensorStats, keep: int = WORST_CHANNELS) -> dict[str, Any]:
-    """The per-channel SNR table: the ``keep`` worst channels, and how many are at ≤ 0 dB.
+def worst_channels(stats: TensorStats, decisive: np.ndarray | None = None,
+                   keep: int = WORST_CHANNELS) -> dict[str, Any]:
+    """The per-channel SNR table: the ``keep`` worst channels, how many are at ≤ 0 dB, which are dead.
 
-    Each row is {channel, snr_db, exact_match}; a channel whose reference is all zero but whose output is not
-    has snr_db None (−inf) and sorts first, since it is all error.
+    Each row is {channel, snr_db, signal_share, exact_match}; ``signal_share`` is the channel's part of the
+    reference's energy (a −40 dB channel holding 1e-9 of it is a rare class under the precision's resolution,
+    not a broken one). A channel whose reference is all zero but whose output is not has snr_db None (−inf) and
+    sorts first. ``dead_channels``: channels whose output is constant where the reference varies (zeroed by a
+    fault, saturated), among the ``decisive`` ones (bool per channel, None: all) — a channel that decides
+    something in the reference (see ``roles.decisive_channels``), so a vocabulary entry no image shows, rounded
+    to a constant 0 at INT8, is not called dead; at most ``MAX_DEAD_LISTED`` listed, ``dead_channel_count`` all.
     """
     if stats.channel_signal is None:
-        return {"channels": None, "channels_snr_le_0db": None, "worst_channels": []}
+        return {"channels": None, "channels_snr_le_0db": None, "dead_channel_count": None, "dead_channels": [],
+                "worst_channels": []}
+    total = float(stats.channel_signal.sum())
     rows = []
     for c, (sig, noise) in enumerate(zip(stats.channel_signal, stats.channel_noise)):
         snr, exact, _ = snr_from_sums(float(sig), float(noise))
         key = np.inf if exact else (-np.inf if snr is None else snr)
-        rows.append((key, {"channel": c, "snr_db": snr, "exact_match": exact}))
+        share = float(sig) / total if total > 0 else None
+        rows.append((key, {"channel": c, "snr_db": snr, "signal_share": share, "exact_match": exact}))
     rows.sort(key=lambda kv: kv[0])
-    dead = sum(1 for key, _ in rows if key <= DEAD_CHANNEL_SNR_DB)
-    return {"channels": len(rows), "channels_snr_le_0db": dead,
+    le_0db = sum(1 for key, _ in rows if key <= LOW_CHANNEL_SNR_DB)
+    dead_mask = stats.channel_dead if decisive is None else stats.channel_dead & decisive
+    dead = [int(c) for c in np.flatnonzero(dead_mask)]
+    return {"channels": len(rows), "channels_snr_le_0db": le_0db, "dead_channel_count": len(dead),
+            "dead_channels": dead[:MAX_DEAD_LISTED],
             "worst_channels": [row for key, row in rows[:keep] if not row["exact_match"]]}

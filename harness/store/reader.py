@@ -54,7 +54,7 @@ NUMERIC_FIELDS = (
     "output_max_abs_error", "probability_mse", "miou_vs_reference", "pixel_agreement", "map50", "map50_95",
     "map50_labels", "map50_95_labels", "detections_per_image", "reference_detections_per_image",
     "position_agreement", "sequence_agreement", "embedding_cosine", "embedding_cosine_min",
-    "worst_channel_snr_db", "power_avg_w", "power_peak_w",
+    "worst_channel_snr_db", "dead_output_channels", "power_avg_w", "power_peak_w",
     "power_peak_w_mean", "power_p5_w", "power_p95_w", "power_idle_w", "energy_per_inference_mj",
     "energy_per_inference_net_mj", "power_sample_period_ms", "power_samples", "duration_s", "peak_rss_mb",
     "device_price_eur", "device_typical_power_w",

@@ -108,6 +108,8 @@ class JobRecord:
     embedding_cosine_min: float | None = None
     #: Lowest per-channel SNR over every output, and the worst channels [{output, channel, snr_db, exact_match}].
     worst_channel_snr_db: float | None = None
+    #: Output channels that are constant where the reference varies (zeroed by a fault, saturated), all outputs.
+    dead_output_channels: int | None = None
     worst_channels: tuple[dict[str, Any], ...] | None = None
     #: Every output scored: [{name, role, shape, snr_db, exact_match, mse, cosine, max_abs_error, channels,
     #: channels_snr_le_0db, worst_channels, <role metrics>, notes}] in the graph's output order.

@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from quanttrim.mixed_precision.reproduce import MixedSet, ReproConfig, reproduce
+    from quanttrim.mixed_precision.repro_config import MixedSet, ReproConfig
+    from quanttrim.mixed_precision.reproduce import reproduce
 
     overrides: dict = {"out_dir": args.out, "threads": args.threads, "seed": args.seed,
                        "mixed_recipe": args.mixed_recipe,

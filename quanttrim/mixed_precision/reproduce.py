@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import platform
 import time
@@ -34,8 +33,17 @@ import numpy as np
 
 from quanttrim.onnx_eval import onnx_logits
 
-from quanttrim.mixed_precision.allocation import Allocation, LayerSpec, allocate_bits, validate_bits
+from quanttrim.mixed_precision.allocation import Allocation, LayerSpec, allocate_bits
 from quanttrim.mixed_precision.bitmap import BitMap, save_bitmap
+from quanttrim.mixed_precision.repro_config import ReproConfig
+from quanttrim.mixed_precision.repro_training import (
+    _torch_logits,
+    calibrated_init,
+    load_emulated,
+    qat_recipe,
+    quanttrim_recipe,
+    train_run,
+)
 from quanttrim.mixed_precision.report import (
     ResultRow,
     compression_ratio,
@@ -52,92 +60,6 @@ PTQ_METHODS: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = (
     ("PTQ-max", "minmax", ()),
     ("PTQ-p99.9", "percentile", (("percentile", 99.9),)),
 )
-
-
-MIXED_RECIPES = ("qat", "quanttrim")
-
-
-@dataclass(frozen=True)
-class MixedSet:
-    """A thesis weight configuration: name (4MP/2MP), allowed bits, weight budget as average bits."""
-
-    name: str
-    bits: tuple[int, ...]
-    average_bits: float
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "bits", validate_bits(self.bits))
-        if not (self.bits[0] <= self.average_bits <= self.bits[-1]):
-            raise ValueError(f"{self.name}: average_bits {self.average_bits} outside the bit set {self.bits}")
-
-
-@dataclass(frozen=True)
-class ReproConfig:
-    """What the reproduction runs. ``quick()`` / ``full()`` give the two presets.
-
-    Args:
-        models: (zoo name, width multiplier) pairs.
-        train_limit: training images (seeded subset of the 60k); None = all.
-        test_limit: evaluation images (first N of the 10k test set); None = all.
-        fp32_epochs / finetune_epochs: epochs for the FP32 baseline and for every QAT fine-tune.
-        finetune_limit: training images for each fine-tune (None = train_limit).
-        act_bits: the thesis's activation grid.
-        mixed_sets: the thesis's 4MP / 2MP weight sets with their size budgets (average bits).
-        calib_samples: PTQ calibration images (from the training set).
-        sens_trials / sens_batch: Algorithm 1's N and calibration batch size.
-        latency_iters: batch-1 timed iterations per ONNX Runtime row (0 = no timing).
-    """
-
-    out_dir: str = "results/mixed-precision"
-    models: tuple[tuple[str, float], ...] = (("resnet20", 1.0), ("mobilenetv2", 0.5))
-    dataset: str = "fashion-mnist"
-    train_limit: int | None = 20_000
-    test_limit: int | None = None
-    fp32_epochs: int = 4
-    finetune_epochs: int = 1
-    finetune_limit: int | None = None
-    act_bits: tuple[int, ...] = (8, 6, 4)
-    # Budgets: the thesis does not state M; 6 and 4.5 average bits give weight-only CRs of ≈5.3 and ≈7, near
-    # its 5.1 and 6.3, and a 2MP budget tight enough that the DP actually uses 2-bit layers.
-    mixed_sets: tuple[MixedSet, ...] = (MixedSet("4MP", (4, 8), 6.0), MixedSet("2MP", (2, 4, 8), 4.5))
-    calib_samples: int = 512
-    sens_trials: int = 8
-    sens_batch: int = 128
-    sens_epsilon: float = 1e-2
-    latency_iters: int = 200
-    #: Learning rate of the short FP32 run and Quant-Trim's clipping quantile: the repo's bundle settings
-    #: for short runs (lr 1e-3; p_clip 0.95, measured to cost no FP32 accuracy on this data set).
-    fp32_lr: float = 1e-3
-    p_clip: float = 0.95
-    #: Fine-tuning recipe of the mixed-precision grid: "qat" is the thesis's procedure ("the same procedure
-    #: as uniform 8-bit QAT"); "quanttrim" runs Quant-Trim's λ schedule and reverse pruning on the bit map.
-    mixed_recipe: str = "qat"
-    threads: int = 2
-    seed: int = 0
-    preset: str = "full"
-
-    def __post_init__(self) -> None:
-        validate_bits(self.act_bits, what="activation bit widths")
-        if self.mixed_recipe not in MIXED_RECIPES:
-            raise ValueError(f"unknown mixed_recipe {self.mixed_recipe!r}; valid: {', '.join(MIXED_RECIPES)}")
-        for name in ("fp32_epochs", "finetune_epochs", "calib_samples", "sens_trials", "sens_batch", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.latency_iters < 0:
-            raise ValueError("latency_iters must be >= 0")
-        if not self.models:
-            raise ValueError("no models to run")
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> "ReproConfig":
-        """Minutes on 2 cores: FP32 on 4k images × 2 epochs, 1k-image fine-tunes, 1k test images. Noisy numbers."""
-        base = dict(train_limit=4_000, test_limit=1_000, fp32_epochs=2, finetune_epochs=1, finetune_limit=1_000,
-                    calib_samples=128, sens_trials=2, sens_batch=64, latency_iters=30, preset="quick")
-        return cls(**{**base, **overrides})
-
-    @classmethod
-    def full(cls, **overrides: Any) -> "ReproConfig":
-        return cls(**overrides)
 
 
 @dataclass
@@ -164,6 +86,16 @@ class _Stage:
 
     def __exit__(self, *exc: Any) -> None:
         self.clock.seconds[self.name] = self.clock.seconds.get(self.name, 0.0) + time.perf_counter() - self.t0
+
+
+def _artifact(path: Path, name: str, images: np.ndarray, table: Path | None = None) -> Any:
+    """The exported ONNX as backends take it, from the harness's one model object (harness.model), named for
+    this study; ``table`` is the learned calibration table exported beside it (None: none)."""
+    from harness.model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    ckpt = ckpt.with_data_shapes({ckpt.input_name: tuple(images.shape[1:])})
+    return dataclasses.replace(ckpt.artifact(), name=name, calibration_table=table)
 
 
 def _accuracy_pct(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -230,141 +162,11 @@ def weight_params(model: Any) -> dict[str, int]:
     return {name: int(m.weight.numel()) for name, m in quantizable_layers(model)}
 
 
-# --- the trainer ------------------------------------------------------------------------------------
-def train_run(cfg: ReproConfig, model: str, width: float, recipe: Any, epochs: int, out: Path,
-              limit: int | None, init_from: Path | None = None, weight_bits: dict[str, int] | None = None) -> Path:
-    """One training run through ``quanttrim.train.train``; returns its ``final.pt``.
-
-    A finished run in ``out`` is reused only when it was trained with the same recipe, length, data subset
-    and bit map; otherwise this run goes to ``out-<digest>`` so a changed setting never reuses stale weights.
-    """
-    from quanttrim.checkpoint import load_checkpoint
-    from quanttrim.train import TrainConfig, train
-
-    wanted = {"recipe": recipe.to_dict(), "epochs": epochs, "train_limit": limit, "width": width,
-              "weight_bits": weight_bits or None, "seed": cfg.seed,
-              "init_from": str(init_from) if init_from is not None else None}
-    final = out / "final.pt"
-    if final.exists():
-        saved = load_checkpoint(final)["train_config"]
-        if all(saved.get(k) == v for k, v in wanted.items()):
-            return final
-        digest = hashlib.sha256(json.dumps(wanted, sort_keys=True, default=str).encode()).hexdigest()[:8]
-        out = out.with_name(f"{out.name}-{digest}")
-        final = out / "final.pt"
-        if final.exists():
-            return final
-    extra: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    if init_from is not None or weight_bits:
-        missing = [n for n in ("init_from", "weight_bits") if n not in names]
-        if missing:
-            raise RuntimeError(f"the trainer's TrainConfig lacks {', '.join(missing)}: mixed-precision QAT "
-                               "needs quanttrim.train to accept a per-layer bit map and an initial checkpoint")
-        extra = {"init_from": str(init_from) if init_from else None, "weight_bits": weight_bits or None}
-    tc = TrainConfig(model=model, dataset=cfg.dataset, recipe=recipe, epochs=epochs, out=str(out), seed=cfg.seed,
-                     width=width, train_limit=limit, val_limit=cfg.test_limit, threads=cfg.threads, progress=False,
-                     **extra)
-    if (out / "last.pt").exists():  # an interrupted earlier attempt: continue it
-        return Path(train(tc, resume=True, console=_Quiet())["checkpoint"])
-    return Path(train(tc, console=_Quiet())["checkpoint"])
-
-
-class _Quiet:
-    """The trainer prints one line per epoch; keep them, prefixed, without rich."""
-
-    def print(self, *args: Any, **kwargs: Any) -> None:
-        print("   ", *args, flush=True)
-
-
-def calibrated_init(ckpt_path: Path, calib_x: np.ndarray, out_path: Path, batch: int = 64) -> Path:
-    """The FP32 checkpoint with its quantizer ranges re-calibrated on its final weights and on calibration images.
-
-    The thesis calibrates scales before QAT fine-tuning (§3.3.1.3). The trainer's observers are EMAs that lag
-    the weights in short runs (seen here: a stem range at 0.68 while max|W·γ/σ| had grown to 1.59), so a
-    fine-tune starting from them would begin on a grid that clips its largest weights. Weight ranges are
-    re-taken from the current (BN-folded) weights; activation ranges from the calibration images, with
-    BatchNorm frozen (eval) so the checkpoint's running statistics stay untouched.
-    """
-    import torch
-
-    from quanttrim.checkpoint import load_checkpoint, save_checkpoint
-    from quanttrim.pruning import fold_factor
-    from quanttrim.train import rebuild_model
-    from quanttrim.wrap import act_quantizers, context, weight_layers
-
-    if out_path.exists():
-        return out_path
-    ckpt = load_checkpoint(ckpt_path)
-    model, _ = rebuild_model(ckpt)
-    ctx = context(model)
-    model.eval()
-    saved_momentum = ctx.momentum
-    with torch.no_grad():
-        for _, layer in weight_layers(model):
-            f = fold_factor(layer)
-            w = layer.weight.detach()
-            layer.qt_w.observer.count.zero_()
-            layer.qt_w.observer.update(w * f if f is not None else w, ctx.generator, 1.0)
-        quantizers = act_quantizers(model).values()
-        for q in quantizers:
-            q.observer.count.zero_()
-            q.train()  # only the quantizers observe; BatchNorm stays in eval
-        ctx.lam, ctx.observe_now, ctx.momentum = 0.0, True, 0.5
-        try:
-            for i in range(0, len(calib_x), batch):
-                model(torch.from_numpy(calib_x[i:i + batch]))
-        finally:
-            ctx.observe_now, ctx.momentum = False, saved_momentum
-            for q in quantizers:
-                q.eval()
-    payload = {k: v for k, v in ckpt.items() if k != "format"}
-    payload["model"] = model.state_dict()
-    payload["calibrated_from"] = str(ckpt_path)
-    save_checkpoint(out_path, payload)
-    return out_path
-
-
-def qat_recipe(epochs: int, act_bits: int = 8) -> Any:
-    """Plain QAT: λ = 1 from the first step (E_w = E_f = H = 0), no reverse pruning."""
-    from quanttrim.recipes import get_recipe
-
-    return get_recipe("quanttrim", epochs, {"quant.warmup": "0", "quant.ramp_end": "0", "quant.horizon": "0",
-                                            "prune.enabled": "false", "quant.act_bits": str(act_bits)})
-
-
-def quanttrim_recipe(epochs: int, act_bits: int = 8, p_clip: float = 0.95) -> Any:
-    """Quant-Trim's own schedule and pruning, scaled to the fine-tune length; only the bit widths change."""
-    from quanttrim.recipes import get_recipe
-
-    return get_recipe("quanttrim", epochs, {"quant.act_bits": str(act_bits), "prune.p_clip": str(p_clip)})
-
-
-def load_emulated(ckpt_path: Path) -> Any:
-    """The trained wrapped model at λ = 1: weights and activations on their (per-layer) integer grids."""
-    from quanttrim.checkpoint import load_checkpoint
-    from quanttrim.train import rebuild_model
-    from quanttrim.wrap import context
-
-    model, _ = rebuild_model(load_checkpoint(ckpt_path))
-    context(model).lam = 1.0
-    return model.eval()
-
-
-def _torch_logits(model: Any, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    import torch
-
-    model.eval()
-    with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(images[i:i + batch])).numpy()
-                               for i in range(0, len(images), batch)])
-
-
 # --- one model --------------------------------------------------------------------------------------
 def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, log: Callable[[str], None]) -> ModelOutcome:
     import torch
 
-    from backends.base import CompileConfig, ModelArtifact, file_sha256
+    from backends.base import CompileConfig, ModelArtifact
     from backends.onnxruntime_backend import OnnxRuntimeBackend
     from devices.loader import load_device
     from quanttrim.checkpoint import load_checkpoint
@@ -406,9 +208,7 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
 
     # 2. uniform rows through ONNX Runtime -----------------------------------------------------------
     backend, device = OnnxRuntimeBackend(), load_device("cpu")
-    graph_in = "input"
-    artifact = ModelArtifact(path=fp32_onnx, name=f"{label}-fp32", sha256=file_sha256(fp32_onnx),
-                             input_name=graph_in, input_shape=tuple(test_x.shape[1:]), output_name="logits")
+    artifact = _artifact(fp32_onnx, f"{label}-fp32", test_x)
     with clock.stage("eval_fp32_ort"):
         fp32_acc = _accuracy_pct(onnx_logits(fp32_onnx, test_x, threads=cfg.threads), test_y)
         fp32_lat = _ort_latency_ms(fp32_onnx, test_x[:1], cfg.latency_iters)
@@ -515,9 +315,7 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
                 save_bitmap(bitmap, onnx_mp)
             ort_acc = None
             if a == 8 and table is not None:
-                art = ModelArtifact(path=onnx_mp, name=f"{label}-{method}", sha256=file_sha256(onnx_mp),
-                                    input_name="input", input_shape=tuple(test_x.shape[1:]), output_name="logits",
-                                    calibration_table=table)
+                art = _artifact(onnx_mp, f"{label}-{method}", test_x, table)
                 with clock.stage("ort_int8_container"):
                     compiled = backend.compile(art, device, CompileConfig(precision="int8", calibration="learned"),
                                                calib_x, mdir / "ort-cache")
@@ -558,15 +356,13 @@ def _int8_row(cfg: ReproConfig, label: str, method: str, ckpt: Path, mdir: Path,
     The trainer's export writes the FP32 graph plus its learned activation ranges (``*.calib.json``); the
     backend's ``learned`` calibration uses them. Without that export the row is emulated in torch.
     """
-    from backends.base import CompileConfig, ModelArtifact, file_sha256
+    from backends.base import CompileConfig
 
     onnx_path = mdir / f"{method.lower()}.onnx"
     model = load_emulated(ckpt)
     table = export_checkpoint_onnx(model, onnx_path, test_x, snap_weights=True)
     if table is not None:
-        art = ModelArtifact(path=onnx_path, name=f"{label}-{method}", sha256=file_sha256(onnx_path),
-                            input_name="input", input_shape=tuple(test_x.shape[1:]), output_name="logits",
-                            calibration_table=table)
+        art = _artifact(onnx_path, f"{label}-{method}", test_x, table)
         return ort_row(method, CompileConfig(precision="int8", calibration="learned",
                                              calibration_samples=cfg.calib_samples), "8", "8", art,
                        "ONNX Runtime static INT8 with the activation ranges learned in training")

@@ -24,6 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--full", action="store_true", help="shorthand for --preset full")
     r.add_argument("--out", type=Path, default=Path("results/reproduction"), help="output folder (resumable)")
     r.add_argument("--seeds", type=lambda t: tuple(int(s) for s in t.split(",")), help="override the seeds, e.g. 0,1,2")
+    r.add_argument("--draws", type=lambda t: tuple(int(s) for s in t.split(",")),
+                   help="override the calibration draws (seeds of the calibration subset), e.g. 0,1")
+    r.add_argument("--granularities", type=lambda t: tuple(t.split(",")),
+                   help="override the weight granularities: per_tensor, per_channel or both")
     r.add_argument("--devices", type=lambda t: tuple(t.split(",")), help="override the device profiles")
     r.add_argument("--backends", type=lambda t: tuple(t.split(",")),
                    help="only these real backends (default: every one available); emulated policies always run")
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = get_preset("full" if args.full else args.preset).with_overrides(
         seeds=args.seeds, devices=args.devices, data_dir=args.data_dir, dataset=args.dataset, threads=args.threads,
-        backends=args.backends)
+        backends=args.backends, calib_draws=args.draws, granularities=args.granularities)
     if args.models:
         cfg = cfg.with_overrides(models=tuple(m for m in cfg.models if m.name in args.models) or None)
     out = args.out.resolve()

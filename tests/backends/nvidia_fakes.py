@@ -503,12 +503,9 @@ def make_onnx_model(path, batch: int | None = None, c_out: int = 4):
 
 
 def make_artifact(path, **kw):
-    from pathlib import Path
+    from tests.backends.tiny_onnx import artifact
 
-    from backends.base import ModelArtifact, file_sha256
-
-    return ModelArtifact(path=Path(path), name=Path(path).stem, sha256=file_sha256(path), input_name="input",
-                         input_shape=(1, 28, 28), output_name="logits", **kw)
+    return artifact(path, **kw)
 
 
 def expected_output(x: np.ndarray) -> np.ndarray:

@@ -170,3 +170,4 @@ def test_staging_left_by_a_killed_build_is_cleared(tmp_path):
 
     cache.get_or_build(key, build)
     assert not left.exists()
+

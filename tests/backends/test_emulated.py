@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from backends import create_backend
-from backends.base import CompileConfig, ModelArtifact, RuntimeConfig, UnsupportedRequest, file_sha256
+from backends.base import CompileConfig, ModelArtifact, RuntimeConfig, UnsupportedRequest
+from tests.backends.tiny_onnx import artifact
 from devices.loader import load_device, profile_from_dict
 from devices.profile import ProfileError, QuantPolicy
 
@@ -39,7 +40,7 @@ def small_model(path: Path, extra_op: str | None = None, seed: int = 0) -> Model
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.save(model, str(path))
-    return ModelArtifact(path, path.stem, file_sha256(path), "input", (1, 8, 8), "logits")
+    return artifact(path)
 
 
 def device_with(policy: QuantPolicy):
@@ -111,7 +112,7 @@ def identity_model(path: Path, width: int) -> ModelArtifact:
     graph = helper.make_graph([node], "id", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 1, width])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, 1, width])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
-    return ModelArtifact(path, path.stem, file_sha256(path), "input", (1, 1, width), "logits")
+    return artifact(path)
 
 
 def test_bf16_activation_rounding_matches_numpy_bfloat16(tmp_path):

@@ -96,3 +96,25 @@ def test_unknown_operator_is_named(tmp_path):
     with pytest.raises(UnsupportedRequest, match="FancyOp"):
         LiteRtBackend().compile(unknown_op_model(tmp_path / "bad.onnx"), load_device("cpu"), CompileConfig("fp32"),
                                 None, tmp_path / "work")
+
+
+@needs_litert
+def test_session_returns_outputs_in_the_onnx_order_by_name(tmp_path):
+    from backends.litert_backend import LiteRtSession
+    from tests.harness.model import tflite_models
+
+    path = tflite_models.two_inputs_two_outputs(tmp_path / "m.tflite")  # interpreter order: prod, sum
+    a, b = np.full((2, 3), 2.0, np.float32), np.full((2, 3), 3.0, np.float32)
+    total, product = LiteRtSession(path, 1, nchw=False, input_names=["a", "b"],
+                                   output_names=["sum", "prod"]).run({"a": a, "b": b})
+    assert total.tolist() == [[5.0] * 3] * 2 and product.tolist() == [[6.0] * 3] * 2
+
+
+@needs_litert
+def test_session_refuses_to_guess_which_output_is_which(tmp_path):
+    from backends.litert_backend import LiteRtSession
+    from tests.harness.model import tflite_models
+
+    path = tflite_models.two_inputs_two_outputs(tmp_path / "m.tflite")
+    with pytest.raises(UnsupportedRequest, match="cannot tell which is which"):
+        LiteRtSession(path, 1, nchw=False, input_names=["a", "b"], output_names=["logits", "boxes"])

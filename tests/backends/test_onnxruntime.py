@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from backends.base import CompileConfig, ModelArtifact, RuntimeConfig, UnsupportedRequest, file_sha256
+from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from backends.onnxruntime_backend import OnnxRuntimeBackend, compute_ranges
+from tests.backends.tiny_onnx import artifact
 from devices import load_device
 from harness.scoring import metrics
 def _artifact(path, table=None):
-    return ModelArtifact(path=path, name="tiny", sha256=file_sha256(path), input_name="input",
-                         input_shape=(1, 28, 28), output_name="logits", calibration_table=table)
+    return artifact(path, "tiny", calibration_table=table)
 
 
 def _outputs(backend, compiled, images):

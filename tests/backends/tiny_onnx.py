@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.base import ModelArtifact, file_sha256
+from backends.base import ModelArtifact
 
 ASSETS = Path(__file__).resolve().parents[2] / "harness" / "assets"
 BUNDLED = ("resnet20-fmnist-map.onnx", "resnet20-fmnist-quanttrim.onnx")
@@ -57,15 +57,15 @@ def unknown_op_model(path: Path, op: str = "FancyOp") -> ModelArtifact:
     return artifact(path)
 
 
-def artifact(path: Path, name: str | None = None) -> ModelArtifact:
-    import onnx
+def artifact(path: Path, name: str | None = None, **fields) -> ModelArtifact:
+    """The model as the harness hands it to backends (harness.model's one model object); ``fields`` replace
+    some of its fields (qdq_path, calibration_table, ...)."""
+    import dataclasses
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    shape = tuple(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:])
-    calib = path.with_suffix(".calib.json")
-    return ModelArtifact(path=Path(path), name=name or Path(path).stem, sha256=file_sha256(path),
-                         input_name=graph.input[0].name, input_shape=shape, output_name=graph.output[0].name,
-                         calibration_table=calib if calib.exists() else None)
+    from harness.model.checkpoint import load_checkpoint
+
+    art = load_checkpoint(path).artifact()
+    return dataclasses.replace(art, name=name or art.name, **fields)
 
 
 def bundled_or_tiny(tmp_path: Path) -> ModelArtifact:

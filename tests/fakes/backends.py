@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from backends.base import Availability, Backend, Capabilities, CompiledModel, UnsupportedRequest
+from backends.options import BackendOptions
 from backends.onnxruntime_backend import OnnxRuntimeBackend
 from backends.registry import REGISTRY
 
@@ -51,6 +53,21 @@ class RaisingBackend(_FakeBase):
 class RefusingBackend(_FakeBase):
     def compile(self, model, device, config, calibration, workdir):
         raise UnsupportedRequest("operator GridSample is not supported by fake-refuse")
+
+
+@dataclass(frozen=True)
+class SlowOptions(BackendOptions):
+    fake_sleep_s: float = 2.0
+
+
+class SlowBackend(_FakeBase):
+    """Compiles for ``fake_sleep_s`` seconds (a backend option, default 2): a job surely running when a test acts."""
+
+    Options = SlowOptions
+
+    def compile(self, model, device, config, calibration, workdir):
+        time.sleep(self.options(config).fake_sleep_s)
+        return super().compile(model, device, config, calibration, workdir)
 
 
 class UnavailableBackend(_FakeBase):
@@ -104,6 +121,6 @@ class SleepSession:
 
 for _name, _cls in [("fake-crash", CrashingBackend), ("fake-hang", HangingBackend), ("fake-raise", RaisingBackend),
                     ("fake-refuse", RefusingBackend), ("fake-unavailable", UnavailableBackend),
-                    ("fake-stale-cache", StaleCacheBackend)]:
+                    ("fake-stale-cache", StaleCacheBackend), ("fake-slow", SlowBackend)]:
     if _name not in REGISTRY:
         REGISTRY.register(_name)(_cls)

@@ -121,8 +121,9 @@ def _activation_values(model: Any, images: np.ndarray, max_per_tensor: int = 200
 def _sample_images(model: Any, n: int) -> tuple[np.ndarray | None, str]:
     """Real evaluation images shaped for the model's input, or None with the reason."""
     from harness.data import datasets
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    shape = tuple(d.dim_value for d in dims[1:])
+    weights = {i.name for i in model.graph.initializer}  # old exporters list weights as graph inputs too
+    image = next(i for i in model.graph.input if i.name not in weights)
+    shape = tuple(d.dim_value for d in image.type.tensor_type.shape.dim[1:])
     try:
         split = datasets.load_bundled_sample("test").head(n)
     except Exception as exc:  # the bundled sample is missing: say so on the figure

@@ -12,12 +12,11 @@ from harness.analysis.fidelity import (
     build_report,
     closing_note,
     comparison_table,
-    markdown,
     pick_pair,
     plan_groups,
     write_emulation_profile,
-    write_outputs,
 )
+from harness.analysis.fidelity_render import markdown, write_outputs
 from harness.store.records import JobRecord
 
 

@@ -170,3 +170,23 @@ def test_tflite_checkpoint_is_refused_on_other_backends_at_planning(tmp_path):
     assert model_refusal(ckpt, BenchmarkOptions(), "litert", "fp32") is None
     assert "runs as it is on litert fp32 only" in model_refusal(ckpt, BenchmarkOptions(), "onnxruntime", "fp32")
     assert "litert fp32 only" in model_refusal(ckpt, BenchmarkOptions(), "litert", "int8")
+
+
+def test_two_input_model_calibrates_from_one_array_per_input(tmp_path):
+    from backends.base import CompileConfig, RuntimeConfig
+    from backends.onnxruntime_backend import OnnxRuntimeBackend
+    from devices import load_device
+
+    ckpt = load_checkpoint(m.two_inputs_two_outputs(tmp_path / "two.onnx"))
+    art = ckpt.with_data_shapes({"image": (1, 4, 4), "scale": (1,)}).artifact()
+    rng = np.random.default_rng(7)
+    calib = {"image": rng.random((8, 1, 4, 4), dtype=np.float32), "scale": rng.random((8, 1), dtype=np.float32)}
+    backend, device = OnnxRuntimeBackend(), load_device("cpu")
+    compiled = backend.compile(art, device, CompileConfig("int8", calibration="minmax", calibration_samples=8),
+                               calib, tmp_path / "work")
+    image, scale = calib["image"][:3], calib["scale"][:3]  # inside the calibrated ranges: no clipping
+    aux, logits = loadgen.run_outputs(backend.load(compiled, device, RuntimeConfig(1)), {"image": image, "scale": scale}, 3)
+    want_aux, want_logits = m.two_inputs_two_outputs_numpy(image, scale)
+    assert compiled.metadata["cached"] is False
+    np.testing.assert_allclose(logits, want_logits, atol=0.05)  # INT8: within a few quantization steps
+    np.testing.assert_allclose(aux, want_aux, atol=0.05)

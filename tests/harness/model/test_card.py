@@ -78,6 +78,15 @@ def test_invalid_role_names_file_field_and_choices(tmp_path):
         effective_card(_Model(path), bad)
 
 
+def test_unknown_detection_layout_lists_the_layouts_scoring_reads(tmp_path):
+    path = _graph(tmp_path / "m.onnx", [("y", ["N", 3], "Relu")], ["N", 3])
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[outputs]]\nname = "y"\nrole = "detection"\ndetection_layout = "yolo"\n')
+    with pytest.raises(CardError, match=r"detection_layout = 'yolo' is not valid; choose one of boxes4\+scoresK, "
+                                        r"boxes4\+obj\+scoresK, boxes4\+score\+class"):
+        effective_card(_Model(path), bad)
+
+
 def test_card_entry_for_a_missing_tensor_lists_the_graph_tensors(tmp_path):
     path = _graph(tmp_path / "m.onnx", [("y", ["N", 3], "Relu")], ["N", 3])
     bad = tmp_path / "c.toml"

@@ -102,3 +102,17 @@ def test_unreadable_tflite_is_refused_saying_so(tmp_path):
     bad.write_bytes(b"not a flatbuffer")
     with pytest.raises(CheckpointError, match="not a readable .tflite model"):
         load_checkpoint(bad)
+
+
+def test_new_weights_in_the_data_file_are_never_served_an_old_compiled_artifact(tmp_path):
+    from backends.base import CompileConfig
+    from backends.onnxruntime_backend import OnnxRuntimeBackend
+    from devices import load_device
+
+    path = m.with_external_data(tmp_path / "ext.onnx", weight=1.0)
+    backend, device, work = OnnxRuntimeBackend(), load_device("cpu"), tmp_path / "work"
+    first = backend.compile(load_checkpoint(path).artifact(), device, CompileConfig("fp16"), None, work)
+    (tmp_path / "ext.data").write_bytes(np.full(16 * 4, 2.0, np.float32).tobytes())
+    again = backend.compile(load_checkpoint(path).artifact(), device, CompileConfig("fp16"), None, work)
+    assert first.metadata["cached"] is False and again.metadata["cached"] is False
+    assert again.path != first.path

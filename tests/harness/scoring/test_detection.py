@@ -53,7 +53,7 @@ def test_zeroed_class_score_channels_show_at_0_db_and_zero_map():
     row = s.per_output[0]
     assert [ch["channel"] for ch in row["worst_channels"]] == [4, 5, 6]
     assert all(ch["snr_db"] == 0.0 for ch in row["worst_channels"])
-    assert row["channels_snr_le_0db"] == K
+    assert row["channels_snr_le_0db"] == K and row["dead_channels"] == [4, 5, 6]
     assert s.fields["worst_channel_snr_db"] == 0.0
     assert s.fields["map50"] == 0.0 and s.fields["detections_per_image"] == 0.0
     assert any("3 of 7 channels at ≤ 0 dB" in n for n in s.fields["scoring_notes"])

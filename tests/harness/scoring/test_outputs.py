@@ -91,8 +91,11 @@ def test_per_channel_snr_shows_the_one_broken_channel():
     out[:, 7] = 0.0  # one class-score channel zeroed by a fault: 0 dB, however good the rest is
     s = score_outputs([out], [ref_logits], [OutputCard("y", "logits")], labels)
     row = s.per_output[0]
-    assert row["worst_channels"] == [{"channel": 7, "snr_db": 0.0, "exact_match": False}]
+    assert [(ch["channel"], ch["snr_db"]) for ch in row["worst_channels"]] == [(7, 0.0)]
+    assert row["worst_channels"][0]["signal_share"] == pytest.approx(
+        np.sum(ref_logits[:, 7].astype(np.float64) ** 2) / np.sum(ref_logits.astype(np.float64) ** 2))
     assert row["channels"] == 10 and row["channels_snr_le_0db"] == 1
+    assert row["dead_channels"] == [7] and s.fields["dead_output_channels"] == 1
     assert s.fields["worst_channel_snr_db"] == 0.0
     assert s.fields["snr_db"] > 5.0  # the whole-tensor SNR alone would hide it
 
@@ -110,3 +113,15 @@ def test_outputs_with_different_sample_counts_are_refused():
     x, y = np.zeros((4, 3)), np.zeros((5, 3))
     with pytest.raises(ValueError, match="check batch_axis"):
         score_outputs([x, y], [x, y], cards, None)
+
+
+def test_a_rare_class_rounded_to_a_constant_is_low_snr_but_not_dead():
+    ref_logits, _, labels = _classifier()
+    probs_ref = metrics.softmax(ref_logits)
+    probs_ref[:, 9] = 1e-9 * (1 + np.arange(len(probs_ref)) % 3)   # a class the images never show
+    probs_out = probs_ref.copy()
+    probs_out[:, 9] = 0.0                                            # INT8 rounds it to a constant 0
+    s = score_outputs([probs_out], [probs_ref], [OutputCard("p", "probabilities")], labels)
+    worst = s.per_output[0]["worst_channels"][0]
+    assert worst["channel"] == 9 and worst["snr_db"] == 0.0 and worst["signal_share"] < 1e-12
+    assert s.per_output[0]["dead_channels"] == [] and s.fields["dead_output_channels"] == 0

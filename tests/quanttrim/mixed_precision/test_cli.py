@@ -7,7 +7,7 @@ import pytest
 
 from quanttrim.mixed_precision.cli import main
 from quanttrim.mixed_precision.bitmap import load_bitmap
-from quanttrim.mixed_precision.reproduce import MixedSet, ReproConfig
+from quanttrim.mixed_precision.repro_config import MixedSet, ReproConfig
 
 
 @pytest.fixture()

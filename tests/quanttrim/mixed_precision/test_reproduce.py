@@ -8,14 +8,14 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the reproduction trains with torch (the `train` extra)")
 
-from quanttrim.mixed_precision.reproduce import (  # noqa: E402
-    ReproConfig,
+from quanttrim.mixed_precision.repro_config import ReproConfig  # noqa: E402
+from quanttrim.mixed_precision.repro_training import (  # noqa: E402
     calibrated_init,
-    export_on_training_grid,
     load_emulated,
     quanttrim_recipe,
     train_run,
 )
+from quanttrim.mixed_precision.reproduce import export_on_training_grid  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_finished_runs_are_reused_only_with_the_same_settings(run):
 
 
 def test_mixed_run_exports_on_its_trained_grid(run):
-    from quanttrim.mixed_precision.reproduce import _torch_logits
+    from quanttrim.mixed_precision.repro_training import _torch_logits
     from quanttrim.onnx_eval import onnx_logits
     from quanttrim.wrap import context, weight_layers
 
@@ -75,3 +75,13 @@ def test_mixed_run_exports_on_its_trained_grid(run):
     ctx.cfg = __import__("dataclasses").replace(ctx.cfg, quantize_activations=False)  # weights only, as exported
     x = data.test_x[:16]
     np.testing.assert_allclose(onnx_logits(out / "mp.onnx", x, threads=1), _torch_logits(model, x), atol=1e-3)
+
+
+def test_study_artifacts_come_from_the_one_model_object(tmp_path):
+    from quanttrim.mixed_precision.reproduce import _artifact
+    from tests.conftest import make_tiny_cnn
+
+    path = make_tiny_cnn(tmp_path / "m.onnx")
+    art = _artifact(path, "study-fp32", np.zeros((2, 1, 28, 28), np.float32), tmp_path / "m.calib.json")
+    assert (art.name, art.input_name, tuple(art.input_shape)) == ("study-fp32", "input", (1, 28, 28))
+    assert art.calibration_table == tmp_path / "m.calib.json"
