@@ -320,6 +320,7 @@ class OpenVinoSession:
         self._target = target
         self._props = _compile_properties(hint, threads)
         self._requests: dict[tuple, tuple[Any, list[tuple[str, np.ndarray]], int]] = {}
+        self._queues: dict[tuple, tuple[Any, int]] = {}
         self.compiled_precision: str | None = None
 
     def _request(self, feeds: Mapping[str, np.ndarray]) -> tuple[Any, list[tuple[str, np.ndarray]], int]:
@@ -347,8 +348,43 @@ class OpenVinoSession:
         # Output tensors' memory is reused by the next inference: copy them out.
         return [req.get_output_tensor(i).data.copy() for i in range(n_out)]
 
+    def _queue(self, shapes: Mapping[str, tuple[int, ...]]) -> tuple[Any, int]:
+        """An AsyncInferQueue on the model compiled with the THROUGHPUT hint for these input shapes, and its
+        streams."""
+        key = tuple((name, tuple(shape)) for name, shape in shapes.items())
+        entry = self._queues.get(key)
+        if entry is None:
+            import openvino as ov
+
+            props = {**self._props, "PERFORMANCE_HINT": "THROUGHPUT"}
+            props.pop("NUM_STREAMS")   # the THROUGHPUT hint picks the streams for this CPU and thread count
+            compiled = self._core.compile_model(_static_shapes(self._core.read_model(str(self._xml)), dict(shapes)),
+                                                self._target, props)
+            jobs = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            entry = (ov.AsyncInferQueue(compiled, jobs), int(compiled.get_property("NUM_STREAMS")))
+            self._queues[key] = entry
+        return entry
+
+    def throughput_streams(self) -> int:
+        """Streams the CPU plugin runs under the THROUGHPUT hint (what benchmark_app -hint throughput uses),
+        for the shapes of the last batch run (batch 1 of them)."""
+        if not self._requests:
+            raise RuntimeError("run the session once before asking for its throughput streams")
+        last = next(reversed(self._requests))
+        return self._queue({name: (1, *shape[1:]) for name, shape in last})[1]
+
+    def run_queued(self, feeds_list: Sequence[Mapping[str, np.ndarray]]) -> None:
+        """Run every feeds dict through the THROUGHPUT-hint queue; returns when all are done (outputs dropped:
+        the offline scenario times throughput; validation goes through ``run``)."""
+        queue, _ = self._queue({name: a.shape for name, a in feeds_list[0].items()})
+        for feeds in feeds_list:
+            queue.start_async(dict(feeds))
+        queue.wait_all()
+
     def synchronize(self) -> None:
         """infer() is synchronous: the result is on the host when it returns."""
 
     def close(self) -> None:
         self._requests.clear()
+        self._queues.clear()
+

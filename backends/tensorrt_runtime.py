@@ -209,3 +209,22 @@ def tensorrt_availability() -> Availability:
     if count < 1:
         return Availability(False, "no CUDA device found", "needs an NVIDIA GPU with its driver loaded", version)
     return Availability(True, version=version)
+
+
+# -- TensorRT objects built lazily over the imported module --------------------------------------------
+def make_logger(trt: Any) -> Any:
+    """An ILogger that keeps every message so failures can be explained in the record."""
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: list[tuple[Any, str]] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            self.messages.append((severity, str(msg)))
+
+        def errors(self) -> list[str]:
+            bad = {trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR}
+            return [m for s, m in self.messages if s in bad]
+
+    return _Logger()

@@ -5,18 +5,21 @@ Facts this adapter is built around (docs/toolchain-notes.md, TVM 0.27):
   rejected), so a profile's ``tvm_target`` string ("llvm -mtriple=... -mattr=+neon") is parsed into one.
 - Untuned code is ~100x slower than ONNX Runtime; MetaSchedule tuning closes most of the gap but needs
   ``apache-tvm-ffi==0.1.14.post1`` (0.1.15 segfaults), xgboost, and a builder timeout of ~180 s (each build
-  worker spends ~15 s importing tensor intrinsics). The tuning database is cached per (model, target), so
-  a second run with the same budget only compiles.
+  worker spends ~15 s importing tensor intrinsics). The budget is split over every task and the database is
+  kept per (model structure, target) in ``<workdir>/tvm/tuning-db`` and in read-only seed folders
+  (option ``tuning_db``; the harness passes its bundled pre-tuned demo databases): backends.tvm_tuning.
+  With ``tuning_trials=0`` (the default) a database found there is applied; without one the build is untuned
+  and labelled so.
 - QDQ graphs import as float quantize/dequantize: INT8 numerics at FP32 speed. The record says so.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import re
 import shlex
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
@@ -37,17 +40,32 @@ from backends.base import (
 from backends.cache import LOCK_TIMEOUT_S, file_sha256
 from backends.options import BackendOptions, at_least
 from backends.registry import register_backend
+from backends.tvm_tuning import (
+    RECORDS,
+    WORKLOADS,
+    UNTUNED_NOTE,  # noqa: F401  (re-exported: views label untuned rows with it)
+    TuningEntry,
+    TuningStore,
+    budget_plan,
+    entry_name,
+    extract_tasks,
+    pooled_builder,
+    structure_sha256,
+    tasks_reached,
+    tune_tasks,
+    tuning_facts,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from devices.profile import DeviceProfile
 
-#: Seconds a MetaSchedule build may take (the 30 s default kills builds that spend ~15 s on imports).
-BUILDER_TIMEOUT_S = 180.0
-RUNNER_TIMEOUT_S = 60.0
+#: Seconds one MetaSchedule build / one candidate's measurement may take. Generous because the host may be busy
+#: (on two cores shared by many processes a build took 10x its idle time); the builder's imports run outside it.
+BUILDER_TIMEOUT_S = 600.0
+RUNNER_TIMEOUT_S = 300.0
 #: Tasks worth a trial budget by default: the compute-bound ones (reshapes and element-wise ops gain little and
 #: each builder round costs ~15 s of worker start-up). Option tuning_ops="all" tunes every task.
 DEFAULT_TUNING_OPS = ("conv2d", "matmul", "dense")
-UNTUNED_NOTE = "untuned: TVM compiled without MetaSchedule tuning, far slower than tuned code"
 INT8_NUMERICS = "simulated (QDQ in float)"
 INT8_TIMING_NOTE = "TVM runs the QDQ graph's quantize/dequantize in float: INT8 numerics at FP32 speed"
 _ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
@@ -113,14 +131,21 @@ def _target_arch(target: dict[str, Any]) -> str | None:
 class TvmOptions(BackendOptions):
     """TVM compile options."""
 
-    #: MetaSchedule trial budget (0: untuned, labelled so in the record).
+    #: MetaSchedule trial budget split over every task (0: no tuning; a database already in the cache or the
+    #: tuning_db folders for this model and target is still applied, and the record says which).
     tuning_trials: int = 0
     #: Static batch the library is built for.
     batch: int = 1
     #: Comma-separated task-name fragments worth tuning, or "all".
     tuning_ops: str = ",".join(DEFAULT_TUNING_OPS)
-    #: Trials per MetaSchedule round (None: derived from the budget and the task count).
+    #: Trials per task (None: tuning_trials split evenly over the tasks, so every task gets some); setting it
+    #: tunes even with tuning_trials=0.
+    tuning_trials_per_task: int | None = None
+    #: Trials per MetaSchedule round (None: each task's share in one round, at most 64).
     tuning_trials_per_round: int | None = None
+    #: Extra folders of tuning entries searched read-only after the cache (os.pathsep-separated); the harness
+    #: passes its bundled pre-tuned databases here.
+    tuning_db: str = ""
     #: Percentile for INT8's ONNX Runtime QDQ graph under percentile calibration.
     percentile: float = 99.999
 
@@ -128,6 +153,7 @@ class TvmOptions(BackendOptions):
         at_least("tuning_trials", self.tuning_trials, 0)
         at_least("batch", self.batch, 1)
         at_least("tuning_trials_per_round", self.tuning_trials_per_round, 1)
+        at_least("tuning_trials_per_task", self.tuning_trials_per_task, 1)
 
 
 @register_backend("tvm")
@@ -166,7 +192,6 @@ class TvmBackend(Backend):
         target_dict = target_for(device, config)
         self._check_runnable(target_dict)
         trials, batch = opts.tuning_trials, opts.batch
-        target_key = json.dumps(target_dict, sort_keys=True)
         # Every input's shape fixed (symbolic height/width from the data): never a 0 dimension in the shape dict.
         meta: dict[str, Any] = {"tvm_target": target_dict, "tuning_trials": trials, "static_batch": batch,
                                 "input_names": list(model.input_names),
@@ -177,31 +202,88 @@ class TvmBackend(Backend):
             meta.update(int8_numerics=INT8_NUMERICS, timing_note=INT8_TIMING_NOTE, quantizer="onnxruntime QDQ",
                         calibration_method=config.calibration or "minmax", activation_signed=config.activation_signed)
         ops = None if opts.tuning_ops == "all" else [o.strip() for o in opts.tuning_ops.split(",") if o.strip()]
+        shapes = meta["input_shapes"]
+        store = TuningStore(Path(workdir) / self.name / "tuning-db",
+                            [s for s in opts.tuning_db.split(os.pathsep) if s.strip()])
+        entry = self._tuning_entry(store, source, model, shapes, target_dict, trials, ops, opts)
 
         def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
             mod = self._import(source, model, batch)
             target = tvm.target.Target(target_dict)
             facts: dict[str, Any] = {}
-            if trials > 0:
-                model_key = file_sha256(source)[:16]
-                db_dir = Path(workdir) / self.name / "tuning" / \
-                    f"{model_key}-{hashlib.sha256(target_key.encode()).hexdigest()[:12]}-b{batch}"
-                db_dir.parent.mkdir(parents=True, exist_ok=True)
-                # The database is shared by every entry of this model and target: one tuner at a time.
-                with FileLock(str(db_dir) + ".lock", timeout=LOCK_TIMEOUT_S):
-                    facts.update(_tune(mod, target, db_dir, trials, ops, opts.tuning_trials_per_round))
-                executable = _compile_with_database(mod, target, db_dir) if facts["tuning_database"] else \
-                    tvm.compile(mod, target=target)
-            else:
-                executable = tvm.compile(mod, target=target)
+            if entry is not None:
+                # The entry matched by structure; count the tasks its records really cover (a QDQ graph bakes its
+                # activation scales into the kernels, so another checkpoint's records may not apply).
+                tasks = extract_tasks(_fused(mod, target), target, ops)
+                facts = {"tuning_tasks_model": len(tasks), "tuning_tasks_applied": tasks_reached(entry.path, tasks)}
+            executable = _compile_with_database(mod, target, entry.path) if entry is not None else \
+                tvm.compile(mod, target=target)
             executable.export_library(str(out_dir / "model.so"))
             return "model.so", facts
 
-        entry = self.cached_build(workdir, model, config, calibration if config.precision == "int8" else None,
-                                  str(tvm.__version__), build, target=target_dict, source_sha256=file_sha256(source))
-        meta.update(entry.metadata())
-        meta.update(tuning_facts(trials, entry.facts, meta.get("timing_note")))
-        return CompiledModel(self.name, config.precision, entry.path, meta)
+        tuning_id = None if entry is None else file_sha256(entry.path / RECORDS)
+        entry_facts = self.cached_build(workdir, model, config, calibration if config.precision == "int8" else None,
+                                        str(tvm.__version__), build, target=target_dict,
+                                        source_sha256=file_sha256(source), tuning_records_sha256=tuning_id)
+        meta.update(entry_facts.metadata())
+        meta.update(tuning_facts(entry, meta.get("timing_note"), trials, meta.get("tuning_tasks_applied"),
+                                 meta.get("tuning_tasks_model")))
+        return CompiledModel(self.name, config.precision, entry_facts.path, meta)
+
+    def _tuning_entry(self, store: TuningStore, source: Path, model: ModelArtifact, shapes: dict[str, list[int]],
+                      target_dict: dict[str, Any], trials: int, ops: list[str] | None,
+                      opts: "TvmOptions") -> TuningEntry | None:
+        batch = opts.batch
+        """The tuning database this build uses: the store's entry for (structure, target), tuned now when the
+        request's budget exceeds what the store holds; None when there is none and no budget was given."""
+        import tvm
+
+        structure = structure_sha256(source, shapes)
+        entry = store.find(structure, target_dict)
+        per_task = opts.tuning_trials_per_task
+        if (trials <= 0 and per_task is None) or _enough(entry, trials, per_task):
+            return entry
+        dest = store.root / entry_name(structure, target_dict)
+        store.root.mkdir(parents=True, exist_ok=True)
+        # One tuner per (structure, target) at a time; a second run waits for it and then uses its entry.
+        with FileLock(str(dest) + ".lock", timeout=LOCK_TIMEOUT_S):
+            again = store.find(structure, target_dict)   # another run may have tuned it while we waited
+            if again is not None and again.source == "cache" and _enough(again, trials, per_task):
+                return again
+            target = tvm.target.Target(target_dict)
+            fused = _fused(self._import(source, model, batch), target)
+            tasks = extract_tasks(fused, target, ops)
+            if not tasks:
+                return entry
+            plan = budget_plan(trials, len(tasks), per_task, opts.tuning_trials_per_round)
+            if again is not None:   # only the trials the entry lacks
+                plan = budget_plan(1, len(tasks), max(1, plan.per_task - again.trials_per_task),
+                                   opts.tuning_trials_per_round)
+            staging = store.root / f".{dest.name}.tuning"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            before = (0, 0.0)
+            if again is not None:
+                # Continue from the records we have: the search starts from them and the cost model learns on them.
+                for f in (WORKLOADS, RECORDS):
+                    shutil.copy2(again.path / f, staging / f)
+                before = (again.trials_per_task, again.tuning_s)
+            from tvm.s_tir import meta_schedule as ms
+
+            builder = pooled_builder(BUILDER_TIMEOUT_S, host_cores())
+            try:
+                tuning_s = tune_tasks(tasks, target, staging, plan, builder=builder,
+                                      runner=ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S))
+            finally:
+                builder.shutdown()
+            per_task = before[0] + plan.per_task
+            TuningEntry(staging, structure, target_dict, model.name, per_task * len(tasks), per_task,
+                        len(tasks), tasks_reached(staging, tasks), round(before[1] + tuning_s, 1), str(tvm.__version__),
+                        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), ",".join(ops) if ops else "all").write()
+            shutil.rmtree(dest, ignore_errors=True)
+            staging.replace(dest)
+            found = store.find(structure, target_dict)
+            return None if found is None else TuningEntry(**{**found.__dict__, "source": "tuned now"})
 
     def _check_runnable(self, target: dict[str, Any]) -> None:
         """Refuse targets this host cannot run (a cross-compiled .so would not load here)."""
@@ -252,49 +334,11 @@ class TvmBackend(Backend):
                           int(meta.get("static_batch", 1)), runtime.threads, meta.get("input_names"))
 
 
-def tuning_facts(trials: int, facts: Mapping[str, Any], timing_note: str | None) -> dict[str, Any]:
-    """``tuned`` for the record, and an "untuned" timing note when no MetaSchedule database shaped the code
-    (untuned TVM code runs ~100x slower than ONNX Runtime: its timing says nothing about tuned TVM)."""
-    if trials > 0 and facts.get("tuning_database"):
-        return {"tuned": True}
-    why = "tuning_trials=0" if trials <= 0 else str(facts.get("tuning_note") or "no tuning database")
-    note = f"{UNTUNED_NOTE} ({why})"
-    return {"tuned": False, "timing_note": f"{note}; {timing_note}" if timing_note else note}
-
-
-def _tune(mod: Any, target: Any, db_dir: Path, trials: int, ops: list[str] | None,
-          per_round: int | None = None) -> dict[str, Any]:
-    """MetaSchedule with a trial budget; a database already holding this budget is reused as is."""
-    import time
-
-    from tvm.s_tir import meta_schedule as ms
-
-    marker = db_dir / "budget.json"
-    previous = json.loads(marker.read_text()) if marker.exists() else {}
-    if previous.get("trials", 0) >= trials and previous.get("ops") == ops:
-        return {"tuning_database": str(db_dir), "tuning_reused": True, "tuning_s": 0.0, "tuning_ops": ops or "all"}
-    db_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    fused = _fused(mod, target)
-    tasks = [t for t in ms.relax_integration.extract_tasks(fused, target)
-             if ops is None or any(op in t.task_name for op in ops)]
-    if not tasks:
-        return {"tuning_database": None, "tuning_reused": False, "tuning_s": 0.0, "tuning_ops": ops or "all",
-                "tuning_note": "no task matched tuning_ops: compiled untuned"}
-    # Each round restarts the builder workers (~15 s of imports each, more on a busy host), so rounds are the
-    # cost: at least min(8, budget) trials per round, spread over the tasks when the budget allows.
-    per_iter = int(per_round) if per_round else max(min(8, trials), min(64, trials // len(tasks)))
-    ms.relax_integration.tune_relax(
-        mod=fused, params={}, target=target, work_dir=str(db_dir), max_trials_global=trials,
-        op_names=ops,
-        num_trials_per_iter=per_iter,
-        builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S, max_workers=host_cores()),
-        runner=ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S),
-    )
-    elapsed = time.perf_counter() - t0
-    marker.write_text(json.dumps({"trials": trials, "ops": ops, "tuning_s": elapsed}))
-    return {"tuning_database": str(db_dir), "tuning_reused": False, "tuning_s": elapsed, "tuning_ops": ops or "all",
-            "tuning_tasks": len(tasks), "trials_per_round": per_iter}
+def _enough(entry: TuningEntry | None, trials: int, per_task: int | None) -> bool:
+    """Whether an existing entry already holds the requested budget (total, or per task when that is given)."""
+    if entry is None:
+        return False
+    return entry.trials_per_task >= per_task if per_task is not None else entry.trials >= trials
 
 
 def _fused(mod: Any, target: Any) -> Any:

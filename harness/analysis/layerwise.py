@@ -12,7 +12,7 @@ intermediates for all inputs. Two errors are reported per tensor:
   copy of the FP32 graph), so the layer that introduces the error stands out even when every layer
   downstream inherits it. Rows are sorted worst ``single`` SNR first.
 
-For RKNN the toolkit's own ``accuracy_analysis`` table is used (``backends.rknn_backend``).
+For RKNN the toolkit's own ``accuracy_analysis`` table is used (``backends.rknn_analysis``).
 """
 from __future__ import annotations
 
@@ -316,12 +316,12 @@ def _rknn_rows(ckpt: Any, dev: Any, precision: str, calibration: np.ndarray | No
     from backends.base import CompileConfig, UnsupportedRequest
 
     try:
-        from backends import rknn_backend
+        from backends import rknn_analysis
     except ImportError as exc:
         raise UnsupportedRequest(f"the rknn adapter is not installed here ({exc})") from None
-    table_fn = getattr(rknn_backend, "accuracy_analysis_table", None)
+    table_fn = getattr(rknn_analysis, "accuracy_analysis_table", None)
     if table_fn is None:
-        raise UnsupportedRequest("backends.rknn_backend has no accuracy_analysis_table(); per-layer RKNN analysis "
+        raise UnsupportedRequest("backends.rknn_analysis has no accuracy_analysis_table(); per-layer RKNN analysis "
                                  "needs it")
     policy = next((p for p in dev.quant_policies if p.name == precision), None)
     config = CompileConfig(precision=precision, per_channel=policy.per_channel if policy else True)

@@ -55,6 +55,11 @@ class JobSpec:
     qdq_path: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
     target: str | None = None
+    #: "single-stream" or "offline" (harness.bench.offline), with the offline sweep's limits.
+    scenario: str = "single-stream"
+    offline_max_batch: int = 64
+    offline_latency_limit_ms: float = 1000.0
+    memory_limit_mb: float | None = None
     #: Modules to import before the backend is created (adapters outside entry points, test fakes).
     plugin_modules: tuple[str, ...] = ()
     #: The model object (harness.model.checkpoint.Checkpoint.to_dict()): inputs, outputs, shapes fixed from the

@@ -161,3 +161,24 @@ def run_outputs(session: Session, inputs: Feeds, batch: int, time_budget_s: floa
 
 def durations_s(result: LoopResult) -> Sequence[float]:
     return [float(row.sum()) / 1e9 for row in result.samples_ns]
+
+
+def measure_queued(session: Any, inputs: Any, batch: int, requests: int, warmup: int = 2, runs: int = 3,
+                   clock: Callable[[], int] = time.perf_counter_ns) -> np.ndarray:
+    """Wall nanoseconds of ``runs`` passes, each handing ``requests`` batches to ``session.run_queued`` at once.
+
+    For runtimes with their own multi-stream queue (OpenVINO's AsyncInferQueue): the session keeps its streams
+    busy and returns when every request is done; the loop still takes both timestamps, so a pass's
+    samples/s is ``requests * batch / wall``. Per-request latency is the runtime's business and is not reported.
+    Returns an int64 array of ``runs`` wall times.
+    """
+    warm = prepare_batches(inputs, batch, max(warmup, 1))
+    timed = prepare_batches(inputs, batch, requests)
+    for _ in range(warmup):
+        session.run_queued(warm)
+    walls = np.empty(runs, dtype=np.int64)
+    for r in range(runs):
+        t0 = clock()
+        session.run_queued(timed)
+        walls[r] = clock() - t0
+    return walls

@@ -7,6 +7,9 @@ from typing import Any
 
 from devices.numerics import validate_precision
 
+#: Timing scenarios (MLPerf's names): batch-1 latency, or maximum throughput.
+SCENARIOS = ("single-stream", "offline")
+
 #: The smoke protocol of --quick.
 QUICK = {"warmup": 5, "iters": 50, "runs": 1, "eval_samples": 500}
 
@@ -54,6 +57,12 @@ class BenchmarkOptions:
     target: str | None = None
     #: Kill a job whose resident memory (worker and its helpers) exceeds this many MB (None: no limit).
     memory_limit_mb: float | None = None
+    #: "single-stream" (batch-1 latency, the default) or "offline" (throughput: a batch sweep, then the
+    #: runtime's streams where it has them; harness.bench.offline).
+    scenario: str = "single-stream"
+    #: Offline: the largest batch of the sweep, and the median latency (ms) past which it stops.
+    offline_max_batch: int = 64
+    offline_latency_limit_ms: float = 1000.0
     command: str = ""
 
     def __post_init__(self) -> None:
@@ -76,6 +85,10 @@ class BenchmarkOptions:
             raise ValueError("--eval-samples must be >= 1")
         if self.timeout_s <= 0:
             raise ValueError("--timeout must be > 0")
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown --scenario {self.scenario!r}; valid: {', '.join(SCENARIOS)}")
+        if self.offline_max_batch < 1 or self.offline_latency_limit_ms <= 0:
+            raise ValueError("--max-batch must be >= 1 and --latency-limit > 0 (ms)")
         if self.memory_limit_mb is not None and self.memory_limit_mb <= 0:
             raise ValueError("--memory-limit must be > 0 (MB)")
         if self.calib_data_path is not None and self.data_path is None:
@@ -100,7 +113,8 @@ class BenchmarkOptions:
 
 
 #: Options that define what a record means (protocol and data): a resumed run must keep them.
-RESUME_KEYS = ("quick", "warmup", "iters", "runs", "batch", "fidelity_only", "eval_samples", "calib_samples",
+RESUME_KEYS = ("quick", "warmup", "iters", "runs", "batch", "scenario", "offline_max_batch",
+               "offline_latency_limit_ms", "fidelity_only", "eval_samples", "calib_samples",
                "calib_seed", "prefer_full_dataset", "data_path", "calib_data_path", "model_card_path")
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 import backends
-from backends.options import options_for
+from backends.options import options_class, options_for
 from devices import DeviceProfile
 from devices.numerics import is_integer_precision, takes_calibration
 from harness.data.loaders import Dataset, save_job_data
@@ -122,16 +122,26 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
         calibration_table=str(job.checkpoint.calibration_table) if job.checkpoint.calibration_table else None,
         qdq_path=str(job.checkpoint.qdq_path) if job.checkpoint.qdq_path else None,
         plugin_modules=options.plugin_modules, options=_options_for(job.backend, options.backend_options),
-        target=options.target, model=job.checkpoint.to_dict(),
+        target=options.target, model=job.checkpoint.to_dict(), scenario=options.scenario,
+        offline_max_batch=options.offline_max_batch, offline_latency_limit_ms=options.offline_latency_limit_ms,
+        memory_limit_mb=options.memory_limit_mb,
     )
 
 
 def _options_for(backend: str, pairs: Sequence[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
-    """The run's --backend-option pairs this backend knows, typed (planning refused keys nobody knows)."""
+    """The run's --backend-option pairs this backend knows, typed (planning refused keys nobody knows).
+
+    TVM jobs also search the bundled pre-tuned databases (harness/assets/tvm-tuning) unless the run names its own
+    ``tuning_db``: the demo checkpoints then run tuned on the x86-64 targets the bundle was tuned for."""
     try:
         cls = backends.get_backend(backend)
     except KeyError:
         return tuple(pairs)  # an unregistered backend's job is an unsupported row; nothing reads its options
+    if "tuning_db" in options_class(cls).keys() and not any(k == "tuning_db" for k, _ in pairs):
+        from harness.model.checkpoint import BUNDLED_TVM_TUNING_DIR
+
+        if BUNDLED_TVM_TUNING_DIR.is_dir():
+            pairs = (*pairs, ("tuning_db", str(BUNDLED_TVM_TUNING_DIR)))
     return options_for(cls, pairs)
 
 

@@ -310,6 +310,9 @@ def _time(spec, session, compiled, device, data: JobData, out: dict[str, Any], s
     try:
         monitor.measure_idle(spec.power_idle_s)
         stage.enter("measure")
+        out["scenario"] = spec.scenario
+        if spec.scenario == "offline":
+            _offline(spec, session, data.eval_inputs, out)
         cfg = loadgen.LoopConfig(spec.warmup, spec.iters, spec.runs, spec.batch)
         result = loadgen.measure(session, data.eval_inputs, cfg, power=monitor)
         out.update(result.summary())
@@ -319,6 +322,25 @@ def _time(spec, session, compiled, device, data: JobData, out: dict[str, Any], s
         out.update(monitor.summarize([cfg.iters * cfg.batch] * cfg.runs, loadgen.durations_s(result)))
     finally:
         monitor.close()
+
+
+def _offline(spec, session, inputs, out: dict[str, Any]) -> None:
+    """The offline scenario's batch sweep (harness.bench.offline); the single-stream loop still runs after it,
+    so the latency and power fields keep their batch-1 meaning."""
+    from harness.bench import offline
+
+    cfg = offline.OfflineConfig(max_batch=spec.offline_max_batch, latency_limit_ms=spec.offline_latency_limit_ms,
+                                memory_limit_mb=spec.memory_limit_mb)
+    out.update(offline.sweep(session, inputs, cfg, rss_mb=_rss_mb).record_fields())
+
+
+def _rss_mb() -> float | None:
+    """This process's resident memory now (MB), from /proc (None where there is none)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _score(spec, outputs: list[np.ndarray], data: JobData, out: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from typing import Sequence
 SUBCOMMAND_MODULES = (
     "harness.cli.power_cmd",
     "harness.cli.env_cmd",
+    "harness.cli.tvm_db_cmd",
     "harness.cli.fidelity_cmd",
     "harness.cli.compare_cmd",
     "harness.cli.plot_cmd",
@@ -82,6 +83,13 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, default=200, help="timed iterations per run (default 200)")
     p.add_argument("--runs", type=int, default=5, help="timed runs; the record holds medians over runs (default 5)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the timed loop (default 1)")
+    p.add_argument("--scenario", choices=("single-stream", "offline"), default="single-stream",
+                   help="single-stream: batch-1 latency (default); offline: throughput in samples/s from a batch "
+                        "sweep 1, 2, 4, ... (up to --max-batch, or --latency-limit, or --memory-limit) and, where the "
+                        "runtime has them (OpenVINO), its own streams; the record keeps the batch and streams")
+    p.add_argument("--max-batch", type=int, default=64, help="offline: largest batch of the sweep (default 64)")
+    p.add_argument("--latency-limit", type=float, default=1000.0, metavar="MS",
+                   help="offline: stop the sweep after a batch whose median latency exceeds MS (default 1000)")
     p.add_argument("--calib-samples", type=int, default=256, help="calibration samples: drawn from the training split (demo), --calib-data, or split off --data "
                    "(default 256; at most half of --data)")
     p.add_argument("--calib-seed", type=int, default=0, help="seed of the calibration draw (default 0)")
@@ -138,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads=args.threads, cpu_affinity=args.cpus,
         power_period_ms=args.power_period_ms, power_estimate=args.power_estimate,
         power_source_options=tuple(args.power_option), prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), backend_options=tuple(args.backend_option), target=args.target, memory_limit_mb=args.memory_limit,
+        scenario=args.scenario, offline_max_batch=args.max_batch, offline_latency_limit_ms=args.latency_limit,
         command="python -m harness " + shlex.join(getattr(args, "argv", sys.argv[1:])),
         data_path=args.data, calib_data_path=args.calib_data, model_card_path=args.model_card,
     )

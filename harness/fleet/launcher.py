@@ -13,6 +13,7 @@ import datetime as _dt
 import io
 import json
 import secrets
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,7 @@ class DaskLauncher:
         self.client = client
         self.address = client.scheduler.address
         self.version = version or harness_version()
-        self._warn = warn or (lambda message: None)
+        self._warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
         self.poll_s, self.orphan_grace_s, self.probe_timeout_s = poll_s, orphan_grace_s, probe_timeout_s
         self._workers: dict[str, WorkerInfo] | None = None
         self._targets: dict[str, list[str] | None] = {}   # device -> allowed worker addresses (None: any)

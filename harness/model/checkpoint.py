@@ -179,6 +179,10 @@ class Checkpoint:
         )
 
 
+#: Pre-tuned TVM MetaSchedule databases of the default checkpoints (backends.tvm_tuning entries; read-only).
+BUNDLED_TVM_TUNING_DIR = ASSETS_DIR / "tvm-tuning"
+
+
 def default_checkpoint_paths() -> list[Path]:
     paths = [ASSETS_DIR / n for n in DEFAULT_CHECKPOINTS]
     missing = [p for p in paths if not p.exists()]

@@ -49,6 +49,16 @@ class JobRecord:
     latency_ms_max: float | None = None
     latency_ms_p50_runs: tuple[float, ...] | None = None
     fps: float | None = None
+    #: Offline scenario (--scenario offline): the best throughput of the batch sweep and the runtime's streams,
+    #: with the batch, streams and mode ("sync" loop or the runtime's "queued" requests) that gave it; every
+    #: point is in offline_sweep [{batch, streams, mode, samples_per_s, latency_ms_p50}]. None in single-stream.
+    scenario: str | None = None
+    throughput_samples_per_s: float | None = None
+    throughput_batch: int | None = None
+    throughput_streams: int | None = None
+    throughput_mode: str | None = None
+    offline_sweep: tuple[dict[str, Any], ...] | None = None
+    offline_stop_reason: str | None = None
     batch_size: int | None = None
     warmup_iters: int | None = None
     timed_iters: int | None = None
@@ -166,7 +176,8 @@ class JobRecord:
         extra = dict(known.get("extra") or {})
         extra.update({k: v for k, v in data.items() if k not in names})
         known["extra"] = extra
-        for key in ("latency_ms_p50_runs", "cpu_affinity", "worst_channels", "outputs", "scoring_notes"):
+        for key in ("latency_ms_p50_runs", "cpu_affinity", "worst_channels", "outputs", "scoring_notes",
+                    "offline_sweep"):
             if isinstance(known.get(key), list):
                 known[key] = tuple(known[key])
         return cls(**known)

@@ -91,22 +91,25 @@ def test_ort_fp16_of_an_fp32_model_has_no_note(tmp_path):
 def test_untuned_tvm_is_labelled_untuned():
     from backends.tvm_backend import tuning_facts
 
-    facts = tuning_facts(0, {}, None)
+    facts = tuning_facts(None, None, trials=0)
     assert facts == {"tuned": False, "timing_note": "untuned: TVM compiled without MetaSchedule tuning, far slower "
-                                                    "than tuned code (tuning_trials=0)"}
+                                                    "than tuned code (no tuning database for this model and target; "
+                                                    "tune with --backend-option tuning_trials=N)"}
 
 
-def test_tuned_tvm_keeps_its_note():
+def test_tuned_tvm_keeps_its_note(tmp_path):
     from backends.tvm_backend import tuning_facts
+    from backends.tvm_tuning import TuningEntry
 
-    assert tuning_facts(64, {"tuning_database": "/db"}, "int8 note") == {"tuned": True}
+    entry = TuningEntry(tmp_path, "ab" * 32, {"kind": "llvm"}, "m", 64, 8, 8, 8, 1.0, "0.27", "")
+    facts = tuning_facts(entry, "int8 note", trials=64)
+    assert facts["tuned"] is True and "timing_note" not in facts   # the caller keeps its own note
 
 
 def test_tvm_whose_tuning_matched_no_task_is_untuned():
     from backends.tvm_backend import INT8_TIMING_NOTE, tuning_facts
 
-    facts = tuning_facts(64, {"tuning_database": None, "tuning_note": "no task matched tuning_ops: compiled untuned"},
-                         INT8_TIMING_NOTE)
+    facts = tuning_facts(None, INT8_TIMING_NOTE, trials=64)
     assert facts["tuned"] is False and facts["timing_note"].endswith(INT8_TIMING_NOTE)
     assert facts["timing_note"].startswith("untuned: ")
 

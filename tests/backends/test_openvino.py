@@ -147,3 +147,21 @@ def test_unknown_preset_is_refused(setup):
     with pytest.raises(UnsupportedRequest, match="performance, mixed"):
         OpenVinoBackend().compile(model, device, CompileConfig("int8", options=(("preset", "fast"),)),
                                   images(4, split_name="train"), tmp / "work")
+
+
+@needs_ov
+def test_offline_sweep_adds_queued_points_over_the_throughput_streams(setup):
+    from harness.bench import offline
+
+    model, device, tmp = setup
+    backend = OpenVinoBackend()
+    session = backend.load(backend.compile(model, device, CompileConfig("fp32"), None, tmp / "work"), device,
+                           RuntimeConfig(threads=2))
+    try:
+        cfg = offline.OfflineConfig(max_batch=2, warmup=1, iters=3, runs=1, requests_per_stream=2)
+        result = offline.sweep(session, {"input": images(8)}, cfg)
+    finally:
+        session.close()
+    queued = [p for p in result.points if p.mode == "queued"]
+    assert [p.batch for p in result.points if p.mode == "sync"] == [1, 2]
+    assert queued and all(p.streams >= 1 and p.samples_per_s > 0 for p in queued)

@@ -12,13 +12,8 @@ import numpy as np
 import pytest
 
 from backends.base import BackendUnavailable, CompileConfig, RuntimeConfig, UnsupportedRequest
-from backends.rknn_backend import (
-    SIMULATOR_TIMING_NOTE,
-    RknnBackend,
-    build_settings,
-    parse_accuracy_analysis,
-    write_dataset,
-)
+from backends.rknn_analysis import parse_accuracy_analysis
+from backends.rknn_backend import SIMULATOR_TIMING_NOTE, RknnBackend, build_settings, write_dataset
 from devices import load_device
 from backends.environments import ENV_ROOT_VARIABLE, env_python, interpreter_for, probe_env
 from tests.backends.tiny_onnx import tiny_cnn
@@ -251,7 +246,7 @@ def test_unknown_operator_is_named(simulator):
 
 @needs_env
 def test_accuracy_analysis_table_from_the_main_env(tmp_path):
-    from backends.rknn_backend import accuracy_analysis_table
+    from backends.rknn_analysis import accuracy_analysis_table
     from tests.backends.tiny_onnx import images
 
     rows = accuracy_analysis_table(tiny_cnn(tmp_path / "m.onnx"), images(1), tmp_path / "acc",

@@ -107,15 +107,17 @@ def test_fp16_is_refused_not_downgraded(setup):
 
 @needs_tvm
 @pytest.mark.slow
-def test_tuning_database_is_reused_by_the_next_compile(setup):
+def test_tuning_reaches_every_task_and_its_database_is_reused_by_the_next_compile(setup):
     """~60-90 s on 2 cores: MetaSchedule build workers spend ~15 s each importing before the first trial."""
     model, device, tmp = setup
     backend = TvmBackend()
-    config = CompileConfig("fp32", options=(("tuning_trials", 2),))
+    config = CompileConfig("fp32", options=(("tuning_trials", 2), ("tuning_ops", "all")))
     first = backend.compile(model, device, config, None, tmp / "tune")
+    assert first.metadata["tuning_tasks_reached"] == first.metadata["tuning_tasks"]
     first.path.unlink()  # drop the library, keep the tuning database
-    second = backend.compile(model, device, config, None, tmp / "tune")
-    assert first.metadata["tuning_reused"] is False and second.metadata["tuning_reused"] is True
+    second = backend.compile(model, device, CompileConfig("fp32"), None, tmp / "tune")   # no budget: found
+    assert first.metadata["tuning_source"] == "tuned now" and second.metadata["tuning_source"] == "cache"
+    assert second.metadata["tuned"] is True
     session = backend.load(second, device, RuntimeConfig(threads=1))
     try:
         x = images(2)

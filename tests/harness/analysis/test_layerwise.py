@@ -134,7 +134,7 @@ def test_render_table_lists_worst_first(tmp_path, x):
 
 
 def test_rknn_rows_come_from_its_accuracy_analysis_table(tmp_path, x, monkeypatch):
-    from backends import rknn_backend
+    from backends import rknn_analysis
 
     calls = {}
 
@@ -147,7 +147,7 @@ def test_rknn_rows_come_from_its_accuracy_analysis_table(tmp_path, x, monkeypatc
                 {"index": 2, "layer_type": "Conv", "layer_name": "conv_c", "entire_cosine": 0.95,
                  "entire_euclidean": 2.0, "single_cosine": 0.96, "single_euclidean": 1.5, "fused": False}]
 
-    monkeypatch.setattr(rknn_backend, "accuracy_analysis_table", fake_table)
+    monkeypatch.setattr(rknn_analysis, "accuracy_analysis_table", fake_table)
     report = analyze_layers(conv_chain(tmp_path / "c.onnx"), load_device("rk3588"), "int8", backend="rknn",
                             images=x, calibration=x[:8], workdir=tmp_path / "w")
     assert [r.tensor for r in report.rows] == ["conv_c", "conv_a", "conv_b"]
