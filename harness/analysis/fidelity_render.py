@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.analysis.fidelity import METRICS, ROW_FIELDS, FidelityReport, closing_note
+from harness.analysis.fidelity_tables import METRICS, ROW_FIELDS, FidelityReport, closing_note
 
 def _fmt(v: Any, key: str) -> str:
     if v is None:
