@@ -28,6 +28,9 @@ from backends import litert_backend  # noqa: F401,E402
 from backends import tensorrt_backend  # noqa: F401,E402
 from backends import onnxruntime_gpu  # noqa: F401,E402
 from backends import trtexec_backend  # noqa: F401,E402
+from backends import qnn_backend  # noqa: F401,E402
+from backends import vela_backend  # noqa: F401,E402
+from backends import tpu_mlir_backend  # noqa: F401,E402
 
 __all__ = [
     "Availability", "Backend", "BackendUnavailable", "Capabilities", "CompileConfig", "CompiledModel",

@@ -27,13 +27,10 @@ import uuid
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from filelock import FileLock, Timeout
-
-if TYPE_CHECKING:  # pragma: no cover
-    from backends.base import CompileConfig, ModelArtifact
 
 _log = logging.getLogger(__name__)
 
@@ -109,7 +106,7 @@ class CacheKey:
         return f"{self.model_name}-{self.precision}-{self.digest[:16]}"
 
 
-def cache_key(backend: Any, model: "ModelArtifact", config: "CompileConfig", calibration: np.ndarray | None,
+def cache_key(backend: Any, model: Any, config: Any, calibration: np.ndarray | None,
               toolchain: str | None, inputs: Mapping[str, Any] | None = None) -> CacheKey:
     """The key of one compile.
 
@@ -137,7 +134,7 @@ def cache_key(backend: Any, model: "ModelArtifact", config: "CompileConfig", cal
     return CacheKey(backend.name, model.name, config.precision, parts)
 
 
-def _typed_options(backend: Any, config: "CompileConfig") -> tuple[tuple[str, Any], ...]:
+def _typed_options(backend: Any, config: Any) -> tuple[tuple[str, Any], ...]:
     """The adapter's options with defaults filled (so an omitted option and its default share an entry)."""
     from backends.options import options_class
 

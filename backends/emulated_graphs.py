@@ -359,7 +359,7 @@ def build_emulated_graph(model: ModelArtifact, policy: "QuantPolicy", calibratio
     """Write ``preprocessed.onnx`` (the FP32 reference graph) and ``model.onnx`` (the policy graph)."""
     import onnx
 
-    from backends.graphs import BF16_CAST_OPSET, PER_AXIS_QDQ_OPSET, upgrade_opset
+    from backends.onnx_graph import BF16_CAST_OPSET, PER_AXIS_QDQ_OPSET, upgrade_opset
     from backends.onnxruntime_backend import _preprocess
 
     method = check_policy(policy, calibration_override)

@@ -82,6 +82,8 @@ class EnvSpec:
     version_dist: str = ""
     #: Install the harness into the environment (editable, --no-deps).
     with_harness: bool = True
+    #: Python statement run in the environment after installing (host fixes, e.g. moving bundled libs aside).
+    post_install: str = ""
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -148,6 +150,47 @@ def env_specs() -> dict[str, EnvSpec]:
             with_harness=False,
             notes="used by the litert backend to convert ONNX checkpoints; jobs still run in the main environment",
         ),
+        EnvSpec(
+            name="qnn",
+            description="onnxruntime-qnn 2.7.0 (QNN SDK 2.51, HTP emulator on x86) as a plugin EP",
+            backends=("qnn",),
+            required=False,
+            python_min=(3, 11), python_max=None,
+            requirements=("onnxruntime>=1.24.2", "onnxruntime-qnn==2.7.0", "numpy", "onnx", *HARNESS_LIGHT_DEPS),
+            check=("import json, importlib.metadata as m; import onnxruntime_qnn;"
+                   "print(json.dumps({'version': m.version('onnxruntime-qnn')}))"),
+            version_dist="onnxruntime-qnn",
+            notes="only needed where the main environment cannot take the qnn extra (Python < 3.11)",
+        ),
+        EnvSpec(
+            name="vela",
+            description="ethos-u-vela 5.2.0 (Arm Ethos-U compiler + performance estimate) and ai-edge-litert",
+            backends=("vela",),
+            required=False,
+            python_min=(3, 10), python_max=None,
+            requirements=("ethos-u-vela==5.2.0", "ai-edge-litert>=1.0", "numpy", "onnx", *HARNESS_LIGHT_DEPS),
+            check=("import json, importlib.metadata as m; import ethosu.vela;"
+                   "print(json.dumps({'version': m.version('ethos-u-vela')}))"),
+            version_dist="ethos-u-vela",
+            notes="only needed where the main environment cannot take the vela extra; ONNX->TFLite still needs "
+                  "litert-converter",
+        ),
+        EnvSpec(
+            name="tpu-mlir",
+            description="Sophgo tpu_mlir 1.30.2 (BM1684X/BM1688/CV18xx compiler + CModel simulator); Python 3.10",
+            backends=("tpu-mlir",),
+            required=True,
+            python_min=(3, 10), python_max=(3, 10),
+            # tpu_mlir imports torch even for ONNX input and misses psutil in its metadata; torch 2.11.0 is
+            # its own [torch] pin. No CPU-only torch wheel for 3.10 is on the package index: this is the
+            # large (several GB) CUDA build, which is why CI leaves this environment out.
+            requirements=("tpu_mlir[onnx]==1.30.2", "torch==2.11.0", "tomli", *HARNESS_LIGHT_DEPS),
+            check=("import json, importlib.metadata as m; import tpu_mlir, torch, onnx;"
+                   "print(json.dumps({'version': m.version('tpu_mlir'), 'torch': torch.__version__}))"),
+            version_dist="tpu_mlir",
+            post_install="from backends.tpu_mlir_backend import move_bundled_glibc_aside as f; print(f())",
+            notes="tpu_mlir bundles glibc 2.35 libraries that break on a newer host glibc: moved aside after install",
+        ),
     )
     return {s.name: s for s in specs}
 
@@ -206,7 +249,7 @@ def interpreter_for(backend: str, root: Path | str | None = None) -> str | None:
         return None
     if spec.required:
         return str(python)
-    module = {"tvm": "tvm", "openvino": "openvino"}.get(backend, backend)
+    module = {"tvm": "tvm", "openvino": "openvino", "qnn": "onnxruntime_qnn", "vela": "ethosu"}.get(backend, backend)
     return None if importlib.util.find_spec(module) is not None else str(python)
 
 
@@ -372,6 +415,10 @@ def create_env(name: str, root: Path | str | None = None, python: str | None = N
         t = time.perf_counter()
         _run([*pip, "--no-deps", "-e", str(repo or REPO_ROOT)], log)
         steps["harness_s"] = time.perf_counter() - t
+    if spec.post_install:
+        t = time.perf_counter()
+        _run([py, "-c", spec.post_install], log)
+        steps["post_install_s"] = time.perf_counter() - t
     status = probe_env(name, root)
     record = {"spec": asdict(spec), "python": interpreter, "steps_s": steps, "pip_args": list(pip_args),
               "created_unix_s": time.time(), "ok": status.ok, "toolchain_version": status.toolchain_version}

@@ -32,6 +32,7 @@ from backends.base import (
     granularity_name,
 )
 from backends.litert_inspect import check_artifact_precision, inspect_tflite
+from backends.onnx_graph import static_shape_copy
 from backends.options import BackendOptions
 from backends.registry import register_backend
 
@@ -166,26 +167,10 @@ def _native_tflite(model: ModelArtifact, config: CompileConfig) -> CompiledModel
                          {"tflite_layout": "native", "source": "tflite checkpoint", "cached": True})
 
 
-def _static_shape_copy(src: Path, dst: Path, shapes: dict[str, tuple[int, ...]]) -> None:
-    """onnx2tf wants static shapes: the checkpoint with its inputs fixed to these shapes (batch 1)."""
-    import onnx
-
-    m = onnx.load(str(src))
-    for value in m.graph.input:
-        if value.name in shapes:
-            for d, size in zip(value.type.tensor_type.shape.dim, shapes[value.name]):
-                d.dim_value = int(size)
-    for value in m.graph.output:
-        dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].dim_value:
-            dims[0].dim_value = 1
-    onnx.save(m, str(dst))
-
-
 def _convert(exe: Path, model: ModelArtifact, config: CompileConfig, calibration: np.ndarray | None,
              out_dir: Path, stem: str) -> None:
     src = out_dir / f"{stem}.onnx"
-    _static_shape_copy(Path(model.path), src, model.static_input_shapes(1))
+    static_shape_copy(Path(model.path), src, model.static_input_shapes(1))
     cmd = [str(exe), "-i", str(src), "-o", str(out_dir)]  # default verbosity: it prints the custom-op report
     if len(model.inputs) > 1 or len(model.outputs) > 1:
         # TFLite does not keep ONNX's I/O order: keep the ONNX names so the session can match them by name.
@@ -235,10 +220,15 @@ class LiteRtSession:
     """
 
     def __init__(self, path: Path, threads: int | None, nchw: bool = True,
-                 input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+                 input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
+                 reference_kernels: bool = False) -> None:
+        """``reference_kernels``: TFLite's reference kernels (BUILTIN_REF) instead of the optimised/XNNPACK ones,
+        the numerics Ethos-U and other TFLite-Micro targets are built to match."""
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        self._interp = Interpreter(model_path=str(path), num_threads=threads)
+        resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
+        self._interp = Interpreter(model_path=str(path), num_threads=threads,
+                                   experimental_op_resolver_type=resolver)
         self._interp.allocate_tensors()
         self._nchw = nchw
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()

@@ -190,7 +190,7 @@ def _convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from backends.graphs import float_weight_dtype
+    from backends.onnx_graph import float_weight_dtype
 
     source = onnx.load(str(src))
     before = float_weight_dtype(source)
@@ -205,10 +205,10 @@ def _convert_fp16(src: Path, dst: Path) -> dict[str, Any]:
 
 def per_channel_source(src: Path, out_dir: Path, per_channel: bool) -> tuple[Path, dict[str, Any]]:
     """The graph to quantize: per-channel weights need per-axis DequantizeLinear (opset 13), so an older
-    graph is converted first (facts say so) or refused with the fix (backends.graphs.upgrade_opset)."""
+    graph is converted first (facts say so) or refused with the fix (backends.onnx_graph.upgrade_opset)."""
     if not per_channel:
         return src, {}
-    from backends.graphs import PER_AXIS_QDQ_OPSET, upgrade_opset
+    from backends.onnx_graph import PER_AXIS_QDQ_OPSET, upgrade_opset
 
     return upgrade_opset(src, Path(out_dir) / "opset-upgraded.onnx", PER_AXIS_QDQ_OPSET,
                          "per-channel INT8 (per-axis DequantizeLinear)")

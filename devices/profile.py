@@ -104,6 +104,15 @@ class DeviceProfile:
     cpu_arch: str | None = None                # "x86_64", "aarch64"
     tvm_target: str | None = None              # llvm target for the CPU or "cuda"
     rknn_platform: str | None = None
+    #: Qualcomm SoC the QNN HTP backend compiles for: a chip name ("SM8550") or QNN's numeric soc_model id.
+    qnn_soc_model: str | None = None
+    #: Arm Ethos-U configuration Vela compiles for, e.g. "ethos-u65-256" (vela --accelerator-config).
+    ethosu_accelerator: str | None = None
+    #: Vela system and memory-mode sections (vela.ini) naming the SoC's clocks and memories; None = Vela's default.
+    ethosu_system_config: str | None = None
+    ethosu_memory_mode: str | None = None
+    #: Sophgo processor tpu-mlir deploys for, e.g. "bm1684x" (model_deploy --processor).
+    tpu_processor: str | None = None
     quant_policies: tuple[QuantPolicy, ...] = ()
     notes: str = ""
     sources: tuple[str, ...] = ()

@@ -63,6 +63,11 @@ class DeviceProfileSchema(_Strict):
     cpu_arch: Optional[str] = None
     tvm_target: Optional[str] = None
     rknn_platform: Optional[str] = None
+    qnn_soc_model: Optional[str] = None
+    ethosu_accelerator: Optional[str] = None
+    ethosu_system_config: Optional[str] = None
+    ethosu_memory_mode: Optional[str] = None
+    tpu_processor: Optional[str] = None
     quant_policies: Optional[list[QuantPolicySchema]] = None
     notes: Optional[str] = None
     sources: Optional[list[str]] = None

@@ -163,8 +163,9 @@ def compare_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: 
 
 #: Between the parts of a note; reasons themselves often contain "; ", so the report splits on this instead.
 NOTE_SEPARATOR = " | "
-_NOTE_FIELDS = ("status", "failed_stage", "error_message", "power_estimated", "power_low_fidelity", "simulated", "quick", "measured_on",
-                "device", "untuned", "power_avg_w", "power_peak_w", "power_unavailable_reason", "dead_output_channels")
+_NOTE_FIELDS = ("status", "failed_stage", "error_message", "power_estimated", "power_low_fidelity", "simulated",
+                "latency_kind", "quick", "measured_on", "device", "untuned", "power_avg_w", "power_peak_w",
+                "power_unavailable_reason", "dead_output_channels")
 
 
 def _note(rec: dict[str, Any]) -> str | None:
@@ -178,7 +179,9 @@ def _note(rec: dict[str, Any]) -> str | None:
         parts.append("power estimated")
     if rec.get("power_low_fidelity") is True:
         parts.append("power low-fidelity (slow or coarse sensor)")
-    if rec.get("simulated") is True:
+    if rec.get("latency_kind") == "estimated":
+        parts.append("estimated latency (compiler performance model, not measured)")
+    elif rec.get("simulated") is True:
         parts.append("simulated timing")
     measured_on = rec.get("measured_on")
     if isinstance(measured_on, str) and measured_on and measured_on != rec.get("device"):

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.analysis.fidelity import METRICS, ROW_FIELDS, FidelityReport, closing_note
+from harness.analysis.fidelity_tables import METRICS, ROW_FIELDS, FidelityReport, closing_note
 
 def _fmt(v: Any, key: str) -> str:
     if v is None:
@@ -40,9 +40,9 @@ def _md_table(rows: Sequence[dict[str, Any]], cols: Sequence[str], headers: Sequ
 
 
 MAIN_COLS = ("device", "backend", "precision", "kind", "status", *METRICS, "calibration_method",
-             "calibration_samples_used", "fp32_island_ops")
+             "calibration_samples_used", "fp32_island_ops", "npu_op_share", "fallback_ops")
 MAIN_HEADERS = ("device", "backend", "precision", "kind", "status", "top-1 %", "top-5 %", "agree %", "logit MSE",
-                "SNR dB", "ECE", "Brier", "calibration", "calib n", "FP32 islands")
+                "SNR dB", "ECE", "Brier", "calibration", "calib n", "FP32 islands", "NPU op share", "CPU fallback ops")
 SPREAD_COLS = ("checkpoint", "scope", "deployments", "top1_min", "top1_max", "top1_range", "top1_std", "logit_mse_min",
                "logit_mse_max", "logit_mse_range", "logit_mse_std", "logit_mse_mean")
 

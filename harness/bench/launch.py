@@ -29,6 +29,7 @@ import psutil
 
 from backends.environments import interpreter_for
 from harness.bench.jobs import RUNNER_PID_ENV, WATCHDOG_FD_ENV, WATCHDOG_NAME, JobSpec
+from harness.bench.process import REPO_ROOT, kill_group, worker_env
 from harness.host import hostinfo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,20 +38,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from harness.bench.plan import PlannedJob
     from harness.model.checkpoint import Checkpoint
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 _POLL_S = 0.05
 
 
 def _worker_command(backend: str) -> list[str]:
     return [interpreter_for(backend) or sys.executable, "-m", "harness.bench.worker"]
-
-
-def worker_env() -> dict[str, str]:
-    """The worker's environment: this package first on the path, then the caller's folder (for --plugin modules)."""
-    env = dict(os.environ)
-    paths = [str(REPO_ROOT), os.getcwd()] + [p for p in [env.get("PYTHONPATH")] if p]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    return env
 
 
 def execute_spec(spec: JobSpec, timeout_s: float, log_path: Path,
@@ -145,14 +137,6 @@ def group_rss_mb(pid: int) -> float:
         except psutil.Error:
             continue
     return total / (1024.0 * 1024.0)
-
-
-def kill_group(pgid: int) -> None:
-    """SIGKILL every process of the job's group (the worker is its leader); a gone group is fine."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _reap(proc: subprocess.Popen) -> None:

@@ -47,7 +47,7 @@ def probe_backends(names: Sequence[str], plugin_modules: Sequence[str] = (),
 
 
 def _probe_one(name: str, plugin_modules: Sequence[str], timeout_s: float) -> ProbeResult:
-    from harness.bench.launch import REPO_ROOT, kill_group, worker_env
+    from harness.bench.process import REPO_ROOT, kill_group, worker_env
 
     cmd = [sys.executable, "-m", "harness.bench.probe", name]
     for m in plugin_modules:

@@ -299,6 +299,7 @@ def _time(spec, session, compiled, device, data: JobData, out: dict[str, Any], s
     if timing == "none":
         # e.g. trtexec times itself: its own figures, labelled as such by its timing_note
         out.update(compiled.metadata.get("external_timing") or {})
+        out["latency_kind"] = compiled.metadata.get("latency_kind", "external")
         out["power_unavailable_reason"] = "no harness timed loop: " + (out.get("timing_note") or "emulation")
         return
     if spec.fidelity_only:
@@ -315,6 +316,7 @@ def _time(spec, session, compiled, device, data: JobData, out: dict[str, Any], s
         cfg = loadgen.LoopConfig(spec.warmup, spec.iters, spec.runs, spec.batch)
         result = loadgen.measure(session, data.eval_inputs, cfg, power=monitor)
         out.update(result.summary())
+        out["latency_kind"] = "simulated" if out.get("simulated") else "measured"
         np.save(spec.latency_path, result.samples_ns)
         out["raw_latency_file"] = str(Path(spec.latency_path).name)
         out.update(monitor.summarize([cfg.iters * cfg.batch] * cfg.runs, loadgen.durations_s(result)))

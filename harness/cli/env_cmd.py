@@ -22,6 +22,7 @@ def add_subparser(subparsers: Any) -> None:
         epilog="examples:\n"
                "  python -m harness env setup rknn\n"
                "  python -m harness env setup litert-converter      # onnx2tf, needs Python >= 3.12\n"
+               "  python -m harness env setup tpu-mlir              # Sophgo tpu-mlir, Python 3.10, several GB\n"
                "  python -m harness env list")
     sub = p.add_subparsers(dest="env_command", metavar="ACTION")
     s = sub.add_parser("setup", help="create environments with the pinned toolchain and the harness")

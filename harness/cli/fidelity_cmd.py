@@ -97,7 +97,8 @@ def add_subparser(subparsers: Any) -> None:
 def cmd_fidelity(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from harness.analysis.fidelity import FidelityOptions, closing_note, run_fidelity  # noqa: F401
+    from harness.analysis.fidelity import FidelityOptions, run_fidelity
+    from harness.analysis.fidelity_tables import closing_note
     from harness.analysis.fidelity_render import rich_tables
 
     console = _console()

@@ -12,10 +12,11 @@ from typing import Any, Mapping
 
 #: Where a job's timing came from. "device": timed on the device itself; "stand-in": timed on another machine
 #: (the host CPU standing in for an absent device); "simulated": a simulator or emulation, says nothing about
-#: the device's speed.
-TIMING_ORIGINS = ("device", "stand-in", "simulated")
+#: the device's speed; "estimated": a compiler's performance model (Vela), nothing was timed.
+TIMING_ORIGINS = ("device", "stand-in", "simulated", "estimated")
 ORIGIN_LABELS = {"device": "measured on the device", "stand-in": "stand-in (timed on another machine)",
-                 "simulated": "simulated / emulated timing"}
+                 "simulated": "simulated / emulated timing",
+                 "estimated": "estimated by the compiler's performance model (not measured)"}
 
 _WA = re.compile(r"^w(\d+)a(\d+|bf16|fp16)$")
 
@@ -82,7 +83,9 @@ def short_label(label: str) -> str:
 
 
 def timing_origin(rec: Mapping[str, Any]) -> str | None:
-    """"device", "stand-in" or "simulated" for a job with a timing; None when nothing was timed."""
+    """"device", "stand-in", "simulated" or "estimated" for a job with a timing; None when nothing was timed."""
+    if rec.get("latency_kind") == "estimated":
+        return "estimated"
     if rec.get("simulated") is True:
         return "simulated"
     measured_on = rec.get("measured_on")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STATUSES = ("ok", "unsupported", "failed", "timeout", "crashed")
+LATENCY_KINDS = ("measured", "simulated", "estimated", "external")
 STAGES = ("plan", "compile", "load", "warmup", "measure", "validate")
 
 POWER_FIELDS = (
@@ -68,6 +69,10 @@ class JobRecord:
     #: Where the timed loop ran: the device itself, or the host standing in for an absent device.
     measured_on: str | None = None
     timing_note: str | None = None
+    #: What the latency fields are: "measured" (the harness's timed loop), "simulated" (a timed loop over a
+    #: simulator/emulator), "estimated" (a compiler's performance model, e.g. Vela) or "external" (a tool's own
+    #: timing, e.g. trtexec); None when nothing was timed.
+    latency_kind: str | None = None
     compile_s: float | None = None
     # Size and compute (issue 18): what decides whether a model fits a board at all
     params: int | None = None
@@ -147,6 +152,8 @@ class JobRecord:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"unknown status {self.status!r}; valid: {', '.join(STATUSES)}")
+        if self.latency_kind is not None and self.latency_kind not in LATENCY_KINDS:
+            raise ValueError(f"unknown latency_kind {self.latency_kind!r}; valid: {', '.join(LATENCY_KINDS)}")
         if self.failed_stage is not None and self.failed_stage not in STAGES:
             raise ValueError(f"unknown failed_stage {self.failed_stage!r}; valid: {', '.join(STAGES)}")
 

@@ -1,4 +1,4 @@
-"""Graphs users really have: opset-11 exports quantized per channel, or emulated in bf16 (backends/graphs.py)."""
+"""Graphs users really have: opset-11 exports quantized per channel, or emulated in bf16 (backends/onnx_graph.py)."""
 from __future__ import annotations
 
 import numpy as np

@@ -7,15 +7,8 @@ import numpy as np
 import pytest
 
 from devices.loader import load_device
-from harness.analysis.fidelity import (
-    FidelityOptions,
-    build_report,
-    closing_note,
-    comparison_table,
-    pick_pair,
-    plan_groups,
-    write_emulation_profile,
-)
+from harness.analysis.fidelity import FidelityOptions, plan_groups, write_emulation_profile
+from harness.analysis.fidelity_tables import build_report, closing_note, comparison_table, pick_pair
 from harness.analysis.fidelity_render import markdown, write_outputs
 from harness.store.records import JobRecord
 

@@ -1,0 +1,80 @@
+"""QNN HTP adapter: provider options, the HTP profile parser, refusals, and the real emulator where installed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
+from backends.qnn_backend import QnnBackend, cycles_summary, parse_profile, provider_options, write_cycles_table
+from devices import load_device
+from tests.backends.tiny_onnx import images, tiny_cnn
+
+PROFILE_CSV = """\
+Msg Timestamp,Message,Time,Unit of Measurement,Timing Source,Event Level,Event Identifier
+0,FINALIZE,32894,US,BACKEND,ROOT,QNN (finalize) time
+0,BACKEND,5700758,CYCLES,BACKEND,ROOT,Accelerator (execute) time (cycles)
+0,NODE,1226,CYCLES,BACKEND,SUB-EVENT,Input OpId_2 (cycles)
+0,NODE,99087,CYCLES,BACKEND,SUB-EVENT,/normalize/Sub:OpId_17 (cycles)
+0,NODE,403737,CYCLES,BACKEND,SUB-EVENT,/layer1/layer1.0/conv1/Conv_token_7:OpId_40 (cycles)
+"""
+
+
+def test_profile_rows_are_node_cycles_plus_the_total():
+    assert parse_profile(PROFILE_CSV) == [
+        {"node": "<total>", "cycles": 5700758}, {"node": "Input OpId_2", "cycles": 1226},
+        {"node": "/normalize/Sub", "cycles": 99087}, {"node": "/layer1/layer1.0/conv1/Conv_token_7", "cycles": 403737}]
+
+
+def test_cycles_summary_names_total_and_costliest_node(tmp_path):
+    path = write_cycles_table(parse_profile(PROFILE_CSV), tmp_path / "c.csv")
+    summary = cycles_summary(path)
+    assert (summary["qnn_emulated_cycles_total"], summary["qnn_costliest_node"]) == (
+        5700758, "/layer1/layer1.0/conv1/Conv_token_7")
+
+
+def test_provider_options_keep_graph_io_quantization_on_the_htp():
+    opts = provider_options("SM8550", fp16=True)
+    assert opts == {"backend_type": "htp", "soc_model": "SM8550", "offload_graph_io_quantization": "0",
+                    "enable_htp_fp16_precision": "1"}
+
+
+def test_device_without_soc_model_is_refused(tmp_path):
+    with pytest.raises(UnsupportedRequest, match="qnn_soc_model"):
+        QnnBackend().compile(tiny_cnn(tmp_path / "m.onnx"), load_device("cpu"), CompileConfig("int8"),
+                             images(4, split_name="train"), tmp_path)
+
+
+def test_calibrations_are_those_of_the_ort_quantizer():
+    with pytest.raises(UnsupportedRequest, match="kl"):
+        QnnBackend().check_request(CompileConfig("int8", calibration="kl"))
+
+
+@pytest.fixture(scope="module")
+def compiled_tiny(tmp_path_factory):
+    if not QnnBackend.availability().available or QnnBackend.availability().reason.startswith("runs in"):
+        pytest.skip(f"qnn: {QnnBackend.availability().explain()}")
+    tmp = tmp_path_factory.mktemp("qnn")
+    model = tiny_cnn(tmp / "m.onnx")
+    device = load_device("snapdragon_8gen2")
+    return model, device, QnnBackend().compile(model, device, CompileConfig("int8", calibration_samples=16),
+                                               images(16, split_name="train"), tmp / "work")
+
+
+def test_int8_tiny_cnn_runs_entirely_on_the_htp(compiled_tiny):
+    _, _, compiled = compiled_tiny
+    assert (compiled.metadata["npu_op_share"], compiled.metadata["fallback_ops"]) == (1.0, [])
+
+
+def test_emulated_cycles_are_kept_with_the_artifact(compiled_tiny):
+    _, _, compiled = compiled_tiny
+    assert compiled.metadata["qnn_emulated_cycles_total"] > 0
+
+
+def test_session_returns_every_output_for_a_batch(compiled_tiny):
+    model, device, compiled = compiled_tiny
+    session = QnnBackend().load(compiled, device, RuntimeConfig(threads=1))
+    try:
+        outs = session.run({model.input_name: images(3)})
+    finally:
+        session.close()
+    assert len(outs) == 1 and outs[0].shape == (3, 10) and np.isfinite(outs[0]).all()
