@@ -72,7 +72,7 @@ def test_full_int8_model_quantizes_io_and_stays_close(setup):
                                images(16, split_name="train"), tmp / "work")
     session = backend.load(compiled, device, RuntimeConfig(threads=1))
     try:
-        assert session._in["dtype"] == np.int8
+        assert session._ins[0]["dtype"] == np.int8
         x = images(4)
         assert snr_db(run_all(session, x), ort_reference(model, x)) > 12.0
     finally:
