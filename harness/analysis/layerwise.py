@@ -26,15 +26,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from harness.analysis.layer_graphs import (
-    REF_SUFFIX,
-    _per_input_elements,
-    _session,
-    _weight_facts,
-    build_entire_model,
-    build_single_model,
-    map_tensors,
-)
+from harness.analysis.layer_graphs import REF_SUFFIX, _per_input_elements, _session, _weight_facts, build_entire_model
+from harness.analysis.layer_graphs import build_single_model, map_tensors
 DEFAULT_MAX_BATCH_BYTES = 256 * 1024 * 1024
 SORT_KEYS = ("single", "entire")
 
