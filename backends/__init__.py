@@ -4,18 +4,8 @@ Each adapter module imports its vendor SDK lazily, so importing this package nev
 """
 from __future__ import annotations
 
-from backends.base import (
-    Availability,
-    Backend,
-    BackendUnavailable,
-    Capabilities,
-    CompileConfig,
-    CompiledModel,
-    ModelArtifact,
-    RuntimeConfig,
-    Session,
-    UnsupportedRequest,
-)
+from backends.base import Availability, Backend, BackendUnavailable, Capabilities, CompileConfig, CompiledModel
+from backends.base import ModelArtifact, RuntimeConfig, Session, UnsupportedRequest
 from backends.registry import REGISTRY, backend_names, create_backend, get_backend, register_backend
 
 # Built-in adapters (order is irrelevant; each registers itself).

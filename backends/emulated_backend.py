@@ -27,19 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import (
-    BASE_PRECISIONS,
-    Availability,
-    Backend,
-    Capabilities,
-    CompileConfig,
-    CompiledModel,
-    ModelArtifact,
-    RuntimeConfig,
-    UnsupportedRequest,
-    calibration_head,
-    calibration_inputs,
-)
+from backends.base import BASE_PRECISIONS, Availability, Backend, Capabilities, CompileConfig, CompiledModel
+from backends.base import ModelArtifact, RuntimeConfig, UnsupportedRequest, calibration_head, calibration_inputs
 from backends.emulated_graphs import (  # noqa: F401  (re-exported: the analysis and tests use them here)
     ACT_SUFFIX,
     NODE_PREFIX,

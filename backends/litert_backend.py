@@ -20,17 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from backends.base import (
-    Availability,
-    Backend,
-    Capabilities,
-    CompileConfig,
-    CompiledModel,
-    ModelArtifact,
-    RuntimeConfig,
-    UnsupportedRequest,
-    granularity_name,
-)
+from backends.base import Availability, Backend, Capabilities, CompileConfig, CompiledModel, ModelArtifact
+from backends.base import RuntimeConfig, UnsupportedRequest, granularity_name
 from backends.litert_inspect import check_artifact_precision, inspect_tflite
 from backends.onnx_graph import static_shape_copy
 from backends.options import BackendOptions

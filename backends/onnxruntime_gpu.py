@@ -17,15 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import (
-    Availability,
-    Capabilities,
-    CompileConfig,
-    CompiledModel,
-    ModelArtifact,
-    RuntimeConfig,
-    UnsupportedRequest,
-)
+from backends.base import Availability, Capabilities, CompileConfig, CompiledModel, ModelArtifact, RuntimeConfig
+from backends.base import UnsupportedRequest
 from backends.onnxruntime_backend import OnnxRuntimeBackend, OrtOptions, OrtSession
 from backends.options import BackendOptions, choice
 from backends.registry import register_backend

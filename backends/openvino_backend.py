@@ -16,17 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from backends.base import (
-    Availability,
-    Backend,
-    Capabilities,
-    CompileConfig,
-    CompiledModel,
-    ModelArtifact,
-    RuntimeConfig,
-    UnsupportedRequest,
-    calibration_inputs,
-)
+from backends.base import Availability, Backend, Capabilities, CompileConfig, CompiledModel, ModelArtifact
+from backends.base import RuntimeConfig, UnsupportedRequest, calibration_inputs
 from backends.options import BackendOptions, choice
 from backends.registry import register_backend
 

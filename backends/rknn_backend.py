@@ -22,18 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 import numpy as np
 from filelock import FileLock
 
-from backends.base import (
-    Availability,
-    Backend,
-    BackendUnavailable,
-    Capabilities,
-    CompileConfig,
-    CompiledModel,
-    ModelArtifact,
-    RuntimeConfig,
-    UnsupportedRequest,
-    single_feed,
-)
+from backends.base import Availability, Backend, BackendUnavailable, Capabilities, CompileConfig, CompiledModel
+from backends.base import ModelArtifact, RuntimeConfig, UnsupportedRequest, single_feed
 from backends.cache import LOCK_TIMEOUT_S, data_digest, write_bytes_atomic
 from backends.options import BackendOptions, choice
 from backends.registry import register_backend

@@ -14,17 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import (
-    Availability,
-    Backend,
-    BackendUnavailable,
-    Capabilities,
-    CompileConfig,
-    CompiledModel,
-    ModelArtifact,
-    RuntimeConfig,
-    UnsupportedRequest,
-)
+from backends.base import Availability, Backend, BackendUnavailable, Capabilities, CompileConfig, CompiledModel
+from backends.base import ModelArtifact, RuntimeConfig, UnsupportedRequest
 from backends.options import BackendOptions, at_least, choice
 from backends.registry import register_backend
 from backends.tensorrt_int8 import (  # noqa: F401  (re-exported for the trtexec adapter and tests)

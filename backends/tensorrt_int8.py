@@ -94,13 +94,8 @@ def build_qdq_graph(model: ModelArtifact, route: Int8Route, calibration: np.ndar
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    from backends.onnxruntime_backend import (
-        _preprocess,
-        apply_learned_ranges,
-        compute_ranges,
-        graph_output_names,
-        per_channel_source,
-    )
+    from backends.onnxruntime_backend import _preprocess, apply_learned_ranges, compute_ranges, graph_output_names
+    from backends.onnxruntime_backend import per_channel_source
 
     source, facts = per_channel_source(Path(model.path), Path(out_dir), per_channel)
     pre = _preprocess(source, Path(out_dir) / "preprocessed.onnx")

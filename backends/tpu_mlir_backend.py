@@ -26,17 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
-from backends.base import (
-    Availability,
-    Backend,
-    BackendUnavailable,
-    Capabilities,
-    CompileConfig,
-    CompiledModel,
-    ModelArtifact,
-    RuntimeConfig,
-    UnsupportedRequest,
-)
+from backends.base import Availability, Backend, BackendUnavailable, Capabilities, CompileConfig, CompiledModel
+from backends.base import ModelArtifact, RuntimeConfig, UnsupportedRequest
 from backends.onnx_graph import op_coverage, static_shape_copy
 from backends.registry import register_backend
 

@@ -28,31 +28,12 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from backends.base import (
-    Availability,
-    Backend,
-    BackendUnavailable,
-    Capabilities,
-    CompileConfig,
-    CompiledModel,
-    ModelArtifact,
-    RuntimeConfig,
-    UnsupportedRequest,
-    single_feed,
-)
+from backends.base import Availability, Backend, BackendUnavailable, Capabilities, CompileConfig, CompiledModel
+from backends.base import ModelArtifact, RuntimeConfig, UnsupportedRequest, single_feed
 from backends.options import BackendOptions, at_least
 from backends.registry import register_backend
-from backends.tensorrt_backend import (
-    _OOM_PATTERN,
-    DEFAULT_MAX_BATCH,
-    ENGINE_FILE,
-    SIDECAR_FILE,
-    EngineBuildError,
-    TrtBuildOptions,
-    onnx_batch_dim,
-    parse_target,
-    read_sidecar,
-)
+from backends.tensorrt_backend import _OOM_PATTERN, DEFAULT_MAX_BATCH, ENGINE_FILE, SIDECAR_FILE, EngineBuildError
+from backends.tensorrt_backend import TrtBuildOptions, onnx_batch_dim, parse_target, read_sidecar
 from backends.tensorrt_int8 import IMPLICIT_METHODS, build_qdq_graph, calibration_cache_path, select_int8_route
 from backends.tensorrt_runtime import check_supported_version, tensorrt_availability
 from backends.trtexec_output import (  # noqa: F401  (re-exported: the adapter's transcript parsing)

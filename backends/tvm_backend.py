@@ -28,16 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 import numpy as np
 from filelock import FileLock
 
-from backends.base import (
-    Availability,
-    Backend,
-    Capabilities,
-    CompileConfig,
-    CompiledModel,
-    ModelArtifact,
-    RuntimeConfig,
-    UnsupportedRequest,
-)
+from backends.base import Availability, Backend, Capabilities, CompileConfig, CompiledModel, ModelArtifact
+from backends.base import RuntimeConfig, UnsupportedRequest
 from backends.cache import LOCK_TIMEOUT_S, file_sha256
 from backends.options import BackendOptions, at_least
 from backends.registry import register_backend

@@ -25,18 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from backends.base import (
-    Availability,
-    Backend,
-    BackendUnavailable,
-    Capabilities,
-    CompileConfig,
-    CompiledModel,
-    ModelArtifact,
-    RuntimeConfig,
-    UnsupportedRequest,
-    file_sha256,
-)
+from backends.base import Availability, Backend, BackendUnavailable, Capabilities, CompileConfig, CompiledModel
+from backends.base import ModelArtifact, RuntimeConfig, UnsupportedRequest, file_sha256
 from backends.onnx_graph import op_coverage
 from backends.registry import register_backend
 

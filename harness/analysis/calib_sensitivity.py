@@ -190,15 +190,3 @@ def write_outputs(study: CalibStudy, out: Path) -> list[Path]:
     (out / "calibration_sensitivity.md").write_text(markdown(study))
     files.append(out / "calibration_sensitivity.md")
     return files
-
-
-def rich_table(study: CalibStudy) -> Any:
-    from rich.table import Table
-
-    t = Table(title="Calibration-set sensitivity (logit MSE vs FP32; spread across calibration sets)")
-    for c in ("checkpoint", "sets", "MSE min", "MSE max", "max/min", "CV", "top-1 range pts"):
-        t.add_column(c, justify="left" if c == "checkpoint" else "right")
-    for s in study.summary:
-        t.add_row(s["checkpoint"], str(s["calibration_sets"]), f"{s['logit_mse_min']:.5g}", f"{s['logit_mse_max']:.5g}",
-                  f"{s['logit_mse_max_over_min']:.3f}", f"{s['logit_mse_cv']:.3f}", f"{100 * s['top1_range']:.2f}")
-    return t

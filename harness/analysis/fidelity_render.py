@@ -117,35 +117,3 @@ def write_outputs(report: FidelityReport, out: Path) -> list[Path]:
     md.write_text(markdown(report))
     files.append(md)
     return files
-
-
-def rich_tables(report: FidelityReport) -> list[Any]:
-    from rich.table import Table
-
-    tables = []
-    for ckpt in dict.fromkeys(r["checkpoint"] for r in report.rows):
-        t = Table(title=f"Fidelity vs FP32 reference: {ckpt}")
-        for h in MAIN_HEADERS:
-            t.add_column(h, justify="left" if h in ("device", "backend", "precision", "kind", "status",
-                                                    "calibration", "FP32 islands") else "right")
-        for r in report.rows:
-            if r["checkpoint"] == ckpt:
-                t.add_row(*[_fmt(r.get(c), c) for c in MAIN_COLS])
-        tables.append(t)
-    t = Table(title="Cross-backend spread (top-1 in %)")
-    for c in SPREAD_COLS:
-        t.add_column(c, justify="left" if c == "checkpoint" else "right")
-    for r in report.spread:
-        t.add_row(*[_fmt(r.get(c), c) for c in SPREAD_COLS])
-    tables.append(t)
-    if report.comparison:
-        t = Table(title=f"{report.second} vs {report.first} (diff = second − first)")
-        cols = ("device", "backend", "precision", "calibration_method", "top1_first", "top1_second", "top1_diff", "logit_mse_first",
-                "logit_mse_second", "logit_mse_change_pct", "ece_diff", "brier_diff")
-        for c in cols:
-            t.add_column(c, justify="left" if c in ("device", "backend", "precision", "calibration_method")
-                         else "right")
-        for r in report.comparison:
-            t.add_row(*[_fmt(r.get(c), c) for c in cols])
-        tables.append(t)
-    return tables

@@ -26,15 +26,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from harness.analysis.layer_graphs import (
-    REF_SUFFIX,
-    _per_input_elements,
-    _session,
-    _weight_facts,
-    build_entire_model,
-    build_single_model,
-    map_tensors,
-)
+from harness.analysis.layer_graphs import REF_SUFFIX, _per_input_elements, _session, _weight_facts, build_entire_model
+from harness.analysis.layer_graphs import build_single_model, map_tensors
 DEFAULT_MAX_BATCH_BYTES = 256 * 1024 * 1024
 SORT_KEYS = ("single", "entire")
 
@@ -337,23 +330,3 @@ def _rknn_rows(ckpt: Any, dev: Any, precision: str, calibration: np.ndarray | No
                             1.0 if r.cosine is None else r.cosine))
     return out, ["rows from rknn-toolkit2 accuracy_analysis on the first input (cosine against its own FP32 "
                  "simulation; it reports no SNR)"]
-
-
-def render_table(report: LayerReport, top: int | None = 20) -> Any:
-    """A rich Table of the worst layers."""
-    from rich.table import Table
-
-    def f(v: float | None, fmt: str) -> str:
-        return "-" if v is None else ("inf" if v == float("inf") else format(v, fmt))
-
-    t = Table(title=f"Per-layer fidelity: {report.checkpoint} on {report.device} / {report.backend} / "
-                    f"{report.precision} ({report.n_inputs} inputs, worst first)")
-    for col in ("#", "tensor", "op", "single SNR dB", "single cos", "entire SNR dB", "entire cos", "act range",
-                "weight range", "w max/p99"):
-        t.add_column(col, justify="left" if col in ("tensor", "op") else "right")
-    for i, r in enumerate(report.rows[:top] if top else report.rows, 1):
-        act = "-" if r.act_min is None else f"[{r.act_min:.3g}, {r.act_max:.3g}]"
-        wr = "-" if r.weight_min is None else f"[{r.weight_min:.3g}, {r.weight_max:.3g}]"
-        t.add_row(str(i), r.tensor, r.op_type, f(r.single_snr_db, ".1f"), f(r.single_cosine, ".5f"),
-                  f(r.snr_db, ".1f"), f(r.cosine, ".5f"), act, wr, f(r.weight_outlier_ratio, ".2f"))
-    return t

@@ -4,12 +4,11 @@ Probing imports vendor SDKs, and an SDK can segfault, hang or raise at import. R
 SDK would kill the whole run at planning; run here, it becomes a reason (an `unsupported` row), and the plan
 goes on.
 
-Usage (the runner starts it): python -m harness.bench.probe [--plugin MODULE ...] BACKEND
+Usage (the runner starts it): python -m harness.bench.probe BACKEND [--plugin MODULE ...]
 prints one JSON object: {"availability": {...}, "capabilities": {...} | null, "error": str | null}.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import signal
@@ -104,12 +103,13 @@ def _probe_here(name: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from harness.bench.worker import import_plugins
 
-    p = argparse.ArgumentParser(prog="python -m harness.bench.probe")
-    p.add_argument("backend")
-    p.add_argument("--plugin", action="append", default=[])
-    args = p.parse_args(argv)
-    import_plugins(args.plugin)
-    print(json.dumps(_probe_here(args.backend), default=str), flush=True)
+    # Usage: python -m harness.bench.probe BACKEND [--plugin MODULE ...]  (started by probe_backends, not by users)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") or any(a != "--plugin" for a in argv[1::2]) or len(argv) % 2 == 0:
+        print("usage: python -m harness.bench.probe BACKEND [--plugin MODULE ...]", file=sys.stderr)
+        return 2
+    import_plugins(argv[2::2])
+    print(json.dumps(_probe_here(argv[0]), default=str), flush=True)
     return 0
 
 

@@ -9,6 +9,8 @@ def user_error_message(exc: BaseException) -> str | None:
     from devices.profile import ProfileError
     from harness.model.checkpoint import CheckpointError
     from harness.data.datasets import DatasetNotFound
+    from harness.data.errors import DataError
+    from harness.model.card import CardError
     from harness.fleet import FleetError
     from harness.store.layout import RunIdError
     from harness.store.writer import StoreError
@@ -16,7 +18,7 @@ def user_error_message(exc: BaseException) -> str | None:
     from harness.bench.runner import PlanError
 
     if isinstance(exc, (CheckpointError, ProfileError, DatasetNotFound, StoreError, RunIdError, PluginError,
-                        PlanError, FleetError)):
+                        PlanError, FleetError, DataError, CardError)):
         return str(exc)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
         where = os.path.dirname(exc.filename) if exc.filename else "the output folder"

@@ -99,7 +99,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 
     from harness.analysis.fidelity import FidelityOptions, run_fidelity
     from harness.analysis.fidelity_tables import closing_note
-    from harness.analysis.fidelity_render import rich_tables
+    from harness.cli.analysis_tables import fidelity_tables
 
     console = _console()
     opts = FidelityOptions(checkpoints=tuple(args.checkpoint), devices=args.devices, quick=args.quick,
@@ -118,7 +118,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         report = report_from_runs(args.from_runs, args.out)
     else:
         report = run_fidelity(opts, progress=progress)
-    for table in rich_tables(report):
+    for table in fidelity_tables(report):
         console.print(table)
     console.print(escape(closing_note(report)))
     console.print(escape(closing_note(report, "integer")))
@@ -132,7 +132,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from backends.base import UnsupportedRequest
-    from harness.analysis.layerwise import analyze_layers, render_table
+    from harness.analysis.layerwise import analyze_layers
+    from harness.cli.analysis_tables import layers_table
 
     console = _console()
     images = calibration = None
@@ -152,7 +153,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     except (UnsupportedRequest, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    console.print(render_table(report, top=args.top))
+    console.print(layers_table(report, top=args.top))
     console.print(f"{len(report.rows)} tensors, {report.n_inputs} inputs in batches of {report.batch_size}, "
                   f"{report.seconds:.1f} s")
     if report.islands:
@@ -167,7 +168,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
 def cmd_calib(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from harness.analysis.calib_sensitivity import CalibStudyOptions, rich_table, run_study, write_outputs
+    from harness.analysis.calib_sensitivity import CalibStudyOptions, run_study, write_outputs
+    from harness.cli.analysis_tables import calib_table
 
     console = _console()
     try:
@@ -183,7 +185,7 @@ def cmd_calib(args: argparse.Namespace) -> int:
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    console.print(rich_table(study))
+    console.print(calib_table(study))
     for note in study.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
     console.print("written: " + ", ".join(str(f) for f in write_outputs(study, args.out)))

@@ -175,7 +175,23 @@ def run_with_progress(options: BenchmarkOptions, console: Console | None = None,
             bar.console.print(f"[cyan]note:[/] {escape(message)}")
 
         result: RunResult = run_benchmark(options, progress=progress, warn=warn, info=info, launcher=launcher)
+    records = run_records(result)
     busy_jobs = sum(1 for r in result.records if r.host_busy) or len(busy)
-    render_summary(result.records, result.run_id, result.run_dir, console, result.eval_source, busy_jobs,
+    render_summary(records, result.run_id, result.run_dir, console, result.eval_source, busy_jobs,
                    result.planned)
+    if records and not result.records:
+        console.print(f"this attempt ran no job: all {result.planned} planned job(s) already had records")
+    if records and not any(r.status == "ok" for r in records):
+        console.print("[red]no job of this run finished ok[/]: the reasons are listed above")
+        return 1  # a script must see that nothing was measured
     return 0
+
+
+def run_records(result: RunResult) -> list[JobRecord]:
+    """Every record of the run, earlier attempts included: a resumed run's summary is the whole run's."""
+    from harness.store.reader import read_records
+
+    path = Path(result.run_dir) / RECORDS_FILE
+    if not path.exists():
+        return list(result.records)
+    return [JobRecord.from_dict(d) for d in read_records(path)]

@@ -11,6 +11,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from harness.data.errors import DataError
+
 #: File suffixes read as images (lower case).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -30,7 +32,7 @@ def open_image(path: Path, colour: str | None):
             im.load()
             return im.convert("L" if colour == "gray" else "RGB")
     except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable image ({exc}); remove it or convert it to png/jpg") from None
+        raise DataError(f"{path} is not a readable image ({exc}); remove it or convert it to png/jpg") from None
 
 
 def resize(image, size: tuple[int, int], policy: str):
@@ -68,7 +70,7 @@ def to_array(image, card) -> np.ndarray:
     mean = np.asarray(card.mean, dtype=np.float32)
     std = np.asarray(card.std, dtype=np.float32)
     if mean.size not in (1, x.shape[2]) or std.size not in (1, x.shape[2]):
-        raise ValueError(f"input {card.name}: mean/std have {mean.size}/{std.size} values for {x.shape[2]} "
+        raise DataError(f"input {card.name}: mean/std have {mean.size}/{std.size} values for {x.shape[2]} "
                          f"channels; give one value or one per channel in the model card")
     x = (x - mean) / std
     if card.layout == "NCHW":
@@ -111,6 +113,6 @@ def pixels_to_images(array: np.ndarray, colour: str | None) -> list:
     if a.ndim == 4 and a.shape[3] == 1:
         a = a[..., 0]
     if a.ndim not in (3, 4):
-        raise ValueError(f"uint8 images must be (N, H, W), (N, H, W, C) or (N, C, H, W); got {list(a.shape)}")
+        raise DataError(f"uint8 images must be (N, H, W), (N, H, W, C) or (N, C, H, W); got {list(a.shape)}")
     mode = "L" if colour == "gray" else "RGB"
     return [Image.fromarray(np.ascontiguousarray(im)).convert(mode) for im in a]

@@ -18,10 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness.data import images as img
-
-
-class DataError(ValueError):
-    """The data cannot feed the model; the message names the file and says how to fix it."""
+from harness.data.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,8 @@ from __future__ import annotations
 
 from harness.power.base import PowerSource, Reading, SourceFailed, SourceUnavailable
 from harness.power.sources import open_source, source_names
-from harness.power.monitor import (
-    ESTIMATE_SOURCE,
-    EstimatedPowerMonitor,
-    NullPowerMonitor,
-    PowerMonitor,
-    SampledPowerMonitor,
-    open_monitor,
-    probe_sources,
-)
+from harness.power.monitor import ESTIMATE_SOURCE, EstimatedPowerMonitor, NullPowerMonitor, PowerMonitor
+from harness.power.monitor import SampledPowerMonitor, open_monitor, probe_sources
 
 __all__ = [
     "ESTIMATE_SOURCE", "EstimatedPowerMonitor", "NullPowerMonitor", "PowerMonitor", "PowerSource", "Reading",

@@ -36,24 +36,10 @@ from quanttrim.onnx_eval import onnx_logits
 from quanttrim.mixed_precision.allocation import Allocation, LayerSpec, allocate_bits
 from quanttrim.mixed_precision.bitmap import BitMap, save_bitmap
 from quanttrim.mixed_precision.repro_config import ReproConfig
-from quanttrim.mixed_precision.repro_training import (
-    _torch_logits,
-    calibrated_init,
-    load_emulated,
-    qat_recipe,
-    quanttrim_recipe,
-    train_run,
-)
-from quanttrim.mixed_precision.report import (
-    ResultRow,
-    compression_ratio,
-    markdown_table,
-    onnx_initializer_bytes,
-    plot_allocation,
-    plot_tradeoff,
-    terminal_table,
-    write_csv,
-)
+from quanttrim.mixed_precision.repro_training import _torch_logits, calibrated_init, load_emulated, qat_recipe
+from quanttrim.mixed_precision.repro_training import quanttrim_recipe, train_run
+from quanttrim.mixed_precision.report import ResultRow, compression_ratio, markdown_table, onnx_initializer_bytes
+from quanttrim.mixed_precision.report import plot_allocation, plot_tradeoff, terminal_table, write_csv
 
 PTQ_METHODS: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = (
     ("PTQ-entropy", "entropy", ()),
@@ -170,12 +156,8 @@ def run_model(cfg: ReproConfig, name: str, width: float, data: Any, out: Path, l
     from backends.onnxruntime_backend import OnnxRuntimeBackend
     from devices.loader import load_device
     from quanttrim.checkpoint import load_checkpoint
-    from quanttrim.mixed_precision.sensitivity import (
-        SensitivityConfig,
-        default_pinned,
-        gradient_sensitivity,
-        snr_sensitivity,
-    )
+    from quanttrim.mixed_precision.sensitivity import SensitivityConfig, default_pinned, gradient_sensitivity
+    from quanttrim.mixed_precision.sensitivity import snr_sensitivity
     from quanttrim.recipes import get_recipe
     from quanttrim.train import rebuild_model
     from quanttrim.wrap import context, strip_quantization

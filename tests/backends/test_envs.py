@@ -8,16 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import env_cmd as env_cli
-from backends.environments import (
-    ENV_ROOT_VARIABLE,
-    create_env,
-    env_python,
-    env_root,
-    find_python,
-    get_spec,
-    interpreter_for,
-    probe_env,
-)
+from backends.environments import ENV_ROOT_VARIABLE, create_env, env_python, env_root, find_python, get_spec
+from backends.environments import interpreter_for, probe_env
 
 
 def _fake_python(root: Path, name: str, body: str = "exit 0") -> Path:

@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 
 from backends.base import CompileConfig, UnsupportedRequest
-from backends.tpu_mlir_backend import (
-    TpuMlirBackend,
-    _recv,
-    _send,
-    deploy_commands,
-    move_bundled_glibc_aside,
-    parse_placement,
-)
+from backends.tpu_mlir_backend import TpuMlirBackend, _recv, _send, deploy_commands, move_bundled_glibc_aside
+from backends.tpu_mlir_backend import parse_placement
 from devices import load_device
 from tests.backends.tiny_onnx import images, tiny_cnn
 

@@ -13,14 +13,8 @@ from tests.backends import trtexec_fake as tf  # noqa: E402
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest  # noqa: E402
 from backends.tensorrt_backend import EngineBuildError, TensorRTSession  # noqa: E402
 from backends.tensorrt_int8 import calibration_cache_path  # noqa: E402
-from backends.trtexec_backend import (  # noqa: E402
-    TrtexecBackend,
-    TrtexecSession,
-    find_trtexec,
-    parse_summary,
-    parse_trtexec_version,
-    summary_to_record,
-)
+from backends.trtexec_backend import TrtexecBackend, TrtexecSession, find_trtexec, parse_summary  # noqa: E402
+from backends.trtexec_backend import parse_trtexec_version, summary_to_record  # noqa: E402
 from devices.loader import load_device  # noqa: E402
 
 

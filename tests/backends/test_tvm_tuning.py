@@ -11,16 +11,8 @@ import pytest
 from onnx import numpy_helper
 
 from backends.tvm_backend import TvmBackend, tuning_facts
-from backends.tvm_tuning import (
-    ENTRY_FILE,
-    RECORDS,
-    WORKLOADS,
-    TuningEntry,
-    TuningStore,
-    budget_plan,
-    entry_name,
-    structure_sha256,
-)
+from backends.tvm_tuning import ENTRY_FILE, RECORDS, WORKLOADS, TuningEntry, TuningStore, budget_plan, entry_name
+from backends.tvm_tuning import structure_sha256
 from tests.backends.tiny_onnx import tiny_cnn
 
 TARGET = {"kind": "llvm", "mcpu": "znver5", "num-cores": 2}

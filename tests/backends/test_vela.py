@@ -8,13 +8,7 @@ import numpy as np
 import pytest
 
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
-from backends.vela_backend import (
-    VelaBackend,
-    estimate_fields,
-    parse_placement,
-    read_summary,
-    vela_command,
-)
+from backends.vela_backend import VelaBackend, estimate_fields, parse_placement, read_summary, vela_command
 from devices import load_device
 from tests.backends.tiny_onnx import images, tiny_cnn
 

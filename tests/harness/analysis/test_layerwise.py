@@ -12,7 +12,8 @@ onnx = pytest.importorskip("onnx")
 
 from devices.loader import load_device  # noqa: E402
 from devices.profile import QuantPolicy  # noqa: E402
-from harness.analysis.layerwise import analyze_layers, analyze_onnx_pair, render_table, sort_rows  # noqa: E402
+from harness.analysis.layerwise import analyze_layers, analyze_onnx_pair, sort_rows  # noqa: E402
+from harness.cli.analysis_tables import layers_table  # noqa: E402
 
 
 def conv_chain(path: Path, outlier_layer: int | None = None, layers: int = 4, seed: int = 0) -> Path:
@@ -126,7 +127,7 @@ def test_render_table_lists_worst_first(tmp_path, x):
     report = analyze_layers(conv_chain(tmp_path / "o.onnx", outlier_layer=2), per_tensor_device(), "int8", images=x,
                             calibration=x[:16], workdir=tmp_path / "w")
     console = Console(width=220, record=True)
-    console.print(render_table(report, top=3))
+    console.print(layers_table(report, top=3))
     text = console.export_text()
     assert "conv" not in text.split("\n")[0].lower() or True
     assert report.rows == sort_rows(report.rows)

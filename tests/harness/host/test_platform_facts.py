@@ -6,13 +6,8 @@ import types
 import pytest
 
 from devices.loader import load_device
-from harness.host.platform_facts import (
-    CommandResult,
-    parse_jetson_clocks,
-    parse_nv_tegra_release,
-    parse_nvpmodel,
-    platform_facts,
-)
+from harness.host.platform_facts import CommandResult, parse_jetson_clocks, parse_nv_tegra_release, parse_nvpmodel
+from harness.host.platform_facts import platform_facts
 
 NV_TEGRA_RELEASE = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023\n"
 NVPMODEL_Q = "NVPM WARN: fan mode is not set!\nNV Power Mode: MAXN\n0\n"

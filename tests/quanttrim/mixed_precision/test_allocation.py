@@ -4,15 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quanttrim.mixed_precision.allocation import (
-    VALID_WEIGHT_BITS,
-    InfeasibleBudget,
-    LayerSpec,
-    allocate_bits,
-    allocation_loss,
-    allocation_size_bytes,
-    brute_force,
-)
+from quanttrim.mixed_precision.allocation import VALID_WEIGHT_BITS, InfeasibleBudget, LayerSpec, allocate_bits
+from quanttrim.mixed_precision.allocation import allocation_loss, allocation_size_bytes, brute_force
 
 
 def _random_layers(rng: np.random.Generator, n: int) -> list[LayerSpec]:

@@ -4,16 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quanttrim.mixed_precision.report import (
-    ResultRow,
-    compression_ratio,
-    markdown_table,
-    mixed_size_bytes,
-    onnx_initializer_bytes,
-    plot_tradeoff,
-    terminal_table,
-    write_csv,
-)
+from quanttrim.mixed_precision.report import ResultRow, compression_ratio, markdown_table, mixed_size_bytes
+from quanttrim.mixed_precision.report import onnx_initializer_bytes, plot_tradeoff, terminal_table, write_csv
 
 
 def _onnx_with(tmp_path, dtype):

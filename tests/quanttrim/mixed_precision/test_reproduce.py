@@ -9,12 +9,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="the reproduction trains with torch (the `train` extra)")
 
 from quanttrim.mixed_precision.repro_config import ReproConfig  # noqa: E402
-from quanttrim.mixed_precision.repro_training import (  # noqa: E402
-    calibrated_init,
-    load_emulated,
-    quanttrim_recipe,
-    train_run,
-)
+from quanttrim.mixed_precision.repro_training import calibrated_init, load_emulated, quanttrim_recipe  # noqa: E402
+from quanttrim.mixed_precision.repro_training import train_run  # noqa: E402
 from quanttrim.mixed_precision.reproduce import export_on_training_grid  # noqa: E402
 
 

@@ -6,13 +6,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="sensitivity analysis needs torch (the `train` extra)")
 nn = torch.nn
 
-from quanttrim.mixed_precision.sensitivity import (  # noqa: E402
-    SensitivityConfig,
-    default_pinned,
-    gradient_sensitivity,
-    quantizable_layers,
-    snr_sensitivity,
-)
+from quanttrim.mixed_precision.sensitivity import SensitivityConfig, default_pinned  # noqa: E402
+from quanttrim.mixed_precision.sensitivity import gradient_sensitivity, quantizable_layers  # noqa: E402
+from quanttrim.mixed_precision.sensitivity import snr_sensitivity  # noqa: E402
 
 
 def _net() -> nn.Module:

@@ -1,0 +1,24 @@
+"""What `run` tells a script and a person at the end: the whole run's summary, and an exit code that says
+whether anything was measured."""
+from __future__ import annotations
+
+from harness.cli.main import main
+
+
+def _run(tmp_path, *args: str) -> int:
+    return main(["run", "--quick", "--bundled-data", "--fidelity-only", "--backends", "onnxruntime",
+                 "--results", str(tmp_path / "results"), *args])
+
+
+def test_a_run_where_nothing_could_run_exits_nonzero(tmp_path, capsys):
+    assert _run(tmp_path, "--precisions", "w4a8") == 1
+    out = capsys.readouterr().out
+    assert "unsupported" in out and "no job of this run finished ok" in out
+
+
+def test_a_resumed_run_summarises_every_record_of_the_run(tmp_path, capsys):
+    assert _run(tmp_path, "--precisions", "fp32", "--run-id", "r1") == 0
+    capsys.readouterr()
+    assert _run(tmp_path, "--precisions", "fp32", "--resume", "r1") == 0
+    out = capsys.readouterr().out
+    assert "jobs: 2 ok" in out and "this attempt ran no job" in out
