@@ -438,3 +438,23 @@ def list_envs(root: Path | str | None = None, probe: bool = True) -> list[EnvSta
             d = env_dir(name, root)
             out.append(EnvStatus(name, str(d), d.exists(), env_python(name, root).exists()))
     return out
+
+
+def own_env_availability(name: str, module: str, install_hint: str):
+    """Availability of a backend whose toolchain lives in environment ``name`` (probed, never raises).
+
+    ``module`` is what fails to import when this process is that environment and it is broken (e.g. "rknn.api").
+    """
+    from backends.base import Availability
+
+    try:
+        if running_in(name):
+            return Availability(False, f"{module} does not import in this environment ({sys.prefix})",
+                                f"{setup_command(name)} --force")
+        status = probe_env(name)
+    except Exception as exc:  # never raise from availability
+        return Availability(False, f"cannot probe the {name} environment ({exc})", install_hint)
+    if status.ok:
+        return Availability(True, f"runs in its own environment {status.path} (the runner starts {name} jobs with "
+                            "its interpreter)", version=status.toolchain_version)
+    return Availability(False, status.reason, install_hint)

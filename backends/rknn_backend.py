@@ -112,19 +112,9 @@ class RknnBackend(Backend):
         if lite is not None:
             return Availability(True, "rknn-toolkit-lite2 on the board (runs prebuilt .rknn only)",
                                 version=f"lite2 {lite}")
-        try:
-            from backends.environments import probe_env, running_in, setup_command
+        from backends.environments import own_env_availability
 
-            if running_in(ENV_NAME):
-                return Availability(False, f"rknn.api does not import in this environment ({sys.prefix})",
-                                    f"{setup_command(ENV_NAME)} --force")
-            status = probe_env(ENV_NAME)
-        except Exception as exc:  # never raise from availability
-            return Availability(False, f"cannot probe the rknn environment ({exc})", cls.install_hint)
-        if status.ok:
-            return Availability(True, f"runs in its own environment {status.path} (the runner starts rknn jobs "
-                                "with its interpreter)", version=status.toolchain_version)
-        return Availability(False, status.reason, cls.install_hint)
+        return own_env_availability(ENV_NAME, "rknn.api", cls.install_hint)
 
     def capabilities(self) -> Capabilities:
         on_board = _toolkit_version() is None and _lite_version() is not None

@@ -75,19 +75,9 @@ class TpuMlirBackend(Backend):
         version = toolchain_version()
         if version is not None:
             return Availability(True, "tpu_mlir in this interpreter (CModel simulator)", version=version)
-        try:
-            from backends.environments import probe_env, running_in, setup_command
+        from backends.environments import own_env_availability
 
-            if running_in(ENV_NAME):
-                return Availability(False, f"tpu_mlir does not import in this environment ({sys.prefix})",
-                                    f"{setup_command(ENV_NAME)} --force")
-            status = probe_env(ENV_NAME)
-        except Exception as exc:  # never raise from availability
-            return Availability(False, f"cannot probe the tpu-mlir environment ({exc})", cls.install_hint)
-        if status.ok:
-            return Availability(True, f"runs in its own environment {status.path} (the runner starts tpu-mlir "
-                                "jobs with its interpreter)", version=status.toolchain_version)
-        return Availability(False, status.reason, cls.install_hint)
+        return own_env_availability(ENV_NAME, "tpu_mlir", cls.install_hint)
 
     def capabilities(self) -> Capabilities:
         return Capabilities(precisions=tuple(QUANTIZE), calibration_methods=tuple(CALI_METHODS),
