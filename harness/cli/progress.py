@@ -143,6 +143,11 @@ def render_summary(records: Sequence[JobRecord], run_id: str, run_dir: Path, con
         console.print(escape(line))
     for line in not_run_lines(records, letters):
         console.print(line)
+    broken = [r.job_id for r in ok if r.snr_db is not None and r.snr_db <= 0.0]
+    if broken:  # ok means "ran and was scored"; an SNR at or below 0 dB means the output is no better than silence
+        console.print(f"[yellow]warning:[/] {len(broken)} ok job(s) score at or below 0 dB SNR against FP32 (their "
+                      "outputs are no closer to the reference than zeros; see `compare --outputs`): "
+                      + escape(", ".join(broken)))
     if busy_jobs:
         console.print(f"[yellow]warning:[/] other processes were using the CPUs during {busy_jobs} of "
                       f"{len(records)} job(s): their latencies may be inflated; rerun on a quiet host to confirm")

@@ -22,3 +22,21 @@ def test_a_resumed_run_summarises_every_record_of_the_run(tmp_path, capsys):
     assert _run(tmp_path, "--precisions", "fp32", "--resume", "r1") == 0
     out = capsys.readouterr().out
     assert "jobs: 2 ok" in out and "this attempt ran no job" in out
+
+
+def test_ok_jobs_at_or_below_0_db_are_called_out(tmp_path):
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from harness.cli.progress import render_summary
+    from harness.store.records import JobRecord
+
+    def rec(job_id: str, snr: float) -> JobRecord:
+        return JobRecord(run_id="r", job_id=job_id, device="cpu", backend="onnxruntime", precision="fp16",
+                         checkpoint="det", status="ok", snr_db=snr, top1_agreement=0.5)
+
+    console = Console(width=120, record=True)
+    render_summary([rec("det__fp16", -4.4), rec("det__fp32", 90.0)], "r", Path(tmp_path), console)
+    text = console.export_text()
+    assert "1 ok job(s) score at or below 0 dB" in text and "det__fp16" in text
