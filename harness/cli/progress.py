@@ -45,10 +45,21 @@ def _profiles(records: Sequence[JobRecord]) -> dict[str, dict[str, Any] | None]:
     return {d: bundled_profile(d) for d in {r.device for r in records}}
 
 
+def _top_level_parts(text: str, sep: str = ";") -> list[str]:
+    """``text`` split at ``sep`` outside parentheses (the notes a record joins with "; " may quote a "; " inside)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if ch == sep and depth <= 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
+
+
 def _notes(r: JobRecord) -> list[str]:
     """Every long note a row carries (each becomes a footnote)."""
     stand_in = timing_origin(r.to_dict()) == "stand-in"
-    notes = [n.strip() for n in (r.timing_note or "").split(";") if n.strip()
+    notes = [n.strip() for n in _top_level_parts(r.timing_note or "") if n.strip()
              and not (stand_in and "is not this host" in n)]  # said below, with the machine's name
     if r.extra.get("validation_note"):
         notes.append(str(r.extra["validation_note"]))

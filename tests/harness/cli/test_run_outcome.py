@@ -40,3 +40,11 @@ def test_ok_jobs_at_or_below_0_db_are_called_out(tmp_path):
     render_summary([rec("det__fp16", -4.4), rec("det__fp32", 90.0)], "r", Path(tmp_path), console)
     text = console.export_text()
     assert "1 ok job(s) score at or below 0 dB" in text and "det__fp16" in text
+
+
+def test_a_note_with_a_semicolon_in_parentheses_stays_one_footnote():
+    from harness.cli.progress import _top_level_parts
+
+    note = "untuned: TVM compiled without tuning (no database for this model; tune with tuning_trials=N); QDQ in float"
+    assert [p.strip() for p in _top_level_parts(note)] == [
+        "untuned: TVM compiled without tuning (no database for this model; tune with tuning_trials=N)", "QDQ in float"]
