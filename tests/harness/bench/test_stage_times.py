@@ -1,0 +1,30 @@
+"""The worker's stage clock: each record carries where its job's time went (extra.stage_s), read on a fake clock."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from harness.bench.stages import StageTracker
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_stages_and_laps_add_up_to_the_seconds_each_took(tmp_path):
+    clock = FakeClock()
+    tracker = StageTracker(SimpleNamespace(stage_path=str(tmp_path / "stage")), clock=clock)
+    with tracker.lap("compile"):
+        clock.now += 2.0
+    tracker.enter("load")
+    clock.now += 0.5
+    tracker.enter("validate")
+    clock.now += 3.0
+    with tracker.lap("score"):
+        clock.now += 0.25
+    clock.now += 9.0  # after the last step: counted nowhere
+    assert tracker.seconds() == {"compile": 2.0, "load": 0.5, "validate": 3.0, "score": 0.25}
+    assert (tmp_path / "stage").read_text() == "validate"
