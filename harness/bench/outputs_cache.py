@@ -45,7 +45,9 @@ def artifact_identity(path: Path | str, model_path: Path | str, model_sha256: st
         except (OSError, ValueError):
             manifest = {}
         if manifest.get("format") == MANIFEST_FORMAT and manifest.get("files"):
-            text = json.dumps({"artifact": manifest.get("artifact"), "files": manifest["files"]}, sort_keys=True)
+            # the file the session loads (an entry may hold several, e.g. LiteRT's float32 and float16 models)
+            text = json.dumps({"artifact": str(path.resolve().relative_to(entry.resolve())),
+                               "files": manifest["files"]}, sort_keys=True)
             return hashlib.sha256(text.encode()).hexdigest()
     if path.is_file():
         return file_sha256(path)
