@@ -21,7 +21,7 @@ from harness.bench.plan import LeftOut
 from harness.bench.runner import BenchmarkOptions, RunResult, run_benchmark
 from harness.cli.console import make_console
 from harness.cli.textview import Column, Footnotes, fit_table, pct, sig
-from harness.store.labels import precision_label, timing_label, timing_origin
+from harness.store.labels import precision_label, throughput_point, timing_label, timing_origin
 from harness.store.reader import checkpoint_name
 from harness.store.layout import RECORDS_FILE
 from harness.store.records import JobRecord
@@ -94,6 +94,8 @@ def summary_columns(letters: dict[str, str], labels: dict[str, str], notes: Foot
         Column("p50 ms", lambda r: sig(r.latency_ms_p50), 7),
         Column("p99 ms", lambda r: sig(r.latency_ms_p99), 3),
         Column("FPS", lambda r: sig(r.fps), 9),
+        Column("samples/s", lambda r: sig(r.throughput_samples_per_s), 8),   # offline runs only (render_summary)
+        Column("b×streams", lambda r: throughput_point(r.to_dict()), 7, numeric=False),
         Column("W", power, 6 if any_power else 4),  # all "n/a": the footnote says why
         Column("top-1 %", lambda r: pct(r.top1), 8),
         Column("agree %", lambda r: pct(r.top1_agreement), 6),
@@ -107,10 +109,14 @@ def summary_columns(letters: dict[str, str], labels: dict[str, str], notes: Foot
 
 
 def _drop_empty_timing(cols: list[Column], rows: Sequence[JobRecord]) -> list[Column]:
-    """The timing column only when a row has something to mark (an empty column would fold the labels)."""
-    if any(timing_label(r.to_dict()) for r in rows):
-        return cols
-    return [c for c in cols if c.header != "timing"]
+    """The timing column only when a row has something to mark (an empty column would fold the labels), the
+    throughput columns only when a row has a throughput (the offline scenario)."""
+    drop = set()
+    if not any(timing_label(r.to_dict()) for r in rows):
+        drop.add("timing")
+    if not any(r.throughput_samples_per_s is not None for r in rows):
+        drop.update(("samples/s", "b×streams"))
+    return [c for c in cols if c.header not in drop]
 
 
 def _legend(letters: dict[str, str]) -> list[str]:

@@ -150,3 +150,11 @@ def test_a_row_scored_on_reused_validation_outputs_says_so():
     console = Console(file=buf, width=400, color_system=None, force_terminal=False, legacy_windows=False)
     render_summary([reused], "run-x", Path("results/run-x"), console)
     assert "timing measured now; --revalidate reruns the pass" in buf.getvalue()
+
+
+def test_an_offline_run_shows_its_throughput_and_the_batch_by_streams():
+    offline = _rec("o1", MAP, "openvino", "fp32", scenario="offline", throughput_samples_per_s=1234.5,
+                   throughput_batch=8, throughput_streams=2, **_timed(0.41, 2400.0, 0.915, 1.0, 0.0, 40.0, 0.036))
+    buf = io.StringIO()
+    render_summary([offline], "run-x", Path("results/run-x"), Console(file=buf, width=200, color_system=None))
+    assert "samples/s" in buf.getvalue() and "1234" in buf.getvalue() and "8×2" in buf.getvalue()
