@@ -35,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--data-dir", help="dataset folder (e.g. CIFAR-10 with --dataset cifar10)")
     r.add_argument("--dataset", help="override the dataset (default fashion-mnist)")
     r.add_argument("--threads", type=int, help="torch/runtime threads (default 1: the cores are shared)")
+    r.add_argument("--eval-samples", type=int, help="override the evaluation images per measurement")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = get_preset("full" if args.full else args.preset).with_overrides(
         seeds=args.seeds, devices=args.devices, data_dir=args.data_dir, dataset=args.dataset, threads=args.threads,
-        backends=args.backends, calib_draws=args.draws, granularities=args.granularities)
+        backends=args.backends, calib_draws=args.draws, granularities=args.granularities,
+        eval_samples=args.eval_samples)
     if args.models:
         cfg = cfg.with_overrides(models=tuple(m for m in cfg.models if m.name in args.models) or None)
     out = args.out.resolve()

@@ -45,7 +45,7 @@ def measure_pair(cfg: ReproductionConfig, baseline: Path, quanttrim: Path, draw:
     opts = FidelityOptions(checkpoints=(str(baseline), str(quanttrim)), devices=cfg.devices,
                            quick=cfg.quick_loop, eval_samples=cfg.eval_samples, out=out / "fidelity" / tag,
                            calib_seed=draw, threads=cfg.threads, per_channel=granularity == "per_channel",
-                           backends=cfg.backends,
+                           backends=cfg.backends, validate_budget_s=None,  # same images in every paired row
                            run_id=tag)
     return run_fidelity(opts).rows
 
