@@ -17,9 +17,14 @@ CELL = ["model", "granularity", "device", "backend", "precision"]
 PAIR = ["model", "seed", "calib_draw", *CELL[1:]]
 
 
-def load_rows(path: Path) -> pd.DataFrame:
+def load_rows(path: Path, study: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The ok, non-FP32 rows of ``path``; with ``study`` (a config.json dict) only its seeds, calibration draws and
+    granularities: an output folder may hold rows of an earlier, differently configured run."""
     df = pd.read_csv(path)
     df = df[df["status"] == "ok"].copy()
+    for col, key in (("seed", "seeds"), ("calib_draw", "calib_draws"), ("granularity", "granularities")):
+        if study and study.get(key) is not None:
+            df = df[df[col].isin(list(study[key]))]
     for m in METRICS:
         df[m] = pd.to_numeric(df[m], errors="coerce").replace([np.inf, -np.inf], np.nan)
     return df[df["precision"] != "fp32"]
@@ -115,9 +120,12 @@ FIGURE_NOTE = ("fidelity_scatter: paper Fig. 3's encoding (colour = device, mark
 def write_report(rows_path: Path, out: Path, command: str, train_dir: Path | None = None) -> Path:
     """report.md + cells.csv, deltas.csv, spreads.csv and the figures (``figures.write_figures``: PNG) beside the
     rows; ``train_dir`` holds the trainer logs for the training-dynamics figure (default ``out/train``)."""
+    import json
+
     from quanttrim.reproduction.figures import write_figures
 
-    df = load_rows(rows_path)
+    config = out / "config.json"
+    df = load_rows(rows_path, json.loads(config.read_text()) if config.exists() else None)
     c, d, s = cells(df), deltas(df), spreads(df)
     c.to_csv(out / "cells.csv", index=False)
     d.to_csv(out / "deltas.csv", index=False)

@@ -97,3 +97,11 @@ def test_a_rebuilt_report_keeps_the_measuring_command(tmp_path):
 
 def test_no_previous_report_gives_no_command(tmp_path):
     assert previous_command(Path(tmp_path) / "report.md") is None
+
+
+def test_rows_of_an_earlier_differently_configured_run_are_left_out(tmp_path):
+    from quanttrim.reproduction.tables import load_rows
+
+    path = tmp_path / "rows.csv"
+    synthetic_rows().to_csv(path, index=False)
+    assert sorted(load_rows(path, {"seeds": [1], "calib_draws": [0], "granularities": ["per_tensor"]})["seed"].unique()) == [1]
