@@ -94,3 +94,9 @@ def test_a_wrong_type_inside_a_policy_names_its_index(tmp_path):
     path = _profile_file(tmp_path, '[[quant_policies]]\nname = "int8"\nweight_bits = "8"\n')
     with pytest.raises(ProfileError, match=r"quant_policies.0.weight_bits: Input should be a valid integer"):
         load_profile_file(path)
+
+
+def test_int4_weight_policies_are_the_sourced_ones():
+    int4 = {(d.name, p.name) for d in load_all_devices() for p in d.quant_policies if p.weight_bits == 4}
+    assert int4 == {("snapdragon_8gen2", "w4a8"), ("snapdragon_8gen2", "w4a16"), ("hailo8", "w4a8")}
+
