@@ -59,8 +59,10 @@ INCLUDE_TVM_INT8 = ("--all-jobs (or --backends tvm --precisions int8); tune it w
 
 
 def is_default_run(options: BenchmarkOptions) -> bool:
-    """No backend or precision named and --all-jobs not given: the run the default policy applies to."""
-    return options.backends is None and options.precisions is None and not options.all_jobs
+    """No backend or precision named, --all-jobs not given, and something to time (a --fidelity-only run is about
+    the outputs, which untuned code computes as well as tuned): the run the default policy applies to."""
+    return (options.backends is None and options.precisions is None and not options.all_jobs
+            and not options.fidelity_only)
 
 
 def leave_out_of_default_run(jobs: Sequence[PlannedJob], options: BenchmarkOptions

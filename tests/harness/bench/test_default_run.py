@@ -37,6 +37,7 @@ def test_the_default_run_leaves_out_untuned_tvm_int8_saying_why_and_how(jobs):
 
 
 @pytest.mark.parametrize("asked", [dict(backends=("tvm",)), dict(precisions=("int8",)), dict(all_jobs=True),
+                                   dict(fidelity_only=True),
                                    dict(backend_options=(("tuning_trials", 64),)),
                                    dict(backend_options=(("tuning_trials_per_task", 8),))])
 def test_a_run_that_asks_for_it_plans_every_job(jobs, asked):
