@@ -4,8 +4,9 @@ Each backend's median latency (p50 through harness.bench.loadgen, batch 1) over 
 (QDQ), TVM untuned (no tuning database), TVM tuned (the bundled pre-tuned database, or --tuning-db), OpenVINO
 FP32/INT8, LiteRT FP32/FP16/INT8 where its converter is installed (``python -m harness env setup
 litert-converter``; found under $QUANTTRIM_HARNESS_ENV_ROOT, else ~/.cache/quanttrim-harness/envs). Rounds alternate
-the backends so load drift on a shared host hits all of them; each figure is the median over rounds. Then the harness/benchmark_app ratio for
-OpenVINO FP32 and INT8 (the same IR, properties and threads; benchmarks/bench_openvino_vs_benchmark_app.py).
+the backends so load drift on a shared host hits all of them; each figure is the median over rounds. Then the
+harness/benchmark_app ratio for OpenVINO FP32 and INT8 (the same IR, properties and threads;
+benchmarks/bench_openvino_vs_benchmark_app.py).
 
 A backend that cannot run here prints why instead of a figure.
 
