@@ -28,3 +28,15 @@ def test_stages_and_laps_add_up_to_the_seconds_each_took(tmp_path):
     clock.now += 9.0  # after the last step: counted nowhere
     assert tracker.seconds() == {"compile": 2.0, "load": 0.5, "validate": 3.0, "score": 0.25}
     assert (tmp_path / "stage").read_text() == "validate"
+
+
+def test_every_ok_record_says_where_its_jobs_time_went(tmp_path, tiny_model):
+    from harness.bench.runner import BenchmarkOptions, run_benchmark
+
+    options = BenchmarkOptions(devices=("cpu",), checkpoints=(str(tiny_model),), backends=("onnxruntime",),
+                               precisions=("fp32",), warmup=1, iters=5, runs=1, eval_samples=20,
+                               results_dir=tmp_path / "results", prefer_full_dataset=False, timeout_s=60)
+    [record] = run_benchmark(options).records
+    assert list(record.extra["stage_s"]) == ["startup", "prepare", "compile", "model_facts", "load", "warmup",
+                                             "measure", "validate", "score"]
+    assert all(v >= 0 for v in record.extra["stage_s"].values())
