@@ -100,3 +100,12 @@ def test_int4_weight_policies_are_the_sourced_ones():
     int4 = {(d.name, p.name) for d in load_all_devices() for p in d.quant_policies if p.weight_bits == 4}
     assert int4 == {("snapdragon_8gen2", "w4a8"), ("snapdragon_8gen2", "w4a16"), ("hailo8", "w4a8")}
 
+
+
+def test_an_unknown_weight_range_names_the_valid_ones(tmp_path):
+    path = tmp_path / "mydev.toml"
+    path.write_text('name = "mydev"\ndisplay_name = "x"\nform_factor = "soc"\nbackends = ["emulated"]\n'
+                    'precisions = ["w4a8"]\n[[quant_policies]]\nname = "w4a8"\nweight_bits = 4\n'
+                    'weight_range = "wide"\n')
+    with pytest.raises(ProfileError, match="weight_range.*valid: restricted, full"):
+        load_profile_file(path)
