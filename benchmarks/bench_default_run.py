@@ -7,7 +7,8 @@ Warm: the same command again in the same results folder. Each run reports wall s
 the run and every job process it waited for: the honest figure on a shared host) and the load average before and
 after. Then, per job, the wall seconds of each worker stage from the records (``extra.stage_s``: startup = the
 child's interpreter start and imports, prepare, compile, model_facts, load, warmup, measure, validate, score) and
-the launcher's overhead (the record's ``duration_s`` less the stages).
+the launcher's overhead (the record's ``duration_s`` less the stages); ``cpu s`` is the worker's user + sys CPU
+seconds (``extra.worker_cpu_s``, from wait4) where the record has it.
 
 Usage: python benchmarks/bench_default_run.py [--results DIR] [--runs cold,warm] [--nice 10] [-- RUN ARGS...]
        python benchmarks/bench_default_run.py --analyze RUN_DIR      (the breakdown of an existing run)
@@ -55,21 +56,25 @@ def breakdown(run_dir: Path) -> None:
     """Per job: duration and the worker's stage seconds; then the totals per stage over the run."""
     records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines() if line.strip()]
     totals: dict[str, float] = defaultdict(float)
-    print(f"{'job':<58} {'status':<11} {'dur s':>6} " + " ".join(f"{s[:8]:>8}" for s in STAGES) + f" {'other':>6}")
+    print(f"{'job':<58} {'status':<11} {'dur s':>6} {'cpu s':>6} " + " ".join(f"{s[:8]:>8}" for s in STAGES)
+          + f" {'other':>6}")
     for r in records:
         stages = (r.get("extra") or {}).get("stage_s") or {}
         dur = float(r.get("duration_s") or 0.0)
         other = dur - sum(stages.values()) if stages else None
         totals["duration"] += dur
+        cpu = (r.get("extra") or {}).get("worker_cpu_s")
+        totals["cpu"] += cpu or 0.0
         for k, v in stages.items():
             totals[k] += v
         if other is not None:
             totals["other"] += other
         cells = " ".join(f"{stages[s]:>8.2f}" if s in stages else f"{'-':>8}" for s in STAGES)
         reused = " (validation reused)" if (r.get("extra") or {}).get("validation_reused") else ""
-        print(f"{r['job_id'][:58]:<58} {r['status']:<11} {dur:>6.1f} {cells} "
+        cpu_text = f"{cpu:>6.1f}" if cpu is not None else f"{'-':>6}"
+        print(f"{r['job_id'][:58]:<58} {r['status']:<11} {dur:>6.1f} {cpu_text} {cells} "
               f"{other if other is not None else float('nan'):>6.2f}{reused}")
-    print(f"{'total':<58} {len(records):<11} {totals['duration']:>6.1f} "
+    print(f"{'total':<58} {len(records):<11} {totals['duration']:>6.1f} {totals['cpu']:>6.1f} "
           + " ".join(f"{totals.get(s, 0.0):>8.1f}" for s in STAGES) + f" {totals.get('other', 0.0):>6.1f}")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     for j in manifest.get("left_out") or ():

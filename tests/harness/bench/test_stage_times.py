@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from harness.bench.stages import StageTracker
 
 
@@ -30,13 +32,24 @@ def test_stages_and_laps_add_up_to_the_seconds_each_took(tmp_path):
     assert (tmp_path / "stage").read_text() == "validate"
 
 
-def test_every_ok_record_says_where_its_jobs_time_went(tmp_path, tiny_model):
+@pytest.fixture(scope="module")
+def record(tmp_path_factory):
     from harness.bench.runner import BenchmarkOptions, run_benchmark
+    from tests.conftest import make_tiny_cnn
 
-    options = BenchmarkOptions(devices=("cpu",), checkpoints=(str(tiny_model),), backends=("onnxruntime",),
-                               precisions=("fp32",), warmup=1, iters=5, runs=1, eval_samples=20,
-                               results_dir=tmp_path / "results", prefer_full_dataset=False, timeout_s=60)
+    tmp = tmp_path_factory.mktemp("stages")
+    options = BenchmarkOptions(devices=("cpu",), checkpoints=(str(make_tiny_cnn(tmp / "tiny.onnx")),),
+                               backends=("onnxruntime",), precisions=("fp32",), warmup=1, iters=5, runs=1,
+                               eval_samples=20, results_dir=tmp / "results", prefer_full_dataset=False, timeout_s=60)
     [record] = run_benchmark(options).records
+    return record
+
+
+def test_every_ok_record_says_where_its_jobs_time_went(record):
     assert list(record.extra["stage_s"]) == ["startup", "prepare", "compile", "model_facts", "load", "warmup",
                                              "measure", "validate", "score"]
     assert all(v >= 0 for v in record.extra["stage_s"].values())
+
+
+def test_every_record_of_a_reaped_worker_has_its_cpu_seconds(record):
+    assert record.extra["worker_cpu_s"] > 0
