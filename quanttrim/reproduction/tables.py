@@ -138,7 +138,8 @@ def write_report(rows_path: Path, out: Path, command: str, train_dir: Path | Non
     short = ["model", "arm", "granularity", "device", "backend", "precision", "logit_mse_delta", "logit_mse_ci",
              "logit_mse_qt_better", "top1_delta", "top1_ci", "snr_db_delta", "ece_delta", "pairs"]
     text = "\n\n".join([
-        "# Quant-Trim vs MAP: seeded reproduction",
+        "# Quant-Trim vs MAP: seeded reproduction" if arms(df) == ["quanttrim"] else
+        f"# Seeded reproduction: {', '.join(arms(df))} vs the baseline ({', '.join(sorted(df[df['role'] == 'map']['recipe'].astype(str).unique()))})",
         f"Command: `{command}`  \nSeeds: {seeds}; calibration draws: {draws}; every cell is over seeds × draws.",
         "## Arm − baseline (Quant-Trim − MAP; ablation arms − the FP32 row), paired; 95 % bootstrap CI; "
         "'better' counts pairs where the arm wins",
