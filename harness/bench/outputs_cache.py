@@ -163,7 +163,15 @@ def _outputs_key(spec, compiled, data, out: dict[str, Any], validate_batch: int,
     return OutputsKey(spec.job_id, {
         "artifact": artifact, "backend": spec.backend, "backend_version": out.get("backend_version"),
         "precision": spec.precision, "options": [list(kv) for kv in spec.options], "target": spec.target,
-        "device": spec.device if not str(spec.device).endswith(".toml") else Path(spec.device).stem,
+        "device": _device_digest(spec.device),
         "threads": out.get("threads"), "validate_batch": validate_batch, "pad_last": pad_last,
         "outputs": list(data.model.output_names), "data_sha256": spec.data_sha256,
         "eval_samples": data.eval_count, "harness": package_version()})
+
+
+def _device_digest(device: str) -> str:
+    """sha256 of the device profile's content (a profile edited between runs may change how a session runs)."""
+    from devices import load_device
+
+    text = json.dumps(load_device(device).to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
