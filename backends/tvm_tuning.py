@@ -42,8 +42,9 @@ SEARCH_POPULATION = 128
 SEARCH_GENETIC_ITERS = 2
 
 
-def structure_sha256(onnx_path: Path | str, input_shapes: Mapping[str, Sequence[int]]) -> str:
-    """sha256 (64 hex) of the ONNX graph without initializer values, plus the static input shapes.
+def structure_sha256(onnx_path: Path | str, input_shapes: Mapping[str, Sequence[int]], variant: str = "") -> str:
+    """sha256 (64 hex) of the ONNX graph without initializer values, plus the static input shapes, plus
+    ``variant`` when not empty (how the graph is rewritten before tuning, e.g. the conv layout).
 
     Initializers keep their name, dtype and dims; Constant nodes are kept whole (they can carry shapes).
     Raises whatever ``onnx.load`` raises for an unreadable file.
@@ -59,6 +60,8 @@ def structure_sha256(onnx_path: Path | str, input_shapes: Mapping[str, Sequence[
     model.graph.ClearField("doc_string")
     h = hashlib.sha256(model.graph.SerializeToString(deterministic=True))
     h.update(json.dumps({k: [int(d) for d in v] for k, v in sorted(input_shapes.items())}).encode())
+    if variant:
+        h.update(variant.encode())
     return h.hexdigest()
 
 
@@ -116,6 +119,8 @@ class TuningEntry:
     tvm_version: str
     created: str
     ops: str = "all"
+    #: Layout conv2d was tuned in (entries from before the option: NCHW).
+    conv_layout: str = "NCHW"
     #: "cache" (the writable store) or the seed folder it was found in.
     source: str = "cache"
 
