@@ -1,7 +1,7 @@
 """Every CPU backend against ONNX Runtime FP32, on one model and one thread count, in one process.
 
 Each backend's median latency (p50 through harness.bench.loadgen, batch 1) over ONNX Runtime FP32's: ORT INT8
-(QDQ), TVM untuned (no tuning database), TVM tuned (the bundled pre-tuned database, or --tuning-db), OpenVINO
+(QDQ), TVM untuned (no tuning database), TVM tuned (the bundled pre-tuned databases, or --tuning-db), OpenVINO
 FP32/INT8, LiteRT FP32/INT8 where its converter is installed. Rounds alternate the backends so load drift on a
 shared host hits all of them; each figure is the median over rounds. Then the harness/benchmark_app ratio for
 OpenVINO FP32 and INT8 (the same IR, properties and threads; benchmarks/bench_openvino_vs_benchmark_app.py).
@@ -34,6 +34,8 @@ from devices import load_device  # noqa: E402
 from harness.bench import loadgen  # noqa: E402
 from harness.model.checkpoint import BUNDLED_TVM_TUNING_DIR  # noqa: E402
 
+#: Pre-tuned TVM entries for the benchmark-only models (cnn224), searched after the bundled demo's.
+BENCH_TVM_TUNING_DIR = Path(__file__).resolve().parent / "tvm-tuning"
 #: Seconds one timed run of a backend should take at most (slow ones, untuned TVM, get fewer iterations).
 RUN_BUDGET_S = 4.0
 
@@ -138,8 +140,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--tuning-db", default=str(BUNDLED_TVM_TUNING_DIR),
-                    help="folder of TVM tuning entries for the tuned row (default: the bundled ones)")
+    ap.add_argument("--tuning-db", default=os.pathsep.join([str(BUNDLED_TVM_TUNING_DIR), str(BENCH_TVM_TUNING_DIR)]),
+                    help="folders of TVM tuning entries for the tuned row, os.pathsep-separated (default: the "
+                         "bundled demo's, then benchmarks/tvm-tuning for cnn224)")
     ap.add_argument("--workdir", default=None, help="keep compiled artifacts here (default: a temp folder)")
     ap.add_argument("--no-benchmark-app", action="store_true")
     args = ap.parse_args()
