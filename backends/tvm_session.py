@@ -13,7 +13,9 @@ class TvmSession:
     """A relax VirtualMachine on the exported library; the library is built for a static batch.
 
     ``main`` takes the graph inputs positionally in graph order and returns one tensor or a (nested) tuple of
-    them for a multi-output graph; ``run`` flattens that into the graph's output order.
+    them for a multi-output graph; ``run`` flattens that into the graph's output order (fresh host arrays).
+    Inputs are copied into device tensors allocated once per (input, shape, dtype): a new ``tvm.runtime.tensor``
+    per call cost ~12 us against ~5 us for the copy (ResNet-20 runs in well under 1 ms).
     """
 
     def __init__(self, lib: Path, kind: str, batch: int, threads: int | None,
@@ -30,6 +32,16 @@ class TvmSession:
         self._main = self._vm["main"]
         self._batch = batch
         self._names = tuple(input_names) if input_names else None
+        self._buffers: dict[tuple[str, tuple[int, ...], str], Any] = {}
+
+    def _device_input(self, name: str, x: np.ndarray) -> Any:
+        """``x`` copied into this input's reusable device tensor (calls are synchronous: no one still reads it)."""
+        key = (name, x.shape, x.dtype.str)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = self._tvm.runtime.empty(x.shape, str(x.dtype), self._dev)
+        buf.copyfrom(x)
+        return buf
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         names = self._names or tuple(feeds)
@@ -41,7 +53,7 @@ class TvmSession:
             raise UnsupportedRequest(f"TVM library is built for batch {self._batch}; got {n} samples")
         chunks = []
         for i in range(0, n, self._batch):
-            args = [self._tvm.runtime.tensor(x[i:i + self._batch], self._dev) for x in xs]
+            args = [self._device_input(name, x[i:i + self._batch]) for name, x in zip(names, xs)]
             chunks.append(_flatten(self._main(*args)))
         if len(chunks) == 1:
             return chunks[0]
@@ -53,6 +65,7 @@ class TvmSession:
     def close(self) -> None:
         self._vm = None
         self._main = None
+        self._buffers.clear()
 
 
 def _flatten(result: Any) -> list[np.ndarray]:

@@ -174,3 +174,19 @@ def test_nchw_layout_option_builds_the_graphs_own_layout_with_the_same_outputs(s
 def test_an_unknown_conv_layout_is_refused_with_the_valid_ones():
     with pytest.raises(ValueError, match="NHWC"):
         TvmOptions(conv_layout="NCHW16c")
+
+
+@needs_tvm
+def test_calls_reusing_the_input_buffer_each_answer_their_own_input(setup):
+    model, device, tmp = setup
+    backend = TvmBackend()
+    session = backend.load(backend.compile(model, device, CompileConfig("fp32"), None, tmp / "work"), device,
+                           RuntimeConfig(threads=1))
+    try:
+        x = images(2)
+        first = session.run({model.input_name: x[:1]})[0]
+        second = session.run({model.input_name: x[1:]})[0]   # same input buffer, new contents
+        want = ort_reference(model, x)
+        np.testing.assert_allclose(np.concatenate([first, second]), want, rtol=1e-4, atol=1e-5)
+    finally:
+        session.close()
