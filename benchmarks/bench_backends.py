@@ -1,7 +1,8 @@
 """Every CPU backend against ONNX Runtime FP32, on one model and one thread count, in one process.
 
 Each backend's median latency (p50 through harness.bench.loadgen, batch 1) over ONNX Runtime FP32's: ORT INT8
-(QDQ), TVM untuned (no tuning database), TVM tuned (the bundled pre-tuned databases, or --tuning-db), OpenVINO
+(QDQ), TVM untuned (no tuning database), TVM tuned (the bundled pre-tuned databases, or --tuning-db; conv2d in
+NHWC, the default, and in the graph's NCHW where a database for it exists), OpenVINO
 FP32/INT8, LiteRT FP32/INT8 where its converter is installed. Rounds alternate the backends so load drift on a
 shared host hits all of them; each figure is the median over rounds. Then the harness/benchmark_app ratio for
 OpenVINO FP32 and INT8 (the same IR, properties and threads; benchmarks/bench_openvino_vs_benchmark_app.py).
@@ -61,6 +62,9 @@ def rows(tuning_db: str) -> list[Row]:
         # a fresh cache and no seeds: nothing to apply, the untuned build
         Row("tvm fp32 untuned", "tvm", CompileConfig("fp32", options=(("tuning_db", ""),)), workdir="untuned"),
         Row("tvm fp32 tuned", "tvm", CompileConfig("fp32", options=(("tuning_db", tuning_db),))),
+        # the ONNX graph's own layout (the default compiles conv2d in NHWC): where a database for it exists
+        Row("tvm fp32 tuned NCHW", "tvm", CompileConfig("fp32", options=(("tuning_db", tuning_db),
+                                                                         ("conv_layout", "NCHW")))),
         Row("openvino fp32", "openvino", CompileConfig("fp32")),
         Row("openvino int8", "openvino", CompileConfig("int8", **int8)),
         Row("litert fp32", "litert", CompileConfig("fp32")),
@@ -103,9 +107,9 @@ def note(row: Row) -> str:
     meta = row.compiled.metadata if row.compiled is not None else {}
     if row.backend == "tvm" and meta.get("tuned"):
         return (f"tuned: {meta['tuning_trials']} trials, {meta['tuning_tasks_reached']}/{meta['tuning_tasks']} "
-                f"tasks, {meta['tuning_source']}")
+                f"tasks, conv {meta.get('tvm_conv_layout')}, {meta['tuning_source']}")
     if row.backend == "tvm":
-        return "untuned"
+        return f"untuned, conv {meta.get('tvm_conv_layout')}"
     if row.backend == "openvino":
         return f"ran {meta.get('inference_precision_ran', '?')}"
     return ""
