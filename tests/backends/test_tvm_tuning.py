@@ -12,7 +12,7 @@ from onnx import numpy_helper
 
 from backends.tvm_backend import TvmBackend, TvmOptions, layout_variant, tuning_facts
 from backends.tvm_tuning import ENTRY_FILE, RECORDS, WORKLOADS, TuningEntry, TuningStore, budget_plan, entry_name
-from backends.tvm_tuning import structure_sha256
+from backends.tvm_tuning import sibling_groups, structure_sha256
 from tests.backends.tiny_onnx import tiny_cnn
 
 TARGET = {"kind": "llvm", "mcpu": "znver5", "num-cores": 2}
@@ -134,3 +134,10 @@ def test_the_bundled_database_serves_the_bundled_resnet20_with_the_default_optio
     entry = TuningStore(BUNDLED_TVM_TUNING_DIR / "none", [BUNDLED_TVM_TUNING_DIR]).find(structure, TARGET)
     assert entry is not None and entry.conv_layout == TvmOptions().conv_layout
     assert entry.tasks_reached == entry.tasks
+
+
+def test_sibling_tasks_are_grouped_by_the_convolution_they_fuse():
+    names = ["fused_conv2d1_add_relu", "fused_conv2d1_add_add1_relu", "fused_conv2d_add_relu", "fused_matmul_add6",
+             "fused_conv2d12_add_relu", "fused_conv2d12_add4"]
+    assert sibling_groups(names) == {"conv2d1": ["fused_conv2d1_add_relu", "fused_conv2d1_add_add1_relu"],
+                                     "conv2d12": ["fused_conv2d12_add_relu", "fused_conv2d12_add4"]}
