@@ -8,8 +8,9 @@ the sibling lacks are inlined first; blocks it has that the task lacks are skipp
 task's own schedule's, times both here in alternation (1 thread, median of 5x5 runs of 50 calls) and keeps the
 faster: one record per workload in the destination database (run_secs: this measurement where re-measured).
 
-Usage (regenerating the bundled entry, see harness/assets/tvm-tuning/README.md):
-  python benchmarks/tvm_share_schedules.py SRC_DB_DIR DEST_DB_DIR [--model PATH]
+Usage (regenerating the bundled entry, see harness/assets/tvm-tuning/README.md): ENTRY is a tuning entry folder
+(``python -m harness tvm-db list`` names them); the result is an entry of the same name under DEST_ROOT.
+  python benchmarks/tvm_share_schedules.py ENTRY DEST_ROOT [--model PATH]
 """
 from __future__ import annotations
 
@@ -96,11 +97,20 @@ def share(src: Path, dest: Path, model_path: Path | None) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("src", type=Path, help="MetaSchedule JSON database folder (a tuning entry)")
-    ap.add_argument("dest", type=Path, help="new database folder: one record per workload")
+    ap.add_argument("entry", type=Path, help="a TVM tuning entry folder (entry.json + MetaSchedule database)")
+    ap.add_argument("dest_root", type=Path, help="folder to write the new entry (same name) into")
     ap.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled ResNet-20)")
     args = ap.parse_args()
-    share(args.src, args.dest, args.model)
+    from backends.tvm_tuning import TuningEntry
+
+    entry = TuningEntry.read(args.entry)
+    dest = args.dest_root / args.entry.name
+    if dest.exists():
+        print(f"{dest} exists: remove it or name another DEST_ROOT", file=sys.stderr)
+        return 1
+    share(args.entry, dest, args.model)
+    TuningEntry(**{**entry.__dict__, "path": dest}).write()
+    print(f"wrote {dest}")
     return 0
 
 
