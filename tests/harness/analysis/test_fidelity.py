@@ -141,7 +141,7 @@ def test_identical_emulated_numerics_count_once_in_the_spread():
 
 
 def test_an_emulated_only_profile_given_by_path_is_run_from_that_path(tmp_path):
-    path = tmp_path / "npu.toml"
+    path = tmp_path / "npu4.toml"
     path.write_text('name = "npu4"\ndisplay_name = "x"\nform_factor = "m2_npu"\nbackends = ["emulated"]\n'
                     'precisions = ["w4a8"]\n[[quant_policies]]\nname = "w4a8"\nweight_bits = 4\n')
     groups, _ = plan_groups([str(path)], False, tmp_path / "profiles")
