@@ -2,9 +2,10 @@
 
 Each backend's median latency (p50 through harness.bench.loadgen, batch 1) over ONNX Runtime FP32's: ORT INT8
 (QDQ), TVM untuned (no tuning database), TVM tuned (the bundled pre-tuned databases, or --tuning-db; conv2d in
-NHWC, the default, and in the graph's NCHW where a database for it exists), OpenVINO
-FP32/INT8, LiteRT FP32/INT8 where its converter is installed. Rounds alternate the backends so load drift on a
-shared host hits all of them; each figure is the median over rounds. Then the harness/benchmark_app ratio for
+NHWC, the default, and in the graph's NCHW where a database for it exists), OpenVINO FP32/INT8, LiteRT
+FP32/FP16/INT8 where its converter is installed (``python -m harness env setup litert-converter``; found under
+$QUANTTRIM_HARNESS_ENV_ROOT, else ~/.cache/quanttrim-harness/envs). Rounds alternate the backends so load drift on
+a shared host hits all of them; each figure is the median over rounds. Then the harness/benchmark_app ratio for
 OpenVINO FP32 and INT8 (the same IR, properties and threads; benchmarks/bench_openvino_vs_benchmark_app.py).
 
 A backend that cannot run here prints why instead of a figure.
@@ -69,6 +70,7 @@ def rows(tuning_db: str) -> list[Row]:
         Row("openvino fp32", "openvino", CompileConfig("fp32")),
         Row("openvino int8", "openvino", CompileConfig("int8", **int8)),
         Row("litert fp32", "litert", CompileConfig("fp32")),
+        Row("litert fp16", "litert", CompileConfig("fp16")),
         Row("litert int8", "litert", CompileConfig("int8", **int8)),
     ]
 
