@@ -53,7 +53,8 @@ TVM_TUNING_OPTIONS = ("tuning_trials", "tuning_trials_per_task")
 
 UNTUNED_TVM_INT8 = ("untuned TVM INT8 would time naive loops, not what a TVM user ships: TVM imports the QDQ "
                     "graph's quantize/dequantize in float, and the bundled tuning database covers TVM FP32 only "
-                    "(on the bundled ResNet-20 ~60 ms per image against under 1 ms for tuned FP32: about a minute per job)")
+                    "(on the bundled ResNet-20 ~60 ms per image against under 1 ms for tuned FP32: about a minute "
+                    "per job)")
 INCLUDE_TVM_INT8 = ("--all-jobs (or --backends tvm --precisions int8); tune it with --backend-option "
                     "tuning_trials=N (a database you tuned is then applied)")
 
