@@ -34,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--models", type=lambda t: tuple(t.split(",")), help="only these preset models, e.g. resnet20")
     r.add_argument("--data-dir", help="dataset folder (e.g. CIFAR-10 with --dataset cifar10)")
     r.add_argument("--dataset", help="override the dataset (default fashion-mnist)")
+    r.add_argument("--snap-weights", choices=["auto", "yes", "no"],
+                   help="Quant-Trim export weights, as `quanttrim export --snap-weights` (default auto)")
     r.add_argument("--threads", type=int, help="torch/runtime threads (default 1: the cores are shared)")
 
 
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = get_preset("full" if args.full else args.preset).with_overrides(
         seeds=args.seeds, devices=args.devices, data_dir=args.data_dir, dataset=args.dataset, threads=args.threads,
-        backends=args.backends, calib_draws=args.draws, granularities=args.granularities)
+        backends=args.backends, calib_draws=args.draws, granularities=args.granularities,
+        snap_weights=args.snap_weights)
     if args.models:
         cfg = cfg.with_overrides(models=tuple(m for m in cfg.models if m.name in args.models) or None)
     out = args.out.resolve()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from quanttrim.config import SNAP_CHOICES
+
 GRANULARITIES = ("per_tensor", "per_channel")
 
 
@@ -38,6 +40,8 @@ class ReproductionConfig:
     eval_samples: int = 1000
     threads: int = 1
     quick_loop: bool = True         # fidelity only: no timing, but the quick protocol bounds validation
+    #: Quant-Trim export weights (``quanttrim export --snap-weights``): auto = the exporter's default.
+    snap_weights: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.models or not self.seeds or not self.calib_draws:
@@ -45,6 +49,8 @@ class ReproductionConfig:
         for g in self.granularities:
             if g not in GRANULARITIES:
                 raise ValueError(f"unknown granularity {g!r}; valid: {', '.join(GRANULARITIES)}")
+        if self.snap_weights not in SNAP_CHOICES:
+            raise ValueError(f"unknown snap_weights {self.snap_weights!r}; valid: {', '.join(SNAP_CHOICES)}")
         if self.epochs < 1 or self.eval_samples < 1:
             raise ValueError("epochs and eval_samples must be >= 1")
 
