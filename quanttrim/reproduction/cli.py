@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from quanttrim.config import SNAP_CHOICES
     from quanttrim.reproduction.config import PRESETS
 
     r = sub.add_parser(
@@ -34,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--models", type=lambda t: tuple(t.split(",")), help="only these preset models, e.g. resnet20")
     r.add_argument("--data-dir", help="dataset folder (e.g. CIFAR-10 with --dataset cifar10)")
     r.add_argument("--dataset", help="override the dataset (default fashion-mnist)")
-    r.add_argument("--snap-weights", choices=["auto", "yes", "no"],
+    r.add_argument("--snap-weights", choices=SNAP_CHOICES,
                    help="Quant-Trim export weights, as `quanttrim export --snap-weights` (default auto)")
     r.add_argument("--threads", type=int, help="torch/runtime threads (default 1: the cores are shared)")
 
