@@ -182,7 +182,7 @@ def build_integer_graph(pre: Path, dst: Path, model: ModelArtifact, policy: "Qua
     q = onnx.load(str(dst))
     requantized = 0
     if wbits < 8:
-        requantized = _requantize_weights(q, fp32, wbits)
+        requantized = _requantize_weights(q, fp32, wbits, policy.weight_range == "full")
     float_outputs = [] if policy.output_quantized else _float_graph_outputs(q)
     if requantized or float_outputs:
         onnx.save(q, str(dst))
@@ -225,8 +225,9 @@ def _float_graph_outputs(q: Any) -> list[str]:
     return dropped
 
 
-def _requantize_weights(q: Any, fp32: Any, bits: int) -> int:
-    """Move every weight DequantizeLinear of a QDQ graph onto the b-bit grid (INT8 container).
+def _requantize_weights(q: Any, fp32: Any, bits: int, full_range: bool = False) -> int:
+    """Move every weight DequantizeLinear of a QDQ graph onto the b-bit grid (INT8 container; ``full_range``:
+    backends.quantization.quantize_weight).
 
     The bias (int32, scale = input scale × weight scale) is recomputed with the new weight scale.
     """
@@ -256,7 +257,7 @@ def _requantize_weights(q: Any, fp32: Any, bits: int) -> int:
         axis_attr = next((a.i for a in node.attribute if a.name == "axis"), None)
         per_channel = nh.to_array(inits[node.input[1]]).size > 1
         axis = (axis_attr if axis_attr is not None else 1) if per_channel else None
-        qv, scale = quantize_weight(w, bits, axis)
+        qv, scale = quantize_weight(w, bits, axis, full_range)
         set_init(raw, qv.astype(np.int8))
         set_init(node.input[1], scale.astype(np.float32).reshape(nh.to_array(inits[node.input[1]]).shape))
         count += 1
@@ -307,8 +308,8 @@ def build_float_graph(pre: Path, dst: Path, policy: "QuantPolicy") -> dict[str, 
             if w.dtype != np.float32 or w.ndim < 2:
                 continue
             axis = weight_axis(node) if policy.weight_granularity == "per_channel" else None
-            inits[node.input[1]].CopyFrom(nh.from_array(fake_quantize_weight(w, int(policy.weight_bits or 8), axis),
-                                                        node.input[1]))
+            fq = fake_quantize_weight(w, int(policy.weight_bits or 8), axis, policy.weight_range == "full")
+            inits[node.input[1]].CopyFrom(nh.from_array(fq, node.input[1]))
             quantized_weights += 1
     elif wfloat != "fp32":
         for name, init in inits.items():

@@ -276,7 +276,10 @@ def apply_learned_ranges(tensors_range, table_path: Path, keep: frozenset[str] =
 
 def _quantize_static(model: ModelArtifact, dst: Path, config: CompileConfig, calibration: np.ndarray,
                      method: str, out_dir: Path, percentile: float = DEFAULT_PERCENTILE,
-                     source: Path | None = None) -> None:
+                     source: Path | None = None, weight_type: Any = None, activation_type: Any = None) -> None:
+    """Static QDQ quantization of ``model`` into ``dst``: INT8 by default; ``weight_type``/``activation_type``
+    (onnxruntime.quantization.QuantType) pick other grids, e.g. QInt4 weights with QUInt16 activations for the
+    QNN HTP's w4a16 (ORT raises the graph to opset 21 itself for 4- and 16-bit Q/DQ)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
@@ -295,8 +298,8 @@ def _quantize_static(model: ModelArtifact, dst: Path, config: CompileConfig, cal
     quantize_static(
         str(pre), str(dst), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
         per_channel=config.per_channel,
-        activation_type=QuantType.QInt8 if config.activation_signed else QuantType.QUInt8,
-        weight_type=QuantType.QInt8, calibrate_method=ort_method, calibration_cache_path=str(cache),
+        activation_type=activation_type or (QuantType.QInt8 if config.activation_signed else QuantType.QUInt8),
+        weight_type=weight_type or QuantType.QInt8, calibrate_method=ort_method, calibration_cache_path=str(cache),
         # Signed activations are symmetric (the TensorRT/NPU convention). ORT must be told so: symmetric
         # ranges fed to its asymmetric int8 path give garbage zero points (−6 dB SNR on ResNet-20).
         extra_options={"ActivationSymmetric": bool(config.activation_signed)},

@@ -44,33 +44,38 @@ def weight_axis(node: Any) -> int:
     return 0
 
 
-def quantize_weight(w: np.ndarray, bits: int, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weight(w: np.ndarray, bits: int, axis: int | None, full_range: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric signed quantization on the b-bit grid: (integer values, float32 scale per channel or scalar).
 
-    Matches ONNX Runtime's symmetric weight quantizer: scale = max|w| / (2^(b-1) − 1), round half to
-    even, clip to ±(2^(b-1) − 1); an all-zero channel gets scale 1.
+    Restricted (default) matches ONNX Runtime's symmetric INT8 weight quantizer: scale = max|w| / (2^(b-1) − 1),
+    round half to even, clip to ±(2^(b-1) − 1). ``full_range`` matches its QInt4 one (and the QNN HTP's INT4,
+    −8 ≤ q ≤ 7): scale = 2·max|w| / (2^b − 1), clip to [−2^(b-1), 2^(b-1) − 1], so ±max|w| fall on a rounding tie
+    (+max → 2^(b-1) − 1, −max → −2^(b-1)). An all-zero channel gets scale 1.
     """
     qmax = (1 << (bits - 1)) - 1
+    qmin = -qmax - 1 if full_range else -qmax
+    divisor = np.float32(qmax + 0.5 if full_range else qmax)
     w = np.asarray(w, dtype=np.float32)
     if axis is None:
         amax = np.array(np.abs(w).max() if w.size else 0.0, dtype=np.float32)
-        scale = (amax / np.float32(qmax)).astype(np.float32)
+        scale = (amax / divisor).astype(np.float32)
         scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
-        q = np.clip(np.rint(w / scale), -qmax, qmax)
+        q = np.clip(np.rint(w / scale), qmin, qmax)
         return q, scale.reshape(())
     moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     amax = np.abs(moved).max(axis=1).astype(np.float32)
-    scale = (amax / np.float32(qmax)).astype(np.float32)
+    scale = (amax / divisor).astype(np.float32)
     scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
     shape = [1] * w.ndim
     shape[axis] = -1
-    q = np.clip(np.rint(w / scale.reshape(shape)), -qmax, qmax)
+    q = np.clip(np.rint(w / scale.reshape(shape)), qmin, qmax)
     return q, scale
 
 
-def fake_quantize_weight(w: np.ndarray, bits: int, axis: int | None) -> np.ndarray:
+def fake_quantize_weight(w: np.ndarray, bits: int, axis: int | None, full_range: bool = False) -> np.ndarray:
     """Quantize then dequantize in float32 exactly as DequantizeLinear computes (q − 0) · scale."""
-    q, scale = quantize_weight(w, bits, axis)
+    q, scale = quantize_weight(w, bits, axis, full_range)
     if axis is None:
         return (q.astype(np.float32) * scale).astype(np.float32)
     shape = [1] * np.ndim(w)

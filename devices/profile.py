@@ -12,6 +12,9 @@ ACTIVATION_SCALING = ("static", "dynamic", "static_or_qat", "static_or_dynamic",
 CALIBRATION_NEEDS = ("yes", "no", "conditional")
 POWER_SOURCES = ("rapl", "hwmon", "ina3221", "nvml", "jtop", "tegrastats", "usb_meter", "none")
 WEIGHT_GRANULARITY = GRANULARITIES
+#: Signed weight grid: "restricted" = ±(2^(b−1) − 1), scale max|w| / (2^(b−1) − 1) (ORT's INT8 weights, TensorRT);
+#: "full" = [−2^(b−1), 2^(b−1) − 1], scale 2·max|w| / (2^b − 1) (ORT's QInt4 weights, the QNN HTP's INT4).
+WEIGHT_RANGES = ("restricted", "full")
 POLICY_CALIBRATION = ("max", "minmax", "percentile", "entropy", "kl", "mse", "none")
 
 
@@ -32,6 +35,9 @@ class QuantPolicy:
     weight_bits: int | None = 8                # None = floating point weights
     weight_float: str | None = None            # "fp16" / "bf16" when weight_bits is None
     weight_granularity: str = "per_channel"
+    #: One of WEIGHT_RANGES. At 4 bits the two grids move every weight at ±max|w| differently (restricted:
+    #: exactly on the grid; full: a rounding tie), which flips MAP vs Quant-Trim on ResNet-20 (issue 19).
+    weight_range: str = "restricted"
     activation: str = "uint8"                  # one of ACTIVATION_NUMERICS
     activation_symmetric: bool = False
     calibration_method: str = "minmax"         # one of POLICY_CALIBRATION
@@ -67,6 +73,7 @@ class QuantPolicy:
         if self.weight_bits is None and self.weight_float not in ("fp16", "bf16", "fp32"):
             raise ProfileError(f"{where}: floating-point weights need weight_float in fp16, bf16, fp32")
         _check_choice(where, "weight_granularity", self.weight_granularity, WEIGHT_GRANULARITY)
+        _check_choice(where, "weight_range", self.weight_range, WEIGHT_RANGES)
         _check_choice(where, "activation", self.activation, ACTIVATION_NUMERICS)
         _check_choice(where, "calibration_method", self.calibration_method, POLICY_CALIBRATION)
         if self.activation in INTEGER_ACTIVATIONS and self.calibration_method == "none":

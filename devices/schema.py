@@ -29,6 +29,7 @@ class QuantPolicySchema(_Strict):
     weight_bits: Optional[int] = None
     weight_float: Optional[str] = None
     weight_granularity: Optional[str] = None
+    weight_range: Optional[str] = None
     activation: Optional[str] = None
     activation_symmetric: Optional[bool] = None
     calibration_method: Optional[str] = None

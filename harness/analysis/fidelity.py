@@ -45,6 +45,9 @@ class FidelityOptions:
     #: Only these real backends (None = every available one); emulated policies always run.
     backends: tuple[str, ...] | None = None
     timeout_s: float = 900.0
+    #: Seconds the validation pass may take per job before scoring the samples done so far (None = every sample:
+    #: paired comparisons need the same images in every row; a slow emulator such as QNN HTP then takes longer).
+    validate_budget_s: float | None = 20.0
     threads: int | None = None
     run_id: str | None = None
     #: The user's data and model card (absolute paths; None: the Fashion-MNIST demo / card beside or inferred).
@@ -165,6 +168,7 @@ def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityRepo
             devices=(group.profile,), checkpoints=tuple(options.checkpoints), backends=group.backends,
             precisions=group.precisions, calibrations=options.calibrations, calib_samples=calib_samples, eval_samples=options.eval_samples,
             calib_seed=options.calib_seed, per_channel=options.per_channel, quick=options.quick, fidelity_only=True,
+            validate_budget_s=options.validate_budget_s,
             results_dir=out / "runs",
             run_id=f"{run_id}-{i:02d}-{group.device}-{group.kind}", timeout_s=options.timeout_s,
             threads=options.threads, command=f"harness fidelity ({group.device}, {group.kind})",

@@ -36,24 +36,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--data-dir", help="dataset folder (e.g. CIFAR-10 with --dataset cifar10)")
     r.add_argument("--dataset", help="override the dataset (default fashion-mnist)")
     r.add_argument("--snap-weights", choices=SNAP_CHOICES,
-                   help="Quant-Trim export weights, as `quanttrim export --snap-weights` (default auto)")
+                   help="Quant-Trim export weights, as `quanttrim export --snap-weights` (default no: the trained "
+                        "FP32 weights; yes: snapped, as results/reference/reproduction was exported)")
     r.add_argument("--threads", type=int, help="torch/runtime threads (default 1: the cores are shared)")
+    r.add_argument("--report-only", action="store_true",
+                   help="rebuild report.md, the CSV tables and the figures from <out>/rows.csv without measuring")
+    r.add_argument("--eval-samples", type=int, help="override the evaluation images per measurement")
 
 
 def run(args: argparse.Namespace) -> int:
     from quanttrim.reproduction.config import get_preset
-    from quanttrim.reproduction.pipeline import run as run_study
+    from quanttrim.reproduction.pipeline import ROWS_FILE, run as run_study
     from quanttrim.reproduction.tables import write_report
 
     cfg = get_preset("full" if args.full else args.preset).with_overrides(
         seeds=args.seeds, devices=args.devices, data_dir=args.data_dir, dataset=args.dataset, threads=args.threads,
         backends=args.backends, calib_draws=args.draws, granularities=args.granularities,
-        snap_weights=args.snap_weights)
+        eval_samples=args.eval_samples, snap_weights=args.snap_weights)
     if args.models:
         cfg = cfg.with_overrides(models=tuple(m for m in cfg.models if m.name in args.models) or None)
     out = args.out.resolve()
-    rows = run_study(cfg, out, log=lambda m: print(m, file=sys.stderr))
-    command = "python -m quanttrim " + shlex.join(sys.argv[1:]) if sys.argv[1:] else f"reproduce --preset {cfg.name}"
+    if args.report_only:
+        rows = out / ROWS_FILE
+        if not rows.exists():
+            raise SystemExit(f"--report-only: {rows} does not exist; run the reproduction into {out} first")
+        command = previous_command(out / "report.md") or "(unknown: report rebuilt from rows.csv)"
+    else:
+        rows = run_study(cfg, out, log=lambda m: print(m, file=sys.stderr))
+        command = "python -m quanttrim " + shlex.join(sys.argv[1:]) if sys.argv[1:] else f"reproduce --preset {cfg.name}"
     report = write_report(rows, out, command)
     print(f"wrote {report}")
     return 0
+
+
+def previous_command(report: Path) -> str | None:
+    """The command an existing report.md names (so a rebuilt report keeps the measuring command)."""
+    import re
+
+    if not report.exists():
+        return None
+    m = re.search(r"^Command: `([^`]+)`", report.read_text(), re.MULTILINE)
+    return m.group(1) if m else None

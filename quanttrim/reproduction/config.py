@@ -7,15 +7,32 @@ from dataclasses import dataclass
 from quanttrim.config import SNAP_CHOICES
 
 GRANULARITIES = ("per_tensor", "per_channel")
+#: Paper Table 9 rows as quanttrim.recipes names: the FP32 baseline first, then the arms.
+ABLATION_RECIPES = ("fp32", "qat-only", "rp-only", "qat+rp90", "qat+rp99")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One architecture of the study and the recipe pair it trains with (paper Tables 7–8)."""
+    """One architecture of the study and the recipes it trains (paper Tables 7–8, or the Table 9 ablation rows).
+
+    The first recipe is the baseline (role ``map``); every other one is an arm compared with it (role
+    ``quanttrim`` for a Quant-Trim recipe, else the recipe's own name, e.g. ``qat-only``).
+    """
 
     name: str                       # quanttrim model zoo name
     width: float = 1.0
-    recipes: tuple[str, str] = ("map", "quanttrim")   # (baseline, Quant-Trim)
+    recipes: tuple[str, ...] = ("map", "quanttrim")   # (baseline, arm, ...)
+
+    def __post_init__(self) -> None:
+        if len(self.recipes) < 2 or len(set(self.recipes)) != len(self.recipes):
+            raise ValueError(f"model {self.name}: recipes must name a baseline and at least one other recipe, "
+                             f"each once; got {self.recipes}")
+
+    def role(self, recipe: str) -> str:
+        """``map`` for the baseline, ``quanttrim`` for a Quant-Trim arm, else the arm's recipe name."""
+        if recipe == self.recipes[0]:
+            return "map"
+        return "quanttrim" if recipe.startswith("quanttrim") else recipe
 
 
 @dataclass(frozen=True)
@@ -40,8 +57,10 @@ class ReproductionConfig:
     eval_samples: int = 1000
     threads: int = 1
     quick_loop: bool = True         # fidelity only: no timing, but the quick protocol bounds validation
-    #: Quant-Trim export weights (``quanttrim export --snap-weights``): auto = the exporter's default.
-    snap_weights: str = "auto"
+    #: Quant-Trim export weights (``quanttrim export --snap-weights``), written out so config.json says which:
+    #: "no" = the trained FP32 weights (the exporter's default since issue 19 defect 1); "yes" = snapped onto the
+    #: per-tensor INT8 grid, as results/reference/reproduction was exported.
+    snap_weights: str = "no"
 
     def __post_init__(self) -> None:
         if not self.models or not self.seeds or not self.calib_draws:
@@ -69,6 +88,11 @@ PRESETS: dict[str, ReproductionConfig] = {
         name="quick", models=(ModelSpec("resnet20"), ModelSpec("mobilenetv2", width=0.5),
                               ModelSpec("vit_small", recipes=("map-vit", "quanttrim-vit"))),
         epochs=2, train_limit=10_000, eval_samples=1000),
+    # Paper Table 9: the ablation rows (FP32 baseline; fake-quant only; reverse pruning only at 95 %; fake-quant +
+    # 90 % / 99 % clipping), SGD 1e-3, each arm against the FP32 row. ResNet-20 stands in for ResNet-18.
+    "ablation": ReproductionConfig(
+        name="ablation", models=(ModelSpec("resnet20", recipes=ABLATION_RECIPES),), epochs=2, train_limit=10_000,
+        eval_samples=1000, calib_draws=(0, 1)),
     "full": ReproductionConfig(
         name="full", models=(ModelSpec("resnet20"), ModelSpec("mobilenetv2", width=0.5),
                              ModelSpec("vit_small", recipes=("map-vit", "quanttrim-vit"))),

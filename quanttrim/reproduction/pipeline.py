@@ -43,15 +43,15 @@ def train_and_export(cfg: ReproductionConfig, spec: ModelSpec, recipe: str, seed
     return onnx_path
 
 
-def measure_pair(cfg: ReproductionConfig, baseline: Path, quanttrim: Path, draw: int, granularity: str,
-                 out: Path, tag: str) -> list[dict[str, Any]]:
-    """One `harness fidelity` study of the pair: every row of its report, as dicts."""
+def measure(cfg: ReproductionConfig, checkpoints: tuple[Path, ...], draw: int, granularity: str,
+            out: Path, tag: str) -> list[dict[str, Any]]:
+    """One `harness fidelity` study of the baseline and its arms: every row of its report, as dicts."""
     from harness.analysis.fidelity import FidelityOptions, run_fidelity
 
-    opts = FidelityOptions(checkpoints=(str(baseline), str(quanttrim)), devices=cfg.devices,
+    opts = FidelityOptions(checkpoints=tuple(str(c) for c in checkpoints), devices=cfg.devices,
                            quick=cfg.quick_loop, eval_samples=cfg.eval_samples, out=out / "fidelity" / tag,
                            calib_seed=draw, threads=cfg.threads, per_channel=granularity == "per_channel",
-                           backends=cfg.backends,
+                           backends=cfg.backends, validate_budget_s=None,  # same images in every paired row
                            run_id=tag)
     return run_fidelity(opts).rows
 
@@ -66,19 +66,18 @@ def run(cfg: ReproductionConfig, out: Path, log: Callable[[str], None] = print) 
     for spec in cfg.models:
         for seed in cfg.seeds:
             paths = {r: train_and_export(cfg, spec, r, seed, out, log) for r in spec.recipes}
-            base, qt = (paths[r] for r in spec.recipes)
             for draw in cfg.calib_draws:
                 for gran in cfg.granularities:
                     tag = f"{spec.name}-w{spec.width:g}-s{seed}-d{draw}-{gran}"
                     if tag in done:
                         continue
                     log(f"measuring {tag}")
-                    rows = measure_pair(cfg, base, qt, draw, gran, out, tag)
+                    rows = measure(cfg, tuple(paths[r] for r in spec.recipes), draw, gran, out, tag)
                     recipe_of = {paths[r].stem: r for r in spec.recipes}
                     for row in rows:
+                        recipe = recipe_of.get(row["checkpoint"], "")
                         row.update(model=f"{spec.name}-w{spec.width:g}", seed=seed, calib_draw=draw,
-                                   granularity=gran, recipe=recipe_of.get(row["checkpoint"], ""),
-                                   role="quanttrim" if recipe_of.get(row["checkpoint"]) == spec.recipes[1] else "map",
+                                   granularity=gran, recipe=recipe, role=spec.role(recipe) if recipe else "",
                                    study=tag)
                     _append(rows_path, rows)
     return rows_path

@@ -17,9 +17,14 @@ CELL = ["model", "granularity", "device", "backend", "precision"]
 PAIR = ["model", "seed", "calib_draw", *CELL[1:]]
 
 
-def load_rows(path: Path) -> pd.DataFrame:
+def load_rows(path: Path, study: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The ok, non-FP32 rows of ``path``; with ``study`` (a config.json dict) only its seeds, calibration draws and
+    granularities: an output folder may hold rows of an earlier, differently configured run."""
     df = pd.read_csv(path)
     df = df[df["status"] == "ok"].copy()
+    for col, key in (("seed", "seeds"), ("calib_draw", "calib_draws"), ("granularity", "granularities")):
+        if study and study.get(key) is not None:
+            df = df[df[col].isin(list(study[key]))]
     for m in METRICS:
         df[m] = pd.to_numeric(df[m], errors="coerce").replace([np.inf, -np.inf], np.nan)
     return df[df["precision"] != "fp32"]
@@ -48,24 +53,37 @@ def bootstrap_ci(values: np.ndarray, confidence: float = 0.95, seed: int = 0) ->
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def arms(df: pd.DataFrame) -> list[str]:
+    """The roles compared with the baseline (``map``): ``quanttrim`` first, then the ablation arms by name."""
+    roles = sorted({str(r) for r in df["role"].dropna()} - {"map", ""})
+    return sorted(roles, key=lambda r: (r != "quanttrim", r))
+
+
 def deltas(df: pd.DataFrame) -> pd.DataFrame:
-    """Quant-Trim − MAP per cell, paired by seed and draw: mean, 95 % CI, and in how many pairs QT is better."""
+    """Arm − baseline per cell and arm (Quant-Trim − MAP; for the ablation preset each Table 9 row − the FP32 row),
+    paired by seed and draw: mean, 95 % CI (text and numeric bounds), and in how many pairs the arm is better
+    (``*_qt_better``)."""
     wide = df.pivot_table(index=PAIR, columns="role", values=list(METRICS), aggfunc="first")
     rows = []
-    for cell, grp in wide.groupby(level=[PAIR.index(c) for c in CELL]):
-        row: dict[str, Any] = dict(zip(CELL, cell))
-        for m in METRICS:
-            if (m, "quanttrim") not in grp or (m, "map") not in grp:
-                continue
-            d = (grp[(m, "quanttrim")] - grp[(m, "map")]).to_numpy(dtype=float)
-            d = d[np.isfinite(d)]
-            row[f"{m}_delta"] = float(d.mean()) if len(d) else None
-            ci = bootstrap_ci(d)
-            row[f"{m}_ci"] = f"[{ci[0]:+.4g}, {ci[1]:+.4g}]" if ci else "n<2"
-            better = d < 0 if m in ("logit_mse", "ece", "brier") else d > 0
-            row[f"{m}_qt_better"] = f"{int(better.sum())}/{len(d)}"
-        row["pairs"] = len(grp)
-        rows.append(row)
+    for arm in arms(df):
+        for cell, grp in wide.groupby(level=[PAIR.index(c) for c in CELL]):
+            row: dict[str, Any] = {**dict(zip(CELL, cell)), "arm": arm}
+            for m in METRICS:
+                if (m, arm) not in grp or (m, "map") not in grp:
+                    continue
+                d = (grp[(m, arm)] - grp[(m, "map")]).to_numpy(dtype=float)
+                d = d[np.isfinite(d)]
+                if not len(d):
+                    continue
+                row[f"{m}_delta"] = float(d.mean())
+                ci = bootstrap_ci(d)
+                row[f"{m}_ci"] = f"[{ci[0]:+.4g}, {ci[1]:+.4g}]" if ci else "n<2"
+                row[f"{m}_ci_low"], row[f"{m}_ci_high"] = ci if ci else (None, None)
+                better = d < 0 if m in ("logit_mse", "ece", "brier") else d > 0
+                row[f"{m}_qt_better"] = f"{int(better.sum())}/{len(d)}"
+            if any(k.endswith("_delta") for k in row):
+                row["pairs"] = len(grp)
+                rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -91,24 +109,45 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_report(rows_path: Path, out: Path, command: str) -> Path:
-    """report.md + cells.csv, deltas.csv, spreads.csv beside the rows."""
-    df = load_rows(rows_path)
+FIGURE_NOTE = ("fidelity_scatter: paper Fig. 3's encoding (colour = device, marker = precision, filled = real or "
+               "simulated backend, unfilled = emulated policy) with MAP's logit MSE on x and Quant-Trim's on y (mean "
+               "± std over seeds × draws; below the diagonal Quant-Trim is closer to its FP32 reference); the "
+               "reproduction measures fidelity only, not FPS or power. deltas: Quant-Trim − MAP as % of MAP's mean "
+               "with the paired 95 % bootstrap CI. training: paper Fig. 8 (validation accuracy and loss per epoch per "
+               "recipe; band = min–max over seeds).")
+
+
+def write_report(rows_path: Path, out: Path, command: str, train_dir: Path | None = None) -> Path:
+    """report.md + cells.csv, deltas.csv, spreads.csv and the figures (``figures.write_figures``: PNG) beside the
+    rows; ``train_dir`` holds the trainer logs for the training-dynamics figure (default ``out/train``)."""
+    import json
+
+    from quanttrim.reproduction.figures import write_figures
+
+    config = out / "config.json"
+    df = load_rows(rows_path, json.loads(config.read_text()) if config.exists() else None)
     c, d, s = cells(df), deltas(df), spreads(df)
     c.to_csv(out / "cells.csv", index=False)
     d.to_csv(out / "deltas.csv", index=False)
     s.to_csv(out / "spreads.csv", index=False)
     seeds = sorted(df["seed"].unique().tolist())
     draws = sorted(df["calib_draw"].unique().tolist())
-    short = ["model", "granularity", "device", "backend", "precision", "logit_mse_delta", "logit_mse_ci",
+    figs, skipped = write_figures(c, d, out, train_dir)
+    fig_lines = [f"![{name}]({path.name})" for name, path in figs.items()]
+    fig_lines += [f"- {name}: not drawn ({why})" for name, why in skipped.items()]
+    short = ["model", "arm", "granularity", "device", "backend", "precision", "logit_mse_delta", "logit_mse_ci",
              "logit_mse_qt_better", "top1_delta", "top1_ci", "snr_db_delta", "ece_delta", "pairs"]
     text = "\n\n".join([
-        "# Quant-Trim vs MAP: seeded reproduction",
+        "# Quant-Trim vs MAP: seeded reproduction" if arms(df) == ["quanttrim"] else
+        f"# Seeded reproduction: {', '.join(arms(df))} vs the baseline ({', '.join(sorted(df[df['role'] == 'map']['recipe'].astype(str).unique()))})",
         f"Command: `{command}`  \nSeeds: {seeds}; calibration draws: {draws}; every cell is over seeds × draws.",
-        "## Quant-Trim − MAP (paired; 95 % bootstrap CI; 'better' counts pairs where Quant-Trim wins)",
+        "## Arm − baseline (Quant-Trim − MAP; ablation arms − the FP32 row), paired; 95 % bootstrap CI; "
+        "'better' counts pairs where the arm wins",
         to_markdown(d[[k for k in short if k in d.columns]]),
         "## Cross-backend spread (max − min over backends/devices/precisions), mean ± std over seeds × draws",
         to_markdown(s),
+        "## Figures",
+        FIGURE_NOTE + "\n\n" + "\n\n".join(fig_lines),
         "## Every cell (mean ± std, n)",
         to_markdown(c),
     ])

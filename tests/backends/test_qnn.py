@@ -78,3 +78,27 @@ def test_session_returns_every_output_for_a_batch(compiled_tiny):
     finally:
         session.close()
     assert len(outs) == 1 and outs[0].shape == (3, 10) and np.isfinite(outs[0]).all()
+
+
+@pytest.fixture(scope="module")
+def compiled_w4a16(tmp_path_factory):
+    if not QnnBackend.availability().available or QnnBackend.availability().reason.startswith("runs in"):
+        pytest.skip(f"qnn: {QnnBackend.availability().explain()}")
+    tmp = tmp_path_factory.mktemp("qnn4")
+    model = tiny_cnn(tmp / "m.onnx")
+    device = load_device("snapdragon_8gen2")
+    return model, device, QnnBackend().compile(model, device, CompileConfig("w4a16", calibration_samples=16),
+                                               images(16, split_name="train"), tmp / "work")
+
+
+def test_w4a16_graph_holds_int4_weights_and_uint16_activations(compiled_w4a16):
+    import onnx
+
+    _, _, compiled = compiled_w4a16
+    types = {i.data_type for i in onnx.load(compiled.metadata["qdq_graph"]).graph.initializer}
+    assert {onnx.TensorProto.INT4, onnx.TensorProto.UINT16} <= types
+
+
+def test_w4a16_tiny_cnn_runs_entirely_on_the_htp(compiled_w4a16):
+    _, _, compiled = compiled_w4a16
+    assert (compiled.metadata["npu_op_share"], compiled.metadata["fallback_ops"]) == (1.0, [])

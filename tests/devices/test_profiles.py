@@ -94,3 +94,18 @@ def test_a_wrong_type_inside_a_policy_names_its_index(tmp_path):
     path = _profile_file(tmp_path, '[[quant_policies]]\nname = "int8"\nweight_bits = "8"\n')
     with pytest.raises(ProfileError, match=r"quant_policies.0.weight_bits: Input should be a valid integer"):
         load_profile_file(path)
+
+
+def test_int4_weight_policies_are_the_sourced_ones():
+    int4 = {(d.name, p.name) for d in load_all_devices() for p in d.quant_policies if p.weight_bits == 4}
+    assert int4 == {("snapdragon_8gen2", "w4a8"), ("snapdragon_8gen2", "w4a16"), ("hailo8", "w4a8")}
+
+
+
+def test_an_unknown_weight_range_names_the_valid_ones(tmp_path):
+    path = tmp_path / "mydev.toml"
+    path.write_text('name = "mydev"\ndisplay_name = "x"\nform_factor = "soc"\nbackends = ["emulated"]\n'
+                    'precisions = ["w4a8"]\n[[quant_policies]]\nname = "w4a8"\nweight_bits = 4\n'
+                    'weight_range = "wide"\n')
+    with pytest.raises(ProfileError, match="weight_range.*valid: restricted, full"):
+        load_profile_file(path)

@@ -1,0 +1,107 @@
+"""The reproduction with more than one arm (paper Table 9 ablation), its figures and the report rebuild: plumbing only
+(training and measuring are replaced by fakes behind the pipeline's own functions; the CI study covers the real run)."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from quanttrim.reproduction import pipeline
+from quanttrim.reproduction.cli import previous_command
+from quanttrim.reproduction.config import ABLATION_RECIPES, ModelSpec, get_preset
+from quanttrim.reproduction.figures import fidelity_scatter_figure, write_figures
+from quanttrim.reproduction.tables import METRICS, cells, deltas
+
+ARMS = {"map": 1.0, "qat-only": 0.5, "rp-only": 2.0}   # logit MSE per role
+
+
+def synthetic_rows(values: dict[str, float] = ARMS, seeds=(0, 1)) -> pd.DataFrame:
+    """Rows as tables.load_rows returns them: two deployments, every role, seeds × one draw."""
+    rows = []
+    for (role, mse), seed, (device, backend) in itertools.product(values.items(), seeds,
+                                                                  [("cpu", "onnxruntime"), ("hailo8", "emulated")]):
+        row = {m: 0.5 for m in METRICS}
+        row.update(model="resnet20-w1", granularity="per_tensor", device=device, backend=backend, precision="int8",
+                   role=role, seed=seed, calib_draw=0, status="ok", logit_mse=mse + 0.01 * seed)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_ablation_preset_trains_the_table9_rows_with_fp32_as_baseline():
+    spec = get_preset("ablation").models[0]
+    assert spec.recipes == ABLATION_RECIPES == ("fp32", "qat-only", "rp-only", "qat+rp90", "qat+rp99")
+
+
+def test_every_ablation_recipe_is_a_registered_recipe():
+    from quanttrim.recipes import get_recipe
+
+    assert [get_recipe(r).name for r in ABLATION_RECIPES] == list(ABLATION_RECIPES)
+
+
+def test_roles_are_map_quanttrim_or_the_arm_name():
+    vit, ablation = ModelSpec("vit_small", recipes=("map-vit", "quanttrim-vit")), ModelSpec("r", recipes=ABLATION_RECIPES)
+    assert (vit.role("map-vit"), vit.role("quanttrim-vit"), ablation.role("fp32"), ablation.role("qat+rp90")) == (
+        "map", "quanttrim", "map", "qat+rp90")
+
+
+def test_a_spec_without_an_arm_is_refused():
+    with pytest.raises(ValueError, match="at least one other recipe"):
+        ModelSpec("resnet20", recipes=("map",))
+
+
+def test_run_measures_the_baseline_with_every_arm_in_one_study(tmp_path, monkeypatch):
+    studies = []
+
+    def fake_train(cfg, spec, recipe, seed, out, log):
+        return out / "checkpoints" / f"{spec.name}-w{spec.width:g}-{recipe}-s{seed}.onnx"
+
+    def fake_measure(cfg, checkpoints, draw, granularity, out, tag):
+        studies.append(tuple(p.stem for p in checkpoints))
+        return [{"checkpoint": p.stem, "device": "cpu", "backend": "onnxruntime", "precision": "int8",
+                 "status": "ok", "logit_mse": 0.1} for p in checkpoints]
+
+    monkeypatch.setattr(pipeline, "train_and_export", fake_train)
+    monkeypatch.setattr(pipeline, "measure", fake_measure)
+    cfg = get_preset("ablation").with_overrides(seeds=(0,), calib_draws=(0,), granularities=("per_tensor",))
+    df = pd.read_csv(pipeline.run(cfg, tmp_path, log=lambda m: None))
+    assert (len(studies), sorted(df["role"])) == (1, sorted(["map", "qat-only", "rp-only", "qat+rp90", "qat+rp99"]))
+
+
+def test_deltas_give_each_arm_its_own_paired_difference_from_the_baseline():
+    d = deltas(synthetic_rows())
+    cpu = d[d["device"] == "cpu"].set_index("arm")
+    assert (cpu.loc["qat-only", "logit_mse_delta"], cpu.loc["rp-only", "logit_mse_delta"]) == pytest.approx((-0.5, 1.0))
+    assert (cpu.loc["qat-only", "logit_mse_qt_better"], cpu.loc["rp-only", "logit_mse_qt_better"]) == ("2/2", "0/2")
+
+
+def test_scatter_draws_one_point_per_deployment_and_arm():
+    fig = fidelity_scatter_figure(cells(synthetic_rows()))
+    points = {a.get_gid() for ax in fig.axes for a in ax.get_children() if str(a.get_gid()).startswith("cell|")}
+    assert len(points) == 4   # 2 deployments × 2 arms
+
+
+def test_figures_are_written_and_a_missing_training_log_is_said(tmp_path):
+    df = synthetic_rows()
+    written, skipped = write_figures(cells(df), deltas(df), tmp_path)
+    assert sorted(p.name for p in written.values()) == ["deltas.png", "fidelity_scatter.png"]
+    assert "no trainer logs" in skipped["training"]
+
+
+def test_a_rebuilt_report_keeps_the_measuring_command(tmp_path):
+    report = tmp_path / "report.md"
+    report.write_text("# title\n\nCommand: `python -m quanttrim reproduce --preset quick`  \nSeeds: [0]\n")
+    assert previous_command(report) == "python -m quanttrim reproduce --preset quick"
+
+
+def test_no_previous_report_gives_no_command(tmp_path):
+    assert previous_command(Path(tmp_path) / "report.md") is None
+
+
+def test_rows_of_an_earlier_differently_configured_run_are_left_out(tmp_path):
+    from quanttrim.reproduction.tables import load_rows
+
+    path = tmp_path / "rows.csv"
+    synthetic_rows().to_csv(path, index=False)
+    assert sorted(load_rows(path, {"seeds": [1], "calib_draws": [0], "granularities": ["per_tensor"]})["seed"].unique()) == [1]
