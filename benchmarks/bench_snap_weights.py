@@ -107,6 +107,24 @@ def grid_check(paths: dict[tuple[str, int], Path], seeds: list[int]) -> list[str
     return lines
 
 
+def applied_granularity(df: pd.DataFrame) -> pd.DataFrame:
+    """Label each row with the weight granularity really used. An emulated policy keeps its own (the profile's
+    weight_granularity, in the row's numerics_key) whatever the study asked, so its rows are the same in both
+    studies: keep them once, under the policy's granularity; real backends apply the request."""
+    import json
+
+    def policy(key: object) -> str | None:
+        text = str(key)
+        start = text.find("{")
+        return json.loads(text[start:text.rfind("}") + 1]).get("weight_granularity") if start >= 0 else None
+
+    df = df.copy()
+    emulated = df.backend == "emulated"
+    df.loc[emulated, "granularity"] = [policy(k) or g for k, g in zip(df.loc[emulated, "numerics_key"],
+                                                                        df.loc[emulated, "granularity"])]
+    return df.drop_duplicates(KEY, keep="first")
+
+
 def _pair(df: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     """role a − role b, paired by seed and draw (tables.deltas computes 'quanttrim' − 'map')."""
     sub = df[df.role.isin([a, b])].copy()
@@ -136,7 +154,7 @@ def report(df: pd.DataFrame) -> str:
     out = []
     for g in ("per_tensor", "per_channel"):
         idxs = sorted({i[:5] for i in c.index if i[1] == g})
-        out += [f"### {g.replace('_', '-')} weights", "",
+        out += [f"### {g.replace('_', '-')} weights (real backends: as requested; emulated policies: their own)", "",
                 "| device | backend | precision | logit MSE MAP | QT snapped | QT unsnapped | SNR dB MAP | snapped | "
                 "unsnapped | top-1 agree MAP | snapped | unsnapped | Δ MSE snapped−MAP [CI] wins | "
                 "Δ MSE unsnapped−MAP [CI] wins | Δ MSE unsnapped−snapped [CI] unsnapped wins |", "|" + "---|" * 15]
@@ -174,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         measure(paths, args, done)
     df = pd.concat([load_rows(f) for f in sources if f.exists()]).drop_duplicates(KEY, keep="last")
     df = df[df.seed.isin(args.seeds) & df.calib_draw.isin(args.draws) & df.granularity.isin(args.granularities)]
+    df = applied_granularity(df)
     text = "\n".join(["# Quant-Trim export: snapped vs unsnapped weights", "",
                       f"Command: `python {' '.join(sys.argv)}`  ", f"Seeds {args.seeds}, calibration draws {args.draws}, "
                       f"{args.eval_samples} evaluation images; each cell mean ± std over seeds × draws; Δ paired, 95 % "
