@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
@@ -126,19 +126,30 @@ class LiteRtBackend(Backend):
         if config.precision == "int8" and calibration is None:
             raise UnsupportedRequest("LiteRT full-INT8 conversion needs a calibration set; none was given")
         stem = "model"
+        # One float conversion writes both model_float32.tflite and model_float16.tflite: FP32 and FP16 share its
+        # cache entry (keyed as fp32), so the second of them converts nothing.
+        build_config = replace(config, precision="fp32") if config.precision == "fp16" else config
 
         def build(out_dir: Path) -> tuple[str, dict[str, Any]]:
-            _convert(exe, model, config, calibration, out_dir, stem)
-            target = out_dir / f"{stem}{OUTPUT_SUFFIX[config.precision]}"
+            _convert(exe, model, build_config, calibration, out_dir, stem)
+            target = out_dir / f"{stem}{OUTPUT_SUFFIX[build_config.precision]}"
             if not target.exists():
                 raise RuntimeError(f"onnx2tf finished but wrote no {target.name} in {out_dir}")
             facts = inspect_tflite(target)
-            check_artifact_precision(config.precision, facts, target)
+            check_artifact_precision(build_config.precision, facts, target)
             return target.name, facts
 
-        entry = self.cached_build(workdir, model, config, calibration if config.precision == "int8" else None,
+        entry = self.cached_build(workdir, model, build_config, calibration if config.precision == "int8" else None,
                                   converter_version(exe), build)
         meta.update(source="onnx2tf", **entry.metadata())
+        if build_config is not config:
+            path = entry.directory / f"{stem}{OUTPUT_SUFFIX[config.precision]}"
+            if not path.is_file():
+                raise RuntimeError(f"onnx2tf's float conversion in {entry.directory} holds no {path.name}")
+            facts = inspect_tflite(path)
+            check_artifact_precision(config.precision, facts, path)
+            meta.update(facts, converted_with="fp32")   # the conversion the FP32 job also uses
+            return CompiledModel(self.name, config.precision, path, meta)
         if config.precision == "int8":
             meta.update(calibration_method="minmax", weight_granularity=granularity_name(config.per_channel))
         return CompiledModel(self.name, config.precision, entry.path, meta)

@@ -24,6 +24,9 @@ IDENTITY_COLUMNS = ("model", "recipe", "checkpoint_name", "device", "backend", "
 ORIGIN_COLUMNS = ("timing_origin", "untuned")
 LATENCY_COLUMNS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_ms_mean",
                    "latency_ms_min", "latency_ms_max")
+#: The offline scenario's best throughput and the batch, streams and mode that gave it (empty in single-stream
+#: runs, so these columns show only where some job measured them).
+THROUGHPUT_COLUMNS = ("throughput_samples_per_s", "throughput_batch", "throughput_streams", "throughput_mode")
 POWER_COLUMNS = ("power_avg_w", "power_peak_w", "power_peak_w_mean", "power_p5_w", "power_p95_w",
                  "energy_per_inference_mj", "power_source")
 FIDELITY_COLUMNS = ("top1", "top5", "top1_agreement", "logit_mse", "snr_db", "ece", "brier", "miou",
@@ -148,7 +151,7 @@ def compare_table(df: pd.DataFrame, filters: Iterable[str | Filter] = (), sort: 
     df = apply_filters(df, filters)
     if ok_only:
         df = df[df["status"] == "ok"]
-    metric_cols = [c for c in LATENCY_COLUMNS + ("fps",) + POWER_COLUMNS + FIDELITY_COLUMNS
+    metric_cols = [c for c in LATENCY_COLUMNS + ("fps",) + THROUGHPUT_COLUMNS + POWER_COLUMNS + FIDELITY_COLUMNS
                    if c in df.columns and df[c].notna().any()]
     cols = [c for c in IDENTITY_COLUMNS if c in df.columns] + ["status"] + \
         [c for c in ORIGIN_COLUMNS if c in df.columns] + metric_cols
@@ -356,7 +359,8 @@ def _sort_if_valid(sort: str | None, keys: Sequence[str]) -> str | None:
 
 
 __all__ = [
-    "CompareError", "DELTA_METRICS", "FIDELITY_COLUMNS", "FORMATS", "Filter", "TABLES", "TABLE_TITLES", "apply_filters",
+    "CompareError", "DELTA_METRICS", "FIDELITY_COLUMNS", "FORMATS", "Filter", "TABLES", "TABLE_TITLES",
+    "THROUGHPUT_COLUMNS", "apply_filters",
     "build_tables", "compare_table", "cost_table", "format_value", "recipe_deltas", "render", "sort_frame",
     "to_csv", "to_jsonable", "to_markdown", "to_text",
 ]

@@ -112,7 +112,8 @@ def plan_groups(device_names: Sequence[str], always_emulate: bool, profile_dir: 
             groups.append(DeviceGroup(device.name, name, tuple(real), None, "real"))  # name: a profile path stays a path
         policies = tuple(p.name for p in device.quant_policies)
         if policies and (not real or always_emulate or "emulated" in device.backends):
-            profile = device.name if device.backends == ("emulated",) and set(policies) == set(device.precisions) \
+            # name, not device.name: a profile given by path is no bundled device name
+            profile = name if device.backends == ("emulated",) and set(policies) == set(device.precisions) \
                 else str(write_emulation_profile(device, profile_dir))
             groups.append(DeviceGroup(device.name, profile, ("emulated",), policies, "emulated"))
         elif not real:

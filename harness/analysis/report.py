@@ -19,11 +19,14 @@ from harness.store.reader import ResultStore
 #: The report's main table leads with what a reader decides on (throughput and fidelity), so both are on the
 #: first screen at 1400 px; every other column follows (`compare --format csv` has them all).
 LEAD_COLUMNS = ("checkpoint_name", "device", "backend", "precision_label", "status", "timing_origin", "fps",
-                "top1", "top1_agreement", "logit_mse", "snr_db", "ece", "latency_ms_p50", "latency_ms_p99",
-                "power_avg_w", "energy_per_inference_mj", "note")
+                "throughput_samples_per_s", "throughput_batch", "throughput_streams", "top1", "top1_agreement",
+                "logit_mse", "snr_db", "ece", "latency_ms_p50", "latency_ms_p99", "power_avg_w",
+                "energy_per_inference_mj", "note")
 #: Shorter headers with units for the report's tables.
 HEADERS = {"checkpoint_name": "checkpoint", "precision_label": "precision", "timing_origin": "timed on",
-           "fps": "FPS", "top1": "top-1", "top1_agreement": "agreement", "logit_mse": "logit MSE",
+           "fps": "FPS", "throughput_samples_per_s": "offline samples/s", "throughput_batch": "at batch",
+           "throughput_streams": "streams", "throughput_mode": "throughput mode", "top1": "top-1",
+           "top1_agreement": "agreement", "logit_mse": "logit MSE",
            "snr_db": "SNR dB", "ece": "ECE", "latency_ms_p50": "p50 ms", "latency_ms_p99": "p99 ms",
            "power_avg_w": "power W", "energy_per_inference_mj": "mJ/inf"}
 

@@ -69,7 +69,7 @@ def execute_spec(spec: JobSpec, timeout_s: float, log_path: Path,
         finally:
             os.close(read_fd)
         try:
-            rc, peak_mb, oom = _wait(proc, timeout_s, memory_limit_mb)
+            rc, peak_mb, oom, cpu_s = _wait(proc, timeout_s, memory_limit_mb)
         finally:
             kill_group(proc.pid)     # helpers never outlive the job, whatever happened
             os.close(write_fd)       # and the watchdog (in the group) is gone with them
@@ -77,6 +77,8 @@ def execute_spec(spec: JobSpec, timeout_s: float, log_path: Path,
                 _reap(proc)
     stage = _read_stage(stage_path)
     extra = {"peak_rss_mb": round(peak_mb, 1)} if peak_mb else {}
+    if cpu_s is not None:   # on a shared host the honest cost of a job: its CPU seconds, not its wall time
+        extra["worker_cpu_s"] = round(cpu_s, 3)
     if oom:
         return {"status": "failed", "failed_stage": stage, **extra,
                 "error_message": f"out of memory at {peak_mb:.0f} MB during {stage} (--memory-limit "
@@ -102,22 +104,24 @@ def _read_stage(path: Path) -> str:
 
 
 def _wait(proc: subprocess.Popen, timeout_s: float, memory_limit_mb: float | None
-          ) -> tuple[int | None, float | None, bool]:
-    """(exit code or None on timeout, peak RSS in MB, killed for memory) of the worker."""
+          ) -> tuple[int | None, float | None, bool, float | None]:
+    """(exit code or None on timeout, peak RSS in MB, killed for memory, CPU seconds (user + sys of the worker and
+    the children it waited for; None when it was not reaped here)) of the worker."""
     deadline = time.monotonic() + timeout_s
     sampled_mb = 0.0
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, max(usage.ru_maxrss / 1024.0, sampled_mb), False  # ru_maxrss: KiB on Linux
+            return (proc.returncode, max(usage.ru_maxrss / 1024.0, sampled_mb), False,  # ru_maxrss: KiB on Linux
+                    usage.ru_utime + usage.ru_stime)
         if memory_limit_mb is not None:
             sampled_mb = max(sampled_mb, group_rss_mb(proc.pid))
             if sampled_mb > memory_limit_mb:
                 kill_group(proc.pid)
-                return None, sampled_mb, True
+                return None, sampled_mb, True, None
         if time.monotonic() >= deadline:
-            return None, sampled_mb or None, False
+            return None, sampled_mb or None, False, None
         time.sleep(_POLL_S)
 
 

@@ -40,6 +40,12 @@ class BenchmarkOptions:
     #: (untuned TVM INT8 at ~25-70 ms per image) scores ~300-800 and says so, instead of holding the default run
     #: for a minute per job (issue 18: the default run in under 3 minutes).
     validate_budget_s: float | None = 20.0
+    #: Reuse a complete validation pass an earlier run computed for the same artifact, runtime, threads and data
+    #: (harness.bench.outputs_cache; the record says so). False (--revalidate): every job runs its pass.
+    reuse_outputs: bool = True
+    #: Plan every job the devices offer, including those the default run leaves out (harness.bench.plan:
+    #: untuned TVM INT8); the default run is one that names no --backends and no --precisions.
+    all_jobs: bool = False
     threads: int | None = None
     cpu_affinity: tuple[int, ...] | None = None
     power_period_ms: float = 10.0

@@ -31,6 +31,62 @@ class PlannedJob:
     host_substitute: bool = False
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """A job the default run does not plan, why, and the flags that plan it (shown under the summary and kept in
+    the manifest's ``left_out``): never silently dropped."""
+
+    job_id: str
+    checkpoint: str
+    device: str
+    backend: str
+    precision: str
+    reason: str
+    include_with: str
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
+
+
+#: Options that make a TVM build tuned (a job asked with them is not "untuned", so it stays in the plan).
+TVM_TUNING_OPTIONS = ("tuning_trials", "tuning_trials_per_task")
+
+UNTUNED_TVM_INT8 = ("untuned TVM INT8 would time naive loops, not what a TVM user ships: TVM imports the QDQ "
+                    "graph's quantize/dequantize in float, and the bundled tuning database covers TVM FP32 only "
+                    "(on the bundled ResNet-20 ~60 ms per image against ~1 ms tuned FP32: about a minute per job)")
+INCLUDE_TVM_INT8 = ("--all-jobs (or --backends tvm --precisions int8); tune it with --backend-option "
+                    "tuning_trials=N (a database you tuned is then applied)")
+
+
+def is_default_run(options: BenchmarkOptions) -> bool:
+    """No backend or precision named, --all-jobs not given, and something to time (a --fidelity-only run is about
+    the outputs, which untuned code computes as well as tuned): the run the default policy applies to."""
+    return (options.backends is None and options.precisions is None and not options.all_jobs
+            and not options.fidelity_only)
+
+
+def leave_out_of_default_run(jobs: Sequence[PlannedJob], options: BenchmarkOptions
+                             ) -> tuple[list[PlannedJob], list[LeftOut]]:
+    """(jobs to run, jobs left out with the reason and how to include them) under the default run's policy.
+
+    The default run (``python -m harness run`` with no --backends/--precisions) leaves out untuned TVM INT8:
+    it measures naive loops for about a minute per job and tells a user nothing about TVM as it is shipped. A
+    run that names backends or precisions, passes --all-jobs, or asks TVM to tune plans every job. Refused
+    jobs stay in (their ``unsupported`` row costs nothing and says why).
+    """
+    if not is_default_run(options) or any(k in TVM_TUNING_OPTIONS for k, _ in options.backend_options):
+        return list(jobs), []
+    kept: list[PlannedJob] = []
+    left: list[LeftOut] = []
+    for job in jobs:
+        if job.refusal is None and job.backend == "tvm" and is_integer_precision(job.precision):
+            left.append(LeftOut(job.job_id, job.checkpoint.name, job.device.name, job.backend, job.precision,
+                                UNTUNED_TVM_INT8, INCLUDE_TVM_INT8))
+        else:
+            kept.append(job)
+    return kept, left
+
+
 class PluginError(ValueError):
     """A --plugin module could not be imported; the message names it and why."""
 

@@ -27,7 +27,7 @@ from harness.host import hostinfo
 from harness.bench.jobs import JobSpec
 from harness.bench.launch import Launch, Launcher, LocalLauncher, execute_spec
 from harness.bench.options import BenchmarkOptions, resume_differences
-from harness.bench.plan import PlannedJob, resolve_checkpoints, validate_names
+from harness.bench.plan import LeftOut, PlannedJob, leave_out_of_default_run, resolve_checkpoints, validate_names
 from harness.host.presence import device_present
 from harness.model.card import effective_card
 from harness.model.checkpoint import Checkpoint, check_feedable
@@ -58,6 +58,8 @@ class RunResult:
     eval_source: str = ""
     #: Jobs in the plan (records written by earlier attempts of a resumed run included).
     planned: int = 0
+    #: Jobs the default run's policy did not plan, with why and how to include them (harness.bench.plan).
+    left_out: list[LeftOut] = field(default_factory=list)
 
 
 def prepare_data(options: BenchmarkOptions, store: RunStore, checkpoint: Checkpoint, needs_calibration: bool = True
@@ -101,7 +103,9 @@ def _base_fields(run_id: str, job: PlannedJob, options: BenchmarkOptions, loop: 
 
 
 def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions, store: RunStore,
-              data_paths: dict[str, Path], reference_path: Path, loop: dict[str, int]) -> JobSpec:
+              data_paths: dict[str, Path], reference_path: Path, loop: dict[str, int],
+              data_digests: dict[str, str] | None = None) -> JobSpec:
+    data_digests = data_digests or {}
     tag = job.job_id if mode == "measure" else f"reference__{job.checkpoint.name}"
     device_ref = next((d for d in options.devices if d == job.device.name or Path(d).stem == job.device.name),
                       job.device.name)
@@ -124,7 +128,8 @@ def _spec_for(job: PlannedJob, mode: str, run_id: str, options: BenchmarkOptions
         plugin_modules=options.plugin_modules, options=_options_for(job.backend, options.backend_options),
         target=options.target, model=job.checkpoint.to_dict(), scenario=options.scenario,
         offline_max_batch=options.offline_max_batch, offline_latency_limit_ms=options.offline_latency_limit_ms,
-        memory_limit_mb=options.memory_limit_mb,
+        memory_limit_mb=options.memory_limit_mb, data_sha256=data_digests.get(job.checkpoint.name),
+        outputs_cache=str(store.layout.outputs_cache) if mode == "measure" and options.reuse_outputs else None,
     )
 
 
@@ -212,7 +217,7 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
     launcher = launcher or LocalLauncher(warn)
     devices = validate_names(options)
     checkpoints = [attach_card(c, options) for c in resolve_checkpoints(options.checkpoints)]
-    jobs = launcher.plan(options, devices, checkpoints)
+    jobs, left_out = leave_out_of_default_run(launcher.plan(options, devices, checkpoints), options)
     if not jobs:
         raise PlanError(_why_no_jobs(options, devices, checkpoints))
     run_id = options.run_id or new_run_id()
@@ -228,12 +233,13 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
         checkpoints = [data.models[c.name] for c in checkpoints]   # symbolic dimensions fixed from the data
         manifest, warnings = build_manifest(options, devices, checkpoints, eval_source, run_id, data.notes)
         manifest["data_sha256"] = data.digests
+        manifest["left_out"] = [j.to_dict() for j in left_out]
         manifest.update(launcher.manifest_facts())
         store.write_manifest(manifest)
         _write_cards(store.run_dir, checkpoints)
         for w in warnings:
             warn(w)
-        result = RunResult(run_id, store.run_dir, eval_source=eval_source, planned=len(jobs))
+        result = RunResult(run_id, store.run_dir, eval_source=eval_source, planned=len(jobs), left_out=left_out)
         try:
             _run_jobs(jobs, options, store, data, result, progress, launcher)
         except KeyboardInterrupt:
@@ -335,7 +341,7 @@ def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunS
                 outcome = {"status": "failed", "failed_stage": "validate",
                            "error_message": f"the FP32 {runtime} reference could not be computed: {ref}"}
             else:
-                spec = _spec_for(job, "measure", run_id, options, store, data.paths, ref, loop)
+                spec = _spec_for(job, "measure", run_id, options, store, data.paths, ref, loop, data.digests)
                 submitted[job.job_id] = (job, base, spec)
                 launcher.submit(Launch(job.job_id, job.device.name, spec, options.timeout_s,
                                        store.attempt_file(job.job_id, "log"), options.memory_limit_mb))
@@ -389,13 +395,34 @@ def _why_no_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], ch
             f"{', '.join(options.precisions or ('all',))}) selects nothing the device offers ({offered})")
 
 
+def reference_runtime_tag(checkpoint: Checkpoint, options: BenchmarkOptions) -> str:
+    """The reference runtime as it decides the reference's floating-point results: package, version, threads.
+
+    Threads are resolved as the worker resolves them (harness.bench.worker.pin_and_count_threads)."""
+    from importlib import metadata
+
+    package = "ai-edge-litert" if checkpoint.format == "tflite" else "onnxruntime"
+    try:
+        version = metadata.version(package)
+    except metadata.PackageNotFoundError:
+        version = "absent"
+    try:
+        usable = len(options.cpu_affinity or os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    return f"{package}-{version}-t{options.threads or usable}"
+
+
 def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, store: RunStore, data: RunData,
                     loop: dict[str, int]) -> Path | str:
-    # named by checkpoint and data hashes: a reference is reused only for the same model on the same data
+    # Named by checkpoint and data hashes, runtime version and threads, in the results folder's cache: a later
+    # run reuses it only for the same model on the same data through the same runtime (issue 18: warm runs).
     ref_path = store.layout.reference_file(job.checkpoint.name, job.checkpoint.sha256,
-                                           data.digests[job.checkpoint.name])
+                                           data.digests[job.checkpoint.name],
+                                           reference_runtime_tag(job.checkpoint, options))
     if ref_path.exists():
         return ref_path
+    ref_path.parent.mkdir(parents=True, exist_ok=True)
     ref_backend = "litert" if job.checkpoint.format == "tflite" else "onnxruntime"
     ref_job = PlannedJob(job.device, job.checkpoint, ref_backend, "fp32", None, True, False, job.job_id)
     spec = _spec_for(ref_job, "reference", run_id, options, store, data.paths, ref_path, loop)

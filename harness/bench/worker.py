@@ -23,6 +23,8 @@ from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from devices import load_device
 from devices.numerics import takes_calibration
 from harness.bench import loadgen
+from harness.bench.outputs_cache import validation_outputs
+from harness.bench.stages import StageTracker, process_age_s
 from harness.data.loaders import load_job_data
 from harness.model.checkpoint import Checkpoint
 from harness.scoring import NonFiniteOutputs, score_outputs
@@ -32,10 +34,6 @@ class StageError(Exception):
     def __init__(self, stage: str, status: str, message: str) -> None:
         super().__init__(message)
         self.stage, self.status = stage, status
-
-
-def _write_stage(spec, stage: str) -> None:
-    Path(spec.stage_path).write_text(stage)
 
 
 def _affinity() -> tuple[int, ...] | None:
@@ -115,7 +113,7 @@ def reference_runtime(ckpt: Checkpoint) -> str:
 def save_outputs(path: str | Path, ckpt: Checkpoint, outputs: list[np.ndarray]) -> None:
     """One array per output, keyed by output name; atomic: a killed worker never leaves a half file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")   # two runs may write the same cached reference
     with open(tmp, "wb") as f:
         np.savez(f, **{t.name: o for t, o in zip(ckpt.outputs, outputs)})
     tmp.replace(path)
@@ -136,9 +134,12 @@ def run_measure(spec) -> dict[str, Any]:
     out: dict[str, Any] = {"threads": threads, "cpu_affinity": _affinity()}
     stage = StageTracker(spec)
     try:
-        backend, device, data = _prepare(spec, out)
-        compiled = _compile(spec, backend, device, data, out)
-        _model_facts(spec, data, compiled, out)
+        with stage.lap("prepare"):
+            backend, device, data = _prepare(spec, out)
+        with stage.lap("compile"):
+            compiled = _compile(spec, backend, device, data, out)
+        with stage.lap("model_facts"):
+            _model_facts(spec, data, compiled, out)
         stage.enter("load")
         try:
             session = backend.load(compiled, device, RuntimeConfig(threads))
@@ -155,12 +156,11 @@ def run_measure(spec) -> dict[str, Any]:
         try:
             _time(spec, session, compiled, device, data, out, stage)
             stage.enter("validate")
-            validate_batch = int(compiled.metadata.get("validate_batch", spec.validate_batch))
-            outputs = loadgen.run_outputs(session, data.eval_inputs, validate_batch, spec.validate_budget_s,
-                                          batch_axes=batch_axes(data.model), pad_last=data.model.fixed_batch is not None)
+            outputs = validation_outputs(spec, session, compiled, data, out, batch_axes(data.model))
         finally:
             session.close()
-        _score(spec, outputs, data, out)
+        with stage.lap("score"):
+            _score(spec, outputs, data, out)
         out["status"] = "ok"
         return out
     except StageError as exc:
@@ -171,20 +171,9 @@ def run_measure(spec) -> dict[str, Any]:
         out.update(status="failed", failed_stage=stage.current,
                    error_message=f"{type(exc).__name__}: {exc}".strip()[:2000],
                    traceback=traceback.format_exc(limit=8)[-4000:])
+    finally:
+        out.setdefault("extra", {})["stage_s"] = stage.seconds()
     return out
-
-
-class StageTracker:
-    """The stage a job is in, mirrored to the spec's stage file so the parent can name it after a timeout."""
-
-    def __init__(self, spec) -> None:
-        self.spec = spec
-        self.current = "compile"
-        _write_stage(spec, self.current)
-
-    def enter(self, stage: str) -> None:
-        self.current = stage
-        _write_stage(self.spec, stage)
 
 
 @dataclass(frozen=True)
@@ -429,7 +418,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m harness.bench.worker JOB.json", file=sys.stderr)
         return 2
     spec = JobSpec.from_json(Path(argv[0]).read_text())
+    started = process_age_s()   # interpreter start and the harness's imports, before any job work
     result = run_reference(spec) if spec.mode == "reference" else run_measure(spec)
+    if started is not None and isinstance(result.get("extra", {}).get("stage_s"), dict):
+        result["extra"]["stage_s"] = {"startup": round(started, 3), **result["extra"]["stage_s"]}
     tmp = Path(spec.result_path + ".tmp")
     tmp.write_text(json.dumps(result, default=str))
     tmp.replace(spec.result_path)

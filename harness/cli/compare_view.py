@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from harness.analysis.compare import NOTE_SEPARATOR, TABLE_TITLES
 from harness.cli.textview import Column, Footnotes, fit_table, pct, sig
-from harness.store.labels import short_label
+from harness.store.labels import short_label, throughput_point
 
 #: Metrics that are fractions: shown in percent (deltas in percentage points).
 FRACTIONS = frozenset({"top1", "top5", "top1_agreement", "miou"})
@@ -59,6 +59,9 @@ def main_table(console: Console, df: pd.DataFrame, show_all: bool) -> None:
         Column("p50 ms", lambda r: sig(_get(r, "latency_ms_p50")), 7),
         Column("p99 ms", lambda r: sig(_get(r, "latency_ms_p99")), 3),
         Column("FPS", lambda r: sig(_get(r, "fps")), 9),
+        # the offline scenario's best throughput and the batch×streams that gave it (offline runs only)
+        Column("samples/s", lambda r: sig(_get(r, "throughput_samples_per_s")), 8),
+        Column("b×streams", throughput_point, 7, numeric=False),
         Column("W", lambda r: sig(_get(r, "power_avg_w")) or ("n/a" if r.get("status") == "ok" else ""),
                5 if any(_get(r, "power_avg_w") is not None for r in rows) else 4),  # all n/a: a note says why
         Column("mJ/inf", lambda r: sig(_get(r, "energy_per_inference_mj")), 2),
@@ -73,8 +76,9 @@ def main_table(console: Console, df: pd.DataFrame, show_all: bool) -> None:
     # leave out metric columns nothing measured (a classification run has no mIoU)
     measured = {c: df[c].notna().any() if c in df.columns else False for c in
                 ("latency_ms_p99", "energy_per_inference_mj", "top1", "top1_agreement", "logit_mse", "snr_db",
-                 "ece", "miou")}
+                 "ece", "miou", "throughput_samples_per_s")}
     keys = {"p99 ms": "latency_ms_p99", "mJ/inf": "energy_per_inference_mj", "top-1 %": "top1",
+            "samples/s": "throughput_samples_per_s", "b×streams": "throughput_samples_per_s",
             "agree %": "top1_agreement", "MSE": "logit_mse", "SNR dB": "snr_db", "ECE": "ece", "mIoU %": "miou"}
     cols = [c for c in cols if c.priority > 0 and (c.header not in keys or measured[keys[c.header]])]
     title = TABLE_TITLES["main"] + (f" on {next(iter(devices))}" if len(devices) == 1 else "")

@@ -96,6 +96,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-samples", type=int, help="evaluation images (default: the whole test set; --quick: 500)")
     p.add_argument("--quick", action="store_true", help="smoke protocol: 5 warmup + 50 timed iterations × 1 run on "
                    "500 images, marked quick in every record")
+    p.add_argument("--all-jobs", action="store_true",
+                   help="plan every job the device offers; without it a run that names no --backends and no "
+                        "--precisions leaves out untuned TVM INT8 (naive loops, ~1 min per job) and says so")
     p.add_argument("--fidelity-only", action="store_true", help="skip the timed loop; only score outputs")
     p.add_argument("--threads", type=int, help="intra-op threads per session (default: one per CPU the job may use)")
     p.add_argument("--cpus", type=lambda t: tuple(int(c) for c in _csv(t)),
@@ -104,6 +107,10 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validate-budget", type=float, default=20.0, metavar="SECONDS",
                    help="a job's validation pass stops after this long and scores the images done so far, saying so "
                         "in the record (default 20; 0 = no limit)")
+    p.add_argument("--revalidate", action="store_true",
+                   help="run every job's validation pass even when an earlier run in --results validated the same "
+                        "artifact on the same data with the same runtime and threads (default: reuse it; the record "
+                        "says so in extra.validation_reused)")
     p.add_argument("--power-period-ms", type=float, default=10.0, help="power sampling period (default 10 ms)")
     p.add_argument("--power-estimate", action="store_true", help="where no sensor exists, estimate power from the "
                    "profile's typical power (labelled estimated everywhere)")
@@ -143,6 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         eval_samples=args.eval_samples, calib_seed=args.calib_seed, quick=args.quick,
         fidelity_only=args.fidelity_only, results_dir=args.results, run_id=args.resume or args.run_id,
         resume=bool(args.resume), timeout_s=args.timeout, validate_budget_s=args.validate_budget or None,
+        reuse_outputs=not args.revalidate, all_jobs=args.all_jobs,
         threads=args.threads, cpu_affinity=args.cpus,
         power_period_ms=args.power_period_ms, power_estimate=args.power_estimate,
         power_source_options=tuple(args.power_option), prefer_full_dataset=not args.bundled_data, plugin_modules=tuple(args.plugin), backend_options=tuple(args.backend_option), target=args.target, memory_limit_mb=args.memory_limit,

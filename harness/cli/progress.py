@@ -17,14 +17,18 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.bench.launch import Launcher
+from harness.bench.plan import LeftOut
 from harness.bench.runner import BenchmarkOptions, RunResult, run_benchmark
 from harness.cli.console import make_console
 from harness.cli.textview import Column, Footnotes, fit_table, pct, sig
-from harness.store.labels import precision_label, timing_label, timing_origin
+from harness.store.labels import precision_label, throughput_point, timing_label, timing_origin
 from harness.store.reader import checkpoint_name
 from harness.store.layout import RECORDS_FILE
 from harness.store.records import JobRecord
 
+#: The footnote of a row whose validation outputs came from an earlier run (harness.bench.outputs_cache).
+REUSED_NOTE = ("accuracy and fidelity scored on validation outputs an earlier run in this results folder computed "
+               "for the same artifact, runtime, threads and data (timing measured now; --revalidate reruns the pass)")
 #: The runner's per-job busy-host warning starts with this; the summary says it once per run instead.
 BUSY_PREFIX = "other processes are using the CPUs"
 
@@ -63,6 +67,8 @@ def _notes(r: JobRecord) -> list[str]:
              and not (stand_in and "is not this host" in n)]  # said below, with the machine's name
     if r.extra.get("validation_note"):
         notes.append(str(r.extra["validation_note"]))
+    if r.extra.get("validation_reused"):
+        notes.append(REUSED_NOTE)
     if stand_in:
         notes.append(f"timed on {r.measured_on}, standing in for {r.device}")
     if r.power_avg_w is None and r.power_unavailable_reason:
@@ -88,6 +94,8 @@ def summary_columns(letters: dict[str, str], labels: dict[str, str], notes: Foot
         Column("p50 ms", lambda r: sig(r.latency_ms_p50), 7),
         Column("p99 ms", lambda r: sig(r.latency_ms_p99), 3),
         Column("FPS", lambda r: sig(r.fps), 9),
+        Column("samples/s", lambda r: sig(r.throughput_samples_per_s), 8),   # offline runs only (render_summary)
+        Column("b×streams", lambda r: throughput_point(r.to_dict()), 7, numeric=False),
         Column("W", power, 6 if any_power else 4),  # all "n/a": the footnote says why
         Column("top-1 %", lambda r: pct(r.top1), 8),
         Column("agree %", lambda r: pct(r.top1_agreement), 6),
@@ -101,10 +109,14 @@ def summary_columns(letters: dict[str, str], labels: dict[str, str], notes: Foot
 
 
 def _drop_empty_timing(cols: list[Column], rows: Sequence[JobRecord]) -> list[Column]:
-    """The timing column only when a row has something to mark (an empty column would fold the labels)."""
-    if any(timing_label(r.to_dict()) for r in rows):
-        return cols
-    return [c for c in cols if c.header != "timing"]
+    """The timing column only when a row has something to mark (an empty column would fold the labels), the
+    throughput columns only when a row has a throughput (the offline scenario)."""
+    drop = set()
+    if not any(timing_label(r.to_dict()) for r in rows):
+        drop.add("timing")
+    if not any(r.throughput_samples_per_s is not None for r in rows):
+        drop.update(("samples/s", "b×streams"))
+    return [c for c in cols if c.header not in drop]
 
 
 def _legend(letters: dict[str, str]) -> list[str]:
@@ -130,8 +142,22 @@ def not_run_lines(records: Sequence[JobRecord], letters: dict[str, str]) -> list
     return lines
 
 
+def left_out_lines(left_out: Sequence[LeftOut]) -> list[str]:
+    """One line per reason for jobs the default run did not plan: what, how many, why, how to include them."""
+    groups: dict[tuple[str, str], list[LeftOut]] = defaultdict(list)
+    for j in left_out:
+        groups[(j.reason, j.include_with)].append(j)
+    lines = []
+    for (reason, include), js in groups.items():
+        what = ", ".join(sorted({f"{j.backend} {j.precision}" for j in js}))
+        lines.append(f"[cyan]not in the default run[/] ({len(js)} job{'s' if len(js) > 1 else ''}: {escape(what)}): "
+                     f"{escape(reason)}; include with {escape(include)}")
+    return lines
+
+
 def render_summary(records: Sequence[JobRecord], run_id: str, run_dir: Path, console: Console,
-                   eval_source: str = "", busy_jobs: int = 0, planned: int = 0) -> None:
+                   eval_source: str = "", busy_jobs: int = 0, planned: int = 0,
+                   left_out: Sequence[LeftOut] = ()) -> None:
     """Print the end-of-run summary on ``console`` (fits ``console.width``; see the module docstring)."""
     letters = checkpoint_letters(records)
     profiles = _profiles(records)
@@ -153,6 +179,8 @@ def render_summary(records: Sequence[JobRecord], run_id: str, run_dir: Path, con
     for line in notes.lines():
         console.print(escape(line))
     for line in not_run_lines(records, letters):
+        console.print(line)
+    for line in left_out_lines(left_out):
         console.print(line)
     broken = [r.job_id for r in ok if r.snr_db is not None and r.snr_db <= 0.0]
     if broken:  # ok means "ran and was scored"; an SNR at or below 0 dB means the output is no better than silence
@@ -194,7 +222,7 @@ def run_with_progress(options: BenchmarkOptions, console: Console | None = None,
     records = run_records(result)
     busy_jobs = sum(1 for r in result.records if r.host_busy) or len(busy)
     render_summary(records, result.run_id, result.run_dir, console, result.eval_source, busy_jobs,
-                   result.planned)
+                   result.planned, result.left_out)
     if records and not result.records:
         console.print(f"this attempt ran no job: all {result.planned} planned job(s) already had records")
     if records and not any(r.status == "ok" for r in records):

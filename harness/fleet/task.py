@@ -156,6 +156,8 @@ def run_job(spec_json: str, files: dict[str, list], timeout_s: float,
     here = {f: str(jobs_dir / Path(getattr(spec, f)).name) for f in ("result_path", "stage_path", "latency_path",
                                                                       "samples_path") if getattr(spec, f)}
     updates.update(here, workdir=str(root / "artifacts"))
+    if spec.outputs_cache:  # validation outputs are kept where they were computed: on the board
+        updates["outputs_cache"] = str(root / "outputs")
     device = load_device(updates.get("device", spec.device))
     updates["host_substitute"] = not device_present(device)  # decided on the board, not on the coordinator
     local = dataclasses.replace(spec, **updates)

@@ -120,5 +120,15 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and value != value)
 
 
+def throughput_point(rec: Mapping[str, Any]) -> str:
+    """Where an offline run's best throughput was reached: "batch 8 × 2 streams" as "8×2" ("" when the record
+    has no throughput: a single-stream run)."""
+    batch, streams = rec.get("throughput_batch"), rec.get("throughput_streams")
+    if not _present(batch):
+        return ""
+    return f"{int(batch)}×{int(streams) if _present(streams) else 1}"
+
+
 __all__ = ["ORIGIN_LABELS", "TIMING_ORIGINS", "activation_signed", "is_untuned", "precision_label", "short_label",
-           "timing_label", "timing_origin"]
+           "throughput_point", "timing_label", "timing_origin"]
+

@@ -11,6 +11,10 @@
                                               (removed when a run completes, kept when it stops early)
     <results>/<run_id>/.lock, .lock.owner     one writer per run (filelock) and who holds it
     <results>/.cache/artifacts/               compiled artifacts shared by the runs of one results folder
+    <results>/.cache/references/              FP32 reference outputs, named by model, data, runtime and threads
+                                              (shared by the runs of one results folder)
+    <results>/.cache/outputs/                 complete validation passes, keyed by artifact, runtime and data
+                                              (harness.bench.outputs_cache)
 
 The writer (harness.store.writer), the reader (harness.store.reader), the runner and every tool that
 reads a run use these names; nothing else spells them.
@@ -31,6 +35,8 @@ LOCK_FILE = ".lock"
 LOCK_OWNER_FILE = ".lock.owner"
 CACHE_DIR = ".cache"
 ARTIFACT_CACHE_DIR = "artifacts"
+REFERENCE_CACHE_DIR = "references"
+OUTPUTS_CACHE_DIR = "outputs"
 
 #: A run id is one plain folder name: no separators, no "..", nothing a shell or a filesystem treats specially.
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
@@ -118,10 +124,21 @@ class RunLayout:
         """work/data__<checkpoint>.npz: the arrays a checkpoint's jobs are fed (harness.data.loaders)."""
         return self.work / f"data__{checkpoint}.npz"
 
-    def reference_file(self, checkpoint: str, checkpoint_sha256: str, data_sha256: str) -> Path:
-        """work/reference__...npz: FP32 reference outputs, one array per output (key = output name), named by
-        model and data hashes (reused only for both)."""
-        return self.work / f"reference__{checkpoint}__{checkpoint_sha256[:12]}__{data_sha256[:12]}.npz"
+    @property
+    def outputs_cache(self) -> Path:
+        return self.results_dir / CACHE_DIR / OUTPUTS_CACHE_DIR
+
+    @property
+    def reference_cache(self) -> Path:
+        return self.results_dir / CACHE_DIR / REFERENCE_CACHE_DIR
+
+    def reference_file(self, checkpoint: str, checkpoint_sha256: str, data_sha256: str, runtime: str) -> Path:
+        """.cache/references/reference__...npz: FP32 reference outputs, one array per output (key = output name),
+        named by model and data hashes and by ``runtime`` (the reference runtime's version and thread count, which
+        decide its floating-point results), so a later run reuses it only when all of them match."""
+        safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", runtime)
+        return self.reference_cache / (f"reference__{checkpoint}__{checkpoint_sha256[:12]}__{data_sha256[:12]}"
+                                       f"__{safe}.npz")
 
 
 def latency_path(run_dir: Path, job_id: str) -> Path:

@@ -118,3 +118,14 @@ def test_session_refuses_to_guess_which_output_is_which(tmp_path):
     path = tflite_models.two_inputs_two_outputs(tmp_path / "m.tflite")
     with pytest.raises(UnsupportedRequest, match="cannot tell which is which"):
         LiteRtSession(path, 1, nchw=False, input_names=["a", "b"], output_names=["logits", "boxes"])
+
+
+@needs_litert
+@needs_converter
+def test_fp16_is_served_from_the_fp32_conversion_without_converting_again(setup):
+    model, device, tmp = setup
+    backend = LiteRtBackend()
+    backend.compile(model, device, CompileConfig("fp32"), None, tmp / "shared")
+    fp16 = backend.compile(model, device, CompileConfig("fp16"), None, tmp / "shared")
+    assert fp16.path.name == "model_float16.tflite" and fp16.metadata["cached"] is True
+    assert fp16.metadata["converted_with"] == "fp32"

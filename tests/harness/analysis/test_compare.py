@@ -186,3 +186,23 @@ def test_a_filter_on_a_table_column_selects_that_tables_rows(df):
     assert set(t["main"]["device"]) == {"npu_x"}  # record filters still apply; main has no 'metric'
     with pytest.raises(CompareError, match="unknown filter key 'nosuch'"):
         build_tables(df, ["nosuch=1"])
+
+
+def _offline_store(tmp_path):
+    from tests.harness.result_store_factory import rec, timing
+
+    offline = rec("o1", "ckpts/resnet20-fmnist-map.onnx", "npu_x", "vendor_rt", "int8", run_id="run-o",
+                  scenario="offline", throughput_samples_per_s=1234.5, throughput_batch=8, throughput_streams=2,
+                  throughput_mode="queued", **timing(2.0, 500.0))
+    write_run(tmp_path, "run-o", [offline], manifest("run-o", [NPU]))
+    return load(tmp_path)
+
+
+def test_offline_runs_show_throughput_with_the_batch_and_streams_that_gave_it(tmp_path):
+    r = _row(compare_table(_offline_store(tmp_path)), device="npu_x")
+    assert (r["throughput_samples_per_s"], r["throughput_batch"], r["throughput_streams"],
+            r["throughput_mode"]) == (1234.5, 8, 2, "queued")
+
+
+def test_single_stream_runs_have_no_throughput_columns(df):
+    assert not {"throughput_samples_per_s", "throughput_batch", "throughput_streams"} & set(compare_table(df).columns)

@@ -138,3 +138,11 @@ def test_identical_emulated_numerics_count_once_in_the_spread():
     spread = next(r for r in build_report(records).spread if r["scope"] == "integer")
     assert spread["deployments"] == 2
     assert spread["logit_mse_std"] == pytest.approx(0.2)
+
+
+def test_an_emulated_only_profile_given_by_path_is_run_from_that_path(tmp_path):
+    path = tmp_path / "npu4.toml"
+    path.write_text('name = "npu4"\ndisplay_name = "x"\nform_factor = "m2_npu"\nbackends = ["emulated"]\n'
+                    'precisions = ["w4a8"]\n[[quant_policies]]\nname = "w4a8"\nweight_bits = 4\n')
+    groups, _ = plan_groups([str(path)], False, tmp_path / "profiles")
+    assert [(g.device, g.profile) for g in groups] == [("npu4", str(path))]

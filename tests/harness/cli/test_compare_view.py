@@ -98,3 +98,14 @@ def test_paired_bootstrap_on_known_data():
 def test_unequal_lengths_are_refused():
     with pytest.raises(ValueError, match="not the same images"):
         paired_bootstrap_ci(np.ones(3), np.ones(4))
+
+
+def test_the_terminal_table_shows_offline_throughput_as_samples_and_batch_by_streams(tmp_path):
+    from tests.harness.result_store_factory import rec, timing
+
+    offline = rec("o1", "ckpts/resnet20-fmnist-map.onnx", "npu_x", "vendor_rt", "int8", run_id="run-o",
+                  scenario="offline", throughput_samples_per_s=1234.5, throughput_batch=8, throughput_streams=2,
+                  **timing(2.0, 500.0))
+    write_run(tmp_path, "run-o", [offline], manifest("run-o", [NPU]))
+    text = _text(build_tables(load(tmp_path), which=("main",)), width=160)
+    assert "samples/s" in text and "1234" in text and "8×2" in text

@@ -128,3 +128,33 @@ def test_precision_label_shows_signedness_and_granularity():
 
 def test_sig_keeps_fixed_significant_digits():
     assert [sig(16.5714), sig(0.41732), sig(2396.2), sig(0.01234, 2), sig(None)] == ["16.6", "0.417", "2396", "0.012", ""]
+
+
+def test_jobs_left_out_of_the_default_run_are_one_line_with_how_to_include_them():
+    from harness.bench.plan import INCLUDE_TVM_INT8, UNTUNED_TVM_INT8, LeftOut
+
+    left = [LeftOut(f"{c}__cpu__tvm__int8__pc", c, "cpu", "tvm", "int8", UNTUNED_TVM_INT8, INCLUDE_TVM_INT8)
+            for c in ("a", "b")]
+    buf = io.StringIO()
+    console = Console(file=buf, width=1000, color_system=None, force_terminal=False, legacy_windows=False)
+    render_summary(RECORDS, "run-x", Path("results/run-x"), console, left_out=left)
+    [line] = [ln for ln in buf.getvalue().splitlines() if ln.startswith("not in the default run")]
+    assert line.startswith("not in the default run (2 jobs: tvm int8): untuned TVM INT8 would time naive loops")
+    assert line.endswith("include with " + INCLUDE_TVM_INT8)
+
+
+def test_a_row_scored_on_reused_validation_outputs_says_so():
+    reused = _rec("r1", MAP, "onnxruntime", "fp32", extra={"validation_reused": {"run_id": "earlier"}},
+                  **_timed(0.41, 2400.0, 0.915, 1.0, 0.0, float("inf"), 0.036))
+    buf = io.StringIO()
+    console = Console(file=buf, width=400, color_system=None, force_terminal=False, legacy_windows=False)
+    render_summary([reused], "run-x", Path("results/run-x"), console)
+    assert "timing measured now; --revalidate reruns the pass" in buf.getvalue()
+
+
+def test_an_offline_run_shows_its_throughput_and_the_batch_by_streams():
+    offline = _rec("o1", MAP, "openvino", "fp32", scenario="offline", throughput_samples_per_s=1234.5,
+                   throughput_batch=8, throughput_streams=2, **_timed(0.41, 2400.0, 0.915, 1.0, 0.0, 40.0, 0.036))
+    buf = io.StringIO()
+    render_summary([offline], "run-x", Path("results/run-x"), Console(file=buf, width=200, color_system=None))
+    assert "samples/s" in buf.getvalue() and "1234" in buf.getvalue() and "8×2" in buf.getvalue()

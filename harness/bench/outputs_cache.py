@@ -1,0 +1,169 @@
+"""Validation outputs kept across the runs of one results folder, so a warm run re-times but does not re-run the
+validation pass of an artifact it has already validated on the same data (issue 18: the default run).
+
+A validation pass is a deterministic function of what it ran: the compiled artifact's bytes, the backend and its
+version, the precision and options it was loaded with, the thread count, the batch it was fed in, and the data.
+The key hashes all of them; any change (a rebuilt artifact, another runtime version, other data) misses. Only
+complete passes are kept (a pass the validation budget cut short is run again). A record served from here says
+so in ``extra.validation_reused`` (which run computed the outputs, and when); ``--revalidate`` bypasses the
+cache. Timing is never cached: every run times its own loop.
+
+Files: ``<results>/.cache/outputs/<job>__<key16>.npz`` (one array per output, keyed by output name, as the FP32
+reference) and a ``.json`` beside it (the key's parts, the run that computed it), written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from backends.cache import MANIFEST, MANIFEST_FORMAT, entry_of, file_sha256
+from harness.bench import loadgen
+
+
+def artifact_identity(path: Path | str, model_path: Path | str, model_sha256: str) -> str | None:
+    """sha256 naming the bytes a session was loaded from, or None when they cannot be named cheaply.
+
+    The model file itself (a backend that runs the checkpoint as it is): the checkpoint's sha256, which covers its
+    external-data files. An artifact served by the compile cache: the hash of its manifest's file checksums (every
+    file of the entry). Any other single file: its own sha256.
+    """
+    path = Path(path)
+    if path.resolve() == Path(model_path).resolve():
+        return model_sha256
+    entry = entry_of(path)
+    if entry is not None:
+        try:
+            manifest = json.loads((entry / MANIFEST).read_text())
+        except (OSError, ValueError):
+            manifest = {}
+        if manifest.get("format") == MANIFEST_FORMAT and manifest.get("files"):
+            # the file the session loads (an entry may hold several, e.g. LiteRT's float32 and float16 models)
+            text = json.dumps({"artifact": str(path.resolve().relative_to(entry.resolve())),
+                               "files": manifest["files"]}, sort_keys=True)
+            return hashlib.sha256(text.encode()).hexdigest()
+    if path.is_file():
+        return file_sha256(path)
+    return None
+
+
+@dataclass(frozen=True)
+class OutputsKey:
+    """What a validation pass's outputs depend on; ``digest`` is the sha256 of the parts."""
+
+    job_id: str
+    parts: Mapping[str, Any]
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.parts, sort_keys=True, default=str).encode()).hexdigest()
+
+    @property
+    def stem(self) -> str:
+        return f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', self.job_id)}__{self.digest[:16]}"
+
+
+@dataclass(frozen=True)
+class Reused:
+    """Outputs found in the cache: one array per output in graph order, and who computed them."""
+
+    outputs: list[np.ndarray]
+    run_id: str | None
+    computed_at: str | None
+    file: str
+
+    def record_fact(self) -> dict[str, Any]:
+        """``extra.validation_reused`` of the record."""
+        return {"run_id": self.run_id, "computed_at": self.computed_at, "file": self.file}
+
+
+class OutputsCache:
+    """The validation outputs cache under one folder (``<results>/.cache/outputs``)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def get(self, key: OutputsKey, output_names: Sequence[str]) -> Reused | None:
+        """The cached outputs for ``key`` in ``output_names`` order, or None (absent, unreadable, another key)."""
+        npz, meta_path = self._paths(key)
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("key") != key.digest:
+                return None
+            with np.load(npz, allow_pickle=False) as z:
+                if any(n not in z.files for n in output_names):
+                    return None
+                outputs = [z[n] for n in output_names]
+        except (OSError, ValueError, KeyError):
+            return None
+        return Reused(outputs, meta.get("run_id"), meta.get("computed_at"), npz.name)
+
+    def put(self, key: OutputsKey, output_names: Sequence[str], outputs: Sequence[np.ndarray], run_id: str,
+            computed_at: str) -> Path:
+        """Keep a complete pass's outputs; the arrays first, the key file last (a reader needs both)."""
+        npz, meta_path = self._paths(key)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = npz.with_name(f".{npz.name}.{uuid.uuid4().hex[:8]}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **{n: np.asarray(o) for n, o in zip(output_names, outputs)})
+        os.replace(tmp, npz)
+        meta = {"key": key.digest, "parts": dict(key.parts), "run_id": run_id, "computed_at": computed_at}
+        tmp = meta_path.with_name(f".{meta_path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+        os.replace(tmp, meta_path)
+        return npz
+
+    def _paths(self, key: OutputsKey) -> tuple[Path, Path]:
+        return self.root / f"{key.stem}.npz", self.root / f"{key.stem}.json"
+
+
+def validation_outputs(spec, session, compiled, data, out: dict[str, Any], axes: Sequence[int]) -> list[np.ndarray]:
+    """Every output on the evaluation set (loadgen.run_outputs; ``data`` is the worker's JobData, ``axes`` each
+    output's batch axis), or the outputs an earlier run computed for the same artifact, runtime, threads, batch
+    and data; a hit sets ``out["extra"]["validation_reused"]``, a complete pass is kept for the next run."""
+    validate_batch = int(compiled.metadata.get("validate_batch", spec.validate_batch))
+    pad_last = data.model.fixed_batch is not None
+    names = list(data.model.output_names)
+    key = _outputs_key(spec, compiled, data, out, validate_batch, pad_last) if spec.outputs_cache else None
+    cache = OutputsCache(spec.outputs_cache) if key is not None else None
+    if cache is not None:
+        hit = cache.get(key, names)
+        if hit is not None:
+            out.setdefault("extra", {})["validation_reused"] = hit.record_fact()
+            return hit.outputs
+    outputs = loadgen.run_outputs(session, data.eval_inputs, validate_batch, spec.validate_budget_s,
+                                  batch_axes=axes, pad_last=pad_last)
+    axis = axes[0]
+    if cache is not None and outputs and outputs[0].shape[axis] == data.eval_count:  # a complete pass only
+        import datetime as _dt
+
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        try:
+            cache.put(key, names, outputs, spec.run_id, now)
+        except OSError as exc:  # a full disk costs the next run a pass, not this job
+            out.setdefault("extra", {})["validation_cache_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return outputs
+
+
+def _outputs_key(spec, compiled, data, out: dict[str, Any], validate_batch: int, pad_last: bool):
+    """The validation pass's key (harness.bench.outputs_cache.OutputsKey), or None when the artifact's bytes or
+    the data cannot be named (then the pass always runs)."""
+    from backends.cache import package_version
+
+    artifact = artifact_identity(compiled.path, data.model.path, data.model.sha256)
+    if artifact is None or not spec.data_sha256:
+        return None
+    return OutputsKey(spec.job_id, {
+        "artifact": artifact, "backend": spec.backend, "backend_version": out.get("backend_version"),
+        "precision": spec.precision, "options": [list(kv) for kv in spec.options], "target": spec.target,
+        "device": spec.device if not str(spec.device).endswith(".toml") else Path(spec.device).stem,
+        "threads": out.get("threads"), "validate_batch": validate_batch, "pad_last": pad_last,
+        "outputs": list(data.model.output_names), "data_sha256": spec.data_sha256,
+        "eval_samples": data.eval_count, "harness": package_version()})
