@@ -24,7 +24,9 @@ import math
 import shutil
 import tarfile
 import tempfile
+import re
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -42,8 +44,9 @@ SEARCH_POPULATION = 128
 SEARCH_GENETIC_ITERS = 2
 
 
-def structure_sha256(onnx_path: Path | str, input_shapes: Mapping[str, Sequence[int]]) -> str:
-    """sha256 (64 hex) of the ONNX graph without initializer values, plus the static input shapes.
+def structure_sha256(onnx_path: Path | str, input_shapes: Mapping[str, Sequence[int]], variant: str = "") -> str:
+    """sha256 (64 hex) of the ONNX graph without initializer values, plus the static input shapes, plus
+    ``variant`` when not empty (how the graph is rewritten before tuning, e.g. the conv layout).
 
     Initializers keep their name, dtype and dims; Constant nodes are kept whole (they can carry shapes).
     Raises whatever ``onnx.load`` raises for an unreadable file.
@@ -59,6 +62,8 @@ def structure_sha256(onnx_path: Path | str, input_shapes: Mapping[str, Sequence[
     model.graph.ClearField("doc_string")
     h = hashlib.sha256(model.graph.SerializeToString(deterministic=True))
     h.update(json.dumps({k: [int(d) for d in v] for k, v in sorted(input_shapes.items())}).encode())
+    if variant:
+        h.update(variant.encode())
     return h.hexdigest()
 
 
@@ -116,6 +121,8 @@ class TuningEntry:
     tvm_version: str
     created: str
     ops: str = "all"
+    #: Layout conv2d was tuned in (entries from before the option: NCHW).
+    conv_layout: str = "NCHW"
     #: "cache" (the writable store) or the seed folder it was found in.
     source: str = "cache"
 
@@ -266,6 +273,49 @@ def tune_tasks(tasks: Sequence[Any], target: Any, db_dir: Path, plan: BudgetPlan
                   num_trials_per_iter=plan.per_round, builder=builder, runner=runner,
                   database=ms.database.JSONDatabase(work_dir=str(db_dir)))
     return time.perf_counter() - t0
+
+
+_CONV_ANCHOR = re.compile(r"^fused_(conv2d\d*)_")
+
+
+def sibling_groups(task_names: list[str]) -> dict[str, list[str]]:
+    """Task names grouped by the convolution they fuse ('fused_conv2d1_add_relu' -> 'conv2d1'); groups of 2+."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in task_names:
+        m = _CONV_ANCHOR.match(name)
+        if m:
+            groups[m.group(1)].append(name)
+    return {k: v for k, v in groups.items() if len(v) > 1}
+
+
+def _blocks(mod: Any) -> set[str]:
+    return set(re.findall(r'T\.sblock\("([^"]+)"\)', mod.script()))
+
+
+def replay_sibling_trace(task_mod: Any, sibling_trace: Any, sibling_mod: Any) -> Any:
+    """A schedule of ``task_mod`` following ``sibling_trace`` (the best trace of a sibling task, same convolution
+    and another fused epilogue: epilogue adds the sibling lacks are inlined first, instructions naming blocks the
+    task lacks are skipped); raises what the schedule raises when the trace does not fit.
+    benchmarks/tvm_share_schedules.py times it against the task's own schedule."""
+    from tvm.s_tir.schedule import Schedule, Trace
+
+    mine, theirs = _blocks(task_mod), _blocks(sibling_mod)
+    sch = Schedule(task_mod)
+    for extra in sorted(mine - theirs):      # epilogue adds the sibling lacks: inlined as the sibling's own were
+        if extra.startswith("T_add"):
+            sch.compute_inline(sch.get_sblock(extra))
+    dropped, insts, decisions = [], [], {}
+    for inst in sibling_trace.insts:
+        if inst.kind.name == "GetSBlock" and str(inst.attrs[0]) not in mine:
+            dropped.extend(inst.outputs)
+            continue
+        if any(hasattr(i, "same_as") and any(i.same_as(d) for d in dropped) for i in inst.inputs):
+            continue
+        insts.append(inst)
+        if inst in sibling_trace.decisions:
+            decisions[inst] = sibling_trace.decisions[inst]
+    Trace(insts, decisions).apply_to_schedule(sch, remove_postproc=False)
+    return sch
 
 
 def warm_builder() -> None:

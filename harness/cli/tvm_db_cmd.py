@@ -68,10 +68,11 @@ def _list(args: argparse.Namespace) -> int:
 
     store = _store(args)
     table = Table(title=f"TVM tuning databases ({store.root} and the bundled {bundled_tuning_dir()})")
-    for col in ("entry", "model", "target", "trials", "tasks reached", "tuning s", "where"):
+    for col in ("entry", "model", "target", "conv layout", "trials", "tasks reached", "tuning s", "where"):
         table.add_column(col)
     for e in store.entries():
-        table.add_row(e.path.name, e.model_name, target_key(e.target), str(e.trials), f"{e.tasks_reached}/{e.tasks}",
+        table.add_row(e.path.name, e.model_name, target_key(e.target), e.conv_layout, str(e.trials),
+                      f"{e.tasks_reached}/{e.tasks}",
                       f"{e.tuning_s:.0f}", "cache" if e.source == "cache" else "bundled")
     make_console().print(table)
     return EXIT_OK

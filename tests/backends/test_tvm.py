@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
-from backends.tvm_backend import INT8_NUMERICS, TvmBackend, parse_target_string, unsupported_ops_from_error
+from backends.tvm_backend import INT8_NUMERICS, TvmBackend, TvmOptions, parse_target_string, unsupported_ops_from_error
 from devices import load_device
 from harness.scoring.metrics import snr_db
 from tests.backends.tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
@@ -154,3 +154,39 @@ def test_two_outputs_come_back_from_the_vm_tuple_in_graph_order(tmp_path):
     assert len(outs) == 2
     for got, want in zip(outs, m.one_input_two_outputs_numpy(x)):
         np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@needs_tvm
+def test_nchw_layout_option_builds_the_graphs_own_layout_with_the_same_outputs(setup):
+    model, device, tmp = setup
+    backend = TvmBackend()
+    compiled = backend.compile(model, device, CompileConfig("fp32", options=(("conv_layout", "NCHW"),)), None,
+                               tmp / "work")
+    assert compiled.metadata["tvm_conv_layout"] == "NCHW/OIHW"
+    session = backend.load(compiled, device, RuntimeConfig(threads=1))
+    try:
+        x = images(3)
+        assert snr_db(run_all(session, x), ort_reference(model, x)) >= 60.0
+    finally:
+        session.close()
+
+
+def test_an_unknown_conv_layout_is_refused_with_the_valid_ones():
+    with pytest.raises(ValueError, match="NHWC"):
+        TvmOptions(conv_layout="NCHW16c")
+
+
+@needs_tvm
+def test_calls_reusing_the_input_buffer_each_answer_their_own_input(setup):
+    model, device, tmp = setup
+    backend = TvmBackend()
+    session = backend.load(backend.compile(model, device, CompileConfig("fp32"), None, tmp / "work"), device,
+                           RuntimeConfig(threads=1))
+    try:
+        x = images(2)
+        first = session.run({model.input_name: x[:1]})[0]
+        second = session.run({model.input_name: x[1:]})[0]   # same input buffer, new contents
+        want = ort_reference(model, x)
+        np.testing.assert_allclose(np.concatenate([first, second]), want, rtol=1e-4, atol=1e-5)
+    finally:
+        session.close()

@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from backends.tvm_backend import TvmBackend, tuning_facts
+from backends.tvm_backend import TvmBackend, TvmOptions, layout_variant, tuning_facts
 from backends.tvm_tuning import ENTRY_FILE, RECORDS, WORKLOADS, TuningEntry, TuningStore, budget_plan, entry_name
-from backends.tvm_tuning import structure_sha256
+from backends.tvm_tuning import sibling_groups, structure_sha256
 from tests.backends.tiny_onnx import tiny_cnn
 
 TARGET = {"kind": "llvm", "mcpu": "znver5", "num-cores": 2}
@@ -107,3 +107,37 @@ def test_a_database_covering_none_of_the_models_tasks_is_untuned(tmp_path):
     facts = tuning_facts(entry, None, applied=0, model_tasks=25)
     assert facts["tuned"] is False and "covers none of this model's 25 tasks" in facts["timing_note"]
     assert tuning_facts(entry, None, applied=20, model_tasks=25)["timing_note"].startswith("partly tuned: 20 of 25")
+
+
+def test_a_layout_variant_is_another_identity_and_none_keeps_the_old_one(tmp_path):
+    a = tiny_cnn(tmp_path / "a.onnx").path
+    shapes = {"input": [1, 1, 8, 8]}
+    old = structure_sha256(a, shapes)
+    assert structure_sha256(a, shapes, layout_variant("NCHW")) == old   # entries tuned before the option
+    assert structure_sha256(a, shapes, layout_variant("NHWC")) != old
+
+
+def test_an_entry_written_before_the_layout_option_reads_as_nchw(tmp_path):
+    entry = fake_entry(tmp_path, 10)
+    meta = json.loads((entry.path / ENTRY_FILE).read_text())
+    meta.pop("conv_layout")
+    (entry.path / ENTRY_FILE).write_text(json.dumps(meta))
+    assert TuningEntry.read(entry.path).conv_layout == "NCHW"
+
+
+def test_the_bundled_database_serves_the_bundled_resnet20_with_the_default_options():
+    """The default run's tuned TVM row: the bundled entry is keyed by the default layout and the znver5 target."""
+    from harness.model.checkpoint import ASSETS_DIR, BUNDLED_TVM_TUNING_DIR, load_checkpoint
+
+    model = load_checkpoint(ASSETS_DIR / "resnet20-fmnist-map.onnx").artifact()
+    structure = structure_sha256(model.path, model.static_input_shapes(1), layout_variant(TvmOptions().conv_layout))
+    entry = TuningStore(BUNDLED_TVM_TUNING_DIR / "none", [BUNDLED_TVM_TUNING_DIR]).find(structure, TARGET)
+    assert entry is not None and entry.conv_layout == TvmOptions().conv_layout
+    assert entry.tasks_reached == entry.tasks
+
+
+def test_sibling_tasks_are_grouped_by_the_convolution_they_fuse():
+    names = ["fused_conv2d1_add_relu", "fused_conv2d1_add_add1_relu", "fused_conv2d_add_relu", "fused_matmul_add6",
+             "fused_conv2d12_add_relu", "fused_conv2d12_add4"]
+    assert sibling_groups(names) == {"conv2d1": ["fused_conv2d1_add_relu", "fused_conv2d1_add_add1_relu"],
+                                     "conv2d12": ["fused_conv2d12_add_relu", "fused_conv2d12_add4"]}
