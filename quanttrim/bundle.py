@@ -86,7 +86,7 @@ def run_bundle(epochs: int = 4, seed: int = 0, work_dir: str = "runs/bundle", as
             "export_command": shlex.join(["python", "-m", "quanttrim", "export", f"{out}/final.pt", "--out", str(onnx_path)]),
             "fp32_test_accuracy": acc, "test_images": int(len(data.test_x)),
             "torch_val_accuracy": res["metrics"].get("val_acc"),
-            "weights_snapped_to_int8_grid": cfg.recipe.quant.enabled,
+            "weights_snapped_to_int8_grid": r.weights_snapped,
             "train_seconds": round(seconds, 1),
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "recipe_config": cfg.recipe.to_dict(),

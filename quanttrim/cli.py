@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from quanttrim.config import SNAP_CHOICES
+
 EPILOG_TRAIN = """examples:
   python -m quanttrim train --model resnet20 --dataset fashion-mnist --recipe map --epochs 4 --out runs/map
   python -m quanttrim train --model resnet20 --dataset fashion-mnist --recipe quanttrim --epochs 4 \\
@@ -66,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "PyTorch on real test images, plus <stem>.calib.json with the learned ranges.")
     e.add_argument("checkpoint", help="final.pt or last.pt of a training run")
     e.add_argument("--out", required=True, help="output .onnx path")
-    e.add_argument("--snap-weights", choices=["auto", "yes", "no"], default="auto",
-                   help="export weights moved onto the learned INT8 grid (auto: yes when the recipe fake-quantizes)")
+    e.add_argument("--snap-weights", choices=SNAP_CHOICES, default="auto",
+                   help="yes: export the weights moved onto the trained INT8 grid (per tensor; the FP32 file then "
+                        "equals what a per-tensor max-calibrating backend deploys); no / auto (default): the trained "
+                        "FP32 weights, which each backend rounds once on its own grid, per tensor or per channel")
     e.add_argument("--no-calib", action="store_true", help="do not write the calibration table")
     e.add_argument("--verify-samples", type=int, default=64, help="test images used for the ORT check (default 64)")
     e.add_argument("--data-dir", help="dataset directory, if the checkpoint's dataset needs one")

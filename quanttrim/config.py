@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OPTIMIZERS = ("adamw", "sgd")
+#: ``quanttrim export --snap-weights``: auto (the exporter's default, see quanttrim.export.resolve_snap), yes, no.
+SNAP_CHOICES = ("auto", "yes", "no")
 
 
 def _check_prob(name: str, v: float, lo_open: bool = True, hi_closed: bool = True) -> None:

@@ -1,7 +1,8 @@
 """Optional QDQ graph carrying the learned activation ranges (for backends that take explicit quantization).
 
 ONNX Runtime's static quantizer writes the QuantizeLinear/DequantizeLinear pairs: per-tensor signed
-symmetric weights (max-calibrated, which reproduces the grid of snapped weights exactly), unsigned
+symmetric weights (max-calibrated: from the unsnapped export's weights this is the trained grid, and it
+reproduces snapped weights exactly), unsigned
 activations whose ranges are the trainer's learned ones (`<stem>.calib.json`); the few tensors the trainer
 does not quantize (e.g. the Sub inside the input normalisation, Flatten) are MinMax-calibrated on
 ``calib_images`` (training images, never evaluation images).

@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from quanttrim.config import SNAP_CHOICES
     from quanttrim.reproduction.config import PRESETS
 
     r = sub.add_parser(
@@ -34,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--models", type=lambda t: tuple(t.split(",")), help="only these preset models, e.g. resnet20")
     r.add_argument("--data-dir", help="dataset folder (e.g. CIFAR-10 with --dataset cifar10)")
     r.add_argument("--dataset", help="override the dataset (default fashion-mnist)")
+    r.add_argument("--snap-weights", choices=SNAP_CHOICES,
+                   help="Quant-Trim export weights, as `quanttrim export --snap-weights` (default no: the trained "
+                        "FP32 weights; yes: snapped, as results/reference/reproduction was exported)")
     r.add_argument("--threads", type=int, help="torch/runtime threads (default 1: the cores are shared)")
     r.add_argument("--report-only", action="store_true",
                    help="rebuild report.md, the CSV tables and the figures from <out>/rows.csv without measuring")
@@ -48,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = get_preset("full" if args.full else args.preset).with_overrides(
         seeds=args.seeds, devices=args.devices, data_dir=args.data_dir, dataset=args.dataset, threads=args.threads,
         backends=args.backends, calib_draws=args.draws, granularities=args.granularities,
-        eval_samples=args.eval_samples)
+        eval_samples=args.eval_samples, snap_weights=args.snap_weights)
     if args.models:
         cfg = cfg.with_overrides(models=tuple(m for m in cfg.models if m.name in args.models) or None)
     out = args.out.resolve()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from quanttrim.config import SNAP_CHOICES
+
 GRANULARITIES = ("per_tensor", "per_channel")
 #: Paper Table 9 rows as quanttrim.recipes names: the FP32 baseline first, then the arms.
 ABLATION_RECIPES = ("fp32", "qat-only", "rp-only", "qat+rp90", "qat+rp99")
@@ -55,6 +57,10 @@ class ReproductionConfig:
     eval_samples: int = 1000
     threads: int = 1
     quick_loop: bool = True         # fidelity only: no timing, but the quick protocol bounds validation
+    #: Quant-Trim export weights (``quanttrim export --snap-weights``), written out so config.json says which:
+    #: "no" = the trained FP32 weights (the exporter's default since issue 19 defect 1); "yes" = snapped onto the
+    #: per-tensor INT8 grid, as results/reference/reproduction was exported.
+    snap_weights: str = "no"
 
     def __post_init__(self) -> None:
         if not self.models or not self.seeds or not self.calib_draws:
@@ -62,6 +68,8 @@ class ReproductionConfig:
         for g in self.granularities:
             if g not in GRANULARITIES:
                 raise ValueError(f"unknown granularity {g!r}; valid: {', '.join(GRANULARITIES)}")
+        if self.snap_weights not in SNAP_CHOICES:
+            raise ValueError(f"unknown snap_weights {self.snap_weights!r}; valid: {', '.join(SNAP_CHOICES)}")
         if self.epochs < 1 or self.eval_samples < 1:
             raise ValueError("epochs and eval_samples must be >= 1")
 

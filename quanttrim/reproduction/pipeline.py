@@ -15,17 +15,23 @@ ROWS_FILE = "rows.csv"
 
 def train_and_export(cfg: ReproductionConfig, spec: ModelSpec, recipe: str, seed: int, out: Path,
                      log: Callable[[str], None]) -> Path:
-    """Train one (model, recipe, seed) and export FP32 ONNX (+ learned ranges); reuses a finished export."""
-    from quanttrim.export import export_checkpoint
+    """Train one (model, recipe, seed) and export FP32 ONNX (+ learned ranges) with ``cfg.snap_weights``; reuses a
+    finished export, but not one whose weights were exported otherwise (ValueError: use another --out)."""
+    from quanttrim.export import export_checkpoint, resolve_snap, snapped_in
     from quanttrim.recipes import get_recipe
     from quanttrim.train import TrainConfig, train
 
     run_dir = out / "train" / f"{spec.name}-w{spec.width:g}-{recipe}-s{seed}"
     onnx_path = out / "checkpoints" / f"{spec.name}-w{spec.width:g}-{recipe}-s{seed}.onnx"
+    rcfg = get_recipe(recipe, cfg.epochs, {"lr": str(cfg.lr)})
     if onnx_path.exists():
+        want, have = resolve_snap(cfg.snap_weights, rcfg.quant.enabled), snapped_in(onnx_path)
+        if have is not None and have != want:
+            raise ValueError(f"{onnx_path} was exported with snap_weights={have}, this run asks for {want} "
+                             f"(--snap-weights {cfg.snap_weights}): use another --out")
         log(f"reusing {onnx_path}")
         return onnx_path
-    tcfg = TrainConfig(model=spec.name, dataset=cfg.dataset, recipe=get_recipe(recipe, cfg.epochs, {"lr": str(cfg.lr)}),
+    tcfg = TrainConfig(model=spec.name, dataset=cfg.dataset, recipe=rcfg,
                        epochs=cfg.epochs, out=str(run_dir), seed=seed, data_dir=cfg.data_dir, width=spec.width,
                        train_limit=cfg.train_limit, threads=cfg.threads, stop_after_steps=cfg.stop_after_steps,
                        progress=False)
@@ -33,7 +39,7 @@ def train_and_export(cfg: ReproductionConfig, spec: ModelSpec, recipe: str, seed
     res = train(tcfg, resume=(run_dir / "last.pt").exists())
     log(f"trained {run_dir.name} in {time.perf_counter() - t0:.0f} s")
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    export_checkpoint(res["checkpoint"], str(onnx_path))
+    export_checkpoint(res["checkpoint"], str(onnx_path), snap=cfg.snap_weights)
     return onnx_path
 
 

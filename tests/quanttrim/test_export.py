@@ -104,3 +104,49 @@ def test_qdq_graph_uses_learned_ranges(exported, tmp_path) -> None:
     assert scale == pytest.approx((table[relu]["max"] - table[relu]["min"]) / 255, rel=1e-5)
     out = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(["logits"], {"input": images})[0]
     assert out.shape == (len(images), 10)
+
+
+def _weights(path) -> dict[str, np.ndarray]:
+    """Every weight initializer (conv and Gemm: two or more dimensions) of an exported graph."""
+    from onnx import numpy_helper
+
+    return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer if len(i.dims) >= 2}
+
+
+def test_unsnapped_export_keeps_the_trained_weights_bit_exactly(exported, tmp_path) -> None:
+    model, snapped_path, _, images = exported
+    res = export_onnx(model, tmp_path / "raw.onnx", images, snap_weights=False, calibration=False)
+    fc = model.fc.weight.detach().numpy()  # the classifier has no BN: its ONNX weight is the trained tensor itself
+    raw = [w for w in _weights(res.onnx_path).values() if w.shape == fc.shape]
+    snapped = [w for w in _weights(snapped_path).values() if w.shape == fc.shape]
+    assert len(raw) == 1 and np.array_equal(raw[0], fc) and not res.weights_snapped
+    assert not np.array_equal(snapped[0], fc)  # so the check above can tell the two exports apart
+
+
+def test_snapped_export_puts_every_weight_on_its_per_tensor_grid(exported) -> None:
+    _, path, res, _ = exported
+    weights = _weights(path)
+    assert res.weights_snapped and len(weights) > 10
+    for name, w in weights.items():
+        q = w / (np.abs(w).max() / 127.0)  # symmetric max calibration: the grid a per-tensor backend recomputes
+        np.testing.assert_allclose(q, np.round(q), atol=1e-3, err_msg=name)
+
+
+def test_auto_exports_the_trained_weights_of_a_quanttrim_model() -> None:
+    from quanttrim.export import resolve_snap
+
+    assert resolve_snap("auto", quant_enabled=True) is False
+    assert resolve_snap("yes", quant_enabled=True) is True
+
+
+def test_a_model_trained_without_fake_quantization_is_never_snapped() -> None:
+    from quanttrim.export import resolve_snap
+
+    assert resolve_snap("yes", quant_enabled=False) is False
+
+
+def test_an_unknown_snap_choice_says_the_valid_ones() -> None:
+    from quanttrim.export import resolve_snap
+
+    with pytest.raises(ValueError, match="auto, yes, no"):
+        resolve_snap("per_tensor", quant_enabled=True)

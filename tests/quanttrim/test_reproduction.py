@@ -63,3 +63,33 @@ def test_bootstrap_ci_brackets_the_mean_and_needs_two_values():
     lo, hi = bootstrap_ci(values)
     assert lo <= 2.5 <= hi
     assert bootstrap_ci(np.array([1.0])) is None
+
+
+def test_default_exports_quanttrim_weights_unsnapped(study):
+    from quanttrim.export import snapped_in
+
+    _, rows = study
+    assert snapped_in(rows.parent / "checkpoints" / "resnet20-w0.25-quanttrim-s0.onnx") is False
+
+
+def test_the_snap_choice_reaches_the_export(tmp_path):
+    from quanttrim.export import snapped_in
+    from quanttrim.reproduction.pipeline import train_and_export
+
+    cfg = get_preset("ci").with_overrides(snap_weights="yes")
+    onnx_path = train_and_export(cfg, cfg.models[0], "quanttrim", 0, tmp_path, log=lambda m: None)
+    assert snapped_in(onnx_path) is True
+
+
+def test_an_export_made_with_another_snap_choice_is_not_reused(study):
+    from quanttrim.reproduction.pipeline import train_and_export
+
+    cfg, rows = study
+    with pytest.raises(ValueError, match="use another --out"):
+        train_and_export(cfg.with_overrides(snap_weights="yes"), cfg.models[0], "quanttrim", 0, rows.parent,
+                         log=lambda m: None)
+
+
+def test_an_unknown_snap_choice_is_rejected_by_the_config():
+    with pytest.raises(ValueError, match="snap_weights"):
+        get_preset("ci").with_overrides(snap_weights="maybe")
