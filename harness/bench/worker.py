@@ -23,7 +23,7 @@ from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from devices import load_device
 from devices.numerics import takes_calibration
 from harness.bench import loadgen
-from harness.bench.outputs_cache import validation_outputs
+from harness.bench.outputs_cache import validation_outputs, write_npz_atomic
 from harness.bench.stages import StageTracker, process_age_s
 from harness.data.loaders import load_job_data
 from harness.model.checkpoint import Checkpoint
@@ -112,11 +112,7 @@ def reference_runtime(ckpt: Checkpoint) -> str:
 
 def save_outputs(path: str | Path, ckpt: Checkpoint, outputs: list[np.ndarray]) -> None:
     """One array per output, keyed by output name; atomic: a killed worker never leaves a half file."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")   # two runs may write the same cached reference
-    with open(tmp, "wb") as f:
-        np.savez(f, **{t.name: o for t, o in zip(ckpt.outputs, outputs)})
-    tmp.replace(path)
+    write_npz_atomic(path, {t.name: o for t, o in zip(ckpt.outputs, outputs)})
 
 
 def load_outputs(path: str | Path, ckpt: Checkpoint) -> list[np.ndarray]:
