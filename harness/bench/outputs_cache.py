@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from backends.cache import MANIFEST, MANIFEST_FORMAT, entry_of, file_sha256, write_bytes_atomic
 from harness.bench import loadgen
+from harness.store.layout import file_stem_part
 
 
 def artifact_identity(path: Path | str, model_path: Path | str, model_sha256: str) -> str | None:
@@ -67,7 +67,7 @@ class OutputsKey:
 
     @property
     def stem(self) -> str:
-        return f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', self.job_id)}__{self.digest[:16]}"
+        return f"{file_stem_part(self.job_id)}__{self.digest[:16]}"
 
 
 @dataclass(frozen=True)
