@@ -38,11 +38,14 @@ VARIANTS = {"map": ("map", "auto", "map"), "snap": ("quanttrim", "yes", "quanttr
 
 
 def stem(model: str, variant: str, seed: int) -> str:
+    """The exported file's stem (its checkpoint name in the rows): ``<model>-<recipe>[-unsnapped]-s<seed>``."""
     recipe = VARIANTS[variant][0]
     return f"{model}-{recipe}{'-unsnapped' if variant == 'raw' else ''}-s{seed}"
 
 
 def export_all(train_dir: Path, out: Path, model: str, seeds: list[int]) -> dict[tuple[str, int], Path]:
+    """(variant, seed) -> ONNX file under ``out/checkpoints``, exported from ``train_dir/<model>-<recipe>-s<seed>/
+    final.pt`` unless the file is already there (an existing export is reused as it is)."""
     from quanttrim.export import export_checkpoint
 
     paths = {}
@@ -115,6 +118,8 @@ def _pair(df: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
 
 
 def report(df: pd.DataFrame) -> str:
+    """The Markdown tables of ``df`` (load_rows rows with roles map / quanttrim / quanttrim-unsnapped), one per
+    granularity: per-role mean ± std of logit MSE, SNR and agreement, then the three paired differences."""
     c = cells(df).set_index([*CELL, "role"])
     pairs = [_pair(df, "quanttrim", "map"), _pair(df, "quanttrim-unsnapped", "map"),
              _pair(df, "quanttrim-unsnapped", "quanttrim")]

@@ -63,10 +63,12 @@ class OutputsKey:
 
     @property
     def digest(self) -> str:
+        """sha256 (64 hex digits) of ``parts`` as sorted-key JSON (non-JSON values by ``str``)."""
         return hashlib.sha256(json.dumps(self.parts, sort_keys=True, default=str).encode()).hexdigest()
 
     @property
     def stem(self) -> str:
+        """The cache files' name without suffix: the file-name-safe job id, ``__``, the digest's first 16 digits."""
         return f"{file_stem_part(self.job_id)}__{self.digest[:16]}"
 
 

@@ -132,10 +132,12 @@ class RunLayout:
 
     @property
     def outputs_cache(self) -> Path:
+        """<results>/.cache/outputs: validation passes kept across the runs of this results folder."""
         return self.results_dir / CACHE_DIR / OUTPUTS_CACHE_DIR
 
     @property
     def reference_cache(self) -> Path:
+        """<results>/.cache/references: FP32 reference outputs shared by the runs of this results folder."""
         return self.results_dir / CACHE_DIR / REFERENCE_CACHE_DIR
 
     def reference_file(self, checkpoint: str, checkpoint_sha256: str, data_sha256: str, runtime: str) -> Path:
