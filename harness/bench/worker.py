@@ -23,6 +23,7 @@ from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from devices import load_device
 from devices.numerics import takes_calibration
 from harness.bench import loadgen
+from harness.bench.options import thread_count
 from harness.bench.outputs_cache import validation_outputs, write_npz_atomic
 from harness.bench.stages import StageTracker, process_age_s
 from harness.data.loaders import load_job_data
@@ -50,7 +51,7 @@ def pin_and_count_threads(spec) -> int:
     """
     if spec.cpu_affinity:
         os.sched_setaffinity(0, spec.cpu_affinity)
-    return spec.threads or len(_affinity() or ()) or os.cpu_count() or 1
+    return thread_count(spec.threads, _affinity())
 
 
 def job_model(spec) -> Checkpoint:
