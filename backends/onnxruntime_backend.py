@@ -161,8 +161,8 @@ class OnnxRuntimeBackend(Backend):
             if config.precision == "int8-dynamic":
                 _quantize_dynamic(src, dst, config)
             elif config.precision == "int8":
-                _quantize_static(model, dst, config, calibration, meta["calibration_method"], out_dir,
-                                 opts.percentile, src)
+                quantize_static_qdq(model, dst, config, calibration, meta["calibration_method"], out_dir,
+                                    opts.percentile, src)
             else:  # check_request already refused anything else
                 raise UnsupportedRequest(f"onnxruntime cannot build {config.precision}")
             return dst.name, facts
@@ -274,12 +274,18 @@ def apply_learned_ranges(tensors_range, table_path: Path, keep: frozenset[str] =
     return replaced
 
 
-def _quantize_static(model: ModelArtifact, dst: Path, config: CompileConfig, calibration: np.ndarray,
-                     method: str, out_dir: Path, percentile: float = DEFAULT_PERCENTILE,
-                     source: Path | None = None, weight_type: Any = None, activation_type: Any = None) -> None:
-    """Static QDQ quantization of ``model`` into ``dst``: INT8 by default; ``weight_type``/``activation_type``
+def quantize_static_qdq(model: ModelArtifact, dst: Path, config: CompileConfig, calibration: np.ndarray,
+                        method: str, out_dir: Path, percentile: float = DEFAULT_PERCENTILE,
+                        source: Path | None = None, weight_type: Any = None, activation_type: Any = None) -> None:
+    """Static QDQ quantization of ``model`` into ``dst`` (this harness's ORT quantizer path; the QNN adapter's
+    low-bit graphs use it too): INT8 by default; ``weight_type``/``activation_type``
     (onnxruntime.quantization.QuantType) pick other grids, e.g. QInt4 weights with QUInt16 activations for the
-    QNN HTP's w4a16 (ORT raises the graph to opset 21 itself for 4- and 16-bit Q/DQ)."""
+    QNN HTP's w4a16 (ORT raises the graph to opset 21 itself for 4- and 16-bit Q/DQ).
+
+    ``calibration`` is the calibration images in the model's input layout (N first); ``method`` one of minmax,
+    entropy, percentile, learned; ``source`` a graph to quantize instead of ``model.path`` (per_channel_source's
+    upgraded copy); intermediate files go under ``out_dir``. Raises UnsupportedRequest for ``learned`` when the
+    checkpoint has no calibration table."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 

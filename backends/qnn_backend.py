@@ -211,13 +211,13 @@ def _low_bit_graph(model: ModelArtifact, config: CompileConfig, calibration: np.
     INT8, INT4/INT8 symmetric weights and unsigned asymmetric 8/16-bit activations (the QNN convention)."""
     from onnxruntime.quantization import QuantType
 
-    from backends.onnxruntime_backend import _quantize_static, per_channel_source
+    from backends.onnxruntime_backend import per_channel_source, quantize_static_qdq
 
     wtype, atype = LOW_BIT_TYPES[config.precision]
     src, upgrade = per_channel_source(Path(model.path), out_dir, config.per_channel)
     dst = out_dir / f"model_{config.precision}_qdq.onnx"
     method = config.calibration or "minmax"
-    _quantize_static(model, dst, config, calibration, method, out_dir, source=src,
+    quantize_static_qdq(model, dst, config, calibration, method, out_dir, source=src,
                      weight_type=getattr(QuantType, wtype), activation_type=getattr(QuantType, atype))
     granularity = "per-channel" if config.per_channel else "per-tensor"
     facts.update(upgrade, calibration_method=method, qdq_graph=str(dst),

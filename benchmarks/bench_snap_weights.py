@@ -4,7 +4,7 @@ From finished training runs (``<train-dir>/<model>-<recipe>-s<seed>/final.pt``, 
 output's ``train/``), export MAP as usual and Quant-Trim twice, ``--snap-weights yes`` (weights on the trained
 per-tensor INT8 grid) and ``no`` (the trained FP32 weights), then measure every export for each seed ×
 calibration draw × granularity through the harness, exactly as the reproduction does
-(:func:`quanttrim.reproduction.pipeline.measure_pair`'s options → ``harness.analysis.fidelity.run_fidelity``),
+(:func:`quanttrim.reproduction.pipeline.measure`'s options → ``harness.analysis.fidelity.run_fidelity``),
 and tabulate with :mod:`quanttrim.reproduction.tables`: mean ± std over seeds × draws, and three paired
 differences with 95 % bootstrap CIs (snapped − MAP, unsnapped − MAP, unsnapped − snapped).
 
@@ -38,11 +38,14 @@ VARIANTS = {"map": ("map", "auto", "map"), "snap": ("quanttrim", "yes", "quanttr
 
 
 def stem(model: str, variant: str, seed: int) -> str:
+    """The exported file's stem (its checkpoint name in the rows): ``<model>-<recipe>[-unsnapped]-s<seed>``."""
     recipe = VARIANTS[variant][0]
     return f"{model}-{recipe}{'-unsnapped' if variant == 'raw' else ''}-s{seed}"
 
 
 def export_all(train_dir: Path, out: Path, model: str, seeds: list[int]) -> dict[tuple[str, int], Path]:
+    """(variant, seed) -> ONNX file under ``out/checkpoints``, exported from ``train_dir/<model>-<recipe>-s<seed>/
+    final.pt`` unless the file is already there (an existing export is reused as it is)."""
     from quanttrim.export import export_checkpoint
 
     paths = {}
@@ -107,24 +110,6 @@ def grid_check(paths: dict[tuple[str, int], Path], seeds: list[int]) -> list[str
     return lines
 
 
-def applied_granularity(df: pd.DataFrame) -> pd.DataFrame:
-    """Label each row with the weight granularity really used. An emulated policy keeps its own (the profile's
-    weight_granularity, in the row's numerics_key) whatever the study asked, so its rows are the same in both
-    studies: keep them once, under the policy's granularity; real backends apply the request."""
-    import json
-
-    def policy(key: object) -> str | None:
-        text = str(key)
-        start = text.find("{")
-        return json.loads(text[start:text.rfind("}") + 1]).get("weight_granularity") if start >= 0 else None
-
-    df = df.copy()
-    emulated = df.backend == "emulated"
-    df.loc[emulated, "granularity"] = [policy(k) or g for k, g in zip(df.loc[emulated, "numerics_key"],
-                                                                        df.loc[emulated, "granularity"])]
-    return df.drop_duplicates(KEY, keep="first")
-
-
 def _pair(df: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     """role a − role b, paired by seed and draw (tables.deltas computes 'quanttrim' − 'map')."""
     sub = df[df.role.isin([a, b])].copy()
@@ -133,6 +118,8 @@ def _pair(df: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
 
 
 def report(df: pd.DataFrame) -> str:
+    """The Markdown tables of ``df`` (load_rows rows with roles map / quanttrim / quanttrim-unsnapped), one per
+    granularity: per-role mean ± std of logit MSE, SNR and agreement, then the three paired differences."""
     c = cells(df).set_index([*CELL, "role"])
     pairs = [_pair(df, "quanttrim", "map"), _pair(df, "quanttrim-unsnapped", "map"),
              _pair(df, "quanttrim-unsnapped", "quanttrim")]
@@ -190,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r.checkpoint, int(r.seed), int(r.calib_draw), r.granularity) for r in prior.itertuples()}
     if not args.report_only:
         measure(paths, args, done)
+    # load_rows labels each row with the granularity it deployed (an emulated policy keeps its own, so its rows
+    # are the same in both studies): one row per KEY keeps them once
     df = pd.concat([load_rows(f) for f in sources if f.exists()]).drop_duplicates(KEY, keep="last")
     df = df[df.seed.isin(args.seeds) & df.calib_draw.isin(args.draws) & df.granularity.isin(args.granularities)]
-    df = applied_granularity(df)
     text = "\n".join(["# Quant-Trim export: snapped vs unsnapped weights", "",
                       f"Command: `python {' '.join(sys.argv)}`  ", f"Seeds {args.seeds}, calibration draws {args.draws}, "
                       f"{args.eval_samples} evaluation images; each cell mean ± std over seeds × draws; Δ paired, 95 % "

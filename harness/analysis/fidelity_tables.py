@@ -14,8 +14,8 @@ from devices.numerics import is_integer_precision
 METRICS = ("top1", "top5", "top1_agreement", "logit_mse", "snr_db", "ece", "brier")
 #: Lower is better for these (the comparison's "better" column uses it).
 LOWER_IS_BETTER = ("logit_mse", "ece", "brier")
-ROW_FIELDS = ("checkpoint", "device", "backend", "precision", "kind", "status", "calibration_method",
-              "calibration_samples_used", *METRICS, "fp32_island_ops", "npu_op_share", "fallback_ops", "note")
+ROW_FIELDS = ("checkpoint", "device", "backend", "precision", "weight_granularity", "kind", "status",
+              "calibration_method", "calibration_samples_used", *METRICS, "fp32_island_ops", "npu_op_share", "fallback_ops", "note")
 
 
 @dataclass
@@ -35,6 +35,7 @@ def record_row(kind: str, rec: Any) -> dict[str, Any]:
     simulated = bool(rec.simulated) or rec.backend == "emulated"
     row = {
         "checkpoint": rec.checkpoint, "device": rec.device, "backend": rec.backend, "precision": rec.precision,
+        "weight_granularity": applied_weight_granularity(rec, extra),
         "kind": "emulated" if rec.backend == "emulated" else ("simulator" if simulated else kind),
         "status": rec.status, "calibration_method": rec.calibration_method,
         "calibration_samples_used": extra.get("calibration_samples_used", rec.calibration_samples),
@@ -49,6 +50,22 @@ def record_row(kind: str, rec: Any) -> dict[str, Any]:
         row[m] = float(v) if isinstance(v, (int, float)) else (float("inf") if v == "inf" else None)
     row["numerics_key"] = _numerics_key(rec, extra)
     return row
+
+
+def applied_weight_granularity(rec: Any, extra: dict[str, Any]) -> str:
+    """The integer-weight granularity the job really deployed: an emulated device policy applies its own (a
+    ``--per-channel``/``--per-tensor`` request does not change it; the record says ``request_not_applied``), a real
+    backend applies the request. Empty for floating-point precisions (no integer weights)."""
+    if not is_integer_precision(rec.precision):
+        return ""
+    policy = extra.get("policy")
+    if rec.backend == "emulated" and isinstance(policy, dict) and policy.get("weight_granularity"):
+        return str(policy["weight_granularity"])
+    if extra.get("weight_granularity"):
+        return str(extra["weight_granularity"])
+    if rec.per_channel is None:
+        return ""
+    return "per_channel" if rec.per_channel else "per_tensor"
 
 
 def _numerics_key(rec: Any, extra: dict[str, Any]) -> str:

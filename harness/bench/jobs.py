@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from harness.store.layout import file_stem_part
 
 #: Environment variables the runner sets for the worker (harness.bench.launch -> harness.bench.worker).
 WATCHDOG_FD_ENV = "QUANTTRIM_WATCHDOG_FD"     # read end of the pipe whose EOF means "the runner is gone"
@@ -90,9 +91,11 @@ class JobSpec:
 
 def make_job_id(checkpoint: str, device: str, backend: str, precision: str, calibration: str | None,
                 per_channel: bool = True) -> str:
+    """The job's id, ``checkpoint__device__backend__precision[__calibration][__pc|__pt]`` as a file-name-safe
+    string (harness.store.layout.file_stem_part); the granularity suffix only for int*/w* precisions."""
     parts = [checkpoint, device, backend, precision]
     if calibration:
         parts.append(calibration)
     if precision.startswith("int") or precision.startswith("w"):
         parts.append("pc" if per_channel else "pt")
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", "__".join(parts))
+    return file_stem_part("__".join(parts))

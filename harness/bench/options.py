@@ -1,14 +1,22 @@
 """The options of one benchmark run (what `python -m harness run` was asked for), typed and validated."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from devices.numerics import validate_precision
 
 #: Timing scenarios (MLPerf's names): batch-1 latency, or maximum throughput.
 SCENARIOS = ("single-stream", "offline")
+
+def thread_count(threads: int | None, cpus: Sequence[int] | None) -> int:
+    """The threads a job (or the FP32 reference) runs with: ``threads`` when given, else one per CPU in ``cpus``
+    (the affinity it runs under; None where it cannot be read), else ``os.cpu_count()``. The worker resolves every
+    job's threads with it and the runner names the cached reference by it, so the two agree."""
+    return threads or len(cpus or ()) or os.cpu_count() or 1
+
 
 #: The smoke protocol of --quick.
 QUICK = {"warmup": 5, "iters": 50, "runs": 1, "eval_samples": 500}

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from backends.cache import MANIFEST, MANIFEST_FORMAT, entry_of, file_sha256
+from backends.cache import MANIFEST, MANIFEST_FORMAT, entry_of, file_sha256, write_bytes_atomic
 from harness.bench import loadgen
+from harness.store.layout import file_stem_part
 
 
 def artifact_identity(path: Path | str, model_path: Path | str, model_sha256: str) -> str | None:
@@ -63,11 +63,13 @@ class OutputsKey:
 
     @property
     def digest(self) -> str:
+        """sha256 (64 hex digits) of ``parts`` as sorted-key JSON (non-JSON values by ``str``)."""
         return hashlib.sha256(json.dumps(self.parts, sort_keys=True, default=str).encode()).hexdigest()
 
     @property
     def stem(self) -> str:
-        return f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', self.job_id)}__{self.digest[:16]}"
+        """The cache files' name without suffix: the file-name-safe job id, ``__``, the digest's first 16 digits."""
+        return f"{file_stem_part(self.job_id)}__{self.digest[:16]}"
 
 
 @dataclass(frozen=True)
@@ -110,18 +112,25 @@ class OutputsCache:
         """Keep a complete pass's outputs; the arrays first, the key file last (a reader needs both)."""
         npz, meta_path = self._paths(key)
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = npz.with_name(f".{npz.name}.{uuid.uuid4().hex[:8]}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **{n: np.asarray(o) for n, o in zip(output_names, outputs)})
-        os.replace(tmp, npz)
+        write_npz_atomic(npz, dict(zip(output_names, outputs)))
         meta = {"key": key.digest, "parts": dict(key.parts), "run_id": run_id, "computed_at": computed_at}
-        tmp = meta_path.with_name(f".{meta_path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
-        os.replace(tmp, meta_path)
+        write_bytes_atomic(meta_path, json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
         return npz
 
     def _paths(self, key: OutputsKey) -> tuple[Path, Path]:
         return self.root / f"{key.stem}.npz", self.root / f"{key.stem}.json"
+
+
+def write_npz_atomic(path: Path | str, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write ``arrays`` (name -> array) as an uncompressed .npz at ``path`` so readers see the old file or the new
+    one, never a part: a unique temporary name beside it (two runs may write the same cached file at once), then
+    ``os.replace``. Returns ``path``; raises OSError (a full disk, a read-only folder)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **{n: np.asarray(a) for n, a in arrays.items()})
+    os.replace(tmp, path)
+    return path
 
 
 def validation_outputs(spec, session, compiled, data, out: dict[str, Any], axes: Sequence[int]) -> list[np.ndarray]:

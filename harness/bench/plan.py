@@ -45,6 +45,7 @@ class LeftOut:
     include_with: str
 
     def to_dict(self) -> dict[str, str]:
+        """Every field by name (the manifest's ``left_out`` entries)."""
         return dict(self.__dict__)
 
 

@@ -26,7 +26,7 @@ from harness.data.prepare import describe as describe_data, prepare_datasets
 from harness.host import hostinfo
 from harness.bench.jobs import JobSpec
 from harness.bench.launch import Launch, Launcher, LocalLauncher, execute_spec
-from harness.bench.options import BenchmarkOptions, resume_differences
+from harness.bench.options import BenchmarkOptions, resume_differences, thread_count
 from harness.bench.plan import LeftOut, PlannedJob, leave_out_of_default_run, resolve_checkpoints, validate_names
 from harness.host.presence import device_present
 from harness.model.card import effective_card
@@ -398,7 +398,7 @@ def _why_no_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], ch
 def reference_runtime_tag(checkpoint: Checkpoint, options: BenchmarkOptions) -> str:
     """The reference runtime as it decides the reference's floating-point results: package, version, threads.
 
-    Threads are resolved as the worker resolves them (harness.bench.worker.pin_and_count_threads)."""
+    Threads are resolved as the worker resolves them (harness.bench.options.thread_count)."""
     from importlib import metadata
 
     package = "ai-edge-litert" if checkpoint.format == "tflite" else "onnxruntime"
@@ -407,10 +407,10 @@ def reference_runtime_tag(checkpoint: Checkpoint, options: BenchmarkOptions) -> 
     except metadata.PackageNotFoundError:
         version = "absent"
     try:
-        usable = len(options.cpu_affinity or os.sched_getaffinity(0))
+        cpus = options.cpu_affinity or tuple(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
-    return f"{package}-{version}-t{options.threads or usable}"
+        cpus = None
+    return f"{package}-{version}-t{thread_count(options.threads, cpus)}"
 
 
 def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, store: RunStore, data: RunData,

@@ -28,6 +28,8 @@ class StageTracker:
         _write_stage(spec, self.current)
 
     def enter(self, stage: str) -> None:
+        """End the open step, start record stage ``stage`` (its time runs until the next step) and write it to the
+        stage file (OSError when that file cannot be written)."""
         self._close()
         self.current = stage
         self._open = (stage, self._clock())
@@ -35,6 +37,8 @@ class StageTracker:
 
     @contextmanager
     def lap(self, name: str) -> Iterator[None]:
+        """Time the ``with`` body as step ``name`` (added to earlier laps of that name, even when it raises); the
+        current stage and the stage file stay as they are."""
         self._close()
         t0 = self._clock()
         try:

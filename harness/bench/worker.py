@@ -23,7 +23,8 @@ from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from devices import load_device
 from devices.numerics import takes_calibration
 from harness.bench import loadgen
-from harness.bench.outputs_cache import validation_outputs
+from harness.bench.options import thread_count
+from harness.bench.outputs_cache import validation_outputs, write_npz_atomic
 from harness.bench.stages import StageTracker, process_age_s
 from harness.data.loaders import load_job_data
 from harness.model.checkpoint import Checkpoint
@@ -50,7 +51,7 @@ def pin_and_count_threads(spec) -> int:
     """
     if spec.cpu_affinity:
         os.sched_setaffinity(0, spec.cpu_affinity)
-    return spec.threads or len(_affinity() or ()) or os.cpu_count() or 1
+    return thread_count(spec.threads, _affinity())
 
 
 def job_model(spec) -> Checkpoint:
@@ -112,11 +113,7 @@ def reference_runtime(ckpt: Checkpoint) -> str:
 
 def save_outputs(path: str | Path, ckpt: Checkpoint, outputs: list[np.ndarray]) -> None:
     """One array per output, keyed by output name; atomic: a killed worker never leaves a half file."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")   # two runs may write the same cached reference
-    with open(tmp, "wb") as f:
-        np.savez(f, **{t.name: o for t, o in zip(ckpt.outputs, outputs)})
-    tmp.replace(path)
+    write_npz_atomic(path, {t.name: o for t, o in zip(ckpt.outputs, outputs)})
 
 
 def load_outputs(path: str | Path, ckpt: Checkpoint) -> list[np.ndarray]:

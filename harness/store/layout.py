@@ -54,6 +54,12 @@ def validate_run_id(run_id: str) -> str:
     return run_id
 
 
+def file_stem_part(text: str) -> str:
+    """``text`` as part of a file name: every character outside ``[A-Za-z0-9_.+-]`` becomes ``_`` (job ids, cache
+    file stems). Not injective ("a/b" and "a:b" meet); callers that need uniqueness add a hash."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """The paths of one run folder. ``run_dir`` is absolute; every path below is derived from it."""
@@ -126,17 +132,19 @@ class RunLayout:
 
     @property
     def outputs_cache(self) -> Path:
+        """<results>/.cache/outputs: validation passes kept across the runs of this results folder."""
         return self.results_dir / CACHE_DIR / OUTPUTS_CACHE_DIR
 
     @property
     def reference_cache(self) -> Path:
+        """<results>/.cache/references: FP32 reference outputs shared by the runs of this results folder."""
         return self.results_dir / CACHE_DIR / REFERENCE_CACHE_DIR
 
     def reference_file(self, checkpoint: str, checkpoint_sha256: str, data_sha256: str, runtime: str) -> Path:
         """.cache/references/reference__...npz: FP32 reference outputs, one array per output (key = output name),
         named by model and data hashes and by ``runtime`` (the reference runtime's version and thread count, which
         decide its floating-point results), so a later run reuses it only when all of them match."""
-        safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", runtime)
+        safe = file_stem_part(runtime)
         return self.reference_cache / (f"reference__{checkpoint}__{checkpoint_sha256[:12]}__{data_sha256[:12]}"
                                        f"__{safe}.npz")
 

@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from harness.analysis.figures import save_figure
+from harness.analysis.figures import save_figures
 from harness.analysis.figures.style import NoPlotData, _encoding_legend, _style, _title, device_colours, new_figure, \
     precision_markers
 
@@ -158,13 +158,5 @@ def write_figures(cells: pd.DataFrame, deltas: pd.DataFrame, out: Path, train_di
         "deltas": lambda: deltas_figure(deltas, cells),
         "training": lambda: training_dynamics_figure(train_dir if train_dir is not None else out / "train"),
     }
-    written: dict[str, Path] = {}
-    skipped: dict[str, str] = {}
-    for name, build in builders.items():
-        try:
-            fig = build()
-        except NoPlotData as exc:
-            skipped[name] = str(exc)
-            continue
-        written[name] = save_figure(fig, out, name, formats=("png",))[0]
-    return written, skipped
+    written, skipped = save_figures(builders, out, formats=("png",))
+    return {name: files[0] for name, files in written.items()}, skipped

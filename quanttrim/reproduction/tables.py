@@ -19,7 +19,11 @@ PAIR = ["model", "seed", "calib_draw", *CELL[1:]]
 
 def load_rows(path: Path, study: dict[str, Any] | None = None) -> pd.DataFrame:
     """The ok, non-FP32 rows of ``path``; with ``study`` (a config.json dict) only its seeds, calibration draws and
-    granularities: an output folder may hold rows of an earlier, differently configured run."""
+    granularities: an output folder may hold rows of an earlier, differently configured run.
+
+    ``study_granularity`` is the granularity the study requested; ``granularity`` is what each row deployed
+    (``applied_granularity``): an emulated device policy keeps its own, floating-point precisions have none
+    (``float``). Cells and deltas group by the deployed one; spreads by the study's."""
     df = pd.read_csv(path)
     df = df[df["status"] == "ok"].copy()
     for col, key in (("seed", "seeds"), ("calib_draw", "calib_draws"), ("granularity", "granularities")):
@@ -27,12 +31,51 @@ def load_rows(path: Path, study: dict[str, Any] | None = None) -> pd.DataFrame:
             df = df[df[col].isin(list(study[key]))]
     for m in METRICS:
         df[m] = pd.to_numeric(df[m], errors="coerce").replace([np.inf, -np.inf], np.nan)
-    return df[df["precision"] != "fp32"]
+    df = df[df["precision"] != "fp32"].copy()
+    df["study_granularity"] = df["granularity"]
+    df["granularity"] = [applied_granularity(r) for r in df.to_dict("records")]
+    return df
+
+
+def applied_granularity(row: dict[str, Any]) -> str:
+    """The weight granularity a row deployed: the fidelity row's ``weight_granularity`` (the harness records what
+    was applied); for rows written before it existed, an emulated policy's own granularity from its device profile
+    (the emulator always applies the policy's), else the study's request. ``float`` for precisions without integer
+    weights."""
+    from devices.numerics import is_integer_precision
+
+    if not is_integer_precision(str(row["precision"])):
+        return "float"
+    applied = row.get("weight_granularity")
+    if isinstance(applied, str) and applied:
+        return applied
+    if row.get("backend") == "emulated":
+        policy = _profile_policy(str(row["device"]), str(row["precision"]))
+        if policy is not None:
+            return policy
+    return str(row["granularity"])
+
+
+def _profile_policy(device: str, precision: str) -> str | None:
+    from devices.loader import load_device
+
+    try:
+        profile = load_device(device)
+    except (KeyError, FileNotFoundError, ValueError):
+        return None
+    policy = next((q for q in profile.quant_policies if q.name == precision), None)
+    return policy.weight_granularity if policy else None
+
+
+def deployed(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per deployment: the same emulated policy measured in a per-tensor and a per-channel study (it
+    applies its own granularity both times, with the same calibration draw) counts once."""
+    return df.drop_duplicates(subset=["model", "role", "seed", "calib_draw", *CELL], keep="first")
 
 
 def cells(df: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and n of every metric per (cell, role): the Table 1–3 analogs."""
-    g = df.groupby([*CELL, "role"], dropna=False)[list(METRICS)]
+    g = deployed(df).groupby([*CELL, "role"], dropna=False)[list(METRICS)]
     out = g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("n"))
     return out.reset_index()
 
@@ -63,7 +106,7 @@ def deltas(df: pd.DataFrame) -> pd.DataFrame:
     """Arm − baseline per cell and arm (Quant-Trim − MAP; for the ablation preset each Table 9 row − the FP32 row),
     paired by seed and draw: mean, 95 % CI (text and numeric bounds), and in how many pairs the arm is better
     (``*_qt_better``)."""
-    wide = df.pivot_table(index=PAIR, columns="role", values=list(METRICS), aggfunc="first")
+    wide = deployed(df).pivot_table(index=PAIR, columns="role", values=list(METRICS), aggfunc="first")
     rows = []
     for arm in arms(df):
         for cell, grp in wide.groupby(level=[PAIR.index(c) for c in CELL]):
@@ -90,9 +133,9 @@ def deltas(df: pd.DataFrame) -> pd.DataFrame:
 def spreads(df: pd.DataFrame) -> pd.DataFrame:
     """Cross-backend spread (max − min over every device/backend/precision row) per checkpoint, seed and draw,
     then mean ± std over seeds × draws: the paper's cross-backend consistency."""
-    per = df.groupby(["model", "granularity", "role", "seed", "calib_draw"]).agg(
+    per = df.groupby(["model", "study_granularity", "role", "seed", "calib_draw"]).agg(
         top1_spread=("top1", lambda s: s.max() - s.min()), logit_mse_spread=("logit_mse", lambda s: s.max() - s.min()))
-    g = per.groupby(level=["model", "granularity", "role"])
+    g = per.groupby(level=["model", "study_granularity", "role"])
     return g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("n")).reset_index()
 
 

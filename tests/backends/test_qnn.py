@@ -49,15 +49,21 @@ def test_calibrations_are_those_of_the_ort_quantizer():
         QnnBackend().check_request(CompileConfig("int8", calibration="kl"))
 
 
-@pytest.fixture(scope="module")
-def compiled_tiny(tmp_path_factory):
+def _compile_tiny_for_htp(tmp_path_factory, precision: str, folder: str):
+    """(model, snapdragon_8gen2 profile, artifact) of the tiny CNN compiled at ``precision`` with 16 calibration
+    images; skips where the QNN SDK cannot run here."""
     if not QnnBackend.availability().available or QnnBackend.availability().reason.startswith("runs in"):
         pytest.skip(f"qnn: {QnnBackend.availability().explain()}")
-    tmp = tmp_path_factory.mktemp("qnn")
+    tmp = tmp_path_factory.mktemp(folder)
     model = tiny_cnn(tmp / "m.onnx")
     device = load_device("snapdragon_8gen2")
-    return model, device, QnnBackend().compile(model, device, CompileConfig("int8", calibration_samples=16),
+    return model, device, QnnBackend().compile(model, device, CompileConfig(precision, calibration_samples=16),
                                                images(16, split_name="train"), tmp / "work")
+
+
+@pytest.fixture(scope="module")
+def compiled_tiny(tmp_path_factory):
+    return _compile_tiny_for_htp(tmp_path_factory, "int8", "qnn")
 
 
 def test_int8_tiny_cnn_runs_entirely_on_the_htp(compiled_tiny):
@@ -82,13 +88,7 @@ def test_session_returns_every_output_for_a_batch(compiled_tiny):
 
 @pytest.fixture(scope="module")
 def compiled_w4a16(tmp_path_factory):
-    if not QnnBackend.availability().available or QnnBackend.availability().reason.startswith("runs in"):
-        pytest.skip(f"qnn: {QnnBackend.availability().explain()}")
-    tmp = tmp_path_factory.mktemp("qnn4")
-    model = tiny_cnn(tmp / "m.onnx")
-    device = load_device("snapdragon_8gen2")
-    return model, device, QnnBackend().compile(model, device, CompileConfig("w4a16", calibration_samples=16),
-                                               images(16, split_name="train"), tmp / "work")
+    return _compile_tiny_for_htp(tmp_path_factory, "w4a16", "qnn4")
 
 
 def test_w4a16_graph_holds_int4_weights_and_uint16_activations(compiled_w4a16):

@@ -105,3 +105,25 @@ def test_rows_of_an_earlier_differently_configured_run_are_left_out(tmp_path):
     path = tmp_path / "rows.csv"
     synthetic_rows().to_csv(path, index=False)
     assert sorted(load_rows(path, {"seeds": [1], "calib_draws": [0], "granularities": ["per_tensor"]})["seed"].unique()) == [1]
+
+
+def test_an_emulated_policy_is_tabled_under_its_own_granularity_once_across_studies(tmp_path):
+    from quanttrim.reproduction.tables import load_rows, spreads
+
+    rows = []
+    for study, role in itertools.product(("per_tensor", "per_channel"), ("map", "quanttrim")):
+        base = dict(model="r", role=role, seed=0, calib_draw=0, granularity=study, status="ok",
+                    checkpoint=role, **{m: 0.5 for m in METRICS})
+        rows += [dict(base, device="cpu", backend="onnxruntime", precision="int8", weight_granularity=study),
+                 dict(base, device="hardware_a", backend="emulated", precision="int8", weight_granularity=""),
+                 dict(base, device="cpu", backend="onnxruntime", precision="fp16", weight_granularity="")]
+    pd.DataFrame(rows).to_csv(tmp_path / "rows.csv", index=False)
+    df = load_rows(tmp_path / "rows.csv")
+    c = cells(df)
+    by = {(r.device, r.precision): sorted(c[(c.device == r.device) & (c.precision == r.precision)].granularity)
+          for r in c.itertuples()}
+    # hardware_a's profile quantizes weights per channel whatever the study asked; fp16 has no integer weights.
+    assert by[("hardware_a", "int8")] == ["per_channel", "per_channel"]          # map + quanttrim, once each
+    assert by[("cpu", "int8")] == ["per_channel", "per_channel", "per_tensor", "per_tensor"]
+    assert by[("cpu", "fp16")] == ["float", "float"]
+    assert sorted(spreads(df)["study_granularity"]) == ["per_channel", "per_channel", "per_tensor", "per_tensor"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -78,6 +78,9 @@ def build_figure(kind: str, store: ResultStore | None, *, metric: str | None = N
 
 def save_figure(fig: Figure, out_dir: str | Path, stem: str, formats: Sequence[str] = ("png", "svg"),
                 dpi: int = 150) -> list[Path]:
+    """Write ``fig`` as ``out_dir/<stem>.<fmt>`` for each of ``formats`` (matplotlib's: png, svg, pdf) at ``dpi``
+    dots per inch, creating ``out_dir``; SVGs carry no date, so a redrawn figure is byte-stable. Returns the
+    paths in ``formats`` order; raises OSError when the folder cannot be written, ValueError for an unknown format."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -91,15 +94,26 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str, formats: Sequence[s
 def make_plots(store: ResultStore | None, kinds: Sequence[str], out_dir: str | Path, *,
                formats: Sequence[str] = ("png", "svg"), **kwargs: Any) -> tuple[dict[str, list[Path]], dict[str, str]]:
     """Write each kind's figure; returns (kind -> files written, kind -> reason it was skipped)."""
+    return save_figures({kind: (lambda kind=kind: build_figure(kind, store, **kwargs)) for kind in kinds},
+                        out_dir, formats)
+
+
+def save_figures(builders: Mapping[str, Callable[[], Figure]], out_dir: str | Path,
+                 formats: Sequence[str] = ("png", "svg")) -> tuple[dict[str, list[Path]], dict[str, str]]:
+    """Build and save each figure as ``out_dir/<name>.<fmt>`` (:func:`save_figure`), in ``builders`` order.
+
+    Returns (name -> files written, name -> why it was not drawn: the builder's NoPlotData message); any other
+    exception a builder raises propagates.
+    """
     written: dict[str, list[Path]] = {}
     skipped: dict[str, str] = {}
-    for kind in kinds:
+    for name, build in builders.items():
         try:
-            fig = build_figure(kind, store, **kwargs)
+            fig = build()
         except NoPlotData as exc:
-            skipped[kind] = str(exc)
+            skipped[name] = str(exc)
             continue
-        written[kind] = save_figure(fig, out_dir, kind, formats)
+        written[name] = save_figure(fig, out_dir, name, formats)
     return written, skipped
 
 
@@ -126,5 +140,6 @@ __all__ = [
     "CheckpointSpec", "FigureOptions", "KINDS", "NoPlotData", "TrainingLog", "accuracy_throughput_figure",
     "build_figure", "checkpoint_spec", "checkpoints_from_store", "device_colours", "distributions_figure",
     "figure_kinds", "find_training_logs", "latency_figure", "layer_groups", "make_plots", "power_throughput_figure",
-    "precision_markers", "read_training_log", "register_figure", "save_figure", "store_kinds", "training_figure",
+    "precision_markers", "read_training_log", "register_figure", "save_figure", "save_figures", "store_kinds",
+    "training_figure",
 ]

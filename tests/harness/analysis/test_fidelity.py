@@ -73,6 +73,18 @@ def test_rows_mark_emulation_and_islands():
     assert failed["top1"] is None and "refused" in failed["note"]
 
 
+def test_rows_give_the_weight_granularity_that_was_deployed_not_the_one_requested():
+    import dataclasses
+
+    from harness.analysis.fidelity_tables import record_row
+
+    emulated = rec("m", "hardware_a", "emulated", "int8", 0.9, 0.01, policy={"weight_granularity": "per_channel"})
+    real = rec("m", "cpu", "onnxruntime", "int8", 0.9, 0.01)
+    fp16 = rec("m", "cpu", "onnxruntime", "fp16", 0.9, 0.0)
+    rows = [record_row("x", dataclasses.replace(r, per_channel=False)) for r in (emulated, real, fp16)]
+    assert [r["weight_granularity"] for r in rows] == ["per_channel", "per_tensor", ""]
+
+
 def test_closing_note_quotes_both_spreads():
     note = closing_note(build_report(sample_records()))
     assert "resnet20-fmnist-quanttrim top-1 range" in note and "resnet20-fmnist-map" in note
