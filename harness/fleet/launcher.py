@@ -78,15 +78,20 @@ class DaskLauncher:
         poll_s: how often pending jobs are checked for a device that lost every worker (s).
         orphan_grace_s: how long a device may have no worker before its pending jobs become `crashed` (s).
         probe_timeout_s: how long the backend probe of one device may wait for its worker (s).
+        scatter_timeout_s: how long sending one file to the workers may take before the workers are listed again
+            and it is sent anew (s); a worker that dies mid-transfer never answers it (Dask's scatter has no
+            deadline of its own), so without one the run would wait forever.
     """
 
     def __init__(self, client: Client, version: str | None = None, warn: Callable[[str], None] | None = None,
-                 poll_s: float = 0.5, orphan_grace_s: float = 10.0, probe_timeout_s: float = 120.0) -> None:
+                 poll_s: float = 0.5, orphan_grace_s: float = 10.0, probe_timeout_s: float = 120.0,
+                 scatter_timeout_s: float = 300.0) -> None:
         self.client = client
         self.address = client.scheduler.address
         self.version = version or harness_version()
         self._warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
         self.poll_s, self.orphan_grace_s, self.probe_timeout_s = poll_s, orphan_grace_s, probe_timeout_s
+        self.scatter_timeout_s = scatter_timeout_s
         self._workers: dict[str, WorkerInfo] | None = None
         self._targets: dict[str, list[str] | None] = {}   # device -> allowed worker addresses (None: any)
         self._blob_cache: dict[tuple[str, int, int], Blob] = {}
@@ -255,11 +260,19 @@ class DaskLauncher:
             live = list_workers(self.client, with_facts=False).values()  # a worker may have left since planning
             targets = [w.address for w in live if set(w.devices) & self._planned_devices]
             try:
-                future = self.client.scatter({blob.key: data}, workers=targets or None, broadcast=True,
-                                             hash=False)[blob.key]
+                # Client.scatter's own timeout covers only finding workers, not the transfer: a worker killed
+                # while it receives never answers, so the call is bounded here (Client.sync's callback_timeout).
+                future = self.client.sync(self.client._scatter, {blob.key: data}, workers=targets or None,
+                                          broadcast=True, hash=False,
+                                          callback_timeout=self.scatter_timeout_s)[blob.key]
                 break
-            except Exception:  # a worker that died between the listing and the transfer: list again
+            except Exception as exc:  # a worker that died between the listing and the transfer: list again
                 if attempt == 2:
+                    if isinstance(exc, TimeoutError):
+                        raise TimeoutError(
+                            f"sending {path.name} to the workers {', '.join(targets) or '(any)'} did not finish "
+                            f"within {self.scatter_timeout_s:g} s, three times: a worker is not answering; "
+                            "`python -m harness fleet` lists the workers (restart or stop the stuck one)") from exc
                     raise
                 time.sleep(0.5)
         self._scattered[blob.sha256] = future

@@ -45,14 +45,15 @@ class Fleet:
                                     scheduler_port=0, dashboard_address=None)
         self.client = Client(self.cluster, set_as_default=False)
 
-    def add(self, device: str, name: str | None = None) -> str:
-        """Start a worker serving ``device`` (one thread, resource device:<name>=1); returns its name."""
+    def add(self, device: str, name: str | None = None, cls: type | None = None) -> str:
+        """Start a worker serving ``device`` (one thread, resource device:<name>=1; ``cls``: a Worker subclass);
+        returns its name."""
         from distributed import Worker
 
         from harness.fleet.task import device_resource
 
         name = name or f"w-{device}"
-        self.cluster.worker_spec[name] = {"cls": Worker, "options": {
+        self.cluster.worker_spec[name] = {"cls": cls or Worker, "options": {
             "nthreads": 1, "resources": {device_resource(device): 1}, "host": "127.0.0.1"}}
         self.cluster.scale(len(self.cluster.worker_spec))
         self.client.wait_for_workers(len(self.cluster.worker_spec), timeout=60)

@@ -78,7 +78,8 @@ def test_killing_a_worker_mid_run_loses_no_record(tmp_path, tiny_model, fleet):
                 for b in BOARDS]
     for b in BOARDS:
         fleet.add(b)
-    launcher = DaskLauncher(fleet.client, poll_s=0.2, orphan_grace_s=1.0)
+    # scatter_timeout_s: a file sent while the killer strikes may wait on the dead worker; resent after 10 s
+    launcher = DaskLauncher(fleet.client, poll_s=0.2, orphan_grace_s=1.0, scatter_timeout_s=10.0)
     killer = threading.Thread(target=lambda: fleet.kill(fleet.wait_processing("fake-slow")))
     killer.start()
     result = run_benchmark(run_options(tmp_path, tiny_model, tuple(profiles), backend_options=(("fake_sleep_s", 10),)),
@@ -94,7 +95,7 @@ def test_killing_a_worker_mid_run_loses_no_record(tmp_path, tiny_model, fleet):
 def test_a_job_whose_worker_dies_is_retried_on_another_worker_of_its_device(tmp_path, tiny_model, fleet):
     fleet.add("fake_rk3588", "rk-a")
     fleet.add("fake_rk3588", "rk-b")
-    launcher = DaskLauncher(fleet.client, poll_s=0.2)
+    launcher = DaskLauncher(fleet.client, poll_s=0.2, scatter_timeout_s=10.0)
     first = []
     killer = threading.Thread(target=lambda: first.append(fleet.wait_processing("fake-slow")) or fleet.kill(first[0]))
     killer.start()
@@ -155,3 +156,19 @@ def test_files_travel_by_content_hash_and_are_written_once_per_worker(tmp_path, 
         blobs = sorted(p.suffix for p in (root / "blobs").glob("*/*"))
         assert blobs == [".npz", ".npz", ".toml"]   # data, reference, this worker's profile
         assert [p.name for p in (root / "models").glob("*/*")] == ["tiny.onnx"]
+
+
+def test_a_worker_that_never_answers_a_file_transfer_fails_the_run_instead_of_hanging(tmp_path, tiny_model, fleet):
+    """The hang once seen when a worker was killed mid-scatter: Dask's scatter waits for its answer forever."""
+    import asyncio
+
+    from distributed import Worker
+
+    class Unanswering(Worker):
+        async def update_data(self, data, stimulus_id=None):   # the scheduler's scatter lands here
+            await asyncio.Event().wait()
+
+    fleet.add("fake_rk3588", cls=Unanswering)
+    launcher = DaskLauncher(fleet.client, scatter_timeout_s=1.0)
+    with pytest.raises(TimeoutError, match="did not finish within 1 s, three times"):
+        run_benchmark(run_options(tmp_path, tiny_model, (board_profile(tmp_path, "fake_rk3588"),)), launcher=launcher)
