@@ -78,7 +78,8 @@ def test_killing_a_worker_mid_run_loses_no_record(tmp_path, tiny_model, fleet):
                 for b in BOARDS]
     for b in BOARDS:
         fleet.add(b)
-    # scatter_timeout_s: a file sent while the killer strikes may wait on the dead worker; resent after 10 s
+    # scatter_timeout_s: a file sent while the killer strikes can wait on the dead worker for good (Dask's scheduler
+    # keeps replicating to it); bounded, so that race fails in ~35 s instead of hanging the suite.
     launcher = DaskLauncher(fleet.client, poll_s=0.2, orphan_grace_s=1.0, scatter_timeout_s=10.0)
     killer = threading.Thread(target=lambda: fleet.kill(fleet.wait_processing("fake-slow")))
     killer.start()
