@@ -10,6 +10,7 @@ against every intermediate tensor of the exported graph evaluated by ONNX Runtim
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import warnings
@@ -22,7 +23,8 @@ import torch
 from torch import nn
 
 from quanttrim.config import SNAP_CHOICES
-from quanttrim.wrap import act_quantizers, snapped_weight, strip_quantization, weight_layers
+from quanttrim.wrap import (act_quantizers, activation_clip_ranges, saturate_weights_, snapped_weight,
+                            strip_quantization, weight_layers)
 
 CALIB_FORMAT = "quanttrim-calibration/1"
 OPSET = 17
@@ -50,15 +52,34 @@ class ExportResult:
     weights_snapped: bool = False
 
 
-def plain_copy(model: nn.Module, snap_weights: bool) -> nn.Module:
-    """A deep copy with the quantizers removed (optionally with weights snapped onto the learned INT grid)."""
+def _clip_hook(module: nn.Module, inputs: tuple, output: torch.Tensor, lo: float = 0.0, hi: float = 0.0) -> torch.Tensor:
+    return output.clamp(lo, hi)
+
+
+def plain_copy(model: nn.Module, snap_weights: bool, saturate: bool = True) -> nn.Module:
+    """A deep copy with the quantizers removed (optionally with weights snapped onto the learned INT grid).
+
+    With ``saturate`` and a model trained with fake quantization (``quant.enabled``), the copy keeps what λ = 1
+    trained besides the rounding noise: weights clamped to their quantizer's range and a clamp (exported as ONNX
+    ``Clip``) at each activation point's range (issue 19; :func:`quanttrim.wrap.saturate_weights_`,
+    :func:`quanttrim.wrap.activation_clip_ranges`). A MAP model (λ ≡ 0) never saw these clamps and gets none.
+    """
     m = copy.deepcopy(model)
-    if snap_weights:
-        with torch.no_grad():
+    ctx = m.__dict__.get("_qt_ctx")
+    trained_quantized = saturate and ctx is not None and ctx.cfg.enabled
+    ranges: dict[str, tuple[float, float]] = {}
+    with torch.no_grad():
+        if trained_quantized and ctx.cfg.quantize_weights:
+            saturate_weights_(m)
+        if trained_quantized and ctx.cfg.quantize_activations:
+            ranges = activation_clip_ranges(m)
+        if snap_weights:
             for _, layer in weight_layers(m):
                 if layer.qt_w.observer.initialized:
                     layer.weight.copy_(snapped_weight(layer))
     strip_quantization(m)
+    for point, (lo, hi) in ranges.items():
+        m.get_submodule(point).register_forward_hook(functools.partial(_clip_hook, lo=lo, hi=hi))
     return m.eval()
 
 
