@@ -56,6 +56,10 @@ def _clip_hook(module: nn.Module, inputs: tuple, output: torch.Tensor, lo: float
     return output.clamp(lo, hi)
 
 
+def _clip_input_hook(module: nn.Module, inputs: tuple, lo: float = 0.0, hi: float = 0.0) -> tuple:
+    return (inputs[0].clamp(lo, hi),) + tuple(inputs[1:])
+
+
 def plain_copy(model: nn.Module, snap_weights: bool, saturate: bool = True) -> nn.Module:
     """A deep copy with the quantizers removed (optionally with weights snapped onto the learned INT grid).
 
@@ -79,7 +83,10 @@ def plain_copy(model: nn.Module, snap_weights: bool, saturate: bool = True) -> n
                     layer.weight.copy_(snapped_weight(layer))
     strip_quantization(m)
     for point, (lo, hi) in ranges.items():
-        m.get_submodule(point).register_forward_hook(functools.partial(_clip_hook, lo=lo, hi=hi))
+        if point == "input":
+            m.register_forward_pre_hook(functools.partial(_clip_input_hook, lo=lo, hi=hi))
+        else:
+            m.get_submodule(point).register_forward_hook(functools.partial(_clip_hook, lo=lo, hi=hi))
     return m.eval()
 
 

@@ -293,11 +293,11 @@ def _unfold_error(err: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor:
 
 @torch.no_grad()
 def saturate_weights_(model: nn.Module) -> int:
-    """Clamp each weight (BN-folded where linked) in place to its quantizer's grid range ±scale·q_max; returns
+    """Clamp each weight (BN-folded where linked) in place to its quantizer's grid range [q_min, q_max]·scale; returns
     how many weights moved.
 
     Why (issue 19): at λ = 1 the weight quantizer saturates at the observer's EMA quantile, which can lag below
-    the reverse-pruning threshold τ, so the ~10 % of weights pinned at ±τ act in training as ±scale·q_max. The
+    the reverse-pruning threshold τ, so the ~10 % of weights pinned at ±τ act in training as scale·q_min / scale·q_max. The
     FP32 export must carry that clamp (it is part of what was trained), not only drop the rounding noise.
     Layers whose observer never ran are left alone.
     """
@@ -308,11 +308,11 @@ def saturate_weights_(model: nn.Module) -> int:
         f = fold_factor(layer)
         w = layer.weight
         w_eff = w * f if f is not None else w
-        scale, _, _, qmax = layer.qt_w.qparams()
-        hi = scale * qmax
-        if hi.dim():
-            hi = hi.reshape(-1, *([1] * (w.dim() - 1)))
-        err = torch.maximum(torch.minimum(w_eff, hi), -hi) - w_eff
+        scale, _, qmin, qmax = layer.qt_w.qparams()
+        if scale.dim() and scale.numel() > 1:
+            scale = scale.reshape(-1, *([1] * (w.dim() - 1)))
+        # The grid is [q_min, q_max]·s with q_min = −q_max − 1: the fake quantizer saturates asymmetrically.
+        err = torch.maximum(torch.minimum(w_eff, scale * qmax), scale * qmin) - w_eff
         moved += int((err != 0).sum())
         w.add_(_unfold_error(err, f))
     return moved
@@ -320,14 +320,14 @@ def saturate_weights_(model: nn.Module) -> int:
 
 def activation_clip_ranges(model: nn.Module) -> dict[str, tuple[float, float]]:
     """{point: (lo, hi)} of every initialised activation quantizer's grid ((q_min − zp)·s, (q_max − zp)·s),
-    widened to the union over channels; the graph input (already in [0, 1]) is left out.
+    widened to the union over channels ("input" is the graph input).
 
     At λ = 1 each point saturates there; a network trained so may depend on it (issue 19: MobileNetV2's linear
     bottleneck outputs grow 3× without it), so the export reproduces it with a Clip.
     """
     out: dict[str, tuple[float, float]] = {}
     for point, q in act_quantizers(model).items():
-        if point == "input" or not q.observer.initialized:
+        if not q.observer.initialized:
             continue
         scale, zp, qmin, qmax = q.qparams()
         out[point] = (float(((qmin - zp) * scale).min()), float(((qmax - zp) * scale).max()))
