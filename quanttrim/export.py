@@ -226,6 +226,7 @@ def map_points_to_onnx(plain: nn.Module, proto: Any, x: torch.Tensor, points: li
         for h in handles:
             h.remove()
     order, vals = _all_tensor_values(proto, x.numpy())
+    clip_after = {n.input[0]: n.output[0] for n in proto.graph.node if n.op_type == "Clip"}
     result: dict[str, str] = {}
     for p in points:
         v = captured[p]
@@ -233,6 +234,9 @@ def map_points_to_onnx(plain: nn.Module, proto: Any, x: torch.Tensor, points: li
         match = next((n for n in order if vals[n].shape == v.shape and np.allclose(vals[n], v, rtol=1e-4, atol=tol)), None)
         if match is None:
             raise ExportError(f"quantization point {p!r} (shape {v.shape}) has no matching tensor in the ONNX graph")
+        # A point's saturation Clip (plain_copy) may leave these inputs unchanged: the point is its output.
+        while (nxt := clip_after.get(match)) is not None and np.allclose(vals[nxt], v, rtol=1e-4, atol=tol):
+            match = nxt
         result[p] = match
     return result
 
