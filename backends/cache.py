@@ -135,10 +135,11 @@ def cache_key(backend: Any, model: Any, config: Any, calibration: np.ndarray | N
 
 
 def _typed_options(backend: Any, config: Any) -> tuple[tuple[str, Any], ...]:
-    """The adapter's options with defaults filled (so an omitted option and its default share an entry)."""
+    """The adapter's options with defaults filled (so an omitted option and its default share an entry), less
+    those marked NOT_KEYED (backends.options)."""
     from backends.options import options_class
 
-    return options_class(backend).parse(config.options, backend.name).pairs()
+    return options_class(backend).parse(config.options, backend.name).key_pairs()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
 T = TypeVar("T", bound="BackendOptions")
@@ -53,6 +54,12 @@ def _convert(backend: str, key: str, kind: Any, value: Any) -> Any:
     return value
 
 
+#: Field metadata for an option left out of the artifact cache key: one that only says where to look for an
+#: input whose *content* the adapter already puts in the key (a folder path, say), so moving the folder or the
+#: checkout does not rebuild. Use as ``field(default=..., metadata=NOT_KEYED)``.
+NOT_KEYED: Mapping[str, Any] = MappingProxyType({"cache_key": False})
+
+
 @dataclass(frozen=True)
 class BackendOptions:
     """Base of every adapter's options (an adapter with no options uses it as is)."""
@@ -80,8 +87,13 @@ class BackendOptions:
             raise OptionError(f"{backend or cls.__name__} options: {exc}") from None
 
     def pairs(self) -> tuple[tuple[str, Any], ...]:
-        """Every option with its value (defaults filled), sorted: what the cache key holds."""
+        """Every option with its value (defaults filled), sorted."""
         return tuple(sorted(dataclasses.asdict(self).items()))
+
+    def key_pairs(self) -> tuple[tuple[str, Any], ...]:
+        """:meth:`pairs` less the options marked :data:`NOT_KEYED`: what the artifact cache key holds."""
+        unkeyed = {f.name for f in dataclasses.fields(self) if not f.metadata.get("cache_key", True)}
+        return tuple((k, v) for k, v in self.pairs() if k not in unkeyed)
 
 
 def choice(name: str, value: Any, valid: Sequence[Any]) -> None:

@@ -21,7 +21,7 @@ import re
 import shlex
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -31,7 +31,7 @@ from filelock import FileLock
 from backends.base import Availability, Backend, Capabilities, CompileConfig, CompiledModel, ModelArtifact
 from backends.base import RuntimeConfig, UnsupportedRequest
 from backends.cache import LOCK_TIMEOUT_S, file_sha256
-from backends.options import BackendOptions, at_least, choice
+from backends.options import NOT_KEYED, BackendOptions, at_least, choice
 from backends.registry import register_backend
 from backends.tvm_session import TvmSession
 from backends.tvm_tuning import (
@@ -147,8 +147,9 @@ class TvmOptions(BackendOptions):
     #: Trials per MetaSchedule round (None: each task's share in one round, at most 64).
     tuning_trials_per_round: int | None = None
     #: Extra folders of tuning entries searched read-only after the cache (os.pathsep-separated); the harness
-    #: passes its bundled pre-tuned databases here.
-    tuning_db: str = ""
+    #: passes its bundled pre-tuned databases here. Not in the cache key: the records' sha256 of the entry it
+    #: selects is (tuning_records_sha256), so a moved checkout or a copied database reuses the artifact.
+    tuning_db: str = field(default="", metadata=NOT_KEYED)
     #: Percentile for INT8's ONNX Runtime QDQ graph under percentile calibration.
     percentile: float = 99.999
     #: Layout conv2d is compiled in: "NHWC" (channels innermost) or "NCHW" (the ONNX graph's own); see CONV_LAYOUTS.
@@ -170,6 +171,8 @@ class TvmBackend(Backend):
     install_hint: ClassVar[str] = 'pip install ".[tvm]"  (apache-tvm 0.27, apache-tvm-ffi==0.1.14.post1, xgboost-cpu)'
     Options: ClassVar[type[BackendOptions]] = TvmOptions
     display_name: ClassVar[str] = "Apache TVM"
+    #: 2: the tuning_db folder's path left out of the key (the selected records' sha256 stays in it).
+    ARTIFACT_VERSION: ClassVar[int] = 2
 
     @classmethod
     def availability(cls) -> Availability:

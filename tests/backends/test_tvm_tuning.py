@@ -141,3 +141,36 @@ def test_sibling_tasks_are_grouped_by_the_convolution_they_fuse():
              "fused_conv2d12_add_relu", "fused_conv2d12_add4"]
     assert sibling_groups(names) == {"conv2d1": ["fused_conv2d1_add_relu", "fused_conv2d1_add_add1_relu"],
                                      "conv2d12": ["fused_conv2d12_add_relu", "fused_conv2d12_add4"]}
+
+
+class _KeyTaken(Exception):
+    """Stops a compile once its cache key is known (nothing is built)."""
+
+
+@needs_tvm
+def test_two_copies_of_one_database_at_other_paths_give_the_same_cache_key(tmp_path, monkeypatch):
+    """A moved checkout must not rebuild TVM: the key holds the selected records' sha256, not the folder path."""
+    import shutil
+
+    import backends.tvm_backend as tvm_backend
+    from backends.base import CompileConfig
+    from backends.cache import ArtifactCache
+    from devices import load_device
+    from harness.model.checkpoint import ASSETS_DIR, BUNDLED_TVM_TUNING_DIR, load_checkpoint
+
+    keys = []
+
+    def take_key(self, key, build):
+        keys.append(key)
+        raise _KeyTaken
+
+    monkeypatch.setattr(ArtifactCache, "get_or_build", take_key)
+    monkeypatch.setattr(tvm_backend, "target_for", lambda device, config: dict(TARGET))  # the bundle's target
+    model = load_checkpoint(ASSETS_DIR / "resnet20-fmnist-map.onnx").artifact()
+    for copy in ("a/tvm-tuning", "b/elsewhere/tvm-tuning"):
+        shutil.copytree(BUNDLED_TVM_TUNING_DIR, tmp_path / copy)
+        with pytest.raises(_KeyTaken):
+            TvmBackend().compile(model, load_device("cpu"), CompileConfig(
+                "fp32", options=(("tuning_db", str(tmp_path / copy)),)), None, tmp_path / "work")
+    assert keys[0].parts["inputs"]["tuning_records_sha256"] is not None   # the copies' entry was found
+    assert keys[0].digest == keys[1].digest
