@@ -350,7 +350,8 @@ def train(cfg: TrainConfig, resume: bool = False, console: Any = None) -> dict[s
     if q.enabled:  # what the FP32 export deploys (issue 19: it once differed from the λ = 1 model above)
         from quanttrim.export import plain_copy
 
-        exported = evaluate(plain_copy(model, snap_weights=False), val_x, val_y, data.num_classes)
+        plain = plain_copy(model, snap_weights=False, example=torch.from_numpy(val_x[:1]), lam=ctx.lam)
+        exported = evaluate(plain, val_x, val_y, data.num_classes)
         metrics.update({f"val_{k}_exported_fp32": v for k, v in exported.items()})
         exported_line = f"; exported FP32 val acc {exported['acc']:.4f}"
     save(out / "final.pt", finished=True, metrics=metrics)

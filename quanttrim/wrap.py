@@ -292,9 +292,9 @@ def _unfold_error(err: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def saturate_weights_(model: nn.Module) -> int:
-    """Clamp each weight (BN-folded where linked) in place to its quantizer's grid range [q_min, q_max]·scale; returns
-    how many weights moved.
+def saturate_weights_(model: nn.Module, lam: float = 1.0) -> int:
+    """Move each weight (BN-folded where linked) in place by λ·(its clamp to the quantizer's grid range
+    [q_min, q_max]·scale − itself), the saturation part of λ·(x̂ − x); returns how many weights moved.
 
     Why (issue 19): at λ = 1 the weight quantizer saturates at the observer's EMA quantile, which can lag below
     the reverse-pruning threshold τ, so the ~10 % of weights pinned at ±τ act in training as scale·q_min / scale·q_max. The
@@ -314,7 +314,7 @@ def saturate_weights_(model: nn.Module) -> int:
         # The grid is [q_min, q_max]·s with q_min = −q_max − 1: the fake quantizer saturates asymmetrically.
         err = torch.maximum(torch.minimum(w_eff, scale * qmax), scale * qmin) - w_eff
         moved += int((err != 0).sum())
-        w.add_(_unfold_error(err, f))
+        w.add_(lam * _unfold_error(err, f))
     return moved
 
 

@@ -44,7 +44,8 @@ def test_final_metrics_report_the_exported_fp32_accuracy(uninterrupted) -> None:
     ck = load_checkpoint(uninterrupted / "final.pt")
     model, c = rebuild_model(ck)
     data = load_dataset(c.dataset, c.data_dir, c.image_size)
-    want = evaluate(plain_copy(model, snap_weights=False), data.test_x[:64], data.test_y[:64], data.num_classes)
+    plain = plain_copy(model, snap_weights=False, example=torch.from_numpy(data.test_x[:1]), lam=1.0)
+    want = evaluate(plain, data.test_x[:64], data.test_y[:64], data.num_classes)
     assert ck["metrics"]["val_acc_exported_fp32"] == pytest.approx(want["acc"])
 
 
