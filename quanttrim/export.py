@@ -10,6 +10,7 @@ against every intermediate tensor of the exported graph evaluated by ONNX Runtim
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import warnings
@@ -22,7 +23,8 @@ import torch
 from torch import nn
 
 from quanttrim.config import SNAP_CHOICES
-from quanttrim.wrap import act_quantizers, snapped_weight, strip_quantization, weight_layers
+from quanttrim.wrap import (act_quantizers, activation_clip_ranges, saturate_weights_, snapped_weight,
+                            strip_quantization, weight_layers)
 
 CALIB_FORMAT = "quanttrim-calibration/1"
 OPSET = 17
@@ -50,16 +52,81 @@ class ExportResult:
     weights_snapped: bool = False
 
 
-def plain_copy(model: nn.Module, snap_weights: bool) -> nn.Module:
-    """A deep copy with the quantizers removed (optionally with weights snapped onto the learned INT grid)."""
-    m = copy.deepcopy(model)
-    if snap_weights:
+def _saturate(x: torch.Tensor, lo: float, hi: float, lam: float) -> torch.Tensor:
+    """x + λ·(clamp(x) − x): the fake quantizer's blend without its rounding (a lone Clip at λ = 1)."""
+    c = x.clamp(lo, hi)
+    return c if lam == 1.0 else x + lam * (c - x)
+
+
+def _clip_hook(module: nn.Module, inputs: tuple, output: torch.Tensor, lo: float = 0.0, hi: float = 0.0,
+               lam: float = 1.0) -> torch.Tensor:
+    return _saturate(output, lo, hi, lam)
+
+
+def _clip_input_hook(module: nn.Module, inputs: tuple, lo: float = 0.0, hi: float = 0.0, lam: float = 1.0) -> tuple:
+    return (_saturate(inputs[0], lo, hi, lam),) + tuple(inputs[1:])
+
+
+def _output_points(model: nn.Module, points: list[str], example: torch.Tensor) -> set[str]:
+    """The points whose output tensor is the network's output (found by identity on one forward pass)."""
+    seen: dict[str, torch.Tensor] = {}
+    handles = [model.get_submodule(p).register_forward_hook(lambda m, i, o, p=p: seen.__setitem__(p, o))
+               for p in points if p != "input"]
+    try:
         with torch.no_grad():
+            out = model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return {p for p, o in seen.items() if o is out}
+
+
+def plain_copy(model: nn.Module, snap_weights: bool, saturate: bool = True, *, example: torch.Tensor | None = None,
+               lam: float | None = None) -> nn.Module:
+    """A deep copy with the quantizers removed (optionally with weights snapped onto the learned INT grid).
+
+    With ``saturate`` and a model trained with fake quantization (``quant.enabled``), the copy keeps what the final
+    λ trained besides the rounding noise (issue 19): each weight moved by λ·(its quantizer's clamp) and each
+    activation point blended with its clamp, x + λ·(clip(x) − x) (an ONNX ``Clip`` alone at λ = 1); see
+    :func:`quanttrim.wrap.saturate_weights_` and :func:`quanttrim.wrap.activation_clip_ranges`. The network's
+    output is never clamped (ties at the range's end would decide the argmax; backends calibrate the output from
+    data). A MAP model (λ ≡ 0) never saw these clamps and gets none.
+
+    Args:
+        example: one input batch (N, C, H, W) float32, needed with saturation to find the output point.
+        lam: the final λ (default: the model context's λ when set, else the recipe's ``alpha_max``).
+    Raises:
+        ValueError: saturation is due and ``example`` is missing.
+    """
+    m = copy.deepcopy(model)
+    ctx = m.__dict__.get("_qt_ctx")
+    trained_quantized = saturate and ctx is not None and ctx.cfg.enabled
+    if trained_quantized and example is None:
+        raise ValueError("plain_copy of a fake-quantization-trained model needs example= (one input batch) to find "
+                         "the network output, or saturate=False")
+    if trained_quantized and lam is None:
+        lam = ctx.lam if ctx.lam > 0 else ctx.cfg.alpha_max
+    ranges: dict[str, tuple[float, float]] = {}
+    with torch.no_grad():
+        if trained_quantized and ctx.cfg.quantize_weights:
+            saturate_weights_(m, lam)
+        if trained_quantized and ctx.cfg.quantize_activations:
+            ranges = activation_clip_ranges(m)
+        if snap_weights:
             for _, layer in weight_layers(m):
                 if layer.qt_w.observer.initialized:
                     layer.weight.copy_(snapped_weight(layer))
     strip_quantization(m)
-    return m.eval()
+    m.eval()
+    if ranges:
+        for point in _output_points(m, list(ranges), example):
+            del ranges[point]
+    for point, (lo, hi) in ranges.items():
+        if point == "input":
+            m.register_forward_pre_hook(functools.partial(_clip_input_hook, lo=lo, hi=hi, lam=lam))
+        else:
+            m.get_submodule(point).register_forward_hook(functools.partial(_clip_hook, lo=lo, hi=hi, lam=lam))
+    return m
 
 
 def _ort_session(model_bytes: bytes):  # type: ignore[no-untyped-def]
@@ -80,6 +147,7 @@ def export_onnx(
     calibration: bool = True,
     atol: float = 1e-4,
     metadata: dict[str, str] | None = None,
+    lam: float | None = None,
 ) -> ExportResult:
     """Export a (quantization-wrapped) model, verify it with ONNX Runtime on ``inputs``, write the calib table.
 
@@ -91,6 +159,7 @@ def export_onnx(
             (ignored for a plain model: it has no grid). False keeps the trained FP32 weights bit for bit.
         calibration: write the calibration table.
         atol: tolerance of the ORT-vs-PyTorch check, relative to the logits' magnitude.
+        lam: the final λ of training, for the saturation :func:`plain_copy` keeps (default there).
     """
     import onnx
 
@@ -98,10 +167,10 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapped = "_qt_ctx" in model.__dict__
     points = act_quantizers(model) if wrapped else {}
-    plain = plain_copy(model, snap_weights) if wrapped else copy.deepcopy(model).eval()
     x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
     if x.dim() != 4 or len(x) < 2:
         raise ValueError("inputs must be (N, C, H, W) with N >= 2")
+    plain = plain_copy(model, snap_weights, example=x[:1], lam=lam) if wrapped else copy.deepcopy(model).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         buf = io.BytesIO()
@@ -198,6 +267,7 @@ def map_points_to_onnx(plain: nn.Module, proto: Any, x: torch.Tensor, points: li
         for h in handles:
             h.remove()
     order, vals = _all_tensor_values(proto, x.numpy())
+    clip_after = {n.input[0]: n.output[0] for n in proto.graph.node if n.op_type == "Clip"}
     result: dict[str, str] = {}
     for p in points:
         v = captured[p]
@@ -205,6 +275,9 @@ def map_points_to_onnx(plain: nn.Module, proto: Any, x: torch.Tensor, points: li
         match = next((n for n in order if vals[n].shape == v.shape and np.allclose(vals[n], v, rtol=1e-4, atol=tol)), None)
         if match is None:
             raise ExportError(f"quantization point {p!r} (shape {v.shape}) has no matching tensor in the ONNX graph")
+        # A point's saturation Clip (plain_copy) may leave these inputs unchanged: the point is its output.
+        while (nxt := clip_after.get(match)) is not None and np.allclose(vals[nxt], v, rtol=1e-4, atol=tol):
+            match = nxt
         result[p] = match
     return result
 
@@ -246,4 +319,4 @@ def export_checkpoint(checkpoint: str, out: str, snap: str = "auto", calib: bool
             "quanttrim.seed": str(cfg.seed), "quanttrim.epochs": str(cfg.epochs),
             SNAP_METADATA_KEY: str(snap_weights)}
     return export_onnx(model, out, data.test_x[: max(2, verify_samples)], snap_weights=snap_weights,
-                       calibration=calib, metadata=meta)
+                       calibration=calib, metadata=meta, lam=ckpt.get("metrics", {}).get("lambda_final"))

@@ -346,8 +346,17 @@ def train(cfg: TrainConfig, resume: bool = False, console: Any = None) -> dict[s
     final = evaluate(model, val_x, val_y, data.num_classes)
     metrics = {f"val_{k}": v for k, v in final.items()}
     metrics["lambda_final"] = ctx.lam
+    exported_line = ""
+    if q.enabled:  # what the FP32 export deploys (issue 19: it once differed from the λ = 1 model above)
+        from quanttrim.export import plain_copy
+
+        plain = plain_copy(model, snap_weights=False, example=torch.from_numpy(val_x[:1]), lam=ctx.lam)
+        exported = evaluate(plain, val_x, val_y, data.num_classes)
+        metrics.update({f"val_{k}_exported_fp32": v for k, v in exported.items()})
+        exported_line = f"; exported FP32 val acc {exported['acc']:.4f}"
     save(out / "final.pt", finished=True, metrics=metrics)
-    say(f"done: final val acc {final['acc']:.4f}" + (f", mIoU {final['miou']:.4f}" if seg else "") + f"  -> {out / 'final.pt'}")
+    say(f"done: final val acc {final['acc']:.4f}" + (f", mIoU {final['miou']:.4f}" if seg else "") + exported_line +
+        f"  -> {out / 'final.pt'}")
     return {"checkpoint": str(out / "final.pt"), "metrics": metrics, "log": str(log_path)}
 
 

@@ -29,7 +29,7 @@ from quanttrim.pruning import fold_factor
 from quanttrim.quantizers import asymmetric_qparams, fake_quant_blend, fake_quantize, symmetric_qparams
 
 __all__ = ["QuantContext", "quantize_model", "strip_quantization", "act_quantizers", "weight_layers",
-           "ACTIVATION_TYPES", "snapped_weight"]
+           "ACTIVATION_TYPES", "snapped_weight", "saturate_weights_", "activation_clip_ranges"]
 
 #: Nonlinearities after which activations are fake-quantized.
 ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid)
@@ -282,3 +282,53 @@ def snapped_weight(layer: nn.Module) -> torch.Tensor:
     if f is not None:
         err = torch.where(f != 0, err / torch.where(f != 0, f, torch.ones_like(f)), torch.zeros_like(err))
     return w + err
+
+
+def _unfold_error(err: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor:
+    """An error on W·f mapped back to W per output channel (a dead channel, f = 0, gets none)."""
+    if f is None:
+        return err
+    return torch.where(f != 0, err / torch.where(f != 0, f, torch.ones_like(f)), torch.zeros_like(err))
+
+
+@torch.no_grad()
+def saturate_weights_(model: nn.Module, lam: float = 1.0) -> int:
+    """Move each weight (BN-folded where linked) in place by λ·(its clamp to the quantizer's grid range
+    [q_min, q_max]·scale − itself), the saturation part of λ·(x̂ − x); returns how many weights moved.
+
+    Why (issue 19): at λ = 1 the weight quantizer saturates at the observer's EMA quantile, which can lag below
+    the reverse-pruning threshold τ, so the ~10 % of weights pinned at ±τ act in training as scale·q_min / scale·q_max. The
+    FP32 export must carry that clamp (it is part of what was trained), not only drop the rounding noise.
+    Layers whose observer never ran are left alone.
+    """
+    moved = 0
+    for _, layer in weight_layers(model):
+        if not layer.qt_w.observer.initialized:
+            continue
+        f = fold_factor(layer)
+        w = layer.weight
+        w_eff = w * f if f is not None else w
+        scale, _, qmin, qmax = layer.qt_w.qparams()
+        if scale.dim() and scale.numel() > 1:
+            scale = scale.reshape(-1, *([1] * (w.dim() - 1)))
+        # The grid is [q_min, q_max]·s with q_min = −q_max − 1: the fake quantizer saturates asymmetrically.
+        err = torch.maximum(torch.minimum(w_eff, scale * qmax), scale * qmin) - w_eff
+        moved += int((err != 0).sum())
+        w.add_(lam * _unfold_error(err, f))
+    return moved
+
+
+def activation_clip_ranges(model: nn.Module) -> dict[str, tuple[float, float]]:
+    """{point: (lo, hi)} of every initialised activation quantizer's grid ((q_min − zp)·s, (q_max − zp)·s),
+    widened to the union over channels ("input" is the graph input).
+
+    At λ = 1 each point saturates there; a network trained so may depend on it (issue 19: MobileNetV2's linear
+    bottleneck outputs grow 3× without it), so the export reproduces it with a Clip.
+    """
+    out: dict[str, tuple[float, float]] = {}
+    for point, q in act_quantizers(model).items():
+        if not q.observer.initialized:
+            continue
+        scale, zp, qmin, qmax = q.qparams()
+        out[point] = (float(((qmin - zp) * scale).min()), float(((qmax - zp) * scale).max()))
+    return out

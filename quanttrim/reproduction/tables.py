@@ -139,6 +139,46 @@ def spreads(df: pd.DataFrame) -> pd.DataFrame:
     return g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("n")).reset_index()
 
 
+#: An exported FP32 checkpoint scoring this far (top-1, fraction) below its trainer's last validation accuracy is
+#: flagged: the trainer validates on a held-out split, the reproduction on test images, so a few points apart is
+#: normal; a gap this size means the export does not compute what was trained.
+EXPORT_GAP_FLAG = 0.05
+
+
+def fp32_checkpoints(rows_path: Path, train_dir: Path) -> pd.DataFrame:
+    """Per checkpoint: its FP32 top-1 as the reproduction measured it (ONNX Runtime, the reference) beside the
+    trainer's last logged validation accuracy (``<train_dir>/<checkpoint>/log.jsonl``; NaN when absent) and
+    ``export_gap`` = trainer − exported, flagged above :data:`EXPORT_GAP_FLAG`."""
+    import json
+
+    df = pd.read_csv(rows_path)
+    ref = df[(df["status"] == "ok") & (df["precision"] == "fp32") & (df["backend"] == "onnxruntime")]
+    ref = ref.drop_duplicates(subset=["checkpoint"])[["model", "role", "seed", "checkpoint", "top1"]].copy()
+    ref["top1"] = pd.to_numeric(ref["top1"], errors="coerce")
+    trainer = []
+    for ckpt in ref["checkpoint"]:
+        log = Path(train_dir) / str(ckpt) / "log.jsonl"
+        epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+        accs = [e["val_acc"] for e in epochs if "val_acc" in e]
+        trainer.append(float(accs[-1]) if accs else float("nan"))
+    ref["trainer_val_acc"] = trainer
+    ref["export_gap"] = ref["trainer_val_acc"] - ref["top1"]
+    ref["flagged"] = ref["export_gap"] > EXPORT_GAP_FLAG
+    return ref.sort_values(["model", "role", "seed"]).reset_index(drop=True)
+
+
+def _export_section(ckpts: pd.DataFrame) -> str:
+    bad = ckpts[ckpts["flagged"]]
+    lines = ["## The FP32 checkpoints measured (exported, vs the trainer's last validation accuracy)",
+             to_markdown(ckpts)]
+    if len(bad):
+        lines.append(f"**Warning:** {len(bad)} exported checkpoint(s) score more than {EXPORT_GAP_FLAG:.0%} top-1 "
+                     f"below their trainer's validation accuracy ({', '.join(map(str, bad['checkpoint']))}): "
+                     "their rows compare a low-precision build with an FP32 reference that does not compute what "
+                     "was trained, so they say nothing about the recipe.")
+    return "\n\n".join(lines)
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "" if np.isnan(v) else f"{v:.4g}"
@@ -176,6 +216,7 @@ def write_report(rows_path: Path, out: Path, command: str, train_dir: Path | Non
     seeds = sorted(df["seed"].unique().tolist())
     draws = sorted(df["calib_draw"].unique().tolist())
     figs, skipped = write_figures(c, d, out, train_dir)
+    ckpts = fp32_checkpoints(rows_path, train_dir if train_dir is not None else out / "train")
     fig_lines = [f"![{name}]({path.name})" for name, path in figs.items()]
     fig_lines += [f"- {name}: not drawn ({why})" for name, why in skipped.items()]
     short = ["model", "arm", "granularity", "device", "backend", "precision", "logit_mse_delta", "logit_mse_ci",
@@ -184,6 +225,7 @@ def write_report(rows_path: Path, out: Path, command: str, train_dir: Path | Non
         "# Quant-Trim vs MAP: seeded reproduction" if arms(df) == ["quanttrim"] else
         f"# Seeded reproduction: {', '.join(arms(df))} vs the baseline ({', '.join(sorted(df[df['role'] == 'map']['recipe'].astype(str).unique()))})",
         f"Command: `{command}`  \nSeeds: {seeds}; calibration draws: {draws}; every cell is over seeds × draws.",
+        _export_section(ckpts),
         "## Arm − baseline (Quant-Trim − MAP; ablation arms − the FP32 row), paired; 95 % bootstrap CI; "
         "'better' counts pairs where the arm wins",
         to_markdown(d[[k for k in short if k in d.columns]]),

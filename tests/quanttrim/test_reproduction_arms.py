@@ -127,3 +127,18 @@ def test_an_emulated_policy_is_tabled_under_its_own_granularity_once_across_stud
     assert by[("cpu", "int8")] == ["per_channel", "per_channel", "per_tensor", "per_tensor"]
     assert by[("cpu", "fp16")] == ["float", "float"]
     assert sorted(spreads(df)["study_granularity"]) == ["per_channel", "per_channel", "per_tensor", "per_tensor"]
+
+
+def test_an_export_far_below_its_trainers_accuracy_is_flagged(tmp_path):
+    from quanttrim.reproduction.tables import fp32_checkpoints
+
+    rows = [dict(model="m", role=role, seed=0, checkpoint=f"m-{role}-s0", device="cpu", backend="onnxruntime",
+                 precision="fp32", status="ok", top1=top1) for role, top1 in (("map", 0.74), ("quanttrim", 0.15))]
+    pd.DataFrame(rows).to_csv(tmp_path / "rows.csv", index=False)
+    for role, acc in (("map", 0.741), ("quanttrim", 0.67)):
+        (tmp_path / "train" / f"m-{role}-s0").mkdir(parents=True)
+        (tmp_path / "train" / f"m-{role}-s0" / "log.jsonl").write_text(
+            '{"epoch": 1, "val_acc": 0.1}\n' + f'{{"epoch": 2, "val_acc": {acc}}}\n')
+    ckpts = fp32_checkpoints(tmp_path / "rows.csv", tmp_path / "train")
+    assert ckpts.set_index("role")["flagged"].to_dict() == {"map": False, "quanttrim": True}
+    assert ckpts.set_index("role")["export_gap"]["quanttrim"] == pytest.approx(0.52)

@@ -35,6 +35,20 @@ def test_log_has_per_epoch_records(uninterrupted) -> None:
     assert 0.0 < recs[-1]["clipped_fraction"] < 0.2
 
 
+def test_final_metrics_report_the_exported_fp32_accuracy(uninterrupted) -> None:
+    """The accuracy of what gets exported (the stripped FP32 model), beside the λ = 1 accuracy (issue 19)."""
+    from quanttrim.export import plain_copy
+    from quanttrim.data import load_dataset
+    from quanttrim.train import evaluate
+
+    ck = load_checkpoint(uninterrupted / "final.pt")
+    model, c = rebuild_model(ck)
+    data = load_dataset(c.dataset, c.data_dir, c.image_size)
+    plain = plain_copy(model, snap_weights=False, example=torch.from_numpy(data.test_x[:1]), lam=1.0)
+    want = evaluate(plain, data.test_x[:64], data.test_y[:64], data.num_classes)
+    assert ck["metrics"]["val_acc_exported_fp32"] == pytest.approx(want["acc"])
+
+
 def test_resume_after_interruption_matches_uninterrupted(tmp_path, uninterrupted) -> None:
     with pytest.raises(TrainingInterrupted):
         train(cfg(tmp_path, stop_after_steps=5))  # mid-epoch 2 (4 steps per epoch)
