@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -103,7 +104,7 @@ class OutputsCache:
                 if any(n not in z.files for n in output_names):
                     return None
                 outputs = [z[n] for n in output_names]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # torn or truncated: a miss
             return None
         return Reused(outputs, meta.get("run_id"), meta.get("computed_at"), npz.name)
 

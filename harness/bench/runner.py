@@ -421,7 +421,9 @@ def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, sto
                                            data.digests[job.checkpoint.name],
                                            reference_runtime_tag(job.checkpoint, options))
     if ref_path.exists():
-        return ref_path
+        if _readable_npz(ref_path):
+            return ref_path
+        ref_path.unlink()  # torn or truncated (a full disk, a killed writer): computed again, never trusted
     ref_path.parent.mkdir(parents=True, exist_ok=True)
     ref_backend = "litert" if job.checkpoint.format == "tflite" else "onnxruntime"
     ref_job = PlannedJob(job.device, job.checkpoint, ref_backend, "fp32", None, True, False, job.job_id)
@@ -431,6 +433,17 @@ def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, sto
     if outcome.get("status") != "ok" or not ref_path.exists():
         return outcome.get("error_message") or "unknown error"
     return ref_path
+
+
+def _readable_npz(path: Path) -> bool:
+    """True when every array of the .npz reads back (the zip's CRCs checked)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for name in z.files:
+                z[name]
+        return True
+    except Exception:  # any damage: zipfile.BadZipFile, OSError, ValueError, EOFError
+        return False
 
 
 def _to_record(base: dict[str, Any], outcome: dict[str, Any], job: PlannedJob, eval_source: str, started: str,

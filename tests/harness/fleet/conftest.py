@@ -63,7 +63,23 @@ class Fleet:
         """Drop a worker without a goodbye to the scheduler: its running task counts as lost, as on a dead board."""
         worker = self.cluster.workers.pop(name)
         del self.cluster.worker_spec[name]
+        # A dead board's connections are refused at once, so the scheduler forgets it; an in-process worker whose
+        # close is slow (a loaded host) lingers half-closed and takes file transfers it never answers. The scheduler
+        # is told first, as the lost connection would tell it, then the worker stops.
+        self.cluster.sync(self.cluster.scheduler.remove_worker, address=worker.address, stimulus_id="test-kill",
+                          close=False)
         self.cluster.sync(worker.close, executor_wait=False, timeout=5)
+
+    def wait_submitted(self, n_jobs: int, timeout_s: float = 60) -> None:
+        """Wait until the scheduler holds ``n_jobs`` harness job tasks: every job's files have been sent by then."""
+        def count(dask_scheduler):  # pickled by value
+            return sum(1 for k in dask_scheduler.tasks if str(k).startswith("harness-job-"))
+
+        deadline = time.monotonic() + timeout_s
+        while self.client.run_on_scheduler(count) < n_jobs:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {n_jobs} jobs submitted within {timeout_s} s")
+            time.sleep(0.05)
 
     def wait_processing(self, key_part: str, timeout_s: float = 60) -> str:
         """The name of the worker running the task whose key contains ``key_part`` (waits for it)."""

@@ -81,7 +81,10 @@ def test_killing_a_worker_mid_run_loses_no_record(tmp_path, tiny_model, fleet):
     # scatter_timeout_s: a file sent while the killer strikes can wait on the dead worker for good (Dask's scheduler
     # keeps replicating to it); bounded, so that race fails in ~35 s instead of hanging the suite.
     launcher = DaskLauncher(fleet.client, poll_s=0.2, orphan_grace_s=1.0, scatter_timeout_s=10.0)
-    killer = threading.Thread(target=lambda: fleet.kill(fleet.wait_processing("fake-slow")))
+    # The kill strikes once every job is out (files sent): a transfer to a worker dying mid-receive is the
+    # launcher's bounded TimeoutError (test_a_worker_that_never_answers_...), not what this test checks.
+    killer = threading.Thread(target=lambda: fleet.wait_submitted(len(BOARDS)) or fleet.kill(
+        fleet.wait_processing("fake-slow")))
     killer.start()
     result = run_benchmark(run_options(tmp_path, tiny_model, tuple(profiles), backend_options=(("fake_sleep_s", 10),)),
                            launcher=launcher)
