@@ -1,5 +1,8 @@
 """Run a benchmark: plan, prepare data and the FP32 reference, launch every job, append every record.
 
+The manifest and the resume check live in harness.bench.manifest; the FP32 reference's runtime, cache file and
+computation in harness.bench.reference.
+
 The route of one job: BenchmarkOptions (options.py) -> PlannedJob (plan.py) -> JobSpec (jobs.py, JSON to the
 worker process) -> JobRecord (harness.store.records).
 """
@@ -25,10 +28,12 @@ from harness.data.loaders import Dataset, save_job_data
 from harness.data.prepare import describe as describe_data, prepare_datasets
 from harness.host import hostinfo
 from harness.bench.jobs import JobSpec
-from harness.bench.launch import Launch, Launcher, LocalLauncher, execute_spec
-from harness.bench.options import BenchmarkOptions, resume_differences, thread_count
+from harness.bench.launch import Launch, Launcher, LocalLauncher
+from harness.bench.manifest import build_manifest, check_resume, write_cards
+from harness.bench.options import BenchmarkOptions
 from harness.bench.plan import LeftOut, PlannedJob, leave_out_of_default_run, resolve_checkpoints, validate_names
-from harness.host.presence import device_present
+from harness.bench.reference import (compute_reference, reference_job, reference_path, reference_runtime_label,
+                                    reference_runtime_name, reusable)
 from harness.model.card import effective_card
 from harness.model.checkpoint import Checkpoint, check_feedable
 from harness.store.records import JobRecord
@@ -157,47 +162,6 @@ def _source_options(triples: Sequence[tuple[str, str, Any]]) -> dict[str, dict[s
     return out or None
 
 
-def build_manifest(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint],
-                   eval_source: str, run_id: str, data_notes: dict[str, list[str]] | None = None
-                   ) -> tuple[dict[str, Any], list[str]]:
-    warnings: list[str] = []
-    platform: dict[str, Any] = {}
-    for device in devices:
-        try:
-            from harness.host.platform_facts import platform_facts
-        except ImportError:
-            break
-        try:
-            facts, warns = platform_facts(device)
-        except Exception as exc:  # facts are nice to have; never fatal
-            facts, warns = {"error": f"{type(exc).__name__}: {exc}"}, []
-        platform[device.name] = facts
-        warnings.extend(warns)
-    manifest = {
-        "run_id": run_id,
-        "command": options.command or " ".join(sys.argv),
-        "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "host": hostinfo.host_facts(),
-        "packages": hostinfo.package_versions(),
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in options.__dict__.items()},
-        "devices": {d.name: d.to_dict() for d in devices},
-        "device_present": {d.name: device_present(d) for d in devices},
-        "platform": platform,
-        # Every file of every model (the .onnx and its external data) with its hash, inputs/outputs, the shapes
-        # the data fixed: enough to tell two runs of "the same" model apart.
-        "checkpoints": {c.name: c.to_dict() for c in checkpoints},
-        # the effective model cards: pass one back with --model-card to repeat the run exactly
-        "model_cards": {c.name: c.card.to_dict() for c in checkpoints if c.card is not None},
-        "eval_source": eval_source,
-        "data": {"path": str(options.data_path) if options.data_path else None,
-                 "calib_path": str(options.calib_data_path) if options.calib_data_path else None,
-                 "notes": data_notes or {}},
-        "data_sha256": None,   # per checkpoint, set by run_benchmark: a resumed run must use the same data
-        "warnings": warnings,
-    }
-    return manifest, warnings
-
-
 ProgressFn = Callable[[str, int, int], None]
 
 
@@ -224,7 +188,7 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
     with RunStore(options.results_dir, run_id, resume=options.resume) as store:
         old_manifest = store.read_manifest() if options.resume else None
         if old_manifest is not None:
-            _check_resume(old_manifest, options, checkpoints, store)
+            check_resume(old_manifest, options, checkpoints, store)
         for ckpt in checkpoints:
             if ckpt.card.inferred:
                 info(f"model card of {ckpt.name} ({ckpt.card.source}), assumed:\n  " + "\n  ".join(ckpt.card.inferred))
@@ -236,7 +200,7 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
         manifest["left_out"] = [j.to_dict() for j in left_out]
         manifest.update(launcher.manifest_facts())
         store.write_manifest(manifest)
-        _write_cards(store.run_dir, checkpoints)
+        write_cards(store.run_dir, checkpoints)
         for w in warnings:
             warn(w)
         result = RunResult(run_id, store.run_dir, eval_source=eval_source, planned=len(jobs), left_out=left_out)
@@ -247,14 +211,6 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
         if {j.job_id for j in jobs} <= store.finished_job_ids():
             store.remove_work()   # the run is complete; on failure work/ stays for inspection
     return result
-
-
-def _write_cards(run_dir: Path, checkpoints: Sequence[Checkpoint]) -> None:
-    """<run>/cards/<checkpoint>.card.toml: the effective cards, to repeat the run with --model-card."""
-    folder = run_dir / "cards"
-    folder.mkdir(exist_ok=True)
-    for ckpt in checkpoints:
-        (folder / f"{ckpt.name}.card.toml").write_text(ckpt.card.to_toml())
 
 
 @dataclass(frozen=True)
@@ -337,9 +293,8 @@ def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunS
                 ref = _make_reference(job, run_id, options, store, data, loop)
                 references[job.checkpoint.name] = ref
             if isinstance(ref, str):
-                runtime = "LiteRT" if job.checkpoint.format == "tflite" else "ONNX Runtime"
-                outcome = {"status": "failed", "failed_stage": "validate",
-                           "error_message": f"the FP32 {runtime} reference could not be computed: {ref}"}
+                outcome = {"status": "failed", "failed_stage": "validate", "error_message":
+                           f"the FP32 {reference_runtime_name(job.checkpoint)} reference could not be computed: {ref}"}
             else:
                 spec = _spec_for(job, "measure", run_id, options, store, data.paths, ref, loop, data.digests)
                 submitted[job.job_id] = (job, base, spec)
@@ -371,20 +326,6 @@ def _keep_samples(spec: JobSpec, store: RunStore, job: PlannedJob, outcome: dict
         os.replace(attempt_file, store.layout.samples_file(job.job_id))
 
 
-def _check_resume(manifest: dict[str, Any], options: BenchmarkOptions, checkpoints: Sequence[Checkpoint],
-                  store: RunStore) -> None:
-    diffs = resume_differences(manifest.get("options") or {}, options)
-    old_ckpts = manifest.get("checkpoints") or {}
-    for c in checkpoints:
-        old = (old_ckpts.get(c.name) or {}).get("sha256")
-        if old is not None and old != c.sha256:
-            diffs.append(f"checkpoint {c.name}: sha256 {old[:12]} then, {c.sha256[:12]} now")
-    if diffs:
-        raise StoreError(f"cannot resume run {store.run_id!r} with different options: " + "; ".join(diffs)
-                         + f" (the run's command: {manifest.get('command')}); resume with the run's options, "
-                           "or start a new run")
-
-
 def _why_no_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], checkpoints: Sequence[Checkpoint]
                  ) -> str:
     if not checkpoints:
@@ -395,55 +336,14 @@ def _why_no_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], ch
             f"{', '.join(options.precisions or ('all',))}) selects nothing the device offers ({offered})")
 
 
-def reference_runtime_tag(checkpoint: Checkpoint, options: BenchmarkOptions) -> str:
-    """The reference runtime as it decides the reference's floating-point results: package, version, threads.
-
-    Threads are resolved as the worker resolves them (harness.bench.options.thread_count)."""
-    from importlib import metadata
-
-    package = "ai-edge-litert" if checkpoint.format == "tflite" else "onnxruntime"
-    try:
-        version = metadata.version(package)
-    except metadata.PackageNotFoundError:
-        version = "absent"
-    try:
-        cpus = options.cpu_affinity or tuple(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = None
-    return f"{package}-{version}-t{thread_count(options.threads, cpus)}"
-
-
 def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, store: RunStore, data: RunData,
                     loop: dict[str, int]) -> Path | str:
-    # Named by checkpoint and data hashes, runtime version and threads, in the results folder's cache: a later
-    # run reuses it only for the same model on the same data through the same runtime (issue 18: warm runs).
-    ref_path = store.layout.reference_file(job.checkpoint.name, job.checkpoint.sha256,
-                                           data.digests[job.checkpoint.name],
-                                           reference_runtime_tag(job.checkpoint, options))
-    if ref_path.exists():
-        if _readable_npz(ref_path):
-            return ref_path
-        ref_path.unlink()  # torn or truncated (a full disk, a killed writer): computed again, never trusted
-    ref_path.parent.mkdir(parents=True, exist_ok=True)
-    ref_backend = "litert" if job.checkpoint.format == "tflite" else "onnxruntime"
-    ref_job = PlannedJob(job.device, job.checkpoint, ref_backend, "fp32", None, True, False, job.job_id)
-    spec = _spec_for(ref_job, "reference", run_id, options, store, data.paths, ref_path, loop)
-    outcome = execute_spec(spec, options.timeout_s, store.attempt_file(f"reference__{job.checkpoint.name}", "log"),
-                           memory_limit_mb=options.memory_limit_mb)
-    if outcome.get("status") != "ok" or not ref_path.exists():
-        return outcome.get("error_message") or "unknown error"
-    return ref_path
-
-
-def _readable_npz(path: Path) -> bool:
-    """True when every array of the .npz reads back (the zip's CRCs checked)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            for name in z.files:
-                z[name]
-        return True
-    except Exception:  # any damage: zipfile.BadZipFile, OSError, ValueError, EOFError
-        return False
+    """The checkpoint's FP32 reference file (cached, else computed in a child), or why it could not be computed."""
+    ref_path = reference_path(job.checkpoint, options, store, data.digests[job.checkpoint.name])
+    if reusable(ref_path):
+        return ref_path
+    spec = _spec_for(reference_job(job), "reference", run_id, options, store, data.paths, ref_path, loop)
+    return compute_reference(spec, options, store)
 
 
 def _to_record(base: dict[str, Any], outcome: dict[str, Any], job: PlannedJob, eval_source: str, started: str,
@@ -451,7 +351,7 @@ def _to_record(base: dict[str, Any], outcome: dict[str, Any], job: PlannedJob, e
     fields = dict(base)
     fields.update({k: v for k, v in outcome.items() if v is not None or k in ("failed_stage",)})
     status = fields.get("status", "failed")
-    fields["reference_runtime"] = "LiteRT FP32" if job.checkpoint.format == "tflite" else "ONNX Runtime FP32 (CPU)"
+    fields["reference_runtime"] = reference_runtime_label(job.checkpoint)
     if job.checkpoint.data_shapes:
         fields["input_shapes"] = {n: list(shape) for n, shape in job.checkpoint.data_shapes}
     if status == "ok":

@@ -27,7 +27,10 @@ def test_eight_boards_each_job_on_its_worker_and_store_equals_eight_local_runs(t
     for b in BOARDS:
         fleet.add(b)
     launcher = DaskLauncher(fleet.client)
-    merged = run_benchmark(run_options(tmp_path, tiny_model, tuple(profiles)), launcher=launcher)
+    # No validation budget: under load a budget cuts a pass at a different image on each side, and the records
+    # would differ by host load rather than by where the job ran.
+    merged = run_benchmark(run_options(tmp_path, tiny_model, tuple(profiles), validate_budget_s=None),
+                           launcher=launcher)
 
     records = _records(merged.run_dir)
     assert sorted(r["device"] for r in records) == sorted(BOARDS)
@@ -35,10 +38,13 @@ def test_eight_boards_each_job_on_its_worker_and_store_equals_eight_local_runs(t
     assert all((merged.run_dir / "latencies" / r["raw_latency_file"]).is_file() for r in records)
     local = {}
     for b, profile in zip(BOARDS, profiles):
-        for r in _records(run_benchmark(run_options(tmp_path, tiny_model, (profile,), results=f"local-{b}")).run_dir):
+        opts = run_options(tmp_path, tiny_model, (profile,), results=f"local-{b}", validate_budget_s=None)
+        for r in _records(run_benchmark(opts).run_dir):
             local[r["job_id"]] = r
-    assert {r["job_id"]: {k: r[k] for k in STABLE} for r in records} == \
-        {j: {k: r[k] for k in STABLE} for j, r in local.items()}
+    assert sorted(local) == sorted(r["job_id"] for r in records)
+    differing = {r["job_id"]: {k: (r[k], local[r["job_id"]][k]) for k in STABLE if r[k] != local[r["job_id"]][k]}
+                 for r in records}
+    assert not any(differing.values()), f"fleet vs local record fields (fleet, local): {differing}"
 
 
 def test_measured_on_names_the_worker_host_and_manifest_lists_the_workers(tmp_path, tiny_model, fleet):
