@@ -53,6 +53,10 @@ class PassResult:
     cache_error: str | None = None
 
 
+#: How many of the runs that computed a reused prefix its summary names (the record's ``runs`` lists them all).
+_NAMED_RUNS = 3
+
+
 def reuse_fact(stored: Stored, computed: int) -> dict[str, Any]:
     """``extra.validation_reused``: ``samples_reused`` (the stored prefix), ``samples_computed`` (by this run),
     ``runs`` (who computed which samples), ``run_id`` (their ids, comma-joined), ``computed_at`` (when the prefix
@@ -60,9 +64,11 @@ def reuse_fact(stored: Stored, computed: int) -> dict[str, Any]:
     ids = [str(r.get("run_id")) for r in stored.runs]
     if len(ids) == 1:
         source = f"run {ids[0]}"
-    else:
-        source = "runs " + ", ".join(f"{r.get('run_id')} (samples {r['first']}-{r['first'] + r['count'] - 1})"
-                                     for r in stored.runs)
+    else:  # a slow backend may take many runs to finish a pass: the summary names the first few
+        named = [f"{r.get('run_id')} (samples {r['first']}-{r['first'] + r['count'] - 1})"
+                 for r in stored.runs[:_NAMED_RUNS]]
+        more = len(stored.runs) - _NAMED_RUNS
+        source = "runs " + ", ".join(named) + (f" and {more} more" if more > 0 else "")
     return {"run_id": ", ".join(dict.fromkeys(ids)), "computed_at": stored.runs[-1].get("computed_at"),
             "file": stored.file, "samples_reused": stored.samples, "samples_computed": int(computed),
             "runs": [dict(r) for r in stored.runs],
