@@ -80,9 +80,11 @@ def _samples(k: int) -> str:
 
 
 def resume_pass(cache: OutputsCache | None, key: OutputsKey | None, names: Sequence[str], axes: Sequence[int],
-                batch: int, compute: Callable[[int], list[np.ndarray]], run_id: str,
+                batch: int, total: int, compute: Callable[[int], list[np.ndarray]], run_id: str,
                 computed_at: str) -> PassResult:
-    """The validation outputs: served whole when the cache holds the complete pass; else ``compute(start)``
+    """The validation outputs of the first ``samples`` of ``total`` evaluation samples (``names``/``axes``: each
+    output's name and batch axis; ``batch``: the pass's batch; ``run_id``/``computed_at``: this run, stored with
+    the samples it computes): served whole when the cache holds the complete pass; else ``compute(start)``
     (the outputs of samples ``start..``, as far as its budget goes) run from the first sample the cache does not
     hold (0 without a cache, a key, or a usable prefix), joined to the stored prefix, and the joined prefix stored
     for the next run. A stored prefix that is not a whole number of batches (not written by this code) is a miss.
@@ -103,7 +105,6 @@ def resume_pass(cache: OutputsCache | None, key: OutputsKey | None, names: Seque
     if cache is not None and key is not None:
         runs = [*(stored.runs if stored is not None else ()),
                 {"run_id": run_id, "computed_at": computed_at, "first": start, "count": computed}]
-        total = int(key.parts.get("eval_samples", samples))
         try:
             cache.put(key, names, outputs, samples, total, runs)
         except OSError as exc:  # a full disk costs the next run a pass, not this job
@@ -129,7 +130,7 @@ def validation_outputs(spec, session, compiled, data, out: dict[str, Any], axes:
                                    batch_axes=axes, pad_last=pad_last, start=start, clock=clock)
 
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    result = resume_pass(cache, key, names, axes, validate_batch, compute, spec.run_id, now)
+    result = resume_pass(cache, key, names, axes, validate_batch, data.eval_count, compute, spec.run_id, now)
     extra = out.setdefault("extra", {})
     if result.reused is not None:
         extra["validation_reused"] = result.reused

@@ -58,7 +58,7 @@ def _pass(cache: OutputsCache | None, run_id: str, budget_s: float | None = 2.5,
     def compute(start: int):
         return loadgen.run_outputs(session, INPUTS, 2, budget_s, batch_axes=AXES, start=start, clock=session.clock)
 
-    return resume_pass(cache, key, NAMES, AXES, 2, compute, run_id, "2026-11-29T17:00:00+00:00"), session
+    return resume_pass(cache, key, NAMES, AXES, 2, N, compute, run_id, "2026-11-29T17:00:00+00:00"), session
 
 
 def test_a_pass_cut_by_the_budget_is_stored_as_its_prefix(tmp_path):
