@@ -8,7 +8,9 @@ the run and every job process it waited for: the honest figure on a shared host)
 after. Then, per job, the wall seconds of each worker stage from the records (``extra.stage_s``: startup = the
 child's interpreter start and imports, prepare, compile, model_facts, load, warmup, measure, validate, score) and
 the launcher's overhead (the record's ``duration_s`` less the stages); ``cpu s`` is the worker's user + sys CPU
-seconds (``extra.worker_cpu_s``, from wait4) where the record has it.
+seconds (``extra.worker_cpu_s``, from wait4) where the record has it. Last, how many validation passes were
+complete or cut by the budget, and how many of each were served whole from the outputs cache, resumed from the
+prefix an earlier run left, or computed fresh (a budget-cut pass is resumed by the next run in the folder).
 
 Usage: python benchmarks/bench_default_run.py [--results DIR] [--runs cold,warm] [--nice 10] [-- RUN ARGS...]
        python benchmarks/bench_default_run.py --analyze RUN_DIR      (the breakdown of an existing run)
@@ -70,15 +72,37 @@ def breakdown(run_dir: Path) -> None:
         if other is not None:
             totals["other"] += other
         cells = " ".join(f"{stages[s]:>8.2f}" if s in stages else f"{'-':>8}" for s in STAGES)
-        reused = " (validation reused)" if (r.get("extra") or {}).get("validation_reused") else ""
+        fact = (r.get("extra") or {}).get("validation_reused")
+        reused = f" (validation: {fact.get('samples_reused')} reused, {fact.get('samples_computed', 0)} computed)" \
+            if fact else ""
         cpu_text = f"{cpu:>6.1f}" if cpu is not None else f"{'-':>6}"
         print(f"{r['job_id'][:58]:<58} {r['status']:<11} {dur:>6.1f} {cpu_text} {cells} "
               f"{other if other is not None else float('nan'):>6.2f}{reused}")
     print(f"{'total':<58} {len(records):<11} {totals['duration']:>6.1f} {totals['cpu']:>6.1f} "
           + " ".join(f"{totals.get(s, 0.0):>8.1f}" for s in STAGES) + f" {totals.get('other', 0.0):>6.1f}")
+    print(validation_passes(records))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     for j in manifest.get("left_out") or ():
         print(f"left out: {j['job_id']}: {j['reason']}")
+
+
+def validation_passes(records: list[dict]) -> str:
+    """How many of the run's validation passes were complete or cut by the budget (``validation_note``), and of
+    each how many were served whole from the outputs cache, resumed from a stored prefix, or computed fresh."""
+    kinds: dict[tuple[str, str], int] = defaultdict(int)
+    for r in records:
+        if r.get("status") != "ok" or r.get("eval_samples") is None:
+            continue
+        extra = r.get("extra") or {}
+        fact = extra.get("validation_reused")
+        how = "fresh" if not fact else ("served" if not fact.get("samples_computed") else "resumed")
+        kinds[("partial" if extra.get("validation_note") else "complete", how)] += 1
+    parts = []
+    for state in ("complete", "partial"):
+        n = sum(v for (s, _), v in kinds.items() if s == state)
+        detail = ", ".join(f"{kinds[(state, h)]} {h}" for h in ("served", "resumed", "fresh") if kinds[(state, h)])
+        parts.append(f"{n} {state}" + (f" ({detail})" if detail else ""))
+    return "validation passes: " + "; ".join(parts)
 
 
 def main() -> int:

@@ -121,7 +121,8 @@ def measure(session: Session, inputs: Feeds, cfg: LoopConfig, power: Any = None,
 
 
 def run_outputs(session: Session, inputs: Feeds, batch: int, time_budget_s: float | None = None,
-                batch_axes: Sequence[int] | None = None, pad_last: bool = False) -> list[np.ndarray]:
+                batch_axes: Sequence[int] | None = None, pad_last: bool = False, start: int = 0,
+                clock: Callable[[], float] = time.perf_counter) -> list[np.ndarray]:
     """Every output for the inputs, in graph order (the validation pass and the FP32 reference; not timed).
 
     `inputs` maps each graph input name to its N-first array. Returns one array per graph output: the
@@ -132,13 +133,23 @@ def run_outputs(session: Session, inputs: Feeds, batch: int, time_budget_s: floa
 
     With a time budget the pass stops at the first batch boundary past it, so a very slow backend (untuned
     TVM at ~50 ms per image) scores a prefix of the evaluation set instead of running for hours.
+
+    `start` resumes a pass an earlier call cut short (harness.bench.validation): only samples ``start..`` run and
+    only their outputs are returned, in the very batches a pass from 0 would have fed (so `start` must be a
+    multiple of `batch`; ValueError otherwise, or when ``start >= N``). `clock` returns seconds (tests pass a
+    fake one).
     """
     n = sample_count(inputs)
+    if n == 0:
+        raise ValueError("no evaluation samples to run")
+    if start < 0 or start >= n or start % batch:
+        raise ValueError(f"a pass resumes at a batch boundary before the end: start {start} with batch {batch} "
+                         f"over {n} samples")
     per_batch: list[list[np.ndarray]] = []
     done = 0
-    deadline = None if time_budget_s is None else time.perf_counter() + time_budget_s
-    for start in range(0, n, batch):
-        idx = np.arange(start, min(start + batch, n))
+    deadline = None if time_budget_s is None else clock() + time_budget_s
+    for first in range(start, n, batch):
+        idx = np.arange(first, min(first + batch, n))
         done += len(idx)
         if pad_last and len(idx) < batch:
             idx = np.concatenate([idx, np.full(batch - len(idx), idx[-1])])
@@ -148,7 +159,7 @@ def run_outputs(session: Session, inputs: Feeds, batch: int, time_budget_s: floa
         if per_batch and len(ys) != len(per_batch[0]):
             raise RuntimeError(f"the session returned {len(ys)} outputs after {len(per_batch[0])} on earlier batches")
         per_batch.append([np.array(y, copy=True) for y in ys])
-        if deadline is not None and time.perf_counter() > deadline:
+        if deadline is not None and clock() > deadline:
             break
     if not per_batch:
         raise ValueError("no evaluation samples to run")

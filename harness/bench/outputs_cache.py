@@ -3,13 +3,19 @@ validation pass of an artifact it has already validated on the same data (issue 
 
 A validation pass is a deterministic function of what it ran: the compiled artifact's bytes, the backend and its
 version, the precision and options it was loaded with, the thread count, the batch it was fed in, and the data.
-The key hashes all of them; any change (a rebuilt artifact, another runtime version, other data) misses. Only
-complete passes are kept (a pass the validation budget cut short is run again). A record served from here says
-so in ``extra.validation_reused`` (which run computed the outputs, and when); ``--revalidate`` bypasses the
-cache. Timing is never cached: every run times its own loop.
+The key hashes all of them; any change (a rebuilt artifact, another runtime version, other data) misses.
+
+A pass the validation budget cut short is kept too, as the prefix it finished (the outputs of the first
+``samples_done`` evaluation samples, a whole number of batches); the next run with the same key resumes the pass
+at the first sample not yet done (harness.bench.validation), within its own budget, and stores the longer prefix,
+until the pass is complete and is simply reused. The metadata lists which run computed which samples; a record
+served from here says so in ``extra.validation_reused`` (samples reused and from which runs, samples computed
+now). ``--revalidate`` bypasses the cache. Timing is never cached: every run times its own loop.
 
 Files: ``<results>/.cache/outputs/<job>__<key16>.npz`` (one array per output, keyed by output name, as the FP32
-reference) and a ``.json`` beside it (the key's parts, the run that computed it), written atomically.
+reference) and a ``.json`` beside it (the key's parts, ``samples_done`` of ``samples_total``, the runs that
+computed them), each written atomically, arrays first. A torn, truncated or inconsistent pair (arrays of another
+length than the metadata says, e.g. a writer killed between the two files) is a miss: the pass runs from 0.
 """
 from __future__ import annotations
 
@@ -25,7 +31,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from backends.cache import MANIFEST, MANIFEST_FORMAT, entry_of, file_sha256, write_bytes_atomic
-from harness.bench import loadgen
 from harness.store.layout import file_stem_part
 
 
@@ -74,17 +79,20 @@ class OutputsKey:
 
 
 @dataclass(frozen=True)
-class Reused:
-    """Outputs found in the cache: one array per output in graph order, and who computed them."""
+class Stored:
+    """Outputs found in the cache: those of the first ``samples`` of ``total`` evaluation samples (one array per
+    output in the order asked for, each ``samples`` long on its batch axis), and the runs that computed them,
+    in sample order (``{"run_id", "computed_at", "first", "count"}``: samples ``first .. first+count-1``)."""
 
     outputs: list[np.ndarray]
-    run_id: str | None
-    computed_at: str | None
+    samples: int
+    total: int
+    runs: tuple[dict[str, Any], ...]
     file: str
 
-    def record_fact(self) -> dict[str, Any]:
-        """``extra.validation_reused`` of the record."""
-        return {"run_id": self.run_id, "computed_at": self.computed_at, "file": self.file}
+    @property
+    def complete(self) -> bool:
+        return self.samples >= self.total
 
 
 class OutputsCache:
@@ -93,8 +101,10 @@ class OutputsCache:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
 
-    def get(self, key: OutputsKey, output_names: Sequence[str]) -> Reused | None:
-        """The cached outputs for ``key`` in ``output_names`` order, or None (absent, unreadable, another key)."""
+    def get(self, key: OutputsKey, output_names: Sequence[str], batch_axes: Sequence[int]) -> Stored | None:
+        """The cached outputs for ``key`` in ``output_names`` order (``batch_axes``: each output's batch axis), or
+        None: absent, unreadable, another key, or arrays whose length is not the ``samples_done`` the metadata
+        states (a torn pair)."""
         npz, meta_path = self._paths(key)
         try:
             meta = json.loads(meta_path.read_text())
@@ -106,15 +116,34 @@ class OutputsCache:
                 outputs = [z[n] for n in output_names]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # torn or truncated: a miss
             return None
-        return Reused(outputs, meta.get("run_id"), meta.get("computed_at"), npz.name)
+        lengths = {int(o.shape[ax]) if o.ndim > ax else -1 for o, ax in zip(outputs, batch_axes)}
+        if len(lengths) != 1:
+            return None
+        length = lengths.pop()
+        # a file written before partial passes were kept holds a complete pass and no counts
+        done, total = meta.get("samples_done", length), meta.get("samples_total", length)
+        runs = meta.get("runs") or [{"run_id": meta.get("run_id"), "computed_at": meta.get("computed_at"),
+                                     "first": 0, "count": length}]
+        try:
+            counted = sum(int(r.get("count", 0)) for r in runs)
+        except (AttributeError, TypeError, ValueError):
+            return None
+        if not (isinstance(done, int) and isinstance(total, int) and 0 < done == length <= total and counted == done):
+            return None
+        return Stored(outputs, done, total, tuple(runs), npz.name)
 
-    def put(self, key: OutputsKey, output_names: Sequence[str], outputs: Sequence[np.ndarray], run_id: str,
-            computed_at: str) -> Path:
-        """Keep a complete pass's outputs; the arrays first, the key file last (a reader needs both)."""
+    def put(self, key: OutputsKey, output_names: Sequence[str], outputs: Sequence[np.ndarray], samples_done: int,
+            samples_total: int, runs: Sequence[Mapping[str, Any]]) -> Path:
+        """Keep the outputs of the first ``samples_done`` of ``samples_total`` samples (a complete pass or the
+        prefix a budget left), computed by ``runs`` (Stored.runs); the arrays first, the key file last (a reader
+        needs both, and a pair of other lengths is a miss). Raises OSError (a full disk, a read-only folder)."""
         npz, meta_path = self._paths(key)
         self.root.mkdir(parents=True, exist_ok=True)
         write_npz_atomic(npz, dict(zip(output_names, outputs)))
-        meta = {"key": key.digest, "parts": dict(key.parts), "run_id": run_id, "computed_at": computed_at}
+        last = runs[-1] if runs else {}
+        meta = {"key": key.digest, "parts": dict(key.parts), "samples_done": int(samples_done),
+                "samples_total": int(samples_total), "runs": [dict(r) for r in runs],
+                "run_id": last.get("run_id"), "computed_at": last.get("computed_at")}
         write_bytes_atomic(meta_path, json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
         return npz
 
@@ -134,36 +163,10 @@ def write_npz_atomic(path: Path | str, arrays: Mapping[str, np.ndarray]) -> Path
     return path
 
 
-def validation_outputs(spec, session, compiled, data, out: dict[str, Any], axes: Sequence[int]) -> list[np.ndarray]:
-    """Every output on the evaluation set (loadgen.run_outputs; ``data`` is the worker's JobData, ``axes`` each
-    output's batch axis), or the outputs an earlier run computed for the same artifact, runtime, threads, batch
-    and data; a hit sets ``out["extra"]["validation_reused"]``, a complete pass is kept for the next run."""
-    validate_batch = int(compiled.metadata.get("validate_batch", spec.validate_batch))
-    pad_last = data.model.fixed_batch is not None
-    names = list(data.model.output_names)
-    key = _outputs_key(spec, compiled, data, out, validate_batch, pad_last) if spec.outputs_cache else None
-    cache = OutputsCache(spec.outputs_cache) if key is not None else None
-    if cache is not None:
-        hit = cache.get(key, names)
-        if hit is not None:
-            out.setdefault("extra", {})["validation_reused"] = hit.record_fact()
-            return hit.outputs
-    outputs = loadgen.run_outputs(session, data.eval_inputs, validate_batch, spec.validate_budget_s,
-                                  batch_axes=axes, pad_last=pad_last)
-    axis = axes[0]
-    if cache is not None and outputs and outputs[0].shape[axis] == data.eval_count:  # a complete pass only
-        import datetime as _dt
-
-        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        try:
-            cache.put(key, names, outputs, spec.run_id, now)
-        except OSError as exc:  # a full disk costs the next run a pass, not this job
-            out.setdefault("extra", {})["validation_cache_error"] = f"{type(exc).__name__}: {exc}"[:300]
-    return outputs
-
-
-def _outputs_key(spec, compiled, data, out: dict[str, Any], validate_batch: int, pad_last: bool):
-    """The validation pass's key (harness.bench.outputs_cache.OutputsKey), or None when the artifact's bytes or
+def outputs_key(spec, compiled, data, out: Mapping[str, Any], validate_batch: int,
+                pad_last: bool) -> OutputsKey | None:
+    """The validation pass's key (``spec`` the JobSpec, ``compiled`` the loaded ModelArtifact, ``data`` the
+    worker's JobData, ``out`` the record so far: backend version, threads), or None when the artifact's bytes or
     the data cannot be named (then the pass always runs)."""
     from backends.cache import package_version
 

@@ -8,6 +8,14 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
+class StageError(Exception):
+    """A job's failure in a named stage with the record status it gets (e.g. ("validate", "failed", why))."""
+
+    def __init__(self, stage: str, status: str, message: str) -> None:
+        super().__init__(message)
+        self.stage, self.status = stage, status
+
+
 def _write_stage(spec, stage: str) -> None:
     Path(spec.stage_path).write_text(stage)
 

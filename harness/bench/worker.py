@@ -24,17 +24,11 @@ from devices import load_device
 from devices.numerics import takes_calibration
 from harness.bench import loadgen
 from harness.bench.options import thread_count
-from harness.bench.outputs_cache import validation_outputs, write_npz_atomic
-from harness.bench.stages import StageTracker, process_age_s
+from harness.bench.outputs_cache import write_npz_atomic
+from harness.bench.stages import StageError, StageTracker, process_age_s
+from harness.bench.validation import batch_axes, score_validation, validation_outputs
 from harness.data.loaders import load_job_data
 from harness.model.checkpoint import Checkpoint
-from harness.scoring import NonFiniteOutputs, score_outputs
-
-
-class StageError(Exception):
-    def __init__(self, stage: str, status: str, message: str) -> None:
-        super().__init__(message)
-        self.stage, self.status = stage, status
 
 
 def _affinity() -> tuple[int, ...] | None:
@@ -60,21 +54,6 @@ def job_model(spec) -> Checkpoint:
         raise ValueError(f"job {spec.job_id} carries no model description; it was written by an older runner: "
                          "rerun the benchmark")
     return Checkpoint.from_dict(spec.model)
-
-
-def output_cards(ckpt: Checkpoint) -> list[Any]:
-    """One OutputCard per graph output, in graph order: the run's effective card, else what can be inferred."""
-    card = ckpt.card
-    if card is None:
-        from harness.model.card import infer_card
-
-        card = infer_card(ckpt)
-    return [card.output(t.name) for t in ckpt.outputs]
-
-
-def batch_axes(ckpt: Checkpoint) -> list[int]:
-    """Each output's batch axis, from its card."""
-    return [int(c.batch_axis) for c in output_cards(ckpt)]
 
 
 def reference_session(ckpt: Checkpoint, threads: int):
@@ -116,15 +95,6 @@ def save_outputs(path: str | Path, ckpt: Checkpoint, outputs: list[np.ndarray]) 
     write_npz_atomic(path, {t.name: o for t, o in zip(ckpt.outputs, outputs)})
 
 
-def load_outputs(path: str | Path, ckpt: Checkpoint) -> list[np.ndarray]:
-    """The saved outputs in the checkpoint's output order."""
-    with np.load(path) as z:
-        missing = [t.name for t in ckpt.outputs if t.name not in z.files]
-        if missing:
-            raise StageError("validate", "failed", f"the FP32 reference {path} lacks outputs {missing}")
-        return [z[t.name] for t in ckpt.outputs]
-
-
 def run_measure(spec) -> dict[str, Any]:
     """Compile, load, warm up, time and validate one job; every outcome (refusal, error) becomes a dict."""
     threads = pin_and_count_threads(spec)
@@ -157,7 +127,7 @@ def run_measure(spec) -> dict[str, Any]:
         finally:
             session.close()
         with stage.lap("score"):
-            _score(spec, outputs, data, out)
+            score_validation(spec, outputs, data, out)
         out["status"] = "ok"
         return out
     except StageError as exc:
@@ -327,39 +297,6 @@ def _rss_mb() -> float | None:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _score(spec, outputs: list[np.ndarray], data: JobData, out: dict[str, Any]) -> None:
-    """Every output scored by its role against the same FP32 reference output (and the labels)."""
-    ckpt = data.model
-    reference = load_outputs(spec.reference_path, ckpt)
-    cards = output_cards(ckpt)
-    labels = data.eval_labels
-    n = outputs[0].shape[cards[0].batch_axis]
-    total = data.eval_count
-    if n < total:
-        out["validation_note"] = (f"validation stopped after {spec.validate_budget_s:.0f} s: scored on the first "
-                                  f"{n} of {total} samples (raise --validate-budget)")
-        reference = [np.take(r, np.arange(n), axis=c.batch_axis) for r, c in zip(reference, cards)]
-        labels = None if labels is None else labels[:n]
-    if len(outputs) != len(reference):
-        raise StageError("validate", "failed", f"the backend returned {len(outputs)} outputs; the FP32 reference has "
-                                               f"{len(reference)} ({', '.join(ckpt.output_names)})")
-    for t, o, r in zip(ckpt.outputs, outputs, reference):
-        if o.shape != r.shape:
-            raise StageError("validate", "failed", f"output {t.name} has shape {o.shape}; the reference's is {r.shape}")
-    try:
-        scores = score_outputs(outputs, reference, cards, labels)
-    except (NonFiniteOutputs, ValueError) as exc:  # NaN/Inf, or a card that does not fit its output
-        raise StageError("validate", "failed", str(exc)) from None
-    out.update(scores.fields)
-    out["outputs"] = scores.per_output
-    out["eval_samples"] = int(n)
-    if spec.samples_path and scores.per_sample:
-        # bool vectors over the scored images, for the views' bootstrap confidence intervals
-        tmp = Path(spec.samples_path + ".tmp.npz")
-        np.savez(tmp, **scores.per_sample)
-        os.replace(tmp, spec.samples_path)
 
 
 def import_plugins(modules) -> None:

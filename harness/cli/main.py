@@ -108,9 +108,10 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                    help="a job's validation pass stops after this long and scores the images done so far, saying so "
                         "in the record (default 20; 0 = no limit)")
     p.add_argument("--revalidate", action="store_true",
-                   help="run every job's validation pass even when an earlier run in --results validated the same "
-                        "artifact on the same data with the same runtime and threads (default: reuse it; the record "
-                        "says so in extra.validation_reused)")
+                   help="run every job's validation pass from the first image even when an earlier run in --results "
+                        "validated the same artifact on the same data with the same runtime and threads (default: "
+                        "reuse its outputs, or resume the pass where its budget cut it; the record says so in "
+                        "extra.validation_reused)")
     p.add_argument("--power-period-ms", type=float, default=10.0, help="power sampling period (default 10 ms)")
     p.add_argument("--power-estimate", action="store_true", help="where no sensor exists, estimate power from the "
                    "profile's typical power (labelled estimated everywhere)")

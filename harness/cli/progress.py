@@ -28,7 +28,8 @@ from harness.store.records import JobRecord
 
 #: The footnote of a row whose validation outputs came from an earlier run (harness.bench.outputs_cache).
 REUSED_NOTE = ("accuracy and fidelity scored on validation outputs an earlier run in this results folder computed "
-               "for the same artifact, runtime, threads and data (timing measured now; --revalidate reruns the pass)")
+               "for the same artifact, runtime, threads and data, all of them or the prefix this run's pass resumed "
+               "from (extra.validation_reused gives the counts; timing measured now; --revalidate reruns the pass)")
 #: The runner's per-job busy-host warning starts with this; the summary says it once per run instead.
 BUSY_PREFIX = "other processes are using the CPUs"
 

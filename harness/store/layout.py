@@ -13,7 +13,8 @@
     <results>/.cache/artifacts/               compiled artifacts shared by the runs of one results folder
     <results>/.cache/references/              FP32 reference outputs, named by model, data, runtime and threads
                                               (shared by the runs of one results folder)
-    <results>/.cache/outputs/                 complete validation passes, keyed by artifact, runtime and data
+    <results>/.cache/outputs/                 validation passes (complete, or the prefix a budget left), keyed by
+                                              artifact, runtime and data
                                               (harness.bench.outputs_cache)
 
 The writer (harness.store.writer), the reader (harness.store.reader), the runner and every tool that
