@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from devices.choices import unknown_name
+
 ENV_ROOT_VARIABLE = "QUANTTRIM_HARNESS_ENV_ROOT"
 MARKER = "quanttrim-env.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -200,7 +202,7 @@ def get_spec(name: str) -> EnvSpec:
     try:
         return specs[name]
     except KeyError:
-        raise KeyError(f"unknown environment {name!r}; valid: {', '.join(sorted(specs))}") from None
+        raise KeyError(unknown_name("environment", name, sorted(specs))) from None
 
 
 def spec_for_backend(backend: str) -> EnvSpec | None:

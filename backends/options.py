@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
+from devices.choices import did_you_mean
+
 T = TypeVar("T", bound="BackendOptions")
 
 
@@ -78,8 +80,8 @@ class BackendOptions:
         values: dict[str, Any] = {}
         for key, value in items:
             if key not in valid:
-                raise OptionError(f"{backend or cls.__name__} has no option {key!r}; valid: "
-                                  f"{', '.join(valid) or '(none)'}")
+                raise OptionError(f"{backend or cls.__name__} has no option {key!r}; {did_you_mean(key, valid)}"
+                                  f"valid: {', '.join(valid) or '(none)'}")
             values[key] = _convert(backend or cls.__name__, key, hints[key], value)
         try:
             return cls(**values)
@@ -99,7 +101,8 @@ class BackendOptions:
 def choice(name: str, value: Any, valid: Sequence[Any]) -> None:
     """Raise ValueError unless ``value`` is one of ``valid`` (for options' ``__post_init__``)."""
     if value not in valid:
-        raise ValueError(f"{name}={value!r} is not valid; valid: {', '.join(map(str, valid))}")
+        raise ValueError(f"{name}={value!r} is not valid; {did_you_mean(value, valid)}"
+                         f"valid: {', '.join(map(str, valid))}")
 
 
 def at_least(name: str, value: float | None, low: float) -> None:

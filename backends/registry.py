@@ -6,6 +6,7 @@ from importlib import metadata
 from typing import Callable, TypeVar
 
 from backends.base import Backend
+from devices.choices import unknown_name
 
 ENTRY_POINT_GROUP = "quanttrim_harness.backends"
 _log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class BackendRegistry:
         try:
             return self._classes[name]
         except KeyError:
-            raise KeyError(f"unknown backend {name!r}; valid: {', '.join(sorted(self._classes))}") from None
+            raise KeyError(unknown_name("backend", name, sorted(self._classes))) from None
 
     def create(self, name: str) -> Backend:
         return self.get(name)()

@@ -13,6 +13,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 on JetPack 6 / RK3588 images
     import tomli as tomllib
 
+from devices.choices import unknown_name
 from devices.profile import DeviceProfile, ProfileError, QuantPolicy, field_names
 from devices.schema import check_types
 
@@ -109,10 +110,8 @@ def load_device(name_or_path: str) -> DeviceProfile:
     if name_or_path.endswith(".toml") or os.sep in name_or_path:
         return load_profile_file(name_or_path)
     if name_or_path not in available_device_names():
-        raise KeyError(
-            f"unknown device {name_or_path!r}; valid: {', '.join(available_device_names())} "
-            "(or a path to a .toml profile)"
-        )
+        raise KeyError(unknown_name("device", name_or_path, available_device_names(),
+                                    " (or a path to a .toml profile)"))
     return load_profile_file(PROFILE_DIR / f"{name_or_path}.toml")
 
 

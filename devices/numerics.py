@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import re
 
+from devices.choices import did_you_mean
+
 #: Precisions every part of the project understands. WxAy forms (w8a16, w4a8, w8abf16) are accepted by
 #: :func:`validate_precision` as well.
 BASE_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-dynamic")
+#: WxAy forms an error names as examples (and may suggest).
+_WA_EXAMPLES = ("w8a8", "w8a16", "w4a8", "w8abf16")
 _WA_PATTERN = re.compile(r"^w(2|3|4|5|6|7|8|16)a(2|3|4|5|6|7|8|16|bf16|fp16)$")
 
 #: Calibration methods a compile request may name (a backend lists the subset it has).
@@ -26,10 +30,10 @@ def validate_precision(precision: str) -> str:
     """Return ``precision`` if known, else raise ValueError naming the valid choices."""
     if precision in BASE_PRECISIONS or _WA_PATTERN.match(precision):
         return precision
-    raise ValueError(
-        f"unknown precision {precision!r}; valid: {', '.join(BASE_PRECISIONS)} "
-        "or a WxAy form such as w8a8, w8a16, w4a8, w8abf16"
-    )
+    # the WxAy examples are suggested too: "in8" finds "int8", "w8a18" finds "w8a8"
+    hint = did_you_mean(precision, BASE_PRECISIONS + _WA_EXAMPLES)
+    raise ValueError(f"unknown precision {precision!r}; {hint}valid: {', '.join(BASE_PRECISIONS)} "
+                     f"or a WxAy form such as {', '.join(_WA_EXAMPLES)}")
 
 
 def is_integer_precision(precision: str) -> bool:

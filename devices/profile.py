@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from devices.choices import did_you_mean
 from devices.numerics import ACTIVATION_NUMERICS, GRANULARITIES, INTEGER_ACTIVATIONS, validate_precision
 
 FORM_FACTORS = ("soc", "m2_npu", "pcie_npu", "usb_npu", "desktop_gpu", "host_cpu")
@@ -24,7 +25,8 @@ class ProfileError(ValueError):
 
 def _check_choice(where: str, key: str, value: Any, valid: tuple[str, ...]) -> None:
     if value not in valid:
-        raise ProfileError(f"{where}: {key} = {value!r} is not valid; valid: {', '.join(valid)}")
+        raise ProfileError(f"{where}: {key} = {value!r} is not valid; {did_you_mean(value, valid)}valid: "
+                           f"{', '.join(valid)}")
 
 
 @dataclass(frozen=True)
@@ -151,8 +153,9 @@ class DeviceProfile:
         for pol in self.quant_policies:
             if pol.name == name:
                 return pol
-        valid = ", ".join(p.name for p in self.quant_policies) or "(none)"
-        raise KeyError(f"device {self.name!r} has no quantization policy {name!r}; valid: {valid}")
+        names = [p.name for p in self.quant_policies]
+        raise KeyError(f"device {self.name!r} has no quantization policy {name!r}; {did_you_mean(name, names)}"
+                       f"valid: {', '.join(names) or '(none)'}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from devices.choices import did_you_mean, unknown_name
+
 OPTIMIZERS = ("adamw", "sgd")
 #: ``quanttrim export --snap-weights``: auto (the exporter's default, see quanttrim.export.resolve_snap), yes, no.
 SNAP_CHOICES = ("auto", "yes", "no")
@@ -111,7 +113,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+            raise ValueError(unknown_name("optimizer", self.optimizer, OPTIMIZERS))
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("lr must be > 0 and weight_decay >= 0")
         if self.batch_size < 1:
@@ -165,7 +167,8 @@ def _parse(raw: str, current: Any, key: str) -> Any:
 def _override(obj: Any, path: list[str], raw: str, key: str) -> Any:
     names = [f.name for f in dataclasses.fields(obj)]
     if path[0] not in names:
-        raise ValueError(f"unknown setting {key!r}; valid at this level: {', '.join(names)}")
+        raise ValueError(f"unknown setting {key!r}; {did_you_mean(path[0], names)}"
+                         f"valid at this level: {', '.join(names)}")
     cur = getattr(obj, path[0])
     if len(path) == 1:
         if dataclasses.is_dataclass(cur):

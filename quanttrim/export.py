@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from devices.choices import unknown_name
 from quanttrim.config import SNAP_CHOICES
 from quanttrim.wrap import (act_quantizers, activation_clip_ranges, saturate_weights_, snapped_weight,
                             strip_quantization, weight_layers)
@@ -291,7 +292,7 @@ def resolve_snap(snap: str, quant_enabled: bool) -> bool:
     without fake quantization has no grid and is never snapped. Raises ValueError for any other ``snap``.
     """
     if snap not in SNAP_CHOICES:
-        raise ValueError(f"unknown --snap-weights {snap!r}; valid: {', '.join(SNAP_CHOICES)}")
+        raise ValueError(unknown_name("--snap-weights", snap, SNAP_CHOICES))
     return quant_enabled and (SNAP_BY_DEFAULT if snap == "auto" else snap == "yes")
 
 

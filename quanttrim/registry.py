@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
+from devices.choices import unknown_name
+
 T = TypeVar("T")
 
 
@@ -38,9 +40,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}"
-            ) from None
+            raise UnknownNameError(unknown_name(self.kind, name, self.names())) from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

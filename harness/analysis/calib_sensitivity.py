@@ -18,6 +18,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from devices.choices import did_you_mean
+
 #: Calibration sources: how the draw from the training split is transformed.
 SOURCES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "train": lambda x, rng: x,
@@ -77,8 +79,9 @@ def run_study(options: CalibStudyOptions, eval_split: Any = None, calib_split: A
     study = CalibStudy()
     device = load_device(options.device)
     if options.precision not in {p.name for p in device.quant_policies}:
-        valid = ", ".join(p.name for p in device.quant_policies) or "(none)"
-        raise ValueError(f"device {device.name!r} has no quantization policy {options.precision!r}; valid: {valid}")
+        names = [p.name for p in device.quant_policies]
+        raise ValueError(f"device {device.name!r} has no quantization policy {options.precision!r}; "
+                         f"{did_you_mean(options.precision, names)}valid: {', '.join(names) or '(none)'}")
     if eval_split is None or calib_split is None:
         e, c = datasets.default_eval_and_calibration()
         eval_split, calib_split = eval_split or e, calib_split or c

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from devices.choices import did_you_mean, unknown_name
 from harness.analysis.formats import (  # noqa: F401  (re-exported: one import for callers of compare)
     FORMATS, TABLE_TITLES, format_value, render, to_csv, to_jsonable, to_markdown, to_text)
 
@@ -69,7 +70,8 @@ class Filter:
 
     def mask(self, df: pd.DataFrame) -> pd.Series:
         if self.key not in df.columns:
-            raise CompareError(f"unknown filter key {self.key!r}; valid keys: {', '.join(map(str, df.columns))}")
+            raise CompareError(f"unknown filter key {self.key!r}; {did_you_mean(self.key, df.columns)}"
+                               f"valid keys: {', '.join(map(str, df.columns))}")
         col = df[self.key]
         if self.op in (">=", "<=", ">", "<"):
             try:
@@ -124,7 +126,8 @@ def sort_frame(df: pd.DataFrame, sort: str | Sequence[str] | None) -> pd.DataFra
             desc = item.startswith("-") or item.endswith(":desc")
             key = item.lstrip("-+").removesuffix(":desc").removesuffix(":asc")
             if key not in df.columns:
-                raise CompareError(f"unknown sort key {key!r}; valid keys: {', '.join(map(str, df.columns))}")
+                raise CompareError(f"unknown sort key {key!r}; {did_you_mean(key, df.columns)}"
+                                   f"valid keys: {', '.join(map(str, df.columns))}")
             keys.append(key)
             asc.append(not desc)
     if not keys:
@@ -336,12 +339,13 @@ def build_tables(df: pd.DataFrame, filters: Iterable[str] = (), sort: str | None
         elif name == "cost":
             out[name] = cost_table(df, record_filters, _sort_if_valid(sort, COST_KEYS), include_stand_ins)
         else:
-            raise CompareError(f"unknown table {name!r}; valid: {', '.join(TABLES)}")
+            raise CompareError(unknown_name("table", name, TABLES))
     for f in table_filters:
         hit = [n for n, t in out.items() if f.key in t.columns]
         if not hit:
             valid = sorted(set(df.columns) | {c for t in out.values() for c in t.columns})
-            raise CompareError(f"unknown filter key {f.key!r}; valid keys: {', '.join(map(str, valid))}")
+            raise CompareError(f"unknown filter key {f.key!r}; {did_you_mean(f.key, valid)}"
+                               f"valid keys: {', '.join(map(str, valid))}")
         for n in hit:
             out[n] = out[n][f.mask(out[n])].reset_index(drop=True)
     return out

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from devices.choices import unknown_name
+
 FORMATS = ("table", "csv", "md", "json")
 TABLE_TITLES = {
     "main": "Comparison: checkpoint x device x backend x precision",
@@ -108,7 +110,7 @@ def _json_value(v: Any) -> Any:
 def render(tables: dict[str, pd.DataFrame], fmt: str) -> str:
     """All tables in one text: titled sections for table/md/csv, one JSON object keyed by table name."""
     if fmt not in FORMATS:
-        raise FormatError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+        raise FormatError(unknown_name("format", fmt, FORMATS))
     if fmt == "json":
         return json.dumps({name: to_jsonable(df) for name, df in tables.items()}, indent=1, allow_nan=False) + "\n"
     parts = []

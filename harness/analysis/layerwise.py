@@ -26,6 +26,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from devices.choices import unknown_name
 from harness.analysis.layer_graphs import REF_SUFFIX, _per_input_elements, _session, _weight_facts, build_entire_model
 from harness.analysis.layer_graphs import build_single_model, map_tensors
 DEFAULT_MAX_BATCH_BYTES = 256 * 1024 * 1024
@@ -139,7 +140,7 @@ def analyze_onnx_pair(fp32_path: Path, compiled_path: Path, images: np.ndarray, 
     from onnx import numpy_helper as nh
 
     if sort_by not in SORT_KEYS:
-        raise ValueError(f"unknown sort key {sort_by!r}; valid: {', '.join(SORT_KEYS)}")
+        raise ValueError(unknown_name("sort key", sort_by, SORT_KEYS))
     fp32 = onnx.load(str(fp32_path))
     compiled = onnx.load(str(compiled_path))
     from backends.emulated_backend import name_nodes

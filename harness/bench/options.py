@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from devices.choices import unknown_name
 from devices.numerics import validate_precision
 
 #: Timing scenarios (MLPerf's names): batch-1 latency, or maximum throughput.
@@ -103,7 +104,7 @@ class BenchmarkOptions:
         if self.timeout_s <= 0:
             raise ValueError("--timeout must be > 0")
         if self.scenario not in SCENARIOS:
-            raise ValueError(f"unknown --scenario {self.scenario!r}; valid: {', '.join(SCENARIOS)}")
+            raise ValueError(unknown_name("--scenario", self.scenario, SCENARIOS))
         if self.offline_max_batch < 1 or self.offline_latency_limit_ms <= 0:
             raise ValueError("--max-batch must be >= 1 and --latency-limit > 0 (ms)")
         if self.memory_limit_mb is not None and self.memory_limit_mb <= 0:

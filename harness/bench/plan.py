@@ -9,6 +9,7 @@ import backends
 from backends.base import CompileConfig
 from backends.options import check_option_keys, options_for
 from devices import DeviceProfile, load_device
+from devices.choices import unknown_name
 from devices.numerics import is_integer_precision
 from harness.bench.jobs import make_job_id
 from harness.bench.options import BenchmarkOptions
@@ -107,7 +108,7 @@ def validate_names(options: BenchmarkOptions) -> list[DeviceProfile]:
     known = sorted(set(backends.backend_names()).union(*(d.backends for d in devices)))
     for b in options.backends or ():
         if b not in known:
-            raise KeyError(f"unknown backend {b!r}; valid: {', '.join(known)}")
+            raise KeyError(unknown_name("backend", b, known))
     check_backend_options(options, devices)
     return devices
 

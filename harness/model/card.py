@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from devices.choices import did_you_mean
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -141,7 +143,8 @@ def _choice(value: Any, valid: Sequence[str], where: str, key: str, lower: bool 
     text = str(value).lower() if lower else str(value)
     allowed = [v.lower() for v in valid] if lower else list(valid)
     if text not in allowed:
-        raise CardError(f"{where}: {key} = {value!r} is not valid; choose one of {', '.join(valid)}")
+        raise CardError(f"{where}: {key} = {value!r} is not valid; {did_you_mean(value, valid)}"
+                        f"choose one of {', '.join(valid)}")
     return valid[allowed.index(text)]
 
 

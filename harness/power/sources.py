@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from devices.choices import unknown_name
 from harness.power import hwmon, jetson, none_source, nvml, rapl, usb_meter  # noqa: F401  (registers them)
 from harness.power.base import SOURCES, Clock, PowerSource
 
@@ -18,7 +19,7 @@ def source_class(name: str) -> type[PowerSource]:
     try:
         return SOURCES[name]
     except KeyError:
-        raise KeyError(f"unknown power source {name!r}; valid: {', '.join(SOURCES)}") from None
+        raise KeyError(unknown_name("power source", name, SOURCES)) from None
 
 
 def open_source(name: str, clock: Clock | None = None, **options: Any) -> PowerSource:

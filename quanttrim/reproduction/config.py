@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from devices.choices import unknown_name
 from quanttrim.config import SNAP_CHOICES
 
 GRANULARITIES = ("per_tensor", "per_channel")
@@ -104,4 +105,4 @@ def get_preset(name: str) -> ReproductionConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise KeyError(f"unknown reproduction preset {name!r}; valid: {', '.join(PRESETS)}") from None
+        raise KeyError(unknown_name("reproduction preset", name, PRESETS)) from None

@@ -17,7 +17,8 @@ def test_cli_text_becomes_the_fields_type():
 
 
 def test_unknown_key_names_the_valid_ones():
-    with pytest.raises(OptionError, match=r"tvm has no option 'tuning_trail'; valid: tuning_trials, batch"):
+    with pytest.raises(OptionError, match=r"tvm has no option 'tuning_trail'; did you mean 'tuning_trials'\? "
+                                          r"valid: tuning_trials, batch"):
         TvmOptions.parse([("tuning_trail", 64)], "tvm")
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 from matplotlib.figure import Figure
 
+from devices.choices import unknown_name
 from harness.analysis.figures.style import NoPlotData
 from harness.store.reader import ResultStore
 
@@ -69,7 +70,7 @@ def build_figure(kind: str, store: ResultStore | None, *, metric: str | None = N
     """
     entry = _REGISTRY.get(kind)
     if entry is None:
-        raise ValueError(f"unknown plot kind {kind!r}; valid: {', '.join(_REGISTRY)}, all")
+        raise ValueError(unknown_name("plot kind", kind, [*_REGISTRY, "all"]))
     if entry.needs_store and store is None:
         raise NoPlotData(f"{kind} needs a result store (pass a run directory)")
     options = FigureOptions(metric, tuple(Path(p) for p in training_logs), tuple(checkpoints), activations)

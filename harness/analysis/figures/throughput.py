@@ -8,6 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from devices.choices import unknown_name
 from harness.analysis.figures import FigureOptions, register_figure
 from harness.analysis.figures.style import (
     FRACTION_METRICS, FX_LABEL, MAX_LABELLED_POINTS, METRIC_LABELS, MIN_FRACTION_SPAN, POWER_LABEL, NoPlotData, _auto_log,
@@ -124,7 +125,7 @@ def accuracy_throughput_figure(df: pd.DataFrame, metric: str | None = None) -> F
         raise NoPlotData("no successful jobs with a throughput (status ok and fps) to plot")
     metric = metric or pick_accuracy_metric(ok)
     if metric not in ok.columns:
-        raise NoPlotData(f"unknown metric {metric!r}; valid: {', '.join(METRIC_LABELS)}")
+        raise NoPlotData(unknown_name("metric", metric, METRIC_LABELS))
     ok = ok[ok[metric].notna()]
     if ok.empty:
         raise NoPlotData(f"no successful job measured {metric}")

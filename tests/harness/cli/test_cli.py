@@ -62,6 +62,11 @@ def test_unknown_backend_lists_valid_ones(tmp_path, tiny_model, capsys):
     assert "unknown backend 'coreml'; valid:" in capsys.readouterr().err
 
 
+def test_a_mistyped_backend_suggests_the_registered_one(tmp_path, tiny_model, capsys):
+    assert _run(["--checkpoint", str(tiny_model), "--backends", "onnxrt"], tmp_path) == 1
+    assert "unknown backend 'onnxrt'; did you mean 'onnxruntime'? valid:" in capsys.readouterr().err
+
+
 def test_unknown_precision_lists_valid_ones(tmp_path, tiny_model, capsys):
     assert _run(["--checkpoint", str(tiny_model), "--precisions", "int9"], tmp_path) == 1
     assert "unknown precision 'int9'" in capsys.readouterr().err
