@@ -7,9 +7,12 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from quanttrim.reproduction.config import ModelSpec, ReproductionConfig
+
+if TYPE_CHECKING:
+    from harness.analysis.fidelity import FidelityOptions
 
 ROWS_FILE = "rows.csv"
 
@@ -53,17 +56,24 @@ def measure(cfg: ReproductionConfig, checkpoints: tuple[Path, ...], draw: int, g
     artifacts, references and validation passes (they do not depend on the draw or the granularity), and the
     calibrated ones of the same draw. Runs left by an interrupted attempt at this study are removed first (the
     study was not recorded in rows.csv; it is measured again, from the caches where it can be)."""
-    from harness.analysis.fidelity import FidelityOptions, run_fidelity
+    from harness.analysis.fidelity import run_fidelity
 
     for stale in sorted(runs_dir(out).glob(f"{tag}-[0-9][0-9]-*")):
         if stale.is_dir():
             shutil.rmtree(stale)
-    opts = FidelityOptions(checkpoints=tuple(str(c) for c in checkpoints), devices=cfg.devices,
+    return run_fidelity(fidelity_options(cfg, checkpoints, draw, granularity, out, tag)).rows
+
+
+def fidelity_options(cfg: ReproductionConfig, checkpoints: tuple[Path, ...], draw: int, granularity: str,
+                     out: Path, tag: str) -> "FidelityOptions":
+    """The `harness fidelity` options of one study (see :func:`measure`)."""
+    from harness.analysis.fidelity import FidelityOptions
+
+    return FidelityOptions(checkpoints=tuple(str(c) for c in checkpoints), devices=cfg.devices,
                            quick=cfg.quick_loop, eval_samples=cfg.eval_samples, out=out / "fidelity" / tag,
                            calib_seed=draw, threads=cfg.threads, per_channel=granularity == "per_channel",
                            backends=cfg.backends, validate_budget_s=None,  # same images in every paired row
                            run_id=tag, runs_dir=runs_dir(out))
-    return run_fidelity(opts).rows
 
 
 def runs_dir(out: Path) -> Path:
