@@ -8,8 +8,9 @@ An entry is a directory ``<workdir>/<backend>/<model>-<precision>-<key16>/`` hol
 * the code: this package's version and the adapter's ``ARTIFACT_VERSION`` (bumped whenever the adapter's
   output for the same inputs changes, so an artifact built before a fix is never served after it);
 * every compile input: the request (precision, calibration, target, options; granularity and signedness for
-  integer precisions: a float build is the same whatever they say), the calibration images' digest (:func:`data_digest`, computed here from the array, never by the adapter) and the
-  toolchain version plus whatever else the adapter says shaped the build (``inputs``).
+  integer precisions: a float build is the same whatever they say), the calibration images' digest
+  (:func:`data_digest`, computed here from the array, never by the adapter) and the toolchain version plus
+  whatever else the adapter says shaped the build (``inputs``).
 
 Writes are atomic: a build fills a staging directory, its manifest is written last, and ``os.replace`` moves
 it into place. Readers verify every file's checksum; an entry that fails (a truncated file, a crash mid-copy)
