@@ -79,7 +79,9 @@ def ops_named_in(message: str, model_path: Path | str) -> list[str]:
         ops = {n.op_type for n in onnx.load(str(model_path), load_external_data=False).graph.node}
     except Exception:
         return []
-    return sorted(op for op in ops if re.search(rf"\b{re.escape(op)}\b", message))
+    named = sorted(op for op in ops if re.search(rf"\b{re.escape(op)}\b", message))
+    # A log that names every operator type of the model is a graph dump, not a diagnosis.
+    return [] if len(ops) > 1 and len(named) == len(ops) else named
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,10 @@ class PassResult:
     cache_error: str | None = None
 
 
+#: How many of the runs that computed a reused prefix its summary names (the record's ``runs`` lists them all).
+_NAMED_RUNS = 3
+
+
 def reuse_fact(stored: Stored, computed: int) -> dict[str, Any]:
     """``extra.validation_reused``: ``samples_reused`` (the stored prefix), ``samples_computed`` (by this run),
     ``runs`` (who computed which samples), ``run_id`` (their ids, comma-joined), ``computed_at`` (when the prefix
@@ -60,9 +64,11 @@ def reuse_fact(stored: Stored, computed: int) -> dict[str, Any]:
     ids = [str(r.get("run_id")) for r in stored.runs]
     if len(ids) == 1:
         source = f"run {ids[0]}"
-    else:
-        source = "runs " + ", ".join(f"{r.get('run_id')} (samples {r['first']}-{r['first'] + r['count'] - 1})"
-                                     for r in stored.runs)
+    else:  # a slow backend may take many runs to finish a pass: the summary names the first few
+        named = [f"{r.get('run_id')} (samples {r['first']}-{r['first'] + r['count'] - 1})"
+                 for r in stored.runs[:_NAMED_RUNS]]
+        more = len(stored.runs) - _NAMED_RUNS
+        source = "runs " + ", ".join(named) + (f" and {more} more" if more > 0 else "")
     return {"run_id": ", ".join(dict.fromkeys(ids)), "computed_at": stored.runs[-1].get("computed_at"),
             "file": stored.file, "samples_reused": stored.samples, "samples_computed": int(computed),
             "runs": [dict(r) for r in stored.runs],
@@ -74,9 +80,11 @@ def _samples(k: int) -> str:
 
 
 def resume_pass(cache: OutputsCache | None, key: OutputsKey | None, names: Sequence[str], axes: Sequence[int],
-                batch: int, compute: Callable[[int], list[np.ndarray]], run_id: str,
+                batch: int, total: int, compute: Callable[[int], list[np.ndarray]], run_id: str,
                 computed_at: str) -> PassResult:
-    """The validation outputs: served whole when the cache holds the complete pass; else ``compute(start)``
+    """The validation outputs of the first ``samples`` of ``total`` evaluation samples (``names``/``axes``: each
+    output's name and batch axis; ``batch``: the pass's batch; ``run_id``/``computed_at``: this run, stored with
+    the samples it computes): served whole when the cache holds the complete pass; else ``compute(start)``
     (the outputs of samples ``start..``, as far as its budget goes) run from the first sample the cache does not
     hold (0 without a cache, a key, or a usable prefix), joined to the stored prefix, and the joined prefix stored
     for the next run. A stored prefix that is not a whole number of batches (not written by this code) is a miss.
@@ -97,7 +105,6 @@ def resume_pass(cache: OutputsCache | None, key: OutputsKey | None, names: Seque
     if cache is not None and key is not None:
         runs = [*(stored.runs if stored is not None else ()),
                 {"run_id": run_id, "computed_at": computed_at, "first": start, "count": computed}]
-        total = int(key.parts.get("eval_samples", samples))
         try:
             cache.put(key, names, outputs, samples, total, runs)
         except OSError as exc:  # a full disk costs the next run a pass, not this job
@@ -123,7 +130,7 @@ def validation_outputs(spec, session, compiled, data, out: dict[str, Any], axes:
                                    batch_axes=axes, pad_last=pad_last, start=start, clock=clock)
 
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    result = resume_pass(cache, key, names, axes, validate_batch, compute, spec.run_id, now)
+    result = resume_pass(cache, key, names, axes, validate_batch, data.eval_count, compute, spec.run_id, now)
     extra = out.setdefault("extra", {})
     if result.reused is not None:
         extra["validation_reused"] = result.reused

@@ -11,8 +11,10 @@ ASSETS = Path(__file__).resolve().parents[2] / "harness" / "assets"
 BUNDLED = ("resnet20-fmnist-map.onnx", "resnet20-fmnist-quanttrim.onnx")
 
 
-def tiny_cnn(path: Path, ir_version: int = 8, opset: int = 17, batch: int | str = "N") -> ModelArtifact:
-    """Conv-ReLU-Conv(stride 2)-ReLU-GAP-Gemm on [N, 1, 28, 28] -> [N, 10], fixed random weights."""
+def tiny_cnn(path: Path, ir_version: int = 8, opset: int = 17, batch: int | str = "N",
+             input_clip: tuple[float, float] | None = None) -> ModelArtifact:
+    """Conv-ReLU-Conv(stride 2)-ReLU-GAP-Gemm on [N, 1, 28, 28] -> [N, 10], fixed random weights; ``input_clip``
+    puts a Clip(lo, hi) on the input first (as the Quant-Trim export's input clamp)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -30,12 +32,18 @@ def tiny_cnn(path: Path, ir_version: int = 8, opset: int = 17, batch: int | str 
         helper.make_node("Flatten", ["g"], ["f"]),
         helper.make_node("Gemm", ["f", "Wf", "Bf"], ["logits"], transB=1),
     ]
+    extra = []
+    if input_clip is not None:
+        nodes.insert(0, helper.make_node("Clip", ["input", "clip_lo", "clip_hi"], ["input_clipped"]))
+        nodes[1].input[0] = "input_clipped"
+        extra = [numpy_helper.from_array(np.float32(input_clip[0]), "clip_lo"),
+                 numpy_helper.from_array(np.float32(input_clip[1]), "clip_hi")]
     graph = helper.make_graph(
         nodes, "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 28, 28])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
         [init("W1", (8, 1, 3, 3), 0.3), init("B1", (8,), 0.1), init("W2", (8, 8, 3, 3), 0.2),
-         init("B2", (8,), 0.1), init("Wf", (10, 8), 0.3), init("Bf", (10,), 0.1)],
+         init("B2", (8,), 0.1), init("Wf", (10, 8), 0.3), init("Bf", (10,), 0.1), *extra],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
     onnx.save(model, str(path))

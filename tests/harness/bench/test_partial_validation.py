@@ -58,7 +58,7 @@ def _pass(cache: OutputsCache | None, run_id: str, budget_s: float | None = 2.5,
     def compute(start: int):
         return loadgen.run_outputs(session, INPUTS, 2, budget_s, batch_axes=AXES, start=start, clock=session.clock)
 
-    return resume_pass(cache, key, NAMES, AXES, 2, compute, run_id, "2026-11-29T17:00:00+00:00"), session
+    return resume_pass(cache, key, NAMES, AXES, 2, N, compute, run_id, "2026-11-29T17:00:00+00:00"), session
 
 
 def test_a_pass_cut_by_the_budget_is_stored_as_its_prefix(tmp_path):
@@ -159,3 +159,13 @@ def test_a_resumed_pass_keeps_the_batches_of_a_fresh_one():
     session = BatchSession(FakeClock())
     with pytest.raises(ValueError, match="batch boundary"):
         loadgen.run_outputs(session, INPUTS, 4, start=2)
+
+
+def test_the_summary_names_the_first_three_runs_of_a_long_resumed_pass(tmp_path):
+    cache = OutputsCache(tmp_path)
+    for run in "abcd":
+        _pass(cache, run, budget_s=0.5)   # one batch (2 samples) per run
+    result, _ = _pass(cache, "e", budget_s=0.5)
+    assert result.reused["summary"] == ("8 samples reused from runs a (samples 0-1), b (samples 2-3), c (samples 4-5) "
+                                        "and 1 more, 2 computed now")
+    assert [r["run_id"] for r in result.reused["runs"]] == ["a", "b", "c", "d"]
