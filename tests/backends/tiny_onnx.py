@@ -115,6 +115,44 @@ def run_all(session, x: np.ndarray, input_name: str = "input") -> np.ndarray:
     return np.concatenate([session.run({input_name: x[i:i + 1]})[0] for i in range(len(x))])
 
 
+def compile_tiny(backend, device: str, tmp: Path, precision: str = "int8", samples: int = 16) -> tuple:
+    """The tiny CNN (``tmp/m.onnx``) compiled by ``backend`` for the bundled profile ``device`` at ``precision``,
+    calibrated on ``samples`` train images, in ``tmp/work``: (model, device profile, compiled artifact)."""
+    from backends.base import CompileConfig
+    from devices import load_device
+
+    model = tiny_cnn(tmp / "m.onnx")
+    profile = load_device(device)
+    return model, profile, backend.compile(model, profile, CompileConfig(precision, calibration_samples=samples),
+                                           images(samples, split_name="train"), tmp / "work")
+
+
+def run_batch(backend, compiled, device, model: ModelArtifact, n: int) -> list[np.ndarray]:
+    """Every output of one run() over ``n`` test images, ``compiled`` loaded by ``backend`` on one thread; the
+    session is closed either way."""
+    from backends.base import RuntimeConfig
+
+    session = backend.load(compiled, device, RuntimeConfig(threads=1))
+    try:
+        return session.run({model.input_name: images(n)})
+    finally:
+        session.close()
+
+
+def snr_vs_ort(backend, compiled, device, model: ModelArtifact, n: int) -> float:
+    """SNR (dB) of ``compiled``, loaded by ``backend`` on one thread, over ``n`` test images, one per run(),
+    against the FP32 ONNX Runtime reference of ``model``; the session is closed either way."""
+    from backends.base import RuntimeConfig
+    from harness.scoring.metrics import snr_db
+
+    session = backend.load(compiled, device, RuntimeConfig(threads=1))
+    try:
+        x = images(n)
+        return snr_db(run_all(session, x), ort_reference(model, x))
+    finally:
+        session.close()
+
+
 def first_output(session, x: np.ndarray, input_name: str = "input") -> np.ndarray:
     """run() on one feed, its first output."""
     outputs = session.run({input_name: x})
