@@ -8,6 +8,12 @@ the records' ``duration_s`` (the job time: compile + load + validation, in the w
 a cached artifact (``compile_cached``) and a stored validation pass (``extra.validation_reused``), and the FP32
 references in the cache. Run it niced on a shared host; it prints the load average before and after.
 
+Measured 2026-11-29 (2 shared cores, load 2-3.7 from other work; --preset ci --draws 0,1 --granularities
+per_tensor,per_channel --devices cpu,jetson_orin: ORT, OpenVINO, TVM, LiteRT + the Jetson Orin emulated policies, 38
+jobs per study): job time per study (sum of duration_s) per-study layout 190 / 165 / 162 / 181 s; shared 183 / 74
+(d0 per-channel) / 120 (d1 per-tensor) / 72 s (d1 per-channel); wall of the 4 studies 731 s -> 481 s. The second draw
+still compiles and validates every calibrated INT8 job (100 s of its 120 s); one FP32 reference per checkpoint.
+
 Usage: nice -n 19 python benchmarks/bench_shared_runs.py [--preset ci] [--draws 0,1] [--granularities per_tensor]
        [--devices cpu,jetson_orin] [--backends onnxruntime,openvino] [--eval-samples N] [--work DIR]
 """
