@@ -7,9 +7,10 @@ An entry is a directory ``<workdir>/<backend>/<model>-<precision>-<key16>/`` hol
   I/O shapes, and the sha256 of the learned calibration table and QDQ export when the model has them;
 * the code: this package's version and the adapter's ``ARTIFACT_VERSION`` (bumped whenever the adapter's
   output for the same inputs changes, so an artifact built before a fix is never served after it);
-* every compile input: the request (precision, calibration, granularity, signedness, target, options), the
-  calibration images' digest (:func:`data_digest`, computed here from the array, never by the adapter) and the
-  toolchain version plus whatever else the adapter says shaped the build (``inputs``).
+* every compile input: the request (precision, calibration, target, options; granularity and signedness for
+  integer precisions: a float build is the same whatever they say), the calibration images' digest
+  (:func:`data_digest`, computed here from the array, never by the adapter) and the toolchain version plus
+  whatever else the adapter says shaped the build (``inputs``).
 
 Writes are atomic: a build fills a staging directory, its manifest is written last, and ``os.replace`` moves
 it into place. Readers verify every file's checksum; an entry that fails (a truncated file, a crash mid-copy)
@@ -37,6 +38,8 @@ _log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 #: Layout of the manifest itself (not of any artifact).
 MANIFEST_FORMAT = "quanttrim-artifact/1"
+#: Precisions whose builds quantize nothing (their key leaves out the request's granularity and signedness).
+FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
 #: Seconds a run waits for another run building the same entry (TVM tuning can take many minutes).
 LOCK_TIMEOUT_S = 3600.0
 _CHUNK = 1 << 20
@@ -115,6 +118,9 @@ def cache_key(backend: Any, model: Any, config: Any, calibration: np.ndarray | N
     version string; ``inputs`` anything else that shapes the build (target dict, GPU, policy, ...).
     """
     io = [getattr(model, "inputs", ()), getattr(model, "outputs", ())]
+    # A float build quantizes nothing: the weight granularity and activation signedness a request carries (a
+    # study's --per-channel applies to every job) do not shape it, so per-tensor and per-channel requests share it.
+    floating = config.precision in FLOAT_PRECISIONS
     parts = {
         "model_sha256": model.sha256,
         "model_io": _jsonable(io) if any(io) else [list(model.input_shape)],
@@ -124,7 +130,8 @@ def cache_key(backend: Any, model: Any, config: Any, calibration: np.ndarray | N
         "artifact_version": int(getattr(backend, "ARTIFACT_VERSION", 1)),
         "backend": backend.name,
         "request": _jsonable({"precision": config.precision, "calibration": config.calibration,
-                              "per_channel": config.per_channel, "activation_signed": config.activation_signed,
+                              "per_channel": None if floating else config.per_channel,
+                              "activation_signed": None if floating else config.activation_signed,
                               "calibration_samples": config.calibration_samples, "target": config.target,
                               "options": [list(kv) for kv in _typed_options(backend, config)]}),
         "calibration_digest": data_digest(calibration),

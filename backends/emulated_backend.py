@@ -133,7 +133,10 @@ class EmulatedBackend(Backend):
             dst, facts = build_emulated_graph(model, policy, images, out_dir, config.calibration)
             return dst.name, facts
 
-        entry = self.cached_build(workdir, model, config, images, ort.__version__, build, policy=_policy_key(policy))
+        # The build emulates the policy's granularity whatever the request says (request_not_applied above), so the
+        # key carries the policy's: a per-tensor and a per-channel request share the one artifact they both get.
+        keyed = dataclasses.replace(config, per_channel=policy.per_channel)
+        entry = self.cached_build(workdir, model, keyed, images, ort.__version__, build, policy=_policy_key(policy))
         meta.update(entry.metadata())
         return CompiledModel(self.name, config.precision, entry.path, meta)
 

@@ -10,6 +10,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from backends.base import UnsupportedRequest, validate_precision
+from devices.choices import unknown_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from devices.profile import DeviceProfile, QuantPolicy
@@ -90,8 +91,8 @@ def check_policy(policy: "QuantPolicy", calibration_override: str | None = None)
                                      "are not a path the emulator builds; use integer weights (weight_bits 2..16)")
         method = calibration_override or policy.calibration_method
         if method not in CALIBRATION_ALIASES:
-            raise UnsupportedRequest(f"policy {policy.name!r}: unknown calibration method {method!r}; "
-                                     f"valid: {', '.join(EMULATOR_CALIBRATIONS)}")
+            raise UnsupportedRequest(f"policy {policy.name!r}: "
+                                     + unknown_name("calibration method", method, EMULATOR_CALIBRATIONS))
         return CALIBRATION_ALIASES[method]
     if policy.activation not in FLOAT_ACTIVATIONS:
         raise UnsupportedRequest(f"policy {policy.name!r}: unknown activation numerics {policy.activation!r}; "

@@ -192,6 +192,13 @@ def _convert(exe: Path, model: ModelArtifact, config: CompileConfig, calibration
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S, env=env, cwd=out_dir)
     if proc.returncode != 0:
         text = _strip_ansi(proc.stdout + proc.stderr)
+        strict = re.search(r"Unsupported op for strict full integer quantization: index=(\d+) op_type=(\w+)", text)
+        if strict:
+            # onnx2tf 2.x's direct INT8 builder: e.g. an ONNX Clip(0, 1) becomes RELU_0_TO_1, which it cannot
+            # quantize (seen on Quant-Trim exports, whose input clamp is Clip(0, 1)).
+            raise UnsupportedRequest(
+                f"onnx2tf's full-INT8 quantizer cannot quantize TFLite op {strict.group(2)} (op #{strict.group(1)} "
+                "of the converted graph; ONNX Clip(0, 1) becomes RELU_0_TO_1); fp32 may still convert")
         from backends.rknn_backend import ops_named_in
 
         ops = ops_named_in(text, model.path)

@@ -27,6 +27,7 @@ from backends.base import ModelArtifact, RuntimeConfig, UnsupportedRequest, sing
 from backends.cache import LOCK_TIMEOUT_S, data_digest, write_bytes_atomic
 from backends.options import BackendOptions, choice
 from backends.registry import register_backend
+from devices.choices import unknown_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from devices.profile import DeviceProfile
@@ -79,7 +80,9 @@ def ops_named_in(message: str, model_path: Path | str) -> list[str]:
         ops = {n.op_type for n in onnx.load(str(model_path), load_external_data=False).graph.node}
     except Exception:
         return []
-    return sorted(op for op in ops if re.search(rf"\b{re.escape(op)}\b", message))
+    named = sorted(op for op in ops if re.search(rf"\b{re.escape(op)}\b", message))
+    # A log that names every operator type of the model is a graph dump, not a diagnosis.
+    return [] if len(ops) > 1 and len(named) == len(ops) else named
 
 
 @dataclass(frozen=True)
@@ -312,7 +315,7 @@ class RknnLiteSession(RknnSession):
         from rknnlite.api import RKNNLite
 
         if core_mask not in CORE_MASKS:
-            raise UnsupportedRequest(f"unknown core_mask {core_mask!r}; valid: {', '.join(CORE_MASKS)}")
+            raise UnsupportedRequest(unknown_name("core_mask", core_mask, CORE_MASKS))
         rk = RKNNLite(verbose=False)
         try:
             _check(rk.load_rknn(str(path)), "lite load_rknn")

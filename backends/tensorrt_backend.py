@@ -39,6 +39,7 @@ from backends.tensorrt_runtime import (  # noqa: F401  (re-exported)
     tensorrt_availability,
 )
 from backends.tensorrt_session import TensorRTSession  # noqa: F401  (re-exported for the trtexec adapter)
+from devices.choices import unknown_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from devices.profile import DeviceProfile
@@ -144,7 +145,7 @@ def parse_target(target: str | None) -> int | None:
         return None
     m = re.fullmatch(r"dla(\d*)", str(target))
     if not m:
-        raise UnsupportedRequest(f"unknown TensorRT target {target!r}; valid: gpu, dla, dla0, dla1")
+        raise UnsupportedRequest(unknown_name("TensorRT target", target, ("gpu", "dla", "dla0", "dla1")))
     return int(m.group(1) or 0)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from backends.base import ModelArtifact, UnsupportedRequest
 from backends.cache import data_digest, write_bytes_atomic
 from backends.tensorrt_runtime import CudaRuntime
+from devices.choices import unknown_name
 
 IMPLICIT_METHODS = ("entropy", "minmax", "percentile")
 DEFAULT_CALIB_BATCH = 32
@@ -59,7 +60,7 @@ def select_int8_route(model: ModelArtifact, calibration: str | None, per_channel
     method = calibration or "entropy"
     mode = mode or ("explicit" if method == "learned" else "implicit")
     if mode not in ("implicit", "explicit"):
-        raise UnsupportedRequest(f"unknown int8_mode {mode!r}; valid: implicit, explicit")
+        raise UnsupportedRequest(unknown_name("int8_mode", mode, ("implicit", "explicit")))
     if method == "learned":
         if mode == "implicit":
             raise UnsupportedRequest("learned scales reach TensorRT only through a QDQ graph; use int8_mode=explicit")

@@ -29,6 +29,7 @@ from backends.base import Availability, Backend, BackendUnavailable, Capabilitie
 from backends.base import ModelArtifact, RuntimeConfig, UnsupportedRequest, file_sha256
 from backends.onnx_graph import op_coverage
 from backends.registry import register_backend
+from devices.choices import unknown_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from devices.profile import DeviceProfile
@@ -105,7 +106,7 @@ class VelaBackend(Backend):
             raise UnsupportedRequest(f"device profile {device.name!r} has no ethosu_accelerator; use an Ethos-U "
                                      "profile such as imx93")
         if accel not in ACCELERATORS:
-            raise UnsupportedRequest(f"unknown Ethos-U configuration {accel!r}; valid: {', '.join(ACCELERATORS)}")
+            raise UnsupportedRequest(unknown_name("Ethos-U configuration", accel, ACCELERATORS))
         version, exe = vela_version(), vela_executable()
         if version is None or exe is None:
             raise BackendUnavailable(f"ethos-u-vela is not installed in {sys.executable}; fix: {self.install_hint}")

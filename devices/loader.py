@@ -13,7 +13,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 on JetPack 6 / RK3588 images
     import tomli as tomllib
 
-from devices.choices import unknown_name
+from devices.choices import did_you_mean, unknown_name
 from devices.profile import DeviceProfile, ProfileError, QuantPolicy, field_names
 from devices.schema import check_types
 
@@ -33,7 +33,8 @@ def _check_keys(where: str, data: dict[str, Any], cls: type) -> None:
     valid = field_names(cls)
     unknown = sorted(set(data) - set(valid))
     if unknown:
-        raise ProfileError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+        hint = did_you_mean(unknown[0], valid) if len(unknown) == 1 else ""   # one typo: name its fix
+        raise ProfileError(f"{where}: unknown key(s) {', '.join(unknown)}; {hint}valid keys: {', '.join(valid)}")
 
 
 def profile_from_dict(data: dict[str, Any], where: str) -> DeviceProfile:

@@ -54,6 +54,11 @@ class FidelityOptions:
     data_path: Path | None = None
     calib_data_path: Path | None = None
     model_card_path: Path | None = None
+    #: The results folder the runs go to, and with them the caches runs in one folder share (compiled artifacts,
+    #: FP32 references, validation outputs): several studies of the same checkpoints given one folder compile,
+    #: reference and validate each job that does not differ between them once (e.g. the FP32 jobs of studies that
+    #: differ only in the calibration draw). None = ``<out>/runs``. Run ids must then differ per study (``run_id``).
+    runs_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.eval_samples is not None and self.eval_samples < 1:
@@ -152,7 +157,8 @@ def to_toml(data: dict[str, Any]) -> str:
 # Running
 # ----------------------------------------------------------------------------------------------
 def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityReport:
-    """Run every group through the isolated runner and build the report (files written to options.out)."""
+    """Run every group through the isolated runner and build the report (files written to options.out; the runs,
+    ``<run_id>-NN-<device>-<kind>``, to :func:`runs_dir_of`)."""
     from devices.loader import available_device_names, load_device
     from harness.bench.runner import BenchmarkOptions, run_benchmark
 
@@ -170,7 +176,7 @@ def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityRepo
             precisions=group.precisions, calibrations=options.calibrations, calib_samples=calib_samples, eval_samples=options.eval_samples,
             calib_seed=options.calib_seed, per_channel=options.per_channel, quick=options.quick, fidelity_only=True,
             validate_budget_s=options.validate_budget_s,
-            results_dir=out / "runs",
+            results_dir=runs_dir_of(options),
             run_id=f"{run_id}-{i:02d}-{group.device}-{group.kind}", timeout_s=options.timeout_s,
             threads=options.threads, command=f"harness fidelity ({group.device}, {group.kind})",
             data_path=options.data_path, calib_data_path=options.calib_data_path,
@@ -181,6 +187,11 @@ def run_fidelity(options: FidelityOptions, progress: Any = None) -> FidelityRepo
     report.notes = notes + report.notes
     report.files = write_outputs(report, out)
     return report
+
+
+def runs_dir_of(options: FidelityOptions) -> Path:
+    """The results folder of ``options``' runs: ``options.runs_dir``, else ``<options.out>/runs``."""
+    return Path(options.runs_dir) if options.runs_dir is not None else Path(options.out) / "runs"
 
 
 def report_from_runs(run_dirs: Sequence[Path], out: Path | None = None) -> FidelityReport:

@@ -68,7 +68,8 @@ class JobSpec:
     model: dict[str, Any] | None = None
     #: Where the validation stage writes the per-sample vectors (.npz; None: not kept).
     samples_path: str | None = None
-    #: sha256 of the job's data file (harness.bench.runner.data_digest): part of the validation outputs' key.
+    #: sha256 of the job's evaluation data (harness.bench.runner.eval_digest; the calibration arrays are not in it:
+    #: they reach a pass only through the artifact, whose bytes the key names): part of the validation outputs' key.
     data_sha256: str | None = None
     #: Folder of validation outputs kept across runs (harness.bench.outputs_cache; None: always validate).
     outputs_cache: str | None = None

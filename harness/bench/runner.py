@@ -95,6 +95,24 @@ def data_digest(data_path: Path) -> str:
     return h.hexdigest()
 
 
+def eval_digest(data_path: Path) -> str:
+    """sha256 over the evaluation arrays of a job data file (every ``eval_*`` array, in key order, with the input
+    names): what the FP32 reference and a validation pass read. The calibration arrays are left out: a pass over an
+    artifact built from them is named by the artifact's bytes (harness.bench.outputs_cache), so studies that
+    differ only in the calibration draw share the FP32 reference and the passes of uncalibrated jobs."""
+    import json
+
+    h = hashlib.sha256()
+    with np.load(data_path, allow_pickle=False) as data:
+        if "meta" in data.files:
+            h.update(json.dumps(json.loads(str(data["meta"])).get("eval", {}).get("names")).encode())
+        for key in sorted(k for k in data.files if k.startswith("eval_")):
+            arr = np.ascontiguousarray(data[key])
+            h.update(f"{key}{arr.dtype}{arr.shape}".encode())
+            h.update(arr.tobytes())
+    return h.hexdigest()
+
+
 def _base_fields(run_id: str, job: PlannedJob, options: BenchmarkOptions, loop: dict[str, int]) -> dict[str, Any]:
     return {
         "run_id": run_id, "job_id": job.job_id, "device": job.device.name, "backend": job.backend,
@@ -219,10 +237,13 @@ class RunData:
 
     paths: dict[str, Path]
     sources: dict[str, str]
+    #: sha256 of the whole data file (data_digest): a resumed run must have the same.
     digests: dict[str, str]
     notes: dict[str, list[str]]
     #: The checkpoints with their symbolic dimensions fixed from this data (what every job compiles for).
     models: dict[str, Checkpoint] = field(default_factory=dict)
+    #: sha256 of the evaluation arrays only (eval_digest): the key of the FP32 reference and validation passes.
+    eval_digests: dict[str, str] = field(default_factory=dict)
 
 
 def _prepare_all_data(options: BenchmarkOptions, store: RunStore, checkpoints: Sequence[Checkpoint],
@@ -251,7 +272,7 @@ def _prepare_all_data(options: BenchmarkOptions, store: RunStore, checkpoints: S
             shapes = {name: tuple(a.shape[1:]) for name, a in evaluation.inputs.items()}
         # Symbolic dimensions are fixed from the data once, here; every job compiles for these shapes.
         models[ckpt.name] = ckpt.with_data_shapes(shapes)
-    return RunData(paths, sources, digests, notes, models)
+    return RunData(paths, sources, digests, notes, models, {name: eval_digest(p) for name, p in paths.items()})
 
 
 def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunStore, data: RunData,
@@ -296,7 +317,7 @@ def _run_jobs(jobs: Sequence[PlannedJob], options: BenchmarkOptions, store: RunS
                 outcome = {"status": "failed", "failed_stage": "validate", "error_message":
                            f"the FP32 {reference_runtime_name(job.checkpoint)} reference could not be computed: {ref}"}
             else:
-                spec = _spec_for(job, "measure", run_id, options, store, data.paths, ref, loop, data.digests)
+                spec = _spec_for(job, "measure", run_id, options, store, data.paths, ref, loop, data.eval_digests)
                 submitted[job.job_id] = (job, base, spec)
                 launcher.submit(Launch(job.job_id, job.device.name, spec, options.timeout_s,
                                        store.attempt_file(job.job_id, "log"), options.memory_limit_mb))
@@ -339,7 +360,7 @@ def _why_no_jobs(options: BenchmarkOptions, devices: Sequence[DeviceProfile], ch
 def _make_reference(job: PlannedJob, run_id: str, options: BenchmarkOptions, store: RunStore, data: RunData,
                     loop: dict[str, int]) -> Path | str:
     """The checkpoint's FP32 reference file (cached, else computed in a child), or why it could not be computed."""
-    ref_path = reference_path(job.checkpoint, options, store, data.digests[job.checkpoint.name])
+    ref_path = reference_path(job.checkpoint, options, store, data.eval_digests[job.checkpoint.name])
     if reusable(ref_path):
         return ref_path
     spec = _spec_for(reference_job(job), "reference", run_id, options, store, data.paths, ref_path, loop)

@@ -11,6 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from devices.choices import unknown_name
 from harness.data.errors import DataError
 
 #: File suffixes read as images (lower case).
@@ -56,7 +57,7 @@ def resize(image, size: tuple[int, int], policy: str):
         scaled = image.resize((nw, nh), Image.BILINEAR)
         left, top = (nw - w) // 2, (nh - h) // 2
         return scaled.crop((left, top, left + w, top + h))
-    raise ValueError(f"unknown resize policy {policy!r}; valid: stretch, letterbox, crop")
+    raise ValueError(unknown_name("resize policy", policy, ("stretch", "letterbox", "crop")))
 
 
 def to_array(image, card) -> np.ndarray:

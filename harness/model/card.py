@@ -163,7 +163,8 @@ def _check_keys(d: Mapping[str, Any], cls: type, where: str) -> None:
     valid = [f.name for f in fields(cls)]
     unknown = sorted(set(d) - set(valid))
     if unknown:
-        raise CardError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+        hint = did_you_mean(unknown[0], valid) if len(unknown) == 1 else ""   # one typo: name its fix
+        raise CardError(f"{where}: unknown key(s) {', '.join(unknown)}; {hint}valid keys: {', '.join(valid)}")
     if "name" not in d:
         raise CardError(f"{where}: every entry needs a name (the graph's tensor name)")
 

@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 from types import ModuleType
 from typing import Any, Callable
 
+from devices.choices import unknown_name
 from harness.power.base import Clock, SourceUnavailable, StreamingSource, register_source
 
 
@@ -120,7 +121,7 @@ class UsbMeterSource(StreamingSource):
                                     f"(and usb_meter.protocol={'|'.join(_PROTOCOLS)}) to `run`, or --usb-port to `power`")
         protocol = protocol or "text"
         if protocol not in _PROTOCOLS:
-            raise SourceUnavailable(f"unknown USB meter protocol {protocol!r}; valid: {', '.join(_PROTOCOLS)}")
+            raise SourceUnavailable(unknown_name("USB meter protocol", protocol, _PROTOCOLS))
         self.protocol_name = protocol
         self.protocol = _PROTOCOLS[protocol]()
         self.native_period_s = self.protocol.poll_interval_s or None

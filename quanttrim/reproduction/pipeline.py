@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from quanttrim.reproduction.config import ModelSpec, ReproductionConfig
+
+if TYPE_CHECKING:
+    from harness.analysis.fidelity import FidelityOptions
 
 ROWS_FILE = "rows.csv"
 
@@ -45,15 +49,38 @@ def train_and_export(cfg: ReproductionConfig, spec: ModelSpec, recipe: str, seed
 
 def measure(cfg: ReproductionConfig, checkpoints: tuple[Path, ...], draw: int, granularity: str,
             out: Path, tag: str) -> list[dict[str, Any]]:
-    """One `harness fidelity` study of the baseline and its arms: every row of its report, as dicts."""
-    from harness.analysis.fidelity import FidelityOptions, run_fidelity
+    """One `harness fidelity` study of the baseline and its arms: every row of its report, as dicts.
 
-    opts = FidelityOptions(checkpoints=tuple(str(c) for c in checkpoints), devices=cfg.devices,
+    The report goes to ``out/fidelity/<tag>``; the runs to the one folder every study shares (:func:`runs_dir`),
+    so the harness's caches of that folder serve each study what an earlier one already built: the FP32/FP16/BF16
+    artifacts, references and validation passes (they do not depend on the draw or the granularity), and the
+    calibrated ones of the same draw. Runs left by an interrupted attempt at this study are removed first (the
+    study was not recorded in rows.csv; it is measured again, from the caches where it can be)."""
+    from harness.analysis.fidelity import run_fidelity
+
+    for stale in sorted(runs_dir(out).glob(f"{tag}-[0-9][0-9]-*")):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+    return run_fidelity(fidelity_options(cfg, checkpoints, draw, granularity, out, tag)).rows
+
+
+def fidelity_options(cfg: ReproductionConfig, checkpoints: tuple[Path, ...], draw: int, granularity: str,
+                     out: Path, tag: str) -> "FidelityOptions":
+    """The `harness fidelity` options of one study (see :func:`measure`)."""
+    from harness.analysis.fidelity import FidelityOptions
+
+    return FidelityOptions(checkpoints=tuple(str(c) for c in checkpoints), devices=cfg.devices,
                            quick=cfg.quick_loop, eval_samples=cfg.eval_samples, out=out / "fidelity" / tag,
                            calib_seed=draw, threads=cfg.threads, per_channel=granularity == "per_channel",
                            backends=cfg.backends, validate_budget_s=None,  # same images in every paired row
-                           run_id=tag)
-    return run_fidelity(opts).rows
+                           run_id=tag, runs_dir=runs_dir(out))
+
+
+def runs_dir(out: Path) -> Path:
+    """The results folder every study of a reproduction in ``out`` runs into: ``out/fidelity/runs``. (A folder
+    written before it was shared holds each study's runs in ``out/fidelity/<tag>/runs``; those studies are in
+    rows.csv, so a resumed run does not measure them again.)"""
+    return out / "fidelity" / "runs"
 
 
 def run(cfg: ReproductionConfig, out: Path, log: Callable[[str], None] = print) -> Path:

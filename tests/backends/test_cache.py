@@ -171,3 +171,15 @@ def test_staging_left_by_a_killed_build_is_cleared(tmp_path):
     cache.get_or_build(key, build)
     assert not left.exists()
 
+
+
+def test_a_float_build_is_served_to_a_request_of_the_other_granularity(model, tmp_path):
+    fp16 = [OnnxRuntimeBackend().compile(model, load_device("cpu"), CompileConfig("fp16", per_channel=pc), None,
+                                         tmp_path / "work") for pc in (False, True)]
+    assert (fp16[1].metadata["cached"], fp16[1].path) == (True, fp16[0].path)
+
+
+def test_an_int8_build_is_not_served_to_a_request_of_the_other_granularity(model, tmp_path):
+    a = _int8(model, tmp_path, config=CompileConfig("int8", calibration="minmax", per_channel=False))
+    b = _int8(model, tmp_path, config=CompileConfig("int8", calibration="minmax", per_channel=True))
+    assert b.metadata["cached"] is False and a.path != b.path

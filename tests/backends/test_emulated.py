@@ -244,3 +244,12 @@ def test_float_outputs_policy_leaves_the_logits_unquantized(tmp_path, calib):
     graph = onnx.load(str(compiled.path)).graph
     producer = next(n for n in graph.node if "logits" in n.output)
     assert producer.op_type == "Gemm"
+
+
+def test_a_request_of_the_other_granularity_is_served_the_policys_cached_artifact(tmp_path, calib):
+    # The build emulates the policy's per-tensor weights whatever the request says (request_not_applied), so a
+    # per-channel study gets the per-tensor study's artifact instead of building the same one again.
+    model, policy = small_model(tmp_path / "m.onnx"), QuantPolicy(name="int8", weight_granularity="per_tensor")
+    first, _ = run_emulated(model, policy, calib, tmp_path / "work", calib[:1], per_channel=False)
+    second, _ = run_emulated(model, policy, calib, tmp_path / "work", calib[:1], per_channel=True)
+    assert (second.path, second.metadata["cached"]) == (first.path, True)

@@ -92,6 +92,16 @@ def test_prebuilt_tflite_runs_without_conversion(setup):
 
 @needs_litert
 @needs_converter
+@needs_litert
+@needs_converter
+def test_an_op_the_int8_quantizer_cannot_take_is_named(tmp_path):
+    # onnx2tf turns the input Clip(0, 1) into RELU_0_TO_1, which its strict full-INT8 builder refuses.
+    model = tiny_cnn(tmp_path / "clip.onnx", input_clip=(0.0, 1.0))
+    with pytest.raises(UnsupportedRequest, match="cannot quantize TFLite op RELU_0_TO_1"):
+        LiteRtBackend().compile(model, load_device("cpu"), CompileConfig("int8", calibration_samples=16),
+                                images(16), tmp_path / "work")
+
+
 def test_unknown_operator_is_named(tmp_path):
     with pytest.raises(UnsupportedRequest, match="FancyOp"):
         LiteRtBackend().compile(unknown_op_model(tmp_path / "bad.onnx"), load_device("cpu"), CompileConfig("fp32"),

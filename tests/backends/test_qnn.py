@@ -4,10 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
+from backends.base import CompileConfig, UnsupportedRequest
 from backends.qnn_backend import QnnBackend, cycles_summary, parse_profile, provider_options, write_cycles_table
-from devices import load_device
-from tests.backends.tiny_onnx import images, tiny_cnn
+from tests.backends.tiny_onnx import compile_tiny, run_batch
 
 PROFILE_CSV = """\
 Msg Timestamp,Message,Time,Unit of Measurement,Timing Source,Event Level,Event Identifier
@@ -40,8 +39,7 @@ def test_provider_options_keep_graph_io_quantization_on_the_htp():
 
 def test_device_without_soc_model_is_refused(tmp_path):
     with pytest.raises(UnsupportedRequest, match="qnn_soc_model"):
-        QnnBackend().compile(tiny_cnn(tmp_path / "m.onnx"), load_device("cpu"), CompileConfig("int8"),
-                             images(4, split_name="train"), tmp_path)
+        compile_tiny(QnnBackend(), "cpu", tmp_path, samples=4)
 
 
 def test_calibrations_are_those_of_the_ort_quantizer():
@@ -54,11 +52,7 @@ def _compile_tiny_for_htp(tmp_path_factory, precision: str, folder: str):
     images; skips where the QNN SDK cannot run here."""
     if not QnnBackend.availability().available or QnnBackend.availability().reason.startswith("runs in"):
         pytest.skip(f"qnn: {QnnBackend.availability().explain()}")
-    tmp = tmp_path_factory.mktemp(folder)
-    model = tiny_cnn(tmp / "m.onnx")
-    device = load_device("snapdragon_8gen2")
-    return model, device, QnnBackend().compile(model, device, CompileConfig(precision, calibration_samples=16),
-                                               images(16, split_name="train"), tmp / "work")
+    return compile_tiny(QnnBackend(), "snapdragon_8gen2", tmp_path_factory.mktemp(folder), precision)
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +72,7 @@ def test_emulated_cycles_are_kept_with_the_artifact(compiled_tiny):
 
 def test_session_returns_every_output_for_a_batch(compiled_tiny):
     model, device, compiled = compiled_tiny
-    session = QnnBackend().load(compiled, device, RuntimeConfig(threads=1))
-    try:
-        outs = session.run({model.input_name: images(3)})
-    finally:
-        session.close()
+    outs = run_batch(QnnBackend(), compiled, device, model, 3)
     assert len(outs) == 1 and outs[0].shape == (3, 10) and np.isfinite(outs[0]).all()
 
 

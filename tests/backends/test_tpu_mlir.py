@@ -10,8 +10,7 @@ import pytest
 from backends.base import CompileConfig, UnsupportedRequest
 from backends.tpu_mlir_backend import TpuMlirBackend, _recv, _send, deploy_commands, move_bundled_glibc_aside
 from backends.tpu_mlir_backend import parse_placement
-from devices import load_device
-from tests.backends.tiny_onnx import images, tiny_cnn
+from tests.backends.tiny_onnx import compile_tiny, tiny_cnn
 
 LOWERED = """\
     %1 = "tpu.Cast"(%0) : (tensor<1x1x28x28xf32>) -> tensor<1x1x28x28xi8>
@@ -73,8 +72,7 @@ def test_arrays_cross_a_pipe_unchanged():
 
 def test_device_without_tpu_processor_is_refused(tmp_path):
     with pytest.raises(UnsupportedRequest, match="tpu_processor"):
-        TpuMlirBackend().compile(tiny_cnn(tmp_path / "m.onnx"), load_device("cpu"), CompileConfig("int8"),
-                                 images(4, split_name="train"), tmp_path)
+        compile_tiny(TpuMlirBackend(), "cpu", tmp_path, samples=4)
 
 
 def test_per_tensor_weights_are_refused():

@@ -8,8 +8,7 @@ import pytest
 from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
 from backends.tvm_backend import INT8_NUMERICS, TvmBackend, TvmOptions, parse_target_string, unsupported_ops_from_error
 from devices import load_device
-from harness.scoring.metrics import snr_db
-from tests.backends.tiny_onnx import images, ort_reference, run_all, tiny_cnn, unknown_op_model
+from tests.backends.tiny_onnx import images, ort_reference, run_all, snr_vs_ort, tiny_cnn, unknown_op_model
 
 AVAIL = TvmBackend.availability()
 needs_tvm = pytest.mark.skipif(not AVAIL.available, reason=AVAIL.explain())
@@ -43,12 +42,7 @@ def test_fp32_matches_ort_and_exports_a_library(setup):
     compiled = backend.compile(model, device, CompileConfig("fp32"), None, tmp / "work")
     assert compiled.path.suffix == ".so" and compiled.path.exists()
     assert compiled.metadata["tvm_target"]["kind"] == "llvm" and compiled.metadata["tvm_target"]["mcpu"]
-    session = backend.load(compiled, device, RuntimeConfig(threads=1))
-    try:
-        x = images(6)
-        assert snr_db(run_all(session, x), ort_reference(model, x)) >= 60.0
-    finally:
-        session.close()
+    assert snr_vs_ort(backend, compiled, device, model, 6) >= 60.0
 
 
 @needs_tvm
@@ -66,12 +60,7 @@ def test_int8_is_recorded_as_simulated_qdq(setup):
     compiled = backend.compile(model, device, CompileConfig("int8", calibration="minmax", calibration_samples=8),
                                images(8, split_name="train"), tmp / "work")
     assert compiled.metadata["int8_numerics"] == INT8_NUMERICS and "FP32 speed" in compiled.metadata["timing_note"]
-    session = backend.load(compiled, device, RuntimeConfig(threads=1))
-    try:
-        x = images(4)
-        assert snr_db(run_all(session, x), ort_reference(model, x)) > 15.0
-    finally:
-        session.close()
+    assert snr_vs_ort(backend, compiled, device, model, 4) > 15.0
 
 
 @needs_tvm
@@ -163,12 +152,7 @@ def test_nchw_layout_option_builds_the_graphs_own_layout_with_the_same_outputs(s
     compiled = backend.compile(model, device, CompileConfig("fp32", options=(("conv_layout", "NCHW"),)), None,
                                tmp / "work")
     assert compiled.metadata["tvm_conv_layout"] == "NCHW/OIHW"
-    session = backend.load(compiled, device, RuntimeConfig(threads=1))
-    try:
-        x = images(3)
-        assert snr_db(run_all(session, x), ort_reference(model, x)) >= 60.0
-    finally:
-        session.close()
+    assert snr_vs_ort(backend, compiled, device, model, 3) >= 60.0
 
 
 def test_an_unknown_conv_layout_is_refused_with_the_valid_ones():

@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.base import CompileConfig, RuntimeConfig, UnsupportedRequest
+from backends.base import CompileConfig, UnsupportedRequest
 from backends.vela_backend import VelaBackend, estimate_fields, parse_placement, read_summary, vela_command
-from devices import load_device
-from tests.backends.tiny_onnx import images, tiny_cnn
+from tests.backends.tiny_onnx import compile_tiny, run_batch
 
 VELA_STDOUT = """\
 CPU operators = 1 (2.0%)
@@ -58,8 +57,7 @@ def test_system_config_brings_the_bundled_config_file():
 
 def test_device_without_ethosu_accelerator_is_refused(tmp_path):
     with pytest.raises(UnsupportedRequest, match="ethosu_accelerator"):
-        VelaBackend().compile(tiny_cnn(tmp_path / "m.onnx"), load_device("cpu"), CompileConfig("int8"),
-                              images(4, split_name="train"), tmp_path)
+        compile_tiny(VelaBackend(), "cpu", tmp_path, samples=4)
 
 
 def test_float_precision_is_refused():
@@ -72,11 +70,7 @@ def compiled_tiny(tmp_path_factory):
     avail = VelaBackend.availability()
     if not avail.available:
         pytest.skip(f"vela: {avail.explain()}")
-    tmp = tmp_path_factory.mktemp("vela")
-    model = tiny_cnn(tmp / "m.onnx")
-    device = load_device("imx93")
-    return model, device, VelaBackend().compile(model, device, CompileConfig("int8", calibration_samples=16),
-                                                images(16, split_name="train"), tmp / "work")
+    return compile_tiny(VelaBackend(), "imx93", tmp_path_factory.mktemp("vela"))
 
 
 def test_real_compile_gives_a_positive_estimate(compiled_tiny):
@@ -91,10 +85,6 @@ def test_real_compile_records_npu_placement(compiled_tiny):
 
 def test_reference_kernel_session_returns_logits(compiled_tiny):
     model, device, compiled = compiled_tiny
-    session = VelaBackend().load(compiled, device, RuntimeConfig(threads=1))
-    try:
-        out = session.run({model.input_name: images(2)})
-    finally:
-        session.close()
+    out = run_batch(VelaBackend(), compiled, device, model, 2)
     out = out[0] if isinstance(out, list) else out
     assert out.shape == (2, 10) and np.isfinite(out).all()

@@ -11,8 +11,10 @@ ASSETS = Path(__file__).resolve().parents[2] / "harness" / "assets"
 BUNDLED = ("resnet20-fmnist-map.onnx", "resnet20-fmnist-quanttrim.onnx")
 
 
-def tiny_cnn(path: Path, ir_version: int = 8, opset: int = 17, batch: int | str = "N") -> ModelArtifact:
-    """Conv-ReLU-Conv(stride 2)-ReLU-GAP-Gemm on [N, 1, 28, 28] -> [N, 10], fixed random weights."""
+def tiny_cnn(path: Path, ir_version: int = 8, opset: int = 17, batch: int | str = "N",
+             input_clip: tuple[float, float] | None = None) -> ModelArtifact:
+    """Conv-ReLU-Conv(stride 2)-ReLU-GAP-Gemm on [N, 1, 28, 28] -> [N, 10], fixed random weights; ``input_clip``
+    puts a Clip(lo, hi) on the input first (as the Quant-Trim export's input clamp)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -30,12 +32,18 @@ def tiny_cnn(path: Path, ir_version: int = 8, opset: int = 17, batch: int | str 
         helper.make_node("Flatten", ["g"], ["f"]),
         helper.make_node("Gemm", ["f", "Wf", "Bf"], ["logits"], transB=1),
     ]
+    extra = []
+    if input_clip is not None:
+        nodes.insert(0, helper.make_node("Clip", ["input", "clip_lo", "clip_hi"], ["input_clipped"]))
+        nodes[1].input[0] = "input_clipped"
+        extra = [numpy_helper.from_array(np.float32(input_clip[0]), "clip_lo"),
+                 numpy_helper.from_array(np.float32(input_clip[1]), "clip_hi")]
     graph = helper.make_graph(
         nodes, "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 28, 28])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
         [init("W1", (8, 1, 3, 3), 0.3), init("B1", (8,), 0.1), init("W2", (8, 8, 3, 3), 0.2),
-         init("B2", (8,), 0.1), init("Wf", (10, 8), 0.3), init("Bf", (10,), 0.1)],
+         init("B2", (8,), 0.1), init("Wf", (10, 8), 0.3), init("Bf", (10,), 0.1), *extra],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
     onnx.save(model, str(path))
@@ -105,6 +113,44 @@ def ort_reference(model: ModelArtifact, x: np.ndarray) -> np.ndarray:
 def run_all(session, x: np.ndarray, input_name: str = "input") -> np.ndarray:
     """The first output over the images, one image per run() (the Session contract: feeds dict in, list out)."""
     return np.concatenate([session.run({input_name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def compile_tiny(backend, device: str, tmp: Path, precision: str = "int8", samples: int = 16) -> tuple:
+    """The tiny CNN (``tmp/m.onnx``) compiled by ``backend`` for the bundled profile ``device`` at ``precision``,
+    calibrated on ``samples`` train images, in ``tmp/work``: (model, device profile, compiled artifact)."""
+    from backends.base import CompileConfig
+    from devices import load_device
+
+    model = tiny_cnn(tmp / "m.onnx")
+    profile = load_device(device)
+    return model, profile, backend.compile(model, profile, CompileConfig(precision, calibration_samples=samples),
+                                           images(samples, split_name="train"), tmp / "work")
+
+
+def run_batch(backend, compiled, device, model: ModelArtifact, n: int) -> list[np.ndarray]:
+    """Every output of one run() over ``n`` test images, ``compiled`` loaded by ``backend`` on one thread; the
+    session is closed either way."""
+    from backends.base import RuntimeConfig
+
+    session = backend.load(compiled, device, RuntimeConfig(threads=1))
+    try:
+        return session.run({model.input_name: images(n)})
+    finally:
+        session.close()
+
+
+def snr_vs_ort(backend, compiled, device, model: ModelArtifact, n: int) -> float:
+    """SNR (dB) of ``compiled``, loaded by ``backend`` on one thread, over ``n`` test images, one per run(),
+    against the FP32 ONNX Runtime reference of ``model``; the session is closed either way."""
+    from backends.base import RuntimeConfig
+    from harness.scoring.metrics import snr_db
+
+    session = backend.load(compiled, device, RuntimeConfig(threads=1))
+    try:
+        x = images(n)
+        return snr_db(run_all(session, x), ort_reference(model, x))
+    finally:
+        session.close()
 
 
 def first_output(session, x: np.ndarray, input_name: str = "input") -> np.ndarray:

@@ -93,3 +93,14 @@ def test_an_export_made_with_another_snap_choice_is_not_reused(study):
 def test_an_unknown_snap_choice_is_rejected_by_the_config():
     with pytest.raises(ValueError, match="snap_weights"):
         get_preset("ci").with_overrides(snap_weights="maybe")
+
+
+def test_a_second_draws_fp32_validation_pass_is_the_first_draws(study):
+    import json
+
+    _, rows = study
+    [run] = (rows.parent / "fidelity" / "runs").glob("resnet20-w0.25-s0-d1-per_tensor-00-*")
+    records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+    reused = {r["checkpoint"]: r["extra"]["validation_reused"]["run_id"] for r in records if r["precision"] == "fp32"}
+    first = run.name.replace("-d1-", "-d0-")
+    assert reused == {"resnet20-w0.25-map-s0": first, "resnet20-w0.25-quanttrim-s0": first}

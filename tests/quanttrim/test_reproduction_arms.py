@@ -142,3 +142,47 @@ def test_an_export_far_below_its_trainers_accuracy_is_flagged(tmp_path):
     ckpts = fp32_checkpoints(tmp_path / "rows.csv", tmp_path / "train")
     assert ckpts.set_index("role")["flagged"].to_dict() == {"map": False, "quanttrim": True}
     assert ckpts.set_index("role")["export_gap"]["quanttrim"] == pytest.approx(0.52)
+
+
+@pytest.fixture
+def fidelity_calls(monkeypatch):
+    """pipeline.measure's calls of harness fidelity (the options it was given), answered with no rows."""
+    import harness.analysis.fidelity as fidelity
+
+    calls = []
+
+    class Report:
+        rows: list = []
+
+    monkeypatch.setattr(fidelity, "run_fidelity", lambda opts: calls.append(opts) or Report())
+    return calls
+
+
+def test_every_study_runs_into_the_one_shared_runs_folder_with_its_report_in_its_own(tmp_path, fidelity_calls):
+    cfg = get_preset("ci")
+    for tag in ("r-s0-d0-per_tensor", "r-s0-d1-per_tensor"):
+        pipeline.measure(cfg, (tmp_path / "a.onnx",), 0, "per_tensor", tmp_path, tag)
+    assert [(o.runs_dir, o.out, o.run_id) for o in fidelity_calls] == [
+        (tmp_path / "fidelity" / "runs", tmp_path / "fidelity" / "r-s0-d0-per_tensor", "r-s0-d0-per_tensor"),
+        (tmp_path / "fidelity" / "runs", tmp_path / "fidelity" / "r-s0-d1-per_tensor", "r-s0-d1-per_tensor")]
+
+
+def test_runs_left_by_an_interrupted_study_are_removed_before_it_is_measured_again(tmp_path, fidelity_calls):
+    runs = pipeline.runs_dir(tmp_path)
+    for name in ("r-s0-d0-per_tensor-00-cpu-real", "r-s0-d0-per_tensor-01-rk3588-emulated",
+                 "r-s0-d1-per_tensor-00-cpu-real"):
+        (runs / name).mkdir(parents=True)
+    pipeline.measure(get_preset("ci"), (tmp_path / "a.onnx",), 0, "per_tensor", tmp_path, "r-s0-d0-per_tensor")
+    assert sorted(p.name for p in runs.iterdir()) == ["r-s0-d1-per_tensor-00-cpu-real"]
+
+
+def test_an_out_folder_of_the_per_study_layout_resumes_measuring_only_the_unfinished_studies(tmp_path, monkeypatch):
+    measured = []
+    monkeypatch.setattr(pipeline, "train_and_export", lambda cfg, spec, recipe, seed, out, log: out / f"{recipe}.onnx")
+    monkeypatch.setattr(pipeline, "measure", lambda cfg, ckpts, draw, gran, out, tag: measured.append(tag) or [])
+    cfg = get_preset("ci").with_overrides(calib_draws=(0, 1))
+    done = "resnet20-w0.25-s0-d0-per_tensor"
+    (tmp_path / "fidelity" / done / "runs" / f"{done}-00-cpu-real").mkdir(parents=True)   # the earlier layout
+    pd.DataFrame([{"study": done, "checkpoint": "map", "status": "ok"}]).to_csv(tmp_path / "rows.csv", index=False)
+    pipeline.run(cfg, tmp_path, log=lambda m: None)
+    assert measured == ["resnet20-w0.25-s0-d1-per_tensor"]

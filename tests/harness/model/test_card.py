@@ -98,7 +98,8 @@ def test_card_entry_for_a_missing_tensor_lists_the_graph_tensors(tmp_path):
 def test_unknown_key_lists_valid_keys(tmp_path):
     bad = tmp_path / "k.toml"
     bad.write_text('[[inputs]]\nname = "x"\nmean_rgb = [1, 2, 3]\n')
-    with pytest.raises(CardError, match="unknown key\\(s\\) mean_rgb; valid keys: name, layout, size"):
+    with pytest.raises(CardError,
+                       match="unknown key\\(s\\) mean_rgb; did you mean 'mean'\\? valid keys: name, layout, size"):
         load_card(bad)
 
 
