@@ -131,12 +131,23 @@ def deltas(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def spreads(df: pd.DataFrame) -> pd.DataFrame:
-    """Cross-backend spread (max − min over every device/backend/precision row) per checkpoint, seed and draw,
-    then mean ± std over seeds × draws: the paper's cross-backend consistency."""
-    per = df.groupby(["model", "study_granularity", "role", "seed", "calib_draw"]).agg(
-        top1_spread=("top1", lambda s: s.max() - s.min()), logit_mse_spread=("logit_mse", lambda s: s.max() - s.min()))
+    """Cross-backend spread (max − min over the device/backend/precision rows) per checkpoint, seed and draw, then
+    mean ± std over seeds × draws: the paper's cross-backend consistency.
+
+    Only deployments every role of the study ran (status ok) count, so the roles are compared over the same set: a
+    deployment one checkpoint could not run (e.g. LiteRT INT8 refusing the Quant-Trim export's Clip) leaves both
+    out. ``deployments`` is how many were compared (mean over seeds × draws)."""
+    study = ["model", "study_granularity", "seed", "calib_draw"]
+    deployment = ["device", "backend", "precision", "granularity"]
+    roles = df.groupby(study)["role"].transform("nunique")
+    common = df[df.groupby(study + deployment)["role"].transform("nunique") == roles]
+    per = common.groupby(study[:2] + ["role"] + study[2:]).agg(
+        top1_spread=("top1", lambda s: s.max() - s.min()), logit_mse_spread=("logit_mse", lambda s: s.max() - s.min()),
+        deployments=("precision", "size"))
     g = per.groupby(level=["model", "study_granularity", "role"])
-    return g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("n")).reset_index()
+    out = g[["top1_spread", "logit_mse_spread"]]
+    return (out.mean().add_suffix("_mean").join(out.std(ddof=1).add_suffix("_std"))
+            .join(g["deployments"].mean()).join(g.size().rename("n")).reset_index())
 
 
 #: An exported FP32 checkpoint scoring this far (top-1, fraction) below its trainer's last validation accuracy is

@@ -129,6 +129,18 @@ def test_an_emulated_policy_is_tabled_under_its_own_granularity_once_across_stud
     assert sorted(spreads(df)["study_granularity"]) == ["per_channel", "per_channel", "per_tensor", "per_tensor"]
 
 
+def test_the_spread_compares_only_deployments_every_role_ran():
+    from quanttrim.reproduction.tables import spreads
+
+    df = synthetic_rows({"map": 1.0, "quanttrim": 0.5}, seeds=(0,))
+    df["study_granularity"] = df["granularity"]
+    extra = dict(df.iloc[0], device="cpu", backend="litert", logit_mse=9.0)   # only MAP ran it
+    df = pd.concat([df, pd.DataFrame([extra])], ignore_index=True)
+    s = spreads(df).set_index("role")
+    assert s.loc["map", "logit_mse_spread_mean"] == pytest.approx(0.0)     # litert's 9.0 is left out
+    assert s.loc["map", "deployments"] == 2
+
+
 def test_an_export_far_below_its_trainers_accuracy_is_flagged(tmp_path):
     from quanttrim.reproduction.tables import fp32_checkpoints
 
