@@ -9,7 +9,7 @@ from pathlib import Path
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from quanttrim.config import SNAP_CHOICES
-    from quanttrim.reproduction.config import PRESETS
+    from quanttrim.reproduction.config import PRESET_NOTES, PRESETS
 
     r = sub.add_parser(
         "reproduce", help="MAP vs Quant-Trim over seeds, calibration draws and every backend, with the spread",
@@ -18,8 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "(real CPU backends + every device's emulated policy) for each calibration draw and weight "
                     "granularity, and write report.md: each cell mean ± std over seeds × draws, Quant-Trim − MAP "
                     "with a 95 % bootstrap CI, the cross-backend spread.",
-        epilog="presets: " + "; ".join(f"{k}: {len(v.models)} model(s) × {len(v.seeds)} seed(s) × "
-                                       f"{len(v.calib_draws)} draw(s), {v.epochs} epoch(s)" for k, v in PRESETS.items())
+        epilog="presets:\n" + "\n".join(
+            f"  {k}: {', '.join(m.name for m in v.models)} × {len(v.seeds)} seed(s) × {len(v.calib_draws)} draw(s) × "
+            f"{'/'.join(v.granularities)}, {v.epochs} epoch(s); {PRESET_NOTES.get(k, 'not measured')}"
+            for k, v in PRESETS.items())
                + "\nexample:\n  python -m quanttrim reproduce --preset quick --out results/reproduction")
     r.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)")
     r.add_argument("--full", action="store_true", help="shorthand for --preset full")

@@ -78,17 +78,28 @@ class ReproductionConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+#: The real backends of the quick presets (those not installed are skipped with the reason).
+QUICK_BACKENDS = ("onnxruntime", "openvino", "litert", "rknn")
+
 PRESETS: dict[str, ReproductionConfig] = {
     # The plumbing, in seconds: one tiny model, one seed, a few training steps (the CI test runs this).
     "ci": ReproductionConfig(
         name="ci", models=(ModelSpec("resnet20", width=0.25),), seeds=(0,), calib_draws=(0,),
         granularities=("per_tensor",), dataset="fashion-mnist-sample", epochs=1, train_limit=256,
         stop_after_steps=4, devices=("cpu",), eval_samples=64),
-    # Runnable on 2 cores: three architectures, three seeds, three calibration draws, both granularities.
+    # Runnable on 2 cores in under 2 hours (measured: see PRESET_NOTES): ResNet-20, three seeds, three calibration
+    # draws, both granularities, the real CPU backends whose numerics differ (TVM FP32 computes ORT's FP32; its
+    # untuned INT8 build would take ~1 min per job) and every device's emulated policy.
     "quick": ReproductionConfig(
-        name="quick", models=(ModelSpec("resnet20"), ModelSpec("mobilenetv2", width=0.5),
-                              ModelSpec("vit_small", recipes=("map-vit", "quanttrim-vit"))),
-        epochs=2, train_limit=10_000, eval_samples=1000),
+        name="quick", models=(ModelSpec("resnet20"),), epochs=2, train_limit=10_000, eval_samples=1000,
+        backends=QUICK_BACKENDS),
+    # The other two architectures at the same budget, one calibration draw, per-tensor: a ViT study is ~10 min of
+    # jobs (the TensorRT-style emulated INT8 calibration alone takes 2-3.5 min per checkpoint).
+    "architectures": ReproductionConfig(
+        name="architectures", models=(ModelSpec("mobilenetv2", width=0.5),
+                                      ModelSpec("vit_small", recipes=("map-vit", "quanttrim-vit"))),
+        epochs=2, train_limit=10_000, eval_samples=1000, calib_draws=(0,), granularities=("per_tensor",),
+        backends=QUICK_BACKENDS),
     # Paper Table 9: the ablation rows (FP32 baseline; fake-quant only; reverse pruning only at 95 %; fake-quant +
     # 90 % / 99 % clipping), SGD 1e-3, each arm against the FP32 row. ResNet-20 stands in for ResNet-18.
     "ablation": ReproductionConfig(
@@ -98,6 +109,17 @@ PRESETS: dict[str, ReproductionConfig] = {
         name="full", models=(ModelSpec("resnet20"), ModelSpec("mobilenetv2", width=0.5),
                              ModelSpec("vit_small", recipes=("map-vit", "quanttrim-vit"))),
         epochs=8, train_limit=None, eval_samples=10_000, calib_draws=(0, 1, 2, 3, 4)),
+}
+
+
+#: What each preset cost where it was measured (shown by --help): results/reference/reproduction*/README.md.
+PRESET_NOTES: dict[str, str] = {
+    "ci": "seconds",
+    "quick": "its parts took ~1.5 h on 2 shared cores: training ~35 min, 9 per-tensor studies ~29 min, 9 per-channel ~30 min",
+    "architectures": "its parts took ~2 h on 2 shared cores: MobileNetV2 5-14 min per training, ~4 min per study; "
+                     "ViT ~6 min per training, ~10 min per study",
+    "ablation": "not measured at size",
+    "full": "not measured (days on 2 cores)",
 }
 
 

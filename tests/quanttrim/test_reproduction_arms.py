@@ -198,3 +198,9 @@ def test_an_out_folder_of_the_per_study_layout_resumes_measuring_only_the_unfini
     pd.DataFrame([{"study": done, "checkpoint": "map", "status": "ok"}]).to_csv(tmp_path / "rows.csv", index=False)
     pipeline.run(cfg, tmp_path, log=lambda m: None)
     assert measured == ["resnet20-w0.25-s0-d1-per_tensor"]
+
+
+def test_every_preset_states_what_it_cost_in_the_help():
+    from quanttrim.reproduction.config import PRESET_NOTES, PRESETS
+
+    assert set(PRESET_NOTES) == set(PRESETS)
