@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from quanttrim.reproduction.config import get_preset
+    from quanttrim.reproduction.config import PRESETS, get_preset
     from quanttrim.reproduction.pipeline import ROWS_FILE, run as run_study
     from quanttrim.reproduction.tables import write_report
 
@@ -56,7 +56,14 @@ def run(args: argparse.Namespace) -> int:
         backends=args.backends, calib_draws=args.draws, granularities=args.granularities,
         eval_samples=args.eval_samples, snap_weights=args.snap_weights)
     if args.models:
-        cfg = cfg.with_overrides(models=tuple(m for m in cfg.models if m.name in args.models) or None)
+        chosen = tuple(m for m in cfg.models if m.name in args.models)
+        unknown = sorted(set(args.models) - {m.name for m in chosen})
+        if unknown:
+            others = [k for k, v in PRESETS.items() if any(m.name in unknown for m in v.models)]
+            raise SystemExit(f"--models {','.join(unknown)}: not in preset {cfg.name!r} (its models: "
+                             f"{', '.join(m.name for m in cfg.models)})"
+                             + (f"; presets with it: {', '.join(others)}" if others else ""))
+        cfg = cfg.with_overrides(models=chosen)
     out = args.out.resolve()
     if args.report_only:
         rows = out / ROWS_FILE

@@ -204,3 +204,10 @@ def test_every_preset_states_what_it_cost_in_the_help():
     from quanttrim.reproduction.config import PRESET_NOTES, PRESETS
 
     assert set(PRESET_NOTES) == set(PRESETS)
+
+
+def test_a_model_the_preset_lacks_is_refused_naming_the_presets_that_have_it(tmp_path):
+    from quanttrim.cli import main
+
+    with pytest.raises(SystemExit, match="not in preset 'quick'.*presets with it: architectures"):
+        main(["reproduce", "--preset", "quick", "--models", "mobilenetv2", "--out", str(tmp_path)])
