@@ -33,13 +33,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from filelock import FileLock, Timeout
 
+from devices.numerics import is_integer_precision
+
 _log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 #: Layout of the manifest itself (not of any artifact).
 MANIFEST_FORMAT = "quanttrim-artifact/1"
-#: Precisions whose builds quantize nothing (their key leaves out the request's granularity and signedness).
-FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
 #: Seconds a run waits for another run building the same entry (TVM tuning can take many minutes).
 LOCK_TIMEOUT_S = 3600.0
 _CHUNK = 1 << 20
@@ -120,7 +120,7 @@ def cache_key(backend: Any, model: Any, config: Any, calibration: np.ndarray | N
     io = [getattr(model, "inputs", ()), getattr(model, "outputs", ())]
     # A float build quantizes nothing: the weight granularity and activation signedness a request carries (a
     # study's --per-channel applies to every job) do not shape it, so per-tensor and per-channel requests share it.
-    floating = config.precision in FLOAT_PRECISIONS
+    floating = not is_integer_precision(config.precision)
     parts = {
         "model_sha256": model.sha256,
         "model_io": _jsonable(io) if any(io) else [list(model.input_shape)],
