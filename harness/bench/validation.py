@@ -11,7 +11,6 @@ samples were reused from which runs and how many were computed now.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from harness.bench import loadgen
-from harness.bench.outputs_cache import OutputsCache, OutputsKey, Stored, outputs_key
+from harness.bench.outputs_cache import OutputsCache, OutputsKey, Stored, outputs_key, write_npz_atomic
 from harness.bench.stages import StageError
 from harness.model.checkpoint import Checkpoint
 from harness.scoring import NonFiniteOutputs, score_outputs
@@ -190,6 +189,4 @@ def score_validation(spec, outputs: list[np.ndarray], data, out: dict[str, Any])
     out["eval_samples"] = int(n)
     if spec.samples_path and scores.per_sample:
         # bool vectors over the scored images, for the views' bootstrap confidence intervals
-        tmp = Path(spec.samples_path + ".tmp.npz")
-        np.savez(tmp, **scores.per_sample)
-        os.replace(tmp, spec.samples_path)
+        write_npz_atomic(spec.samples_path, scores.per_sample)
