@@ -88,10 +88,7 @@ def data_digest(data_path: Path) -> str:
     """sha256 over every array of a job data file, in key order (what a resumed run must share)."""
     h = hashlib.sha256()
     with np.load(data_path, allow_pickle=False) as data:
-        for key in sorted(data.files):
-            arr = np.ascontiguousarray(data[key])
-            h.update(f"{key}{arr.dtype}{arr.shape}".encode())
-            h.update(arr.tobytes())
+        _hash_arrays(h, data, sorted(data.files))
     return h.hexdigest()
 
 
@@ -106,11 +103,16 @@ def eval_digest(data_path: Path) -> str:
     with np.load(data_path, allow_pickle=False) as data:
         if "meta" in data.files:
             h.update(json.dumps(json.loads(str(data["meta"])).get("eval", {}).get("names")).encode())
-        for key in sorted(k for k in data.files if k.startswith("eval_")):
-            arr = np.ascontiguousarray(data[key])
-            h.update(f"{key}{arr.dtype}{arr.shape}".encode())
-            h.update(arr.tobytes())
+        _hash_arrays(h, data, sorted(k for k in data.files if k.startswith("eval_")))
     return h.hexdigest()
+
+
+def _hash_arrays(h: Any, data: Any, keys: Sequence[str]) -> None:
+    """Feed ``h`` each named array of the open .npz ``data``: its name, dtype and shape, then its bytes."""
+    for key in keys:
+        arr = np.ascontiguousarray(data[key])
+        h.update(f"{key}{arr.dtype}{arr.shape}".encode())
+        h.update(arr.tobytes())
 
 
 def _base_fields(run_id: str, job: PlannedJob, options: BenchmarkOptions, loop: dict[str, int]) -> dict[str, Any]:
