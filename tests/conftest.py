@@ -46,6 +46,22 @@ def make_tiny_cnn(path: Path, channels: int = 1, size: int = 28, classes: int = 
     return path
 
 
+ORT_ONLY_PROFILE = """name = "ortonly"
+display_name = "Host CPU, ONNX Runtime only"
+form_factor = "host_cpu"
+backends = ["onnxruntime"]
+precisions = ["fp32", "int8"]
+"""
+
+
+def write_ort_only_profile(folder: Path) -> Path:
+    """``folder/ortonly.toml``: a host-CPU device profile with ONNX Runtime only (FP32 and INT8), for studies
+    that must not wait on other backends."""
+    path = Path(folder) / "ortonly.toml"
+    path.write_text(ORT_ONLY_PROFILE)
+    return path
+
+
 @pytest.fixture
 def tiny_model(tmp_path: Path) -> Path:
     return make_tiny_cnn(tmp_path / "tiny.onnx")

@@ -10,20 +10,13 @@ pytest.importorskip("torch")
 from quanttrim.reproduction.config import get_preset  # noqa: E402
 from quanttrim.reproduction.pipeline import run  # noqa: E402
 from quanttrim.reproduction.tables import bootstrap_ci, deltas, load_rows, write_report  # noqa: E402
-
-ORT_ONLY = """name = "ortonly"
-display_name = "Host CPU, ONNX Runtime only"
-form_factor = "host_cpu"
-backends = ["onnxruntime"]
-precisions = ["fp32", "int8"]
-"""
+from tests.conftest import write_ort_only_profile  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("repro")
-    profile = tmp / "ortonly.toml"
-    profile.write_text(ORT_ONLY)
+    profile = write_ort_only_profile(tmp)
     cfg = get_preset("ci").with_overrides(devices=(str(profile),), calib_draws=(0, 1))
     rows = run(cfg, tmp / "out", log=lambda m: None)
     return cfg, rows

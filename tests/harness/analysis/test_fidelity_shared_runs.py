@@ -16,12 +16,6 @@ from harness.store.records import JobRecord
 
 pytest.importorskip("onnxruntime")
 
-ORT_ONLY = """name = "ortonly"
-display_name = "Host CPU, ONNX Runtime only"
-form_factor = "host_cpu"
-backends = ["onnxruntime"]
-precisions = ["fp32", "int8"]
-"""
 STUDIES = {"d0-pt": (0, False), "d1-pt": (1, False), "d0-pc": (0, True)}   # tag: (calibration draw, per-channel)
 
 
@@ -30,17 +24,17 @@ def shared(tmp_path_factory) -> Path:
     """Three studies, in order, into one runs folder: draw 0 per-tensor, draw 1 per-tensor, draw 0 per-channel.
     The calibration set (300 images) is larger than the 256 a draw takes, so the two draws calibrate on different
     subsets; the evaluation set is the same in every study."""
-    from tests.conftest import make_tiny_cnn
+    from tests.conftest import make_tiny_cnn, write_ort_only_profile
 
     tmp = tmp_path_factory.mktemp("shared")
     model = make_tiny_cnn(tmp / "tiny.onnx")
     rng = np.random.default_rng(0)
     np.savez(tmp / "eval.npz", input=rng.random((24, 1, 28, 28), dtype=np.float32), labels=rng.integers(0, 10, 24))
     np.savez(tmp / "calib.npz", input=rng.random((300, 1, 28, 28), dtype=np.float32))
-    (tmp / "ortonly.toml").write_text(ORT_ONLY)
+    profile = write_ort_only_profile(tmp)
     for tag, (draw, per_channel) in STUDIES.items():
         run_fidelity(FidelityOptions(
-            checkpoints=(str(model),), devices=(str(tmp / "ortonly.toml"),), out=tmp / tag, runs_dir=tmp / "runs",
+            checkpoints=(str(model),), devices=(str(profile),), out=tmp / tag, runs_dir=tmp / "runs",
             run_id=tag, calib_seed=draw, per_channel=per_channel, validate_budget_s=None, threads=1, timeout_s=300,
             data_path=tmp / "eval.npz", calib_data_path=tmp / "calib.npz"))
     return tmp
