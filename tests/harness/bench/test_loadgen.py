@@ -5,16 +5,7 @@ import pytest
 
 from harness.bench import loadgen
 from tests.fakes.backends import SleepSession
-
-
-class FakeClock:
-    """Nanoseconds that advance only when the fake session runs: the statistics never depend on the machine."""
-
-    def __init__(self) -> None:
-        self.now_ns = 0
-
-    def __call__(self) -> int:
-        return self.now_ns
+from tests.fakes.clock import FakeClock
 
 
 class ClockedSession:
@@ -24,7 +15,7 @@ class ClockedSession:
         self.clock, self.latencies_ns, self.calls = clock, latencies_ns, 0
 
     def run(self, feeds):
-        self.clock.now_ns += self.latencies_ns[self.calls % len(self.latencies_ns)]
+        self.clock.t += self.latencies_ns[self.calls % len(self.latencies_ns)]
         self.calls += 1
         return [np.zeros((len(feeds["x"]), 10), dtype=np.float32)]
 

@@ -7,16 +7,9 @@ import pytest
 
 from harness.bench import offline
 from harness.store.records import JobRecord
+from tests.fakes.clock import FakeClock
 
 MS = 1_000_000  # ns
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0
-
-    def __call__(self) -> int:
-        return self.t
 
 
 class LinearSession:

@@ -12,20 +12,11 @@ from harness.bench.outputs_cache import OutputsCache, OutputsKey
 from harness.bench.validation import resume_pass
 from harness.model.card import OutputCard
 from harness.scoring import score_outputs
+from tests.fakes.clock import FakeClock
 
 N, CLASSES = 10, 4
 KEY = OutputsKey("job", {"artifact": "aa", "threads": 2, "validate_batch": 2, "eval_samples": N})
 NAMES, AXES = ["logits"], [0]
-
-
-class FakeClock:
-    """Seconds that advance only when the session runs a batch."""
-
-    def __init__(self) -> None:
-        self.now_s = 0.0
-
-    def __call__(self) -> float:
-        return self.now_s
 
 
 class BatchSession:
@@ -37,7 +28,7 @@ class BatchSession:
 
     def run(self, feeds):
         x = feeds["x"]
-        self.clock.now_s += 1.0
+        self.clock.t += 1.0
         self.fed.append([int(v) for v in x[:, 0]])
         return [np.stack([np.sin(x[:, 0] * (k + 1)) for k in range(CLASSES)], axis=1).astype(np.float32)]
 

@@ -6,28 +6,21 @@ from types import SimpleNamespace
 import pytest
 
 from harness.bench.stages import StageTracker
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes.clock import FakeClock
 
 
 def test_stages_and_laps_add_up_to_the_seconds_each_took(tmp_path):
     clock = FakeClock()
     tracker = StageTracker(SimpleNamespace(stage_path=str(tmp_path / "stage")), clock=clock)
     with tracker.lap("compile"):
-        clock.now += 2.0
+        clock.t += 2.0
     tracker.enter("load")
-    clock.now += 0.5
+    clock.t += 0.5
     tracker.enter("validate")
-    clock.now += 3.0
+    clock.t += 3.0
     with tracker.lap("score"):
-        clock.now += 0.25
-    clock.now += 9.0  # after the last step: counted nowhere
+        clock.t += 0.25
+    clock.t += 9.0  # after the last step: counted nowhere
     assert tracker.seconds() == {"compile": 2.0, "load": 0.5, "validate": 3.0, "score": 0.25}
     assert (tmp_path / "stage").read_text() == "validate"
 

@@ -4,15 +4,7 @@ from __future__ import annotations
 import queue
 from pathlib import Path
 
-
-class FakeClock:
-    """A clock the test sets by hand (seconds)."""
-
-    def __init__(self, t: float = 0.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from tests.fakes.clock import FakeClock  # noqa: F401  (the power tests import it from here)
 
 
 def write(path: Path, value: object) -> None:
