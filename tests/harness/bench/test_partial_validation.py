@@ -146,7 +146,7 @@ def test_a_complete_file_from_before_prefixes_were_kept_is_served(tmp_path):
     assert (stored.samples, stored.complete, stored.runs[0]["run_id"]) == (N, True, "old")
 
 
-def test_a_resumed_pass_keeps_the_batches_of_a_fresh_one():
+def test_a_pass_resumed_off_a_batch_boundary_is_refused():
     session = BatchSession(FakeClock())
     with pytest.raises(ValueError, match="batch boundary"):
         loadgen.run_outputs(session, INPUTS, 4, start=2)
