@@ -2,9 +2,10 @@
 
 ONNX Runtime on the CPU (LiteRT for a ``.tflite`` checkpoint) runs the checkpoint at fp32 over the evaluation
 data in a worker child (JobSpec mode ``reference``) and saves an ``.npz`` with one array per output, keyed by
-output name. The file lives in the results folder's ``.cache/references/``, named by checkpoint and data hashes,
-runtime version and threads: a later run reuses it only for the same model on the same data through the same
-runtime (issue 18: warm runs). The runner decides when a reference is needed and builds its JobSpec.
+output name. The file lives in the results folder's ``.cache/references/``, named by the checkpoint's hash, the
+evaluation data's hash (harness.bench.runner.eval_digest: the calibration arrays are left out, so studies that
+differ only in the calibration draw share it), runtime version and threads: a later run reuses it only for the
+same model on the same evaluation data through the same runtime (issue 18: warm runs). The runner decides when a reference is needed and builds its JobSpec.
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def reference_runtime_tag(checkpoint: Checkpoint, options: BenchmarkOptions) -> 
 
 
 def reference_path(checkpoint: Checkpoint, options: BenchmarkOptions, store: RunStore, data_sha256: str) -> Path:
-    """Where this checkpoint's reference over this data, through this runtime, is cached (it may not exist yet)."""
+    """Where this checkpoint's reference over this evaluation data (``data_sha256``: runner.eval_digest), through
+    this runtime, is cached (it may not exist yet)."""
     return store.layout.reference_file(checkpoint.name, checkpoint.sha256, data_sha256,
                                        reference_runtime_tag(checkpoint, options))
 
