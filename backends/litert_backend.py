@@ -196,9 +196,11 @@ def _convert(exe: Path, model: ModelArtifact, config: CompileConfig, calibration
         if strict:
             # onnx2tf 2.x's direct INT8 builder: e.g. an ONNX Clip(0, 1) becomes RELU_0_TO_1, which it cannot
             # quantize (seen on Quant-Trim exports, whose input clamp is Clip(0, 1)).
+            op = strict.group(2)
+            origin = "; ONNX Clip(0, 1) becomes RELU_0_TO_1" if op == "RELU_0_TO_1" else ""
             raise UnsupportedRequest(
-                f"onnx2tf's full-INT8 quantizer cannot quantize TFLite op {strict.group(2)} (op #{strict.group(1)} "
-                "of the converted graph; ONNX Clip(0, 1) becomes RELU_0_TO_1); fp32 may still convert")
+                f"onnx2tf's full-INT8 quantizer cannot quantize TFLite op {op} (op #{strict.group(1)} "
+                f"of the converted graph{origin}); fp32 may still convert")
         from backends.rknn_backend import ops_named_in
 
         ops = ops_named_in(text, model.path)
