@@ -68,7 +68,7 @@ def main() -> int:
         rows = []
         for draw in cfg.calib_draws:
             for gran in cfg.granularities:
-                tag = f"{spec.name}-w{spec.width:g}-s{seed}-d{draw}-{gran}"
+                tag = pipeline.study_tag(spec, seed, draw, gran)
                 opts = pipeline.fidelity_options(cfg, ckpts, draw, gran, out, tag)
                 if layout == "per-study":
                     opts = dataclasses.replace(opts, runs_dir=out / "fidelity" / tag / "runs")

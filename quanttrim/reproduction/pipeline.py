@@ -83,6 +83,12 @@ def runs_dir(out: Path) -> Path:
     return out / "fidelity" / "runs"
 
 
+def study_tag(spec: ModelSpec, seed: int, draw: int, granularity: str) -> str:
+    """One study's name (its report folder, its runs' id prefix, its rows' ``study`` in rows.csv), e.g.
+    ``resnet20-w1-s0-d1-per_tensor``."""
+    return f"{spec.name}-w{spec.width:g}-s{seed}-d{draw}-{granularity}"
+
+
 def run(cfg: ReproductionConfig, out: Path, log: Callable[[str], None] = print) -> Path:
     """The whole study; rows (one per checkpoint × device × backend × precision × seed × draw × granularity)
     are appended to ``out/rows.csv`` as each study finishes, so an interrupted run keeps what it measured."""
@@ -95,7 +101,7 @@ def run(cfg: ReproductionConfig, out: Path, log: Callable[[str], None] = print) 
             paths = {r: train_and_export(cfg, spec, r, seed, out, log) for r in spec.recipes}
             for draw in cfg.calib_draws:
                 for gran in cfg.granularities:
-                    tag = f"{spec.name}-w{spec.width:g}-s{seed}-d{draw}-{gran}"
+                    tag = study_tag(spec, seed, draw, gran)
                     if tag in done:
                         continue
                     log(f"measuring {tag}")
