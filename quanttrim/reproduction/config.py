@@ -101,10 +101,12 @@ PRESETS: dict[str, ReproductionConfig] = {
         epochs=2, train_limit=10_000, eval_samples=1000, calib_draws=(0,), granularities=("per_tensor",),
         backends=QUICK_BACKENDS),
     # Paper Table 9: the ablation rows (FP32 baseline; fake-quant only; reverse pruning only at 95 %; fake-quant +
-    # 90 % / 99 % clipping), SGD 1e-3, each arm against the FP32 row. ResNet-20 stands in for ResNet-18.
+    # 90 % / 99 % clipping), SGD with momentum, each arm against the FP32 row. ResNet-20 stands in for ResNet-18.
+    # The paper's lr 1e-3 is for 50 CIFAR-10 epochs; 4 epochs of 10k images are ~1/60 of its steps, and at 1e-3 the
+    # FP32 row reached only 29-32 % top-1 after 2 epochs (measured), so the lr is raised to 5e-2 (FP32 80 % at 3).
     "ablation": ReproductionConfig(
-        name="ablation", models=(ModelSpec("resnet20", recipes=ABLATION_RECIPES),), epochs=2, train_limit=10_000,
-        eval_samples=1000, calib_draws=(0, 1)),
+        name="ablation", models=(ModelSpec("resnet20", recipes=ABLATION_RECIPES),), epochs=4, train_limit=10_000,
+        lr=5e-2, eval_samples=1000, calib_draws=(0, 1), granularities=("per_tensor",), backends=QUICK_BACKENDS),
     "full": ReproductionConfig(
         name="full", models=(ModelSpec("resnet20"), ModelSpec("mobilenetv2", width=0.5),
                              ModelSpec("vit_small", recipes=("map-vit", "quanttrim-vit"))),
