@@ -2,7 +2,7 @@
 
 * ``fidelity_scatter.png`` (paper Fig. 3's encoding: colour = device, marker = precision, filled = a real or
   simulated backend, unfilled = an emulated policy): per deployment, MAP's logit MSE (x) against Quant-Trim's (y),
-  mean over seeds × draws with ±1 std whiskers; below the diagonal Quant-Trim is closer to its FP32 reference.
+  mean over seeds × draws with ±1 std whiskers (cut at the panel's edge where mean − std ≤ 0); below the diagonal Quant-Trim is closer to its FP32 reference.
   The reproduction measures fidelity only (no timing, no power), so the axes are the two checkpoints' error,
   not the paper's FPS and watts.
 * ``deltas.png``: Quant-Trim − MAP logit MSE per deployment as a percentage of MAP's mean, with the paired 95 %
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 
 from harness.analysis.figures import save_figures
 from harness.analysis.figures.style import NoPlotData, _encoding_legend, _style, _title, device_colours, new_figure, \
@@ -37,6 +38,13 @@ def _panels(df: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 def _arm_label(arm: str) -> str:
     return "Quant-Trim" if arm == "quanttrim" else arm
+
+
+def _log_whisker(mean: float, std: float, floor: float) -> list[list[float]]:
+    """[[below], [above]] ±std whiskers for a log axis: a whisker reaching 0 or less (std ≥ mean, common for logit
+    MSE over seeds) is cut at ``floor`` (the panel's lower edge), since log(≤ 0) would draw it across the panel."""
+    std = float(np.nan_to_num(std))
+    return [[min(std, max(mean - floor, 0.0))], [std]]
 
 
 def fidelity_scatter_figure(cells: pd.DataFrame, metric: str = "logit_mse") -> Figure:
@@ -62,21 +70,25 @@ def fidelity_scatter_figure(cells: pd.DataFrame, metric: str = "logit_mse") -> F
     for ax, (model, gran, arm) in zip(axes, panels):
         _style(ax)
         sub = flat[(flat["model"] == model) & (flat["granularity"] == gran) & (flat["arm"] == arm)]
+        lo = float(min(sub["xm"].min(), sub["ym"].min())) / 2
+        hi = float(max(sub["xm"].max(), sub["ym"].max())) * 2
         for r in sub.itertuples(index=False):
             filled = r.backend != "emulated"
             fills.add(filled)
-            ax.errorbar(r.xm, r.ym, xerr=np.nan_to_num(r.xs), yerr=np.nan_to_num(r.ys), fmt=markers[r.precision],
-                        color=colours[r.device], markerfacecolor=colours[r.device] if filled else "none",
+            ax.errorbar(r.xm, r.ym, xerr=_log_whisker(r.xm, r.xs, lo), yerr=_log_whisker(r.ym, r.ys, lo),
+                        fmt=markers[r.precision], color=colours[r.device],
+                        markerfacecolor=colours[r.device] if filled else "none",
                         markersize=7, elinewidth=0.8, capsize=2, gid=f"cell|{arm}|{r.device}|{r.backend}|{r.precision}")
-        lo = float(min(sub["xm"].min(), sub["ym"].min())) / 2
-        hi = float(max(sub["xm"].max(), sub["ym"].max())) * 2
         ax.plot([lo, hi], [lo, hi], linestyle="--", color="#888888", linewidth=0.9, gid="diagonal")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):   # under a decade matplotlib labels the minor ticks too, overprinting
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_title(f"{model}, {gran.replace('_', '-')} request")
-        ax.set_xlabel(f"baseline (MAP) {metric.replace('_', ' ')}, mean ± std over seeds × draws")
+        baseline = "MAP" if arm == "quanttrim" else "the FP32 row"
+        ax.set_xlabel(f"baseline ({baseline}) {metric.replace('_', ' ')}, mean ± std over seeds × draws")
         ax.set_ylabel(f"{_arm_label(arm)} {metric.replace('_', ' ')}")
         ax.text(0.97, 0.03, f"below the diagonal: {_arm_label(arm)} closer to FP32", transform=ax.transAxes,
                 ha="right", va="bottom", fontsize=7, color="#555555")

@@ -204,9 +204,10 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 
 FIGURE_NOTE = ("fidelity_scatter: paper Fig. 3's encoding (colour = device, marker = precision, filled = real or "
-               "simulated backend, unfilled = emulated policy) with MAP's logit MSE on x and Quant-Trim's on y (mean "
-               "± std over seeds × draws; below the diagonal Quant-Trim is closer to its FP32 reference); the "
-               "reproduction measures fidelity only, not FPS or power. deltas: Quant-Trim − MAP as % of MAP's mean "
+               "simulated backend, unfilled = emulated policy) with the baseline's (MAP's, or the FP32 row's) logit "
+               "MSE on x and the arm's (Quant-Trim's) on y (mean ± std over seeds × draws, a whisker cut at the "
+               "panel's edge where mean − std ≤ 0; below the diagonal the arm is closer to its FP32 reference); the "
+               "reproduction measures fidelity only, not FPS or power. deltas: arm − baseline as % of the baseline's mean "
                "with the paired 95 % bootstrap CI. training: paper Fig. 8 (validation accuracy and loss per epoch per "
                "recipe; band = min–max over seeds).")
 

@@ -211,3 +211,13 @@ def test_a_model_the_preset_lacks_is_refused_naming_the_presets_that_have_it(tmp
 
     with pytest.raises(SystemExit, match="not in preset 'quick'.*presets with it: architectures"):
         main(["reproduce", "--preset", "quick", "--models", "mobilenetv2", "--out", str(tmp_path)])
+
+
+def test_a_whisker_wider_than_its_mean_stops_at_the_panel_edge_on_the_log_axes():
+    df = synthetic_rows({"map": 0.4, "qat-only": 0.2})
+    df.loc[(df["role"] == "map") & (df["seed"] == 1), "logit_mse"] = 4.0   # std > mean for the baseline
+    fig = fidelity_scatter_figure(cells(df))
+    ax = fig.axes[0]
+    lo = ax.get_xlim()[0]
+    segments = [seg for coll in ax.collections for seg in coll.get_segments()]
+    assert segments and min(float(p[0]) for seg in segments for p in seg) >= lo > 0
