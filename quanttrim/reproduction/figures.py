@@ -2,7 +2,8 @@
 
 * ``fidelity_scatter.png`` (paper Fig. 3's encoding: colour = device, marker = precision, filled = a real or
   simulated backend, unfilled = an emulated policy): per deployment, MAP's logit MSE (x) against Quant-Trim's (y),
-  mean over seeds × draws with ±1 std whiskers (cut at the panel's edge where mean − std ≤ 0); below the diagonal Quant-Trim is closer to its FP32 reference.
+  mean over seeds × draws with ±1 std whiskers (cut at the panel's edge where mean − std ≤ 0); below the diagonal
+  Quant-Trim is closer to its FP32 reference.
   The reproduction measures fidelity only (no timing, no power), so the axes are the two checkpoints' error,
   not the paper's FPS and watts.
 * ``deltas.png``: Quant-Trim − MAP logit MSE per deployment as a percentage of MAP's mean, with the paired 95 %
