@@ -15,6 +15,7 @@ import json
 import secrets
 import sys
 import time
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -223,8 +224,8 @@ class DaskLauncher:
                 with self.client.as_current():  # wait() uses the current client; ours is not the default
                     wait([f for f, _, _ in self._pending.values()], timeout=self.poll_s,
                          return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                pass
+            except (TimeoutError, CancelledError):
+                pass  # a future the scheduler cancelled (its worker died) is done: the next pass collects it
 
     @property
     def scattered_keys(self) -> list[str]:
@@ -313,6 +314,12 @@ class DaskLauncher:
     def _lost(self, launch: Launch, future: Any, exc: BaseException) -> dict[str, Any]:
         from distributed.scheduler import KilledWorker
 
+        if isinstance(exc, CancelledError):
+            # The scheduler drops a task whose last worker died ("already forgotten"): the job's outcome is unknown.
+            live = {d for w in list_workers(self.client, with_facts=False).values() for d in w.devices}
+            where = (f"no worker for device {launch.device} is connected any more" if launch.device not in live
+                     else f"the scheduler cancelled it ({exc})")
+            return {"status": "crashed", "error_message": f"{where}; the job's outcome is unknown"}
         if isinstance(exc, KilledWorker):
             last = getattr(getattr(exc, "last_worker", None), "address", "?")
             return {"status": "crashed", "error_message":
