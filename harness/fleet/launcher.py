@@ -316,9 +316,8 @@ class DaskLauncher:
 
         if isinstance(exc, CancelledError):
             # The scheduler drops a task whose last worker died ("already forgotten"): the job's outcome is unknown.
-            live = {d for w in list_workers(self.client, with_facts=False).values() for d in w.devices}
-            where = (f"no worker for device {launch.device} is connected any more" if launch.device not in live
-                     else f"the scheduler cancelled it ({exc})")
+            where = (f"no worker for device {launch.device} is connected any more"
+                     if launch.device not in self._live_devices() else f"the scheduler cancelled it ({exc})")
             return {"status": "crashed", "error_message": f"{where}; the job's outcome is unknown"}
         if isinstance(exc, KilledWorker):
             last = getattr(getattr(exc, "last_worker", None), "address", "?")
@@ -327,13 +326,17 @@ class DaskLauncher:
                     f"{launch.device} it was retried on ({exc.allowed_failures + 1} worker deaths)"}
         return {"status": "failed", "error_message": f"fleet task failed: {type(exc).__name__}: {exc}"[:2000]}
 
+    def _live_devices(self) -> set[str]:
+        """The devices that have a connected worker now."""
+        return {d for w in list_workers(self.client, with_facts=False).values() for d in w.devices}
+
     def _orphans(self) -> Iterator[Completed]:
         """Pending jobs of a device with no connected worker for orphan_grace_s become `crashed` records."""
         now = time.monotonic()
         if now - self._last_check < self.poll_s:
             return
         self._last_check = now
-        live = {d for w in list_workers(self.client, with_facts=False).values() for d in w.devices}
+        live = self._live_devices()
         for key, (future, launch, submitted) in list(self._pending.items()):
             if launch.device in live:
                 self._absent_since.pop(launch.device, None)
