@@ -102,6 +102,28 @@ def test_killing_a_worker_mid_run_loses_no_record(tmp_path, tiny_model, fleet):
     assert all(r["status"] == "ok" for d, r in by_device.items() if d != "fake_rk3588")
 
 
+def test_a_job_the_scheduler_cancels_after_its_last_worker_died_is_a_crashed_record(tmp_path, tiny_model, fleet):
+    """The once-flaky path made deterministic: the scheduler forgets the task of a dead board ("already
+    forgotten") before the orphan grace expires; distributed's wait() then raises on the cancelled future."""
+    fleet.add("fake_rk3588")
+    launcher = DaskLauncher(fleet.client, poll_s=0.2, orphan_grace_s=600.0, scatter_timeout_s=10.0)
+
+    def kill_then_forget():
+        fleet.kill(fleet.wait_processing("fake-slow"))
+        for future, _, _ in list(launcher._pending.values()):
+            future.cancel()   # what the scheduler's forgetting does to the coordinator's future
+
+    killer = threading.Thread(target=kill_then_forget)
+    killer.start()
+    profile = board_profile(tmp_path, "fake_rk3588", ("fake-slow",))
+    result = run_benchmark(run_options(tmp_path, tiny_model, (profile,), backend_options=(("fake_sleep_s", 30),)),
+                           launcher=launcher)
+    killer.join()
+    (record,) = _records(result.run_dir)
+    assert record["status"] == "crashed"
+    assert record["error_message"].startswith("no worker for device fake_rk3588 is connected any more")
+
+
 def test_a_job_whose_worker_dies_is_retried_on_another_worker_of_its_device(tmp_path, tiny_model, fleet):
     fleet.add("fake_rk3588", "rk-a")
     fleet.add("fake_rk3588", "rk-b")
