@@ -121,7 +121,8 @@ PRESET_NOTES: dict[str, str] = {
     "architectures": "its parts took ~2 h on 2 shared cores: MobileNetV2 5-14 min per training, ~4 min per study; "
                      "ViT ~6 min per training, ~10 min per study",
     "ablation": "~70 min on 2 shared cores (46 min as two processes, seeds 0,1 | 2): 15 trainings of 93-126 s, "
-                "6 studies of 5 checkpoints ~7-10 min each",
+                "6 studies of 5 checkpoints ~7-10 min each; --granularities per_channel on its checkpoints: 6 more "
+                "studies, 24 min as two processes (--draws 0 | 1)",
     "full": "not measured (days on 2 cores)",
 }
 
