@@ -57,7 +57,7 @@ def execute_spec(spec: JobSpec, timeout_s: float, log_path: Path,
         stale.unlink(missing_ok=True)
     job_file = result_path.with_suffix(".job.json")
     spec.write(job_file)
-    stage_path.write_text("compile")
+    stage_path.write_text("reference" if spec.mode == "reference" else "compile")
     env = worker_env()
     read_fd, write_fd = os.pipe()
     env[WATCHDOG_FD_ENV], env[RUNNER_PID_ENV] = str(read_fd), str(os.getpid())
@@ -90,10 +90,13 @@ def execute_spec(spec: JobSpec, timeout_s: float, log_path: Path,
         outcome = json.loads(result_path.read_text())
         outcome.update(extra)
         return outcome
-    tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
+    log = log_path.read_text(errors="replace") if log_path.exists() else ""
     why = f"killed by signal {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc} without a result"
+    # The log's last line leads: for a Python traceback it is the exception itself, which the tail may cut.
+    last = next((line.strip() for line in reversed(log.splitlines()) if line.strip()), "")
+    lead = f": {last[:300]}" if last else ""
     return {"status": "crashed", "failed_stage": stage, **extra,
-            "error_message": f"worker {why} during {stage}. Log tail: {tail}"}
+            "error_message": f"worker {why} during {stage}{lead}. Log tail: {log[-1500:]}"}
 
 
 def _read_stage(path: Path) -> str:

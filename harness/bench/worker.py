@@ -73,14 +73,21 @@ def run_reference(spec) -> dict[str, Any]:
     Saved as an .npz with one array per output (key = output name, the output's own layout). Runs through
     loadgen.run_outputs, the one evaluator.
     """
-    ckpt = job_model(spec)
-    data = _load_data(spec, ckpt)
-    session = reference_session(ckpt, pin_and_count_threads(spec))
     try:
-        outputs = loadgen.run_outputs(session, data.eval_inputs, spec.validate_batch, batch_axes=batch_axes(ckpt),
-                                      pad_last=ckpt.fixed_batch is not None)
-    finally:
-        session.close()
+        ckpt = job_model(spec)
+        data = _load_data(spec, ckpt)
+        session = reference_session(ckpt, pin_and_count_threads(spec))
+        try:
+            outputs = loadgen.run_outputs(session, data.eval_inputs, spec.validate_batch,
+                                          batch_axes=batch_axes(ckpt), pad_last=ckpt.fixed_batch is not None)
+        finally:
+            session.close()
+    except StageError as exc:
+        return {"status": exc.status, "failed_stage": "reference", "error_message": str(exc)}
+    except Exception as exc:  # the model does not run on this data in FP32: the runner says why on every job
+        return {"status": "failed", "failed_stage": "reference",
+                "error_message": f"{type(exc).__name__}: {exc}".strip()[:2000],
+                "traceback": traceback.format_exc(limit=8)[-4000:]}
     save_outputs(spec.reference_path, ckpt, outputs)
     return {"status": "ok", "reference_shapes": {t.name: list(o.shape) for t, o in zip(ckpt.outputs, outputs)},
             "reference_runtime": reference_runtime(ckpt)}

@@ -62,6 +62,33 @@ def test_a_crashing_job_becomes_a_record_and_the_run_goes_on(tmp_path, tiny_mode
     assert records["onnxruntime"].status == "ok"
 
 
+def _reshape_to_three_images(path: Path) -> Path:
+    """Input [N, 1, 28, 28] reshaped to a fixed [3, 784] then Gemm to 10 logits: ONNX Runtime refuses any other N at
+    run time (as a model with a hard-coded batch or resolution does on the user's data)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Reshape", ["input", "shape"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "W", "B"], ["logits"], transB=1)]
+    inits = [numpy_helper.from_array(np.array([3, 784], np.int64), "shape"),
+             numpy_helper.from_array(np.full((10, 784), 1e-3, np.float32), "W"),
+             numpy_helper.from_array(np.zeros(10, np.float32), "B")]
+    graph = helper.make_graph(nodes, "fixed3", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                              ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [3, 10])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def test_a_reference_that_fails_names_the_runtime_error_not_a_stage_it_never_reached(tmp_path):
+    model = _reshape_to_three_images(tmp_path / "fixed3.onnx")
+    record = run_benchmark(_options(tmp_path, model)).records[0]
+    assert record.status == "failed"
+    assert "reference could not be computed: " in record.error_message
+    assert "Reshape" in record.error_message and "during compile" not in record.error_message
+
+
 def test_a_hanging_job_times_out_in_its_stage(tmp_path, tiny_model):
     device = _device(tmp_path, ["fake-hang"])
     result = run_benchmark(_options(tmp_path, tiny_model, devices=(device,), backends=None, timeout_s=3))
