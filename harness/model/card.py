@@ -286,8 +286,9 @@ def graph_specs(checkpoint: Any) -> tuple[list[_Spec], list[_Spec]]:
 _PASS_THROUGH = {"Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Cast"}
 
 
-def softmax_outputs(model_path: Path | str) -> dict[str, int]:
-    """Graph outputs produced by a Softmax (possibly behind reshapes/transposes): {name: softmax axis}."""
+def final_ops(model_path: Path | str) -> dict[str, tuple[str, int | None]]:
+    """The op that makes each graph output, looking through reshapes/transposes: {name: (op_type, axis)}, the axis
+    for a Softmax/LogSoftmax (its ``axis`` attribute, default -1), else None."""
     import onnx
 
     try:
@@ -295,14 +296,17 @@ def softmax_outputs(model_path: Path | str) -> dict[str, int]:
     except Exception:
         return {}
     producer = {o: n for n in graph.node for o in n.output}
-    found: dict[str, int] = {}
+    found: dict[str, tuple[str, int | None]] = {}
     for out in graph.output:
         node = producer.get(out.name)
         while node is not None and node.op_type in _PASS_THROUGH and node.input:
             node = producer.get(node.input[0])
-        if node is not None and node.op_type == "Softmax":
-            axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
-            found[out.name] = int(axis)
+        if node is None:
+            continue
+        axis = None
+        if node.op_type == "Softmax":
+            axis = int(next((a.i for a in node.attribute if a.name == "axis"), -1))
+        found[out.name] = (node.op_type, axis)
     return found
 
 
@@ -341,18 +345,46 @@ def _sums_to_one(array: Any, axis: int) -> bool:
     return bool(np.allclose(a.sum(axis=axis), 1.0, atol=1e-3))
 
 
-def _infer_output(spec: _Spec, softmax_axis: int | None, reference: Any | None) -> tuple[OutputCard, str]:
+def _class_role(spec: _Spec, class_axis: int) -> tuple[str, str]:
+    """The role of a score distribution over ``class_axis`` by what else the output holds: one vector per image
+    (N, K) → probabilities; per position (N, T, K) → sequence; per pixel (N, K, H, W) → mask."""
+    rank = len(spec.shape)
+    axis = class_axis % rank if rank else 0
+    other = [d for i, d in enumerate(spec.shape) if i not in (0, axis)]
+    if all(d == 1 for d in other):
+        return "probabilities", "one score vector per image"
+    if rank == 3:
+        return "sequence", "one score vector per position (N, T, K): greedy decoding, no blank_index"
+    if rank == 4:
+        return "mask", "one score vector per pixel"
+    return "raw", f"{rank}-D scores, no role fits"
+
+
+def _infer_output(spec: _Spec, ending: tuple[str, int | None] | None, reference: Any | None,
+                  image_layout: str | None) -> tuple[OutputCard, str]:
+    op, softmax_axis = ending if ending else (None, None)
+    why = None
     if softmax_axis is not None:
-        return (OutputCard(spec.name, "probabilities", class_axis=softmax_axis),
-                f"output {spec.name}: probabilities (the graph ends in a Softmax over axis {softmax_axis})")
-    if reference is not None and _is_float(spec.dtype) and _sums_to_one(reference, -1):
-        return (OutputCard(spec.name, "probabilities"),
-                f"output {spec.name}: probabilities (its rows sum to 1 in the FP32 reference)")
+        why, class_axis = f"the graph ends in a Softmax over axis {softmax_axis}", softmax_axis
+    elif reference is not None and _is_float(spec.dtype) and _sums_to_one(reference, -1):
+        why, class_axis = "its rows sum to 1 in the FP32 reference", -1
+    if why is not None:
+        role, what = _class_role(spec, class_axis)
+        if role != "raw":
+            return (OutputCard(spec.name, role, class_axis=class_axis),
+                    f"output {spec.name}: {role} ({why}; {what})")
     if len(spec.shape) == 2 and _is_float(spec.dtype):
         return OutputCard(spec.name, "logits"), f"output {spec.name}: logits (a 2-D float output)"
-    return (OutputCard(spec.name, "raw"),
+    # A 4-D output of an image model keeps the input's layout: its channels are on axis 1 (NCHW) or -1 (NHWC).
+    channel_axis = {"NCHW": 1, "NHWC": -1}.get(image_layout or "") if len(spec.shape) == 4 else None
+    if channel_axis is not None and op == "Sigmoid" and spec.shape[channel_axis] == 1:
+        return (OutputCard(spec.name, "mask", class_axis=channel_axis),
+                f"output {spec.name}: mask (a one-channel Sigmoid map: binary, > 0.5; channel axis "
+                f"{channel_axis} as the input's {image_layout})")
+    where = f"; channel axis {channel_axis} as the input's {image_layout}" if channel_axis is not None else ""
+    return (OutputCard(spec.name, "raw", class_axis=channel_axis if channel_axis is not None else -1),
             f"output {spec.name} {list(spec.shape)}: raw (no role inferred; scored by SNR/MSE/cosine only — "
-            f"set its role in a card)")
+            f"set its role in a card{where})")
 
 
 def infer_card(checkpoint: Any, reference_outputs: Mapping[str, Any] | Sequence[Any] | None = None) -> ModelCard:
@@ -363,7 +395,7 @@ def infer_card(checkpoint: Any, reference_outputs: Mapping[str, Any] | Sequence[
     """
     inputs, outputs = graph_specs(checkpoint)
     fmt = getattr(checkpoint, "format", "onnx")
-    soft = softmax_outputs(checkpoint.path) if fmt == "onnx" else {}
+    endings = final_ops(checkpoint.path) if fmt == "onnx" else {}
     if reference_outputs is not None and not isinstance(reference_outputs, Mapping):
         reference_outputs = {o.name: r for o, r in zip(outputs, reference_outputs)}
     notes: list[str] = []
@@ -372,9 +404,10 @@ def infer_card(checkpoint: Any, reference_outputs: Mapping[str, Any] | Sequence[
         card, note = _infer_input(spec)
         in_cards.append(card)
         notes.append(note)
+    image_layout = next((c.layout for c in in_cards if c.layout in ("NCHW", "NHWC")), None)
     for spec in outputs:
         ref = (reference_outputs or {}).get(spec.name)
-        card, note = _infer_output(spec, soft.get(spec.name), ref)
+        card, note = _infer_output(spec, endings.get(spec.name), ref, image_layout)
         out_cards.append(card)
         notes.append(note)
     return ModelCard(tuple(in_cards), tuple(out_cards), tuple(notes), "inferred")

@@ -19,11 +19,11 @@ class _Model:
         self.path, self.format = path, "onnx"
 
 
-def _graph(path: Path, outputs: list[tuple[str, list, str]], in_shape: list) -> Path:
-    """Input "x"; each output is Identity / Softmax / Relu of x (op given), shapes as declared."""
+def _graph(path: Path, outputs: list[tuple[str, list, str]], in_shape: list, softmax_axis: int = 1) -> Path:
+    """Input "x"; each output is Identity / Softmax / Relu / Sigmoid of x (op given), shapes as declared."""
     nodes, outs = [], []
     for name, shape, op in outputs:
-        attrs = {"axis": 1} if op == "Softmax" else {}
+        attrs = {"axis": softmax_axis} if op == "Softmax" else {}
         nodes.append(helper.make_node(op, ["x"], [name], **attrs))
         outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)], outs)
@@ -45,10 +45,46 @@ def test_final_softmax_is_probabilities_over_its_axis(tmp_path):
 
 
 def test_rows_summing_to_one_in_the_reference_are_probabilities(tmp_path):
+    model = _Model(_graph(tmp_path / "r.onnx", [("p", ["N", 3], "Identity")], ["N", 3]))
+    ref = np.full((2, 3), 1 / 3, dtype=np.float32)
+    assert infer_card(model, [ref]).outputs[0].role == "probabilities"
+
+
+def test_per_position_rows_summing_to_one_are_a_sequence(tmp_path):
     model = _Model(_graph(tmp_path / "r.onnx", [("p", ["N", 4, 3], "Identity")], ["N", 4, 3]))
     ref = np.full((2, 4, 3), 1 / 3, dtype=np.float32)
     assert infer_card(model).outputs[0].role == "raw"
-    assert infer_card(model, [ref]).outputs[0].role == "probabilities"
+    assert (infer_card(model, [ref]).outputs[0].role, infer_card(model, [ref]).outputs[0].class_axis) == \
+        ("sequence", -1)
+
+
+def test_a_softmax_per_position_is_a_sequence_over_its_axis(tmp_path):
+    # A text recognizer's (N, T, K) Softmax output (PaddleOCR's rec model): one distribution per position.
+    card = infer_card(_Model(_graph(tmp_path / "t.onnx", [("p", ["N", 40, 6625], "Softmax")], ["N", 40, 6625],
+                                    softmax_axis=2)))
+    assert (card.outputs[0].role, card.outputs[0].class_axis) == ("sequence", 2)
+
+
+def test_a_softmax_over_channels_of_a_map_is_a_mask(tmp_path):
+    card = infer_card(_Model(_graph(tmp_path / "m.onnx", [("p", ["N", 3, 8, 8], "Softmax")], ["N", 3, 8, 8])))
+    assert (card.outputs[0].role, card.outputs[0].class_axis) == ("mask", 1)
+
+
+def test_a_singleton_softmax_axis_is_still_one_vector_per_image(tmp_path):
+    card = infer_card(_Model(_graph(tmp_path / "v.onnx", [("p", ["N", 1, 5], "Softmax")], ["N", 1, 5],
+                                    softmax_axis=2)))
+    assert card.outputs[0].role == "probabilities"
+
+
+def test_a_one_channel_sigmoid_map_of_an_nchw_model_is_a_binary_mask_on_axis_1(tmp_path):
+    # A text detector's probability map (PaddleOCR det: [N, 1, H, W] behind a Sigmoid).
+    card = infer_card(_Model(_graph(tmp_path / "d.onnx", [("y", ["N", 1, "H", "W"], "Sigmoid")], ["N", 3, "H", "W"])))
+    assert (card.outputs[0].role, card.outputs[0].class_axis) == ("mask", 1)
+
+
+def test_a_raw_4d_output_of_an_nchw_model_has_its_channels_on_axis_1(tmp_path):
+    card = infer_card(_Model(_graph(tmp_path / "f.onnx", [("y", ["N", 3, 16, 16], "Relu")], ["N", 3, 16, 16])))
+    assert (card.outputs[0].role, card.outputs[0].class_axis) == ("raw", 1)
 
 
 def test_dynamic_height_width_leave_size_open(tmp_path):
