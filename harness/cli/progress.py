@@ -94,6 +94,15 @@ def primary_mse(r: JobRecord) -> float | None:
     return None
 
 
+def worst_output_snr(r: JobRecord) -> tuple[str | None, float | None]:
+    """(output name, SNR dB) of the record's worst-scored output: the table's SNR is the primary output's, but a
+    multi-output model (a detector's box and score heads) can break on another one."""
+    scored = [(o.get("name"), o["snr_db"]) for o in (r.outputs or ()) if o.get("snr_db") is not None]
+    if not scored:
+        return None, r.snr_db
+    return min(scored, key=lambda pair: pair[1])
+
+
 def summary_columns(letters: dict[str, str], labels: dict[str, str], notes: Footnotes, many_devices: bool,
                     any_power: bool = True) -> list[Column]:
     """The summary's columns, most important with the highest priority (dropped last on narrow terminals)."""
@@ -198,10 +207,11 @@ def render_summary(records: Sequence[JobRecord], run_id: str, run_dir: Path, con
         console.print(line)
     for line in left_out_lines(left_out):
         console.print(line)
-    broken = [r.job_id for r in ok if r.snr_db is not None and r.snr_db <= 0.0]
+    broken = [f"{r.job_id} ({name}: {snr:.3g} dB)" if len(r.outputs or ()) > 1 else r.job_id
+              for r in ok for name, snr in [worst_output_snr(r)] if snr is not None and snr <= 0.0]
     if broken:  # ok means "ran and was scored"; an SNR at or below 0 dB means the output is no better than silence
-        console.print(f"[yellow]warning:[/] {len(broken)} ok job(s) score at or below 0 dB SNR against FP32 (their "
-                      "outputs are no closer to the reference than zeros; see `compare --outputs`): "
+        console.print(f"[yellow]warning:[/] {len(broken)} ok job(s) score at or below 0 dB SNR against FP32 on an "
+                      "output (no closer to the reference than zeros; see `compare --outputs`): "
                       + escape(", ".join(broken)))
     if busy_jobs:
         console.print(f"[yellow]warning:[/] other processes were using the CPUs during {busy_jobs} of "

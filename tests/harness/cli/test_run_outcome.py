@@ -42,6 +42,25 @@ def test_ok_jobs_at_or_below_0_db_are_called_out(tmp_path):
     assert "1 ok job(s) score at or below 0 dB" in text and "det__fp16" in text
 
 
+def test_a_second_output_at_or_below_0_db_is_called_out_by_name(tmp_path):
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from harness.cli.progress import render_summary
+    from harness.store.records import JobRecord
+
+    # A layout detector: the primary output scores 4.84 dB, its box head -3.76 dB (OpenVINO INT8, seen on a user's
+    # model): the table shows the primary, the warning must not miss the other.
+    outputs = ({"name": "scores", "snr_db": 4.84}, {"name": "boxes", "snr_db": -3.76})
+    record = JobRecord(run_id="r", job_id="layout__int8", device="cpu", backend="openvino", precision="int8",
+                       checkpoint="layout", status="ok", snr_db=4.84, outputs=outputs)
+    console = Console(width=400, record=True)
+    render_summary([record], "r", Path(tmp_path), console)
+    text = console.export_text()
+    assert "1 ok job(s) score at or below 0 dB" in text and "layout__int8 (boxes: -3.76 dB)" in text
+
+
 def test_a_note_with_a_semicolon_in_parentheses_stays_one_footnote():
     from harness.cli.progress import _top_level_parts
 
