@@ -18,6 +18,32 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 
+def constants_as_initializers(model: Any) -> int:
+    """Move the top-level graph's tensor-valued ``Constant`` nodes into initializers of the same name, in place;
+    returns how many moved. Some exporters (PaddlePaddle's paddle2onnx) store every weight as a Constant node,
+    and tools that look for weights among the initializers (ORT's dynamic quantizer: "Expected ... to be an
+    initializer"; parameter counts; weight statistics) then find none. The graph computes the same values."""
+    import onnx
+
+    if model.ir_version < 4:   # initializers must also be graph inputs before IR 4: leave such graphs alone
+        return 0
+    kept, moved = [], 0
+    for node in model.graph.node:
+        value = [a for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR]
+        if node.op_type == "Constant" and not node.domain and len(node.attribute) == 1 and value:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(value[0].t)
+            tensor.name = node.output[0]
+            model.graph.initializer.append(tensor)
+            moved += 1
+        else:
+            kept.append(node)
+    if moved:
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+    return moved
+
+
 def static_shape_copy(src: Path | str, dst: Path | str, shapes: Mapping[str, Sequence[int]] | None = None,
                       batch: int = 1) -> Path:
     """Write ``src`` with static shapes: inputs named in ``shapes`` get those shapes, every other graph input's

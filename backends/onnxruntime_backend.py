@@ -159,7 +159,7 @@ class OnnxRuntimeBackend(Backend):
                 return dst.name, _convert_fp16(Path(model.path), dst)
             src, facts = per_channel_source(Path(model.path), out_dir, config.per_channel)
             if config.precision == "int8-dynamic":
-                _quantize_dynamic(src, dst, config)
+                _quantize_dynamic(src, dst, config, out_dir)
             elif config.precision == "int8":
                 quantize_static_qdq(model, dst, config, calibration, meta["calibration_method"], out_dir,
                                     opts.percentile, src)
@@ -205,8 +205,18 @@ def per_channel_source(src: Path, out_dir: Path, per_channel: bool) -> tuple[Pat
                          "per-channel INT8 (per-axis DequantizeLinear)")
 
 
-def _quantize_dynamic(src: Path, dst: Path, config: CompileConfig) -> None:
+def _quantize_dynamic(src: Path, dst: Path, config: CompileConfig, out_dir: Path) -> None:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from backends.onnx_graph import constants_as_initializers
+
+    # ORT's dynamic quantizer finds weights only among initializers: a graph holding them as Constant nodes is
+    # quantized from a copy that holds them as initializers (same values).
+    model = onnx.load(str(src))
+    if constants_as_initializers(model):
+        src = Path(out_dir) / "constants-as-initializers.onnx"
+        onnx.save(model, str(src))
 
     # Signed weights hit ORT's slow ConvInteger kernels on x86 (6.8 ms vs 1.07 ms): unsigned weights.
     quantize_dynamic(str(src), str(dst), per_channel=config.per_channel, weight_type=QuantType.QUInt8)

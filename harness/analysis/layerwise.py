@@ -144,6 +144,10 @@ def analyze_onnx_pair(fp32_path: Path, compiled_path: Path, images: np.ndarray, 
     fp32 = onnx.load(str(fp32_path))
     compiled = onnx.load(str(compiled_path))
     from backends.emulated_backend import name_nodes
+    from backends.onnx_graph import constants_as_initializers
+
+    for graph in (fp32, compiled):   # weights stored as Constant nodes are weights, not layers (paddle2onnx)
+        constants_as_initializers(graph)
 
     name_nodes(fp32)
     tmap = map_tensors(fp32, compiled)

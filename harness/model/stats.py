@@ -32,7 +32,13 @@ def model_stats(path: Path | str, input_shapes: Mapping[str, tuple[int, ...]],
         return ModelStats(None, None, f"onnx-tool is not installed ({exc}); pip install onnx-tool")
     dtypes = dict(input_dtypes or {})
     try:
-        model = onnx_tool.Model(str(path))
+        import onnx
+
+        from backends.onnx_graph import constants_as_initializers
+
+        proto = onnx.load(str(path))
+        constants_as_initializers(proto)   # weights stored as Constant nodes are weights too
+        model = onnx_tool.Model(proto)
         model.graph.shape_infer({name: np.zeros(shape, dtype=dtypes.get(name, "float32"))
                                  for name, shape in input_shapes.items()})
         model.graph.profile()

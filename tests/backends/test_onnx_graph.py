@@ -26,3 +26,20 @@ def test_coverage_share_counts_nodes_on_both_sides():
 
 def test_coverage_of_nothing_has_no_share():
     assert op_coverage({}, {})["npu_op_share"] is None
+
+
+def test_constant_node_weights_become_initializers_computing_the_same(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from backends.onnx_graph import constants_as_initializers
+
+    path = tiny_cnn(tmp_path / "c.onnx", weights_as_constants=True).path
+    model = onnx.load(str(path))
+    assert constants_as_initializers(model) == 6
+    assert not [n for n in model.graph.node if n.op_type == "Constant"]
+    assert sorted(i.name for i in model.graph.initializer) == ["B1", "B2", "Bf", "W1", "W2", "Wf"]
+    onnx.save(model, str(tmp_path / "i.onnx"))
+    x = np.random.default_rng(1).random((2, 1, 28, 28), dtype=np.float32)
+    before, after = (ort.InferenceSession(str(p)).run(None, {"input": x})[0] for p in (path, tmp_path / "i.onnx"))
+    np.testing.assert_array_equal(before, after)

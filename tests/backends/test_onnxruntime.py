@@ -115,3 +115,15 @@ def test_learned_calibration_leaves_the_network_output_calibrated_from_data(back
     # ORT renames the quantized graph output's input to logits_QuantizeLinear_Input; its scale is logits_scale
     q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[1] == "logits_scale")
     assert float(inits[q.input[1]]) > 10 * 0.02 / 255  # far wider than the table's ±0.01
+
+
+def test_dynamic_int8_quantizes_weights_stored_as_constant_nodes(backend, images, tmp_path):
+    # paddle2onnx stores every weight as a Constant node; ORT's dynamic quantizer raised "Expected W1 to be an
+    # initializer" on such a graph (PaddleOCR's text detector).
+    from tests.backends.tiny_onnx import tiny_cnn
+
+    model = tiny_cnn(tmp_path / "paddle_like.onnx", weights_as_constants=True)
+    compiled = backend.compile(model, load_device("cpu"), CompileConfig("int8-dynamic"), None, tmp_path / "work")
+    fp32 = backend.compile(model, load_device("cpu"), CompileConfig("fp32"), None, tmp_path / "work")
+    snr = metrics.snr_db(_outputs(backend, compiled, images[:8]), _outputs(backend, fp32, images[:8]))
+    assert snr > 20.0

@@ -12,9 +12,10 @@ BUNDLED = ("resnet20-fmnist-map.onnx", "resnet20-fmnist-quanttrim.onnx")
 
 
 def tiny_cnn(path: Path, ir_version: int = 8, opset: int = 17, batch: int | str = "N",
-             input_clip: tuple[float, float] | None = None) -> ModelArtifact:
+             input_clip: tuple[float, float] | None = None, weights_as_constants: bool = False) -> ModelArtifact:
     """Conv-ReLU-Conv(stride 2)-ReLU-GAP-Gemm on [N, 1, 28, 28] -> [N, 10], fixed random weights; ``input_clip``
-    puts a Clip(lo, hi) on the input first (as the Quant-Trim export's input clamp)."""
+    puts a Clip(lo, hi) on the input first (as the Quant-Trim export's input clamp); ``weights_as_constants``
+    stores every weight as a Constant node (paddle2onnx's export)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -45,6 +46,12 @@ def tiny_cnn(path: Path, ir_version: int = 8, opset: int = 17, batch: int | str 
         [init("W1", (8, 1, 3, 3), 0.3), init("B1", (8,), 0.1), init("W2", (8, 8, 3, 3), 0.2),
          init("B2", (8,), 0.1), init("Wf", (10, 8), 0.3), init("Bf", (10,), 0.1), *extra],
     )
+    if weights_as_constants:   # as paddle2onnx exports: every weight a Constant node, no initializer
+        consts = [helper.make_node("Constant", [], [t.name], value=t) for t in graph.initializer]
+        del graph.initializer[:]
+        nodes_now = list(graph.node)
+        del graph.node[:]
+        graph.node.extend(consts + nodes_now)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
     onnx.save(model, str(path))
     return artifact(path)

@@ -29,3 +29,12 @@ def test_size_of_a_folder_counts_every_file(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b").write_bytes(b"x" * 500)
     assert size_mb(tmp_path) == 1500 / 1e6
+
+
+def test_weights_stored_as_constant_nodes_are_counted_as_params(tmp_path):
+    from tests.backends.tiny_onnx import tiny_cnn
+
+    as_initializers = model_stats(tiny_cnn(tmp_path / "i.onnx").path, {"input": (1, 1, 28, 28)})
+    as_constants = model_stats(tiny_cnn(tmp_path / "c.onnx", weights_as_constants=True).path,
+                               {"input": (1, 1, 28, 28)})
+    assert as_constants.params == as_initializers.params > 0
