@@ -155,6 +155,8 @@ def distributions_figure(checkpoints: Sequence[CheckpointSpec], activations: boo
     """Log-scale histograms per layer group of weights (top row) and activations (bottom row)."""
     import onnx
 
+    from backends.onnx_graph import constants_as_initializers
+
     if not checkpoints:
         raise NoPlotData("no checkpoint files to read weights from (pass --checkpoints or a run whose manifest "
                          "lists existing .onnx paths)")
@@ -162,7 +164,9 @@ def distributions_figure(checkpoints: Sequence[CheckpointSpec], activations: boo
     for spec in checkpoints:
         if not spec.path.is_file():
             raise NoPlotData(f"checkpoint {spec.path} does not exist")
-        loaded.append((spec, onnx.load(str(spec.path))))
+        model = onnx.load(str(spec.path))
+        constants_as_initializers(model)   # weights stored as Constant nodes (paddle2onnx) are weights too
+        loaded.append((spec, model))
     weights = {spec.label: _weight_tensors(m) for spec, m in loaded}
     ref_names = [n for n, _ in weights[loaded[0][0].label]]
     # each checkpoint's own names -> groups (exports of one architecture differ only in names)

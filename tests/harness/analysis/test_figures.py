@@ -239,3 +239,11 @@ def test_distributions_default_to_one_model_pair_from_the_manifest(tmp_path):
     write_run(tmp_path / "res", "r", RUN_A[:1], man)
     specs = plots.checkpoints_from_store(load_store(tmp_path / "res"))
     assert [s.path.name for s in specs] == ["net-map.onnx", "net-quanttrim.onnx"]
+
+
+def test_weights_stored_as_constant_nodes_are_plotted(tmp_path):
+    from tests.backends.tiny_onnx import tiny_cnn as constant_weight_cnn
+
+    spec = plots.checkpoint_spec(constant_weight_cnn(tmp_path / "paddle-like.onnx", weights_as_constants=True).path)
+    fig = plots.distributions_figure([spec], activations=False)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title().startswith("weights")]
