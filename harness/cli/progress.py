@@ -66,6 +66,8 @@ def _notes(r: JobRecord) -> list[str]:
     stand_in = timing_origin(r.to_dict()) == "stand-in"
     notes = [n.strip() for n in _top_level_parts(r.timing_note or "") if n.strip()
              and not (stand_in and "is not this host" in n)]  # said below, with the machine's name
+    if r.top1 is None:   # why the label metrics are empty, when the data had labels that did not fit
+        notes += [n for n in (r.scoring_notes or ()) if "label metrics empty" in n]
     if r.extra.get("validation_note"):
         notes.append(str(r.extra["validation_note"]))
     if r.extra.get("validation_reused"):

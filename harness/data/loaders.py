@@ -182,7 +182,15 @@ def _array_input(array: np.ndarray, spec: Any, icard: Any, source: str) -> tuple
         raise DataError(f"{source}: the array for input {spec.name} has shape {list(a.shape)} but the model takes "
                         f"{list(shape)} (N first); preprocess it to that shape, or pass uint8 pixels to be "
                         f"preprocessed by the model card")
-    return np.ascontiguousarray(a.astype(icard.dtype, copy=False)), None
+    if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+        nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+        raise DataError(f"{source}: the array for input {spec.name} holds {nan} NaN and {inf} Inf of {a.size} values; "
+                        "every input value must be finite (fix the data's preprocessing)")
+    note = None
+    if icard.layout != "other":   # an image input: say the card's resize/scale/mean were not applied
+        note = (f"{spec.name}: {a.dtype} array fed as it is, cast to {icard.dtype} (the model card's size, colour, "
+                "scale and mean/std apply to images and uint8 pixels only)")
+    return np.ascontiguousarray(a.astype(icard.dtype, copy=False)), note
 
 
 # ------------------------------------------------------------------------------------------------

@@ -327,4 +327,6 @@ def check_feedable(ckpt: Checkpoint, image_shape: tuple[int, ...], data_source: 
     try:
         ckpt.with_data_shapes({ckpt.input_name: image_shape})
     except CheckpointError as exc:
-        raise CheckpointError(f"{exc} (evaluation data: {data_source})") from None
+        # The usual cause is running without --data: the built-in default is 1x28x28 Fashion-MNIST.
+        raise CheckpointError(f"{exc} (evaluation data: {data_source}); to feed your own: --data DIR (a folder of "
+                              "images, resized and converted as the model card says) or --data FILE.npz") from None

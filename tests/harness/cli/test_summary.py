@@ -173,3 +173,13 @@ def test_the_mse_column_falls_back_from_logit_to_probability_to_element_wise_mse
     assert primary_mse(_rec("j", "cnn", "onnxruntime", "int8", logit_mse=0.5, output_mse=9.0)) == 0.5
     assert primary_mse(_rec("j", "cls", "onnxruntime", "int8", probability_mse=0.02, output_mse=9.0)) == 0.02
     assert primary_mse(_rec("j", "det", "onnxruntime", "int8", output_mse=0.0495)) == 0.0495
+
+
+def test_labels_that_do_not_fit_the_model_give_the_reason_as_a_footnote():
+    import io
+
+    note = "labels span 0..2 but the output has 2 classes: label metrics empty (do the data's class folders match?)"
+    record = _rec("cls__fp32", "cls", "onnxruntime", "fp32", scoring_notes=[note], top1_agreement=1.0)
+    buf = io.StringIO()
+    render_summary([record], "run-x", Path("results/run-x"), Console(file=buf, width=300, color_system=None))
+    assert "labels span 0..2 but the output has 2 classes" in buf.getvalue()

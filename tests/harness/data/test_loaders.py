@@ -109,6 +109,20 @@ def test_npy_of_the_wrong_shape_names_both_shapes(tmp_path):
         load_data(tmp_path / "d.npy", _model(tmp_path, {"x": ["N", 3, 4, 6]}), _card())
 
 
+def test_an_input_array_with_nan_is_refused_as_data_not_blamed_on_the_model(tmp_path):
+    x = np.zeros((2, 3, 4, 6), np.float32)
+    x[1, 0, 0, 0] = np.nan
+    np.save(tmp_path / "d.npy", x)
+    with pytest.raises(DataError, match=r"input x holds 1 NaN and 0 Inf of 144 values"):
+        load_data(tmp_path / "d.npy", _model(tmp_path, {"x": ["N", 3, 4, 6]}), _card())
+
+
+def test_a_float_array_for_an_image_input_says_the_card_was_not_applied(tmp_path):
+    np.save(tmp_path / "d.npy", np.zeros((2, 3, 4, 6), np.float32))
+    ds = load_data(tmp_path / "d.npy", _model(tmp_path, {"x": ["N", 3, 4, 6]}), _card())
+    assert any("fed as it is" in n and "apply to images and uint8 pixels only" in n for n in ds.notes)
+
+
 def test_npz_with_unknown_names_lists_what_was_expected(tmp_path):
     np.savez(tmp_path / "d.npz", pixels=np.zeros((2, 3)))
     with pytest.raises(DataError, match="expected one per model input \\(x\\) or one named `images`"):

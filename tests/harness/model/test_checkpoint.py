@@ -85,6 +85,12 @@ def test_demo_data_refuses_a_two_input_model_naming_its_inputs(tmp_path):
         check_feedable(ckpt, (1, 28, 28), "Fashion-MNIST")
 
 
+def test_demo_data_that_does_not_fit_the_model_points_to_the_data_flag(tmp_path):
+    ckpt = load_checkpoint(m.dynamic_hw_classifier(tmp_path / "dyn.onnx"))   # takes 2 channels
+    with pytest.raises(CheckpointError, match=r"\(evaluation data: Fashion-MNIST\); to feed your own: --data DIR"):
+        check_feedable(ckpt, (1, 28, 28), "Fashion-MNIST")
+
+
 def test_tflite_checkpoint_lists_its_inputs_and_outputs_from_the_interpreter(tmp_path):
     pytest.importorskip("ai_edge_litert", reason="reading .tflite checkpoints needs ai-edge-litert")
     from tests.harness.model import tflite_models
