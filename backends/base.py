@@ -40,7 +40,8 @@ class BackendUnavailable(UnsupportedRequest):
 
 @dataclass(frozen=True)
 class Availability:
-    """Whether a backend can run here; when not, why and how to fix it."""
+    """Whether a backend can run here; when not, why and how to fix it (``reason`` of an available backend: what
+    it cannot do yet here, e.g. LiteRT without its ONNX converter)."""
 
     available: bool
     reason: str = ""
@@ -50,6 +51,9 @@ class Availability:
     def explain(self) -> str:
         if self.available:
             return f"available (version {self.version})" if self.version else "available"
+        command, _, detail = self.install_hint.partition(" (")
+        if self.install_hint and command in self.reason:   # the reason already says the command: not twice
+            return f"{self.reason} ({detail}" if detail else self.reason
         hint = f"; fix: {self.install_hint}" if self.install_hint else ""
         return f"{self.reason}{hint}"
 

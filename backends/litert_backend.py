@@ -88,7 +88,9 @@ class LiteRtBackend(Backend):
             version = metadata.version("ai-edge-litert")
         except metadata.PackageNotFoundError:
             version = None
-        return Availability(True, version=version)
+        exe, why, fix = converter_status()
+        limit = "" if exe is not None else f"runs .tflite models only: {why}; fix: {fix}"
+        return Availability(True, reason=limit, version=version)
 
     def capabilities(self) -> Capabilities:
         return Capabilities(

@@ -225,7 +225,8 @@ def cmd_backends(args: argparse.Namespace) -> int:
         precisions = ", ".join(probe.capabilities.precisions) if probe.capabilities else ""
         table.add_row(name, "yes" if ok else "no", (avail.version if avail else None) or "", precisions,
                       ", ".join(backends.get_backend(name).Options.keys()),
-                      "" if ok else escape(avail.explain() if avail and not avail.available else probe.refusal))
+                      escape(avail.reason if avail else "") if ok else
+                      escape(avail.explain() if avail and not avail.available else probe.refusal))
     make_console().print(table)
     return EXIT_OK
 

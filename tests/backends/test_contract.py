@@ -103,3 +103,13 @@ def test_int8_outputs_get_every_fidelity_metric(name, model, data, tmp_path):
     metrics = classification_fidelity(out, ref, labels)
     assert set(metrics) == {"top1", "top5", "top1_agreement", "logit_mse", "snr_db", "ece", "brier"}
     assert all(math.isfinite(v) for v in metrics.values()), metrics
+
+
+def test_an_unavailable_backend_whose_reason_names_the_command_does_not_repeat_it():
+    from backends.base import Availability
+
+    command = "python -m harness env setup tpu-mlir"
+    avail = Availability(False, f"environment /x does not exist; create it: {command}",
+                         f"{command} (Python 3.10; several GB: torch)")
+    assert avail.explain() == f"environment /x does not exist; create it: {command} (Python 3.10; several GB: torch)"
+    assert Availability(False, "no SDK", "pip install sdk").explain() == "no SDK; fix: pip install sdk"

@@ -139,3 +139,12 @@ def test_fp16_is_served_from_the_fp32_conversion_without_converting_again(setup)
     fp16 = backend.compile(model, device, CompileConfig("fp16"), None, tmp / "shared")
     assert fp16.path.name == "model_float16.tflite" and fp16.metadata["cached"] is True
     assert fp16.metadata["converted_with"] == "fp32"
+
+
+def test_available_without_the_converter_says_it_runs_tflite_only_and_how_to_convert(tmp_path, monkeypatch):
+    pytest.importorskip("ai_edge_litert", reason=AVAIL.explain())
+    monkeypatch.setenv(ENV_ROOT_VARIABLE, str(tmp_path / "envs"))
+    monkeypatch.setattr("backends.environments.find_python", lambda spec: "/usr/bin/python3.12")
+    avail = LiteRtBackend.availability()
+    assert avail.available
+    assert avail.reason.startswith("runs .tflite models only:") and "env setup litert-converter" in avail.reason
