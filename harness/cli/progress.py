@@ -159,7 +159,9 @@ def not_run_lines(records: Sequence[JobRecord], letters: dict[str, str]) -> list
             groups[(r.status, reason)].append(r)
     lines = []
     for (status, reason), rs in groups.items():
-        what = sorted({f"{r.backend} {r.precision}" for r in rs})
+        # A calibration method (or granularity) is named only where the run asked for several of it.
+        what = sorted({f"{r.backend} {r.precision}" + "".join(f" {v}" for v in _distinct_parts(r, records))
+                       for r in rs})
         shown = ", ".join(what[:4]) + (f", +{len(what) - 4} more" if len(what) > 4 else "")
         stage = {r.failed_stage for r in rs if r.failed_stage and r.failed_stage != "plan"}
         where = f" at {'/'.join(sorted(stage))}" if stage else ""
@@ -167,6 +169,16 @@ def not_run_lines(records: Sequence[JobRecord], letters: dict[str, str]) -> list
         lines.append(f"[{colour}]{status}{where}[/] ({len(rs)} job{'s' if len(rs) > 1 else ''}: {escape(shown)}): "
                      f"{escape(reason)}")
     return lines
+
+
+def _distinct_parts(r: JobRecord, records: Sequence[JobRecord]) -> list[str]:
+    """The record's calibration method and weight granularity, each where the run's records differ in it."""
+    parts = []
+    if r.calibration_method and len({x.calibration_method for x in records if x.calibration_method}) > 1:
+        parts.append(r.calibration_method)
+    if r.per_channel is not None and len({x.per_channel for x in records if x.per_channel is not None}) > 1:
+        parts.append("per-channel" if r.per_channel else "per-tensor")
+    return parts
 
 
 def left_out_lines(left_out: Sequence[LeftOut]) -> list[str]:

@@ -183,3 +183,11 @@ def test_labels_that_do_not_fit_the_model_give_the_reason_as_a_footnote():
     buf = io.StringIO()
     render_summary([record], "run-x", Path("results/run-x"), Console(file=buf, width=300, color_system=None))
     assert "labels span 0..2 but the output has 2 classes" in buf.getvalue()
+
+
+def test_a_refused_job_is_named_by_its_calibration_when_the_run_asked_for_several():
+    records = [_rec("a", "m", "onnxruntime", "int8", calibration_method="minmax"),
+               _rec("b", "m", "onnxruntime", "int8", status="unsupported", calibration_method="learned",
+                    error_message="no learned calibration table", failed_stage="compile")]
+    (line,) = not_run_lines(records, checkpoint_letters(records))
+    assert "(1 job: onnxruntime int8 learned)" in line
