@@ -288,7 +288,8 @@ _PASS_THROUGH = {"Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Fl
 
 def final_ops(model_path: Path | str) -> dict[str, tuple[str, int | None]]:
     """The op that makes each graph output, looking through reshapes/transposes: {name: (op_type, axis)}, the axis
-    for a Softmax/LogSoftmax (its ``axis`` attribute, default -1), else None."""
+    of a Softmax (its ``axis`` attribute, default -1), else None. (A Transpose passed through is not applied to
+    the axis: a card names the axis when a model transposes its Softmax output.)"""
     import onnx
 
     try:
