@@ -288,8 +288,7 @@ _PASS_THROUGH = {"Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Fl
 
 def final_ops(model_path: Path | str) -> dict[str, tuple[str, int | None]]:
     """The op that makes each graph output, looking through reshapes/transposes: {name: (op_type, axis)}, the axis
-    of a Softmax (its ``axis`` attribute, default -1), else None. (A Transpose passed through is not applied to
-    the axis: a card names the axis when a model transposes its Softmax output.)"""
+    of a Softmax (its ``axis`` attribute, default -1, carried through any Transpose after it), else None."""
     import onnx
 
     try:
@@ -299,14 +298,19 @@ def final_ops(model_path: Path | str) -> dict[str, tuple[str, int | None]]:
     producer = {o: n for n in graph.node for o in n.output}
     found: dict[str, tuple[str, int | None]] = {}
     for out in graph.output:
-        node = producer.get(out.name)
+        node, perms = producer.get(out.name), []
         while node is not None and node.op_type in _PASS_THROUGH and node.input:
+            if node.op_type == "Transpose":
+                perms.append(next((list(a.ints) for a in node.attribute if a.name == "perm"), None))
             node = producer.get(node.input[0])
         if node is None:
             continue
         axis = None
         if node.op_type == "Softmax":
             axis = int(next((a.i for a in node.attribute if a.name == "axis"), -1))
+            for perm in reversed(perms):   # in graph order: input axis a becomes output axis perm.index(a)
+                if perm:
+                    axis = perm.index(axis % len(perm))
         found[out.name] = (node.op_type, axis)
     return found
 

@@ -65,6 +65,17 @@ def test_a_softmax_per_position_is_a_sequence_over_its_axis(tmp_path):
     assert (card.outputs[0].role, card.outputs[0].class_axis) == ("sequence", 2)
 
 
+def test_a_softmax_behind_a_transpose_keeps_its_class_axis(tmp_path):
+    # Softmax over the classes of (N, K, T), transposed to (N, T, K): the classes are on axis 2 of the output.
+    nodes = [helper.make_node("Softmax", ["x"], ["s"], axis=1),
+             helper.make_node("Transpose", ["s"], ["p"], perm=[0, 2, 1])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 37, 25])],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 25, 37])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "t.onnx"))
+    card = infer_card(_Model(tmp_path / "t.onnx"))
+    assert (card.outputs[0].role, card.outputs[0].class_axis) == ("sequence", 2)
+
+
 def test_a_softmax_over_channels_of_a_map_is_a_mask(tmp_path):
     card = infer_card(_Model(_graph(tmp_path / "m.onnx", [("p", ["N", 3, 8, 8], "Softmax")], ["N", 3, 8, 8])))
     assert (card.outputs[0].role, card.outputs[0].class_axis) == ("mask", 1)
