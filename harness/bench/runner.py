@@ -224,10 +224,12 @@ def run_benchmark(options: BenchmarkOptions, progress: ProgressFn | None = None,
         for w in warnings:
             warn(w)
         result = RunResult(run_id, store.run_dir, eval_source=eval_source, planned=len(jobs), left_out=left_out)
+        before = len(store.finished_job_ids())
         try:
             _run_jobs(jobs, options, store, data, result, progress, launcher)
         except KeyboardInterrupt:
-            raise RunInterrupted(run_id, store.run_dir, len(result.records)) from None
+            # Counted from the file: a signal landing between the write and the bookkeeping must not hide a record.
+            raise RunInterrupted(run_id, store.run_dir, len(store.finished_job_ids()) - before) from None
         if {j.job_id for j in jobs} <= store.finished_job_ids():
             store.remove_work()   # the run is complete; on failure work/ stays for inspection
     return result

@@ -154,3 +154,20 @@ def test_a_cached_artifact_that_fails_to_load_is_rebuilt_once(tmp_path, tiny_mod
     second = run_benchmark(_options(tmp_path, tiny_model, devices=(device,), backends=None, run_id="b")).records[0]
     assert second.status == "ok" and second.compile_cached is False
     assert "artifact format 3 is not readable" in second.extra["cache_rebuilt_reason"]
+
+
+def test_an_interrupt_right_after_a_record_is_written_counts_that_record(tmp_path, tiny_model, monkeypatch):
+    from harness.bench.runner import RunInterrupted
+    from harness.store.writer import RunStore
+
+    append = RunStore.append
+
+    def append_then_signal(self, record):   # SIGTERM landing just after the line reached records.jsonl
+        append(self, record)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunStore, "append", append_then_signal)
+    with pytest.raises(RunInterrupted) as caught:
+        run_benchmark(_options(tmp_path, tiny_model, precisions=("fp32",)))
+    assert caught.value.records_written == 1
+    assert len((caught.value.run_dir / "records.jsonl").read_text().splitlines()) == 1
