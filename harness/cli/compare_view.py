@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from harness.analysis.compare import NOTE_SEPARATOR, TABLE_TITLES
 from harness.cli.textview import Column, Footnotes, fit_table, pct, sig
-from harness.store.labels import short_label, throughput_point
+from harness.store.labels import AGREEMENT_FIELDS, MSE_FIELDS, agreement, primary_mse, short_label, throughput_point
 
 #: Metrics that are fractions: shown in percent (deltas in percentage points).
 FRACTIONS = frozenset({"top1", "top5", "top1_agreement", "miou"})
@@ -66,8 +66,8 @@ def main_table(console: Console, df: pd.DataFrame, show_all: bool) -> None:
                5 if any(_get(r, "power_avg_w") is not None for r in rows) else 4),  # all n/a: a note says why
         Column("mJ/inf", lambda r: sig(_get(r, "energy_per_inference_mj")), 2),
         Column("top-1 %", lambda r: pct(_get(r, "top1")), 8),
-        Column("agree %", lambda r: pct(_get(r, "top1_agreement")), 6),
-        Column("MSE", lambda r: sig(_get(r, "logit_mse"), 2), 4),
+        Column("agree %", lambda r: pct(agreement(r)), 6),
+        Column("MSE", lambda r: sig(primary_mse(r), 2), 4),
         Column("SNR dB", lambda r: sig(_get(r, "snr_db")), 2),
         Column("ECE", lambda r: sig(_get(r, "ece"), 2), 1),
         Column("mIoU %", lambda r: pct(_get(r, "miou")), 4),
@@ -75,11 +75,13 @@ def main_table(console: Console, df: pd.DataFrame, show_all: bool) -> None:
     ]
     # leave out metric columns nothing measured (a classification run has no mIoU)
     measured = {c: df[c].notna().any() if c in df.columns else False for c in
-                ("latency_ms_p99", "energy_per_inference_mj", "top1", "top1_agreement", "logit_mse", "snr_db",
-                 "ece", "miou", "throughput_samples_per_s")}
+                ("latency_ms_p99", "energy_per_inference_mj", "top1", "snr_db", "ece", "miou",
+                 "throughput_samples_per_s") + AGREEMENT_FIELDS + MSE_FIELDS}
+    measured["agreement"] = any(measured[c] for c in AGREEMENT_FIELDS)
+    measured["mse"] = any(measured[c] for c in MSE_FIELDS)
     keys = {"p99 ms": "latency_ms_p99", "mJ/inf": "energy_per_inference_mj", "top-1 %": "top1",
             "samples/s": "throughput_samples_per_s", "b×streams": "throughput_samples_per_s",
-            "agree %": "top1_agreement", "MSE": "logit_mse", "SNR dB": "snr_db", "ECE": "ece", "mIoU %": "miou"}
+            "agree %": "agreement", "MSE": "mse", "SNR dB": "snr_db", "ECE": "ece", "mIoU %": "miou"}
     cols = [c for c in cols if c.priority > 0 and (c.header not in keys or measured[keys[c.header]])]
     title = TABLE_TITLES["main"] + (f" on {next(iter(devices))}" if len(devices) == 1 else "")
     if rows:

@@ -21,7 +21,8 @@ from harness.bench.plan import LeftOut
 from harness.bench.runner import BenchmarkOptions, RunResult, run_benchmark
 from harness.cli.console import make_console
 from harness.cli.textview import Column, Footnotes, fit_table, pct, sig
-from harness.store.labels import precision_label, throughput_point, timing_label, timing_origin
+from harness.store.labels import (agreement, precision_label, primary_mse, throughput_point, timing_label,
+                                  timing_origin)
 from harness.store.reader import checkpoint_name
 from harness.store.layout import RECORDS_FILE
 from harness.store.records import JobRecord
@@ -81,21 +82,6 @@ def _notes(r: JobRecord) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
-def agreement(r: JobRecord) -> float | None:
-    """Share of images whose decision equals the FP32 reference's: top-1 for a classifier, the greedy-decoded
-    sequence for a sequence output (the primary output's role decides which the record holds)."""
-    return r.top1_agreement if r.top1_agreement is not None else r.sequence_agreement
-
-
-def primary_mse(r: JobRecord) -> float | None:
-    """The primary output's MSE against FP32: logit MSE (logits), probability MSE (probabilities), else the
-    element-wise MSE in the output's own units² (maps, sequences, raw tensors)."""
-    for value in (r.logit_mse, r.probability_mse, r.output_mse):
-        if value is not None:
-            return value
-    return None
-
-
 def worst_output_snr(r: JobRecord) -> tuple[str | None, float | None]:
     """(output name, SNR dB) of the record's worst-scored output: the table's SNR is the primary output's, but a
     multi-output model (a detector's box and score heads) can break on another one."""
@@ -125,8 +111,8 @@ def summary_columns(letters: dict[str, str], labels: dict[str, str], notes: Foot
         Column("b×streams", lambda r: throughput_point(r.to_dict()), 7, numeric=False),
         Column("W", power, 6 if any_power else 4),  # all "n/a": the footnote says why
         Column("top-1 %", lambda r: pct(r.top1), 8),
-        Column("agree %", lambda r: pct(agreement(r)), 6),
-        Column("MSE", lambda r: sig(primary_mse(r), 2), 4),
+        Column("agree %", lambda r: pct(agreement(r.to_dict())), 6),
+        Column("MSE", lambda r: sig(primary_mse(r.to_dict()), 2), 4),
         Column("SNR dB", lambda r: sig(r.snr_db), 2),
         Column("ECE", lambda r: sig(r.ece, 2), 1),
         Column("timing", lambda r: timing_label(r.to_dict()), 9, numeric=False),

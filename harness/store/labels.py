@@ -1,4 +1,5 @@
-"""What a record's numbers are, in words: precision labels and where a timing came from.
+"""What a record's numbers are, in words: precision labels, where a timing came from, which fidelity field a view's
+agreement and MSE columns show.
 
 The ONE place that turns record fields (``precision``, ``per_channel``, ``calibration_method``, activation
 signedness, ``measured_on``, ``simulated``, ``timing_note``, ``extra``) into the labels every view shows: the
@@ -129,6 +130,27 @@ def throughput_point(rec: Mapping[str, Any]) -> str:
     return f"{int(batch)}×{int(streams) if _present(streams) else 1}"
 
 
-__all__ = ["ORIGIN_LABELS", "TIMING_ORIGINS", "activation_signed", "is_untuned", "precision_label", "short_label",
-           "throughput_point", "timing_label", "timing_origin"]
+def _first_present(rec: Mapping[str, Any], keys: tuple[str, ...]) -> float | None:
+    return next((rec[k] for k in keys if _present(rec.get(k))), None)
+
+
+#: The primary output's share of images deciding as FP32 does, by role: top-1 (classifier), decoded sequence.
+AGREEMENT_FIELDS = ("top1_agreement", "sequence_agreement")
+#: The primary output's MSE against FP32, by role: logits, probabilities, else element-wise in its own units².
+MSE_FIELDS = ("logit_mse", "probability_mse", "output_mse")
+
+
+def agreement(rec: Mapping[str, Any]) -> float | None:
+    """Share of images whose decision equals the FP32 reference's (the ``agree %`` column of every view)."""
+    return _first_present(rec, AGREEMENT_FIELDS)
+
+
+def primary_mse(rec: Mapping[str, Any]) -> float | None:
+    """The primary output's MSE against FP32 (the ``MSE`` column of every view)."""
+    return _first_present(rec, MSE_FIELDS)
+
+
+__all__ = ["AGREEMENT_FIELDS", "MSE_FIELDS", "ORIGIN_LABELS", "TIMING_ORIGINS", "activation_signed", "agreement",
+           "is_untuned", "precision_label", "primary_mse", "short_label", "throughput_point", "timing_label",
+           "timing_origin"]
 

@@ -109,3 +109,15 @@ def test_the_terminal_table_shows_offline_throughput_as_samples_and_batch_by_str
     write_run(tmp_path, "run-o", [offline], manifest("run-o", [NPU]))
     text = _text(build_tables(load(tmp_path), which=("main",)), width=160)
     assert "samples/s" in text and "1234" in text and "8×2" in text
+
+
+def test_a_sequence_model_shows_its_sequence_agreement_in_the_agree_column(df):
+    import pandas as pd
+
+    seq = df.head(1).copy()
+    for col in ("top1", "top1_agreement", "logit_mse", "ece", "miou"):
+        if col in seq.columns:
+            seq[col] = np.nan
+    seq["sequence_agreement"] = 0.375
+    text = _text(build_tables(pd.DataFrame(seq), which=("main",)), width=200)
+    assert "agree %" in text and "37.5" in text

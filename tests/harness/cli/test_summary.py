@@ -161,18 +161,19 @@ def test_an_offline_run_shows_its_throughput_and_the_batch_by_streams():
 
 
 def test_a_sequence_output_fills_the_agreement_column_with_its_sequence_agreement():
-    from harness.cli.progress import agreement
+    from harness.store.labels import agreement
 
-    assert agreement(_rec("j", "rec", "onnxruntime", "int8", sequence_agreement=0.25)) == 0.25
-    assert agreement(_rec("j", "cnn", "onnxruntime", "int8", top1_agreement=0.9, sequence_agreement=0.1)) == 0.9
+    assert agreement(_rec("j", "rec", "onnxruntime", "int8", sequence_agreement=0.25).to_dict()) == 0.25
+    assert agreement(_rec("j", "cnn", "onnxruntime", "int8", top1_agreement=0.9,
+                          sequence_agreement=0.1).to_dict()) == 0.9
 
 
 def test_the_mse_column_falls_back_from_logit_to_probability_to_element_wise_mse():
-    from harness.cli.progress import primary_mse
+    from harness.store.labels import primary_mse
 
-    assert primary_mse(_rec("j", "cnn", "onnxruntime", "int8", logit_mse=0.5, output_mse=9.0)) == 0.5
-    assert primary_mse(_rec("j", "cls", "onnxruntime", "int8", probability_mse=0.02, output_mse=9.0)) == 0.02
-    assert primary_mse(_rec("j", "det", "onnxruntime", "int8", output_mse=0.0495)) == 0.0495
+    assert primary_mse(_rec("j", "cnn", "onnxruntime", "int8", logit_mse=0.5, output_mse=9.0).to_dict()) == 0.5
+    assert primary_mse({"logit_mse": float("nan"), "probability_mse": 0.02, "output_mse": 9.0}) == 0.02
+    assert primary_mse(_rec("j", "det", "onnxruntime", "int8", output_mse=0.0495).to_dict()) == 0.0495
 
 
 def test_labels_that_do_not_fit_the_model_give_the_reason_as_a_footnote():
