@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from devices.choices import did_you_mean
+from harness.store.labels import MSE_FIELDS
 
 #: Calibration sources: how the draw from the training split is transformed.
 SOURCES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
@@ -138,23 +139,34 @@ def _run_all(session: Any, input_name: str, images: np.ndarray, batch: int = 256
     return run_outputs(session, {input_name: images}, batch)
 
 
+def mse_field(rows: Sequence[dict[str, Any]]) -> str:
+    """The MSE the rows share, by the primary output's role: logit_mse (logits), probability_mse (probabilities,
+    e.g. a model ending in Softmax), else output_mse (harness.store.labels.MSE_FIELDS)."""
+    for key in MSE_FIELDS:
+        if rows and all(r.get(key) is not None for r in rows):
+            return key
+    raise ValueError("the calibration sets' rows share no MSE against FP32 (logit, probability or element-wise)")
+
+
 def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per checkpoint: how far logit MSE and top-1 move across all calibration sets, and per set kind."""
+    """Per checkpoint: how far the MSE against FP32 (``mse_field``: logit MSE for logits) and top-1 move across
+    all calibration sets, and per set kind; keys are prefixed with the MSE's field name."""
     out = []
     for ckpt in dict.fromkeys(r["checkpoint"] for r in rows):
         sel = [r for r in rows if r["checkpoint"] == ckpt]
-        mse = np.array([r["logit_mse"] for r in sel], dtype=np.float64)
+        key = mse_field(sel)
+        mse = np.array([r[key] for r in sel], dtype=np.float64)
         top1 = np.array([r["top1"] for r in sel], dtype=np.float64)
         entry: dict[str, Any] = {
-            "checkpoint": ckpt, "calibration_sets": len(sel),
-            "logit_mse_min": float(mse.min()), "logit_mse_max": float(mse.max()),
-            "logit_mse_max_over_min": float(mse.max() / mse.min()) if mse.min() > 0 else math.inf,
-            "logit_mse_cv": float(mse.std() / mse.mean()) if mse.mean() > 0 else 0.0,
+            "checkpoint": ckpt, "calibration_sets": len(sel), "mse_field": key,
+            f"{key}_min": float(mse.min()), f"{key}_max": float(mse.max()),
+            f"{key}_max_over_min": float(mse.max() / mse.min()) if mse.min() > 0 else math.inf,
+            f"{key}_cv": float(mse.std() / mse.mean()) if mse.mean() > 0 else 0.0,
             "top1_range": float(top1.max() - top1.min()), "top1_std": float(top1.std()),
         }
         for (source, size) in dict.fromkeys((r["source"], r["calibration_images"]) for r in sel):
-            vals = [r["logit_mse"] for r in sel if r["source"] == source and r["calibration_images"] == size]
-            entry[f"logit_mse_mean[{source},{size}]"] = float(np.mean(vals))
+            vals = [r[key] for r in sel if r["source"] == source and r["calibration_images"] == size]
+            entry[f"{key}_mean[{source},{size}]"] = float(np.mean(vals))
         out.append(entry)
     return out
 
@@ -163,11 +175,13 @@ def markdown(study: CalibStudy) -> str:
     def fmt(v: Any) -> str:
         return f"{v:.5g}" if isinstance(v, float) else str(v)
 
-    lines = ["# Calibration-set sensitivity", "", "| checkpoint | source | images | seed | top-1 % | logit MSE | SNR dB |",
-             "|---|---|---|---|---|---|---|"]
+    key = mse_field(study.rows) if study.rows else "logit_mse"
+    lines = ["# Calibration-set sensitivity", "",
+             f"| checkpoint | source | images | seed | top-1 % | {key} | SNR dB |", "|---|---|---|---|---|---|---|"]
     for r in study.rows:
+        snr = "exact" if r.get("snr_db") is None else f"{r['snr_db']:.2f}"
         lines.append(f"| {r['checkpoint']} | {r['source']} | {r['calibration_images']} | {r['seed']} | "
-                     f"{100 * r['top1']:.2f} | {r['logit_mse']:.5g} | {r['snr_db']:.2f} |")
+                     f"{100 * r['top1']:.2f} | {r[key]:.5g} | {snr} |")
     lines += ["", "## Spread across calibration sets", ""]
     if study.summary:
         keys = list(study.summary[0].keys())

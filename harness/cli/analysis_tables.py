@@ -59,10 +59,12 @@ def layers_table(report: LayerReport, top: int | None = 20) -> Table:
 
 
 def calib_table(study: CalibStudy) -> Table:
-    t = Table(title="Calibration-set sensitivity (logit MSE vs FP32; spread across calibration sets)")
+    fields = sorted({s["mse_field"] for s in study.summary}) or ["logit_mse"]
+    t = Table(title=f"Calibration-set sensitivity ({' / '.join(fields)} vs FP32; spread across calibration sets)")
     for c in ("checkpoint", "sets", "MSE min", "MSE max", "max/min", "CV", "top-1 range pts"):
         t.add_column(c, justify="left" if c == "checkpoint" else "right")
     for s in study.summary:
-        t.add_row(s["checkpoint"], str(s["calibration_sets"]), f"{s['logit_mse_min']:.5g}", f"{s['logit_mse_max']:.5g}",
-                  f"{s['logit_mse_max_over_min']:.3f}", f"{s['logit_mse_cv']:.3f}", f"{100 * s['top1_range']:.2f}")
+        f = s["mse_field"]
+        t.add_row(s["checkpoint"], str(s["calibration_sets"]), f"{s[f + '_min']:.5g}", f"{s[f + '_max']:.5g}",
+                  f"{s[f + '_max_over_min']:.3f}", f"{s[f + '_cv']:.3f}", f"{100 * s['top1_range']:.2f}")
     return t

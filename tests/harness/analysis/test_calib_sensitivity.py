@@ -58,3 +58,15 @@ def test_summary_ratio_and_cv():
     assert s["logit_mse_max_over_min"] == pytest.approx(2.0)
     assert s["logit_mse_cv"] == pytest.approx(np.std([0.2, 0.1]) / 0.15)
     assert s["top1_range"] == pytest.approx(0.1)
+
+
+def test_a_probabilities_model_is_summarised_by_its_probability_mse():
+    # A model ending in Softmax has probability_mse, no logit_mse: the summary raised KeyError 'logit_mse'.
+    from harness.analysis.calib_sensitivity import CalibStudy, markdown
+
+    rows = [{"checkpoint": "cls", "source": "train", "calibration_images": n, "seed": 0, "logit_mse": None,
+             "probability_mse": m, "top1": 0.9, "snr_db": None} for n, m in ((2, 0.06), (4, 0.03))]
+    s = summarize(rows)[0]
+    assert s["mse_field"] == "probability_mse" and s["probability_mse_max_over_min"] == pytest.approx(2.0)
+    text = markdown(CalibStudy(rows=rows, summary=[s]))
+    assert "| probability_mse |" in text and "| exact |" in text
