@@ -315,6 +315,31 @@ def final_ops(model_path: Path | str) -> dict[str, tuple[str, int | None]]:
     return found
 
 
+#: TFLite ops that keep a Softmax's meaning when they follow it (the ONNX _PASS_THROUGH's counterparts).
+_TFLITE_PASS_THROUGH = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "IDENTITY"}
+
+
+def tflite_final_ops(model_path: Path | str) -> dict[str, tuple[str, int | None]]:
+    """As :func:`final_ops` for a .tflite model: {output name: ("Softmax", -1)} for outputs a SOFTMAX makes (TFLite's
+    softmax is over the last axis), other producers by their TFLite op name; {} when LiteRT cannot read it."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interp = Interpreter(model_path=str(model_path))
+        ops = interp._get_ops_details()   # the only listing of ops the Python API offers
+    except Exception:
+        return {}
+    producer = {int(t): op for op in ops for t in op["outputs"]}
+    found: dict[str, tuple[str, int | None]] = {}
+    for out in interp.get_output_details():
+        op = producer.get(int(out["index"]))
+        while op is not None and op["op_name"] in _TFLITE_PASS_THROUGH and len(op["inputs"]):
+            op = producer.get(int(op["inputs"][0]))
+        if op is not None:
+            found[out["name"]] = ("Softmax", -1) if op["op_name"] == "SOFTMAX" else (op["op_name"], None)
+    return found
+
+
 def _is_float(dtype: str) -> bool:
     return dtype.startswith("float") or dtype in ("bfloat16",)
 
@@ -400,7 +425,7 @@ def infer_card(checkpoint: Any, reference_outputs: Mapping[str, Any] | Sequence[
     """
     inputs, outputs = graph_specs(checkpoint)
     fmt = getattr(checkpoint, "format", "onnx")
-    endings = final_ops(checkpoint.path) if fmt == "onnx" else {}
+    endings = final_ops(checkpoint.path) if fmt == "onnx" else tflite_final_ops(checkpoint.path)
     if reference_outputs is not None and not isinstance(reference_outputs, Mapping):
         reference_outputs = {o.name: r for o, r in zip(outputs, reference_outputs)}
     notes: list[str] = []

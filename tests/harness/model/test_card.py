@@ -162,3 +162,13 @@ def test_effective_card_written_as_toml_reads_back_the_same(tmp_path):
     (tmp_path / "again.toml").write_text(card.to_toml())
     again = effective_card(model, tmp_path / "again.toml")
     assert again.inputs == card.inputs and again.outputs == card.outputs and again.inferred == ()
+
+
+def test_a_tflite_model_ending_in_softmax_is_probabilities(tmp_path):
+    # The same classifier as ONNX was "probabilities"; as .tflite it was "logits" and got a second softmax.
+    pytest.importorskip("ai_edge_litert", reason="reading .tflite checkpoints needs ai-edge-litert")
+    from harness.model.checkpoint import load_checkpoint
+    from tests.harness.model import tflite_models
+
+    card = infer_card(load_checkpoint(tflite_models.softmax_classifier(tmp_path / "p.tflite")))
+    assert (card.outputs[0].role, card.outputs[0].class_axis) == ("probabilities", -1)

@@ -11,7 +11,7 @@ from typing import Sequence
 import flatbuffers
 
 #: BuiltinOperator codes used here.
-ADD, MUL = 0, 18
+ADD, MUL, SOFTMAX = 0, 18, 25
 
 
 def _ints(b: flatbuffers.Builder, xs: Sequence[int]) -> int:
@@ -85,3 +85,8 @@ def write_model(path: Path, tensors: Sequence[str], inputs: Sequence[int], outpu
 def two_inputs_two_outputs(path: Path) -> Path:
     """a (N, 3), b (N, 3) -> "prod" = a * b first, "sum" = a + b second."""
     return write_model(path, ["a", "b", "sum", "prod"], [0, 1], [3, 2], [(ADD, [0, 1], [2]), (MUL, [0, 1], [3])])
+
+
+def softmax_classifier(path: Path) -> Path:
+    """x (N, 3) -> "p" = SOFTMAX(x + x): a classifier whose graph ends in a softmax (K = 3)."""
+    return write_model(path, ["x", "s", "p"], [0], [2], [(ADD, [0, 0], [1]), (SOFTMAX, [1], [2])])
